@@ -1,0 +1,14 @@
+using System;
+
+namespace MLNet.Diffusion.Schedulers;
+
+/// <summary>
+/// A source of standard normal noise. Stochastic schedulers (DDPM, Euler ancestral, DDIM with eta &gt; 0, LCM) draw
+/// from the caller's source so that a seed fixes the result.
+/// </summary>
+public interface INoiseSource
+{
+    /// <summary>Fills <paramref name="destination"/> with independent N(0, 1) samples.</summary>
+    /// <param name="destination">The span to fill.</param>
+    void NextGaussian(Span<float> destination);
+}

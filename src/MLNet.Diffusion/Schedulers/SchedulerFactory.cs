@@ -1,0 +1,43 @@
+using System;
+using System.Collections.Generic;
+
+namespace MLNet.Diffusion.Schedulers;
+
+/// <summary>Creates schedulers by name (<c>ddim</c>, <c>euler-a</c>, <c>dpmpp-2m-karras</c>, …) or by a config's <c>_class_name</c>.</summary>
+public static class SchedulerFactory
+{
+    private static readonly Dictionary<string, Func<SchedulerConfig, DiffusionScheduler>> s_byName = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["ddim"] = c => new DdimScheduler(c),
+    };
+
+    private static readonly Dictionary<string, string> s_byClassName = new(StringComparer.Ordinal)
+    {
+        ["DDIMScheduler"] = "ddim",
+    };
+
+    /// <summary>The scheduler names <see cref="Create(string, SchedulerConfig)"/> accepts.</summary>
+    public static IReadOnlyCollection<string> Names => s_byName.Keys;
+
+    /// <summary>Creates the scheduler called <paramref name="name"/>, configured from <paramref name="config"/>.</summary>
+    /// <param name="name">A name from <see cref="Names"/> (case-insensitive).</param>
+    /// <param name="config">The model's scheduler config.</param>
+    /// <exception cref="ArgumentException">The name is unknown; the message lists the known names.</exception>
+    public static DiffusionScheduler Create(string name, SchedulerConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(config);
+        if (!s_byName.TryGetValue(name.Trim(), out var create))
+            throw new ArgumentException($"Unknown scheduler '{name}'. Known schedulers: {string.Join(", ", s_byName.Keys)}.", nameof(name));
+        return create(config);
+    }
+
+    /// <summary>Creates the scheduler the config's <c>_class_name</c> names; DDIM when it names none this library implements.</summary>
+    /// <param name="config">The model's scheduler config.</param>
+    public static DiffusionScheduler CreateDefault(SchedulerConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        string name = config.ClassName is { } cls && s_byClassName.TryGetValue(cls, out var n) ? n : "ddim";
+        return Create(name, config);
+    }
+}
