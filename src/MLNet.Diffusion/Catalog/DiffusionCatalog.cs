@@ -1,0 +1,77 @@
+using System;
+using MLNet.Diffusion;
+
+namespace Microsoft.ML;
+
+/// <summary>
+/// Stable Diffusion stages for <see cref="TransformsCatalog"/>: <c>mlContext.Transforms.EncodePrompt(…)</c>,
+/// <c>DenoiseLatents(…)</c> and <c>DecodeLatents(…)</c>, each running one component of a
+/// <see cref="StableDiffusionModel"/> loaded with <see cref="StableDiffusionModel.Load"/>.
+/// </summary>
+public static class DiffusionCatalog
+{
+    /// <summary>
+    /// Create a <see cref="PromptEncodingEstimator"/>, which tokenizes the text column <paramref name="inputColumnName"/>
+    /// with the model's CLIP tokenizer and encodes it with the text encoder into <paramref name="outputColumnName"/>:
+    /// a float vector [2, 77, D] holding the negative (or empty) prompt's hidden states, then the prompt's.
+    /// </summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model.</param>
+    /// <param name="outputColumnName">Name of the embeddings column to create.</param>
+    /// <param name="inputColumnName">Name of the prompt column (text); defaults to <paramref name="outputColumnName"/>.</param>
+    /// <param name="negativePromptColumnName">Name of an optional negative-prompt column (text).</param>
+    public static PromptEncodingEstimator EncodePrompt(this TransformsCatalog catalog, StableDiffusionModel model,
+        string outputColumnName = "Embeddings", string? inputColumnName = null, string? negativePromptColumnName = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new PromptEncodingEstimator(model, new EncodePromptOptions
+        {
+            OutputColumnName = outputColumnName,
+            InputColumnName = inputColumnName ?? outputColumnName,
+            NegativePromptColumnName = negativePromptColumnName,
+        });
+    }
+
+    /// <summary>Create a <see cref="PromptEncodingEstimator"/> with all options (batch size, pooled output, long prompts).</summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model.</param>
+    /// <param name="options">Column names and settings.</param>
+    public static PromptEncodingEstimator EncodePrompt(this TransformsCatalog catalog, StableDiffusionModel model, EncodePromptOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(options);
+        return new PromptEncodingEstimator(model, options);
+    }
+
+    /// <summary>
+    /// Create a <see cref="LatentDenoisingEstimator"/>, which runs the UNet denoising loop (scheduler, classifier-free
+    /// guidance) from each row's seeded noise, conditioned on the embeddings column, into a latents column [C, H/f, W/f].
+    /// </summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model.</param>
+    /// <param name="outputColumnName">Name of the latents column to create.</param>
+    /// <param name="inputColumnName">Name of the embeddings column (EncodePrompt's output); defaults to "Embeddings".</param>
+    /// <param name="options">Steps, guidance, size, scheduler, seeds, batching, progress; defaults when null.</param>
+    public static LatentDenoisingEstimator DenoiseLatents(this TransformsCatalog catalog, StableDiffusionModel model,
+        string outputColumnName = "Latents", string inputColumnName = "Embeddings", DenoiseOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new LatentDenoisingEstimator(model, outputColumnName, inputColumnName, options ?? new DenoiseOptions());
+    }
+
+    /// <summary>
+    /// Create a <see cref="LatentDecodingEstimator"/>, which decodes the latents column with the VAE decoder into an
+    /// <see cref="Microsoft.ML.Data.MLImage"/> column.
+    /// </summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model.</param>
+    /// <param name="outputColumnName">Name of the image column to create.</param>
+    /// <param name="inputColumnName">Name of the latents column (DenoiseLatents' output); defaults to "Latents".</param>
+    /// <param name="options">Batching, an optional pixels column, and the latent size for columns without a fixed shape.</param>
+    public static LatentDecodingEstimator DecodeLatents(this TransformsCatalog catalog, StableDiffusionModel model,
+        string outputColumnName = "Image", string inputColumnName = "Latents", DecodeLatentsOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new LatentDecodingEstimator(model, outputColumnName, inputColumnName, options ?? new DecodeLatentsOptions());
+    }
+}

@@ -1,0 +1,89 @@
+using System;
+using Microsoft.ML.Data;
+
+namespace MLNet.Diffusion.Imaging;
+
+/// <summary>
+/// Conversions between the VAE's planar tensors (CHW, RGB in [−1, 1]) and <see cref="MLImage"/> (RGBA32). ML.NET's
+/// ConvertToImage is not used for VAE output: with scale/offset and no alpha it writes alpha 0 and does not clamp.
+/// </summary>
+public static class ImageTensor
+{
+    /// <summary>
+    /// Creates an RGBA image from a planar [3, height, width] tensor in [−1, 1]: clamped, then ×127.5 + 127.5, rounded, alpha 255
+    /// (diffusers' postprocess: (x / 2 + 0.5).clamp(0, 1) · 255, rounded).
+    /// </summary>
+    /// <param name="chw">The planar tensor, 3·height·width values.</param>
+    /// <param name="width">Image width.</param>
+    /// <param name="height">Image height.</param>
+    /// <returns>A new image; the caller owns it.</returns>
+    public static MLImage ToImage(ReadOnlySpan<float> chw, int width, int height)
+    {
+        var rgba = new byte[width * height * 4];
+        ToRgba(chw, width, height, rgba);
+        return MLImage.CreateFromPixels(width, height, MLPixelFormat.Rgba32, rgba);
+    }
+
+    /// <summary>Writes RGBA bytes for a planar [3, height, width] tensor in [−1, 1].</summary>
+    /// <param name="chw">The planar tensor.</param>
+    /// <param name="width">Image width.</param>
+    /// <param name="height">Image height.</param>
+    /// <param name="rgba">Receives width·height·4 bytes.</param>
+    public static void ToRgba(ReadOnlySpan<float> chw, int width, int height, Span<byte> rgba)
+    {
+        int plane = width * height;
+        if (chw.Length != 3 * plane)
+            throw new ArgumentException($"Expected 3×{height}×{width} = {3 * plane} values, got {chw.Length}.", nameof(chw));
+        if (rgba.Length != 4 * plane)
+            throw new ArgumentException($"Expected {4 * plane} bytes, got {rgba.Length}.", nameof(rgba));
+        var r = chw.Slice(0, plane);
+        var g = chw.Slice(plane, plane);
+        var b = chw.Slice(2 * plane, plane);
+        for (int i = 0; i < plane; i++)
+        {
+            rgba[4 * i] = ToByte(r[i]);
+            rgba[4 * i + 1] = ToByte(g[i]);
+            rgba[4 * i + 2] = ToByte(b[i]);
+            rgba[4 * i + 3] = 255;
+        }
+    }
+
+    /// <summary>
+    /// Writes a planar [3, height, width] tensor in [−1, 1] from an image (the VAE encoder's input convention:
+    /// x / 127.5 − 1). The image must be exactly <paramref name="width"/>×<paramref name="height"/>.
+    /// </summary>
+    /// <param name="image">The image (RGBA32 or BGRA32).</param>
+    /// <param name="width">Expected width.</param>
+    /// <param name="height">Expected height.</param>
+    /// <param name="chw">Receives 3·height·width values.</param>
+    public static void FromImage(MLImage image, int width, int height, Span<float> chw)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        if (image.Width != width || image.Height != height)
+            throw new ArgumentException($"Image is {image.Width}×{image.Height}; expected {width}×{height}.", nameof(image));
+        int plane = width * height;
+        if (chw.Length != 3 * plane)
+            throw new ArgumentException($"Expected {3 * plane} values, got {chw.Length}.", nameof(chw));
+        var pixels = image.Pixels;
+        bool bgra = image.PixelFormat == MLPixelFormat.Bgra32;
+        if (!bgra && image.PixelFormat != MLPixelFormat.Rgba32)
+            throw new ArgumentException($"Image pixel format {image.PixelFormat} is not supported; expected RGBA32 or BGRA32.", nameof(image));
+        int ri = bgra ? 2 : 0, bi = bgra ? 0 : 2;
+        for (int i = 0; i < plane; i++)
+        {
+            chw[i] = pixels[4 * i + ri] / 127.5f - 1f;
+            chw[plane + i] = pixels[4 * i + 1] / 127.5f - 1f;
+            chw[2 * plane + i] = pixels[4 * i + bi] / 127.5f - 1f;
+        }
+    }
+
+    private static byte ToByte(float v)
+    {
+        float x = v * 127.5f + 127.5f;
+        if (!(x > 0f))
+            return 0;
+        if (x >= 255f)
+            return 255;
+        return (byte)(x + 0.5f);
+    }
+}

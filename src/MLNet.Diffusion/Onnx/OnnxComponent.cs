@@ -1,0 +1,145 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Threading;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace MLNet.Diffusion.Onnx;
+
+/// <summary>One ONNX model of the folder (text_encoder, unet, …): its session, its I/O metadata, and a run counter.</summary>
+internal sealed class OnnxComponent : IDisposable
+{
+    private readonly InferenceSession _session;
+    private long _runCount;
+    private int _inFlight;
+    private volatile bool _disposed;
+
+    public OnnxComponent(string name, string path, InferenceSession session)
+    {
+        Name = name;
+        Path = path;
+        _session = session;
+    }
+
+    /// <summary>The folder name of the component, e.g. <c>unet</c>.</summary>
+    public string Name { get; }
+
+    /// <summary>The model file.</summary>
+    public string Path { get; }
+
+    public InferenceSession Session => _session;
+
+    /// <summary>How many times the model ran (a test hook that proves laziness without timing).</summary>
+    public long RunCount => Interlocked.Read(ref _runCount);
+
+    public IReadOnlyDictionary<string, NodeMetadata> Inputs => _session.InputMetadata;
+
+    public IReadOnlyDictionary<string, NodeMetadata> Outputs => _session.OutputMetadata;
+
+    public bool HasInput(string name) => _session.InputMetadata.ContainsKey(name);
+
+    public bool HasOutput(string name) => _session.OutputMetadata.ContainsKey(name);
+
+    /// <summary>The metadata of a required input; the error names the file, the input and what the model has.</summary>
+    public NodeMetadata Input(string name) =>
+        _session.InputMetadata.TryGetValue(name, out var m) ? m
+            : throw new ModelContractException($"{Name}/{System.IO.Path.GetFileName(Path)} has no input '{name}' (it has: {Describe(_session.InputMetadata)}).");
+
+    /// <summary>The metadata of a required output.</summary>
+    public NodeMetadata Output(string name) =>
+        _session.OutputMetadata.TryGetValue(name, out var m) ? m
+            : throw new ModelContractException($"{Name}/{System.IO.Path.GetFileName(Path)} has no output '{name}' (it has: {Describe(_session.OutputMetadata)}).");
+
+    /// <summary>Checks an input's element type is one of <paramref name="allowed"/> and its rank one of <paramref name="ranks"/>.</summary>
+    public TensorElementType RequireInput(string name, TensorElementType[] allowed, params int[] ranks)
+    {
+        var m = Input(name);
+        Require(name, "input", m, allowed, ranks);
+        return m.ElementDataType;
+    }
+
+    public TensorElementType RequireOutput(string name, TensorElementType[] allowed, params int[] ranks)
+    {
+        var m = Output(name);
+        Require(name, "output", m, allowed, ranks);
+        return m.ElementDataType;
+    }
+
+    private void Require(string name, string kind, NodeMetadata m, TensorElementType[] allowed, int[] ranks)
+    {
+        if (!m.IsTensor || Array.IndexOf(allowed, m.ElementDataType) < 0)
+            throw new ModelContractException($"{Name}/{System.IO.Path.GetFileName(Path)} {kind} '{name}' has element type {m.ElementDataType}; expected {string.Join(" or ", allowed)}.");
+        if (ranks.Length > 0 && Array.IndexOf(ranks, m.Dimensions.Length) < 0)
+            throw new ModelContractException($"{Name}/{System.IO.Path.GetFileName(Path)} {kind} '{name}' has rank {m.Dimensions.Length} [{string.Join(",", m.Dimensions)}]; expected rank {string.Join(" or ", ranks)}.");
+    }
+
+    /// <summary>A static dimension of an input/output, or null when it is symbolic.</summary>
+    public static int? StaticDim(NodeMetadata m, int axis) =>
+        axis < m.Dimensions.Length && m.Dimensions[axis] > 0 ? m.Dimensions[axis] : null;
+
+    public void Run(RunOptions? runOptions, IReadOnlyCollection<string> inputNames, IReadOnlyCollection<OrtValue> inputs,
+        IReadOnlyCollection<string> outputNames, IReadOnlyCollection<OrtValue> outputs)
+    {
+        Enter();
+        try
+        {
+            _session.Run(runOptions ?? s_defaultRunOptions, inputNames, inputs, outputNames, outputs);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
+    public IDisposableReadOnlyCollection<OrtValue> Run(RunOptions? runOptions, IReadOnlyCollection<string> inputNames,
+        IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<string> outputNames)
+    {
+        Enter();
+        try
+        {
+            return _session.Run(runOptions ?? s_defaultRunOptions, inputNames, inputs, outputNames);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
+    /// <summary>Counts a run in flight so that <see cref="Dispose"/> never frees the session under a running call (a native crash otherwise).</summary>
+    private void Enter()
+    {
+        Interlocked.Increment(ref _inFlight);
+        if (_disposed)
+        {
+            Interlocked.Decrement(ref _inFlight);
+            throw new ObjectDisposedException(Name, $"The {Name} model of '{Path}' was disposed with its StableDiffusionModel; load the model again to use it.");
+        }
+        Interlocked.Increment(ref _runCount);
+    }
+
+    private static readonly RunOptions s_defaultRunOptions = new();
+
+    private static string Describe(IReadOnlyDictionary<string, NodeMetadata> nodes) =>
+        string.Join(", ", nodes.Select(kv => $"{kv.Key} {kv.Value.ElementDataType}[{string.Join(",", kv.Value.Dimensions)}]"));
+
+    public void Dispose()
+    {
+        _disposed = true;
+        var spin = default(SpinWait);
+        while (Volatile.Read(ref _inFlight) != 0)
+            spin.SpinOnce();
+        _session.Dispose();
+    }
+}
+
+/// <summary>An ONNX model whose inputs or outputs do not match the Stable Diffusion folder contract.</summary>
+public sealed class ModelContractException : InvalidOperationException
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="message">What does not match, naming the file, the node and the expectation.</param>
+    public ModelContractException(string message)
+        : base(message)
+    {
+    }
+}

@@ -1,0 +1,156 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using Microsoft.ML.OnnxRuntime;
+
+namespace MLNet.Diffusion.Onnx;
+
+/// <summary>
+/// Creates <see cref="InferenceSession"/>s for the chosen <see cref="ExecutionProvider"/>, with the fallback rule:
+/// a CUDA provider that cannot be loaded is an error naming the cause and the fix, unless the user allowed CPU fallback.
+/// </summary>
+internal sealed class OnnxSessionFactory
+{
+    private static readonly object s_pluginLock = new();
+    private static readonly Dictionary<string, string> s_registeredPlugins = new(StringComparer.Ordinal);
+
+    private readonly ExecutionProvider _provider;
+    private readonly bool _fallbackToCpu;
+    private readonly int? _intraOpThreads;
+    private readonly Action<string> _warn;
+
+    public OnnxSessionFactory(ExecutionProvider provider, bool fallbackToCpu, int? intraOpThreads, Action<string> warn)
+    {
+        _provider = provider;
+        _fallbackToCpu = fallbackToCpu;
+        _intraOpThreads = intraOpThreads;
+        _warn = warn;
+    }
+
+    /// <summary>The provider sessions actually run on (CPU after a fallback).</summary>
+    public ExecutionProvider EffectiveProvider { get; private set; } = ExecutionProvider.Cpu;
+
+    public InferenceSession Create(string modelPath)
+    {
+        if (_provider is CudaExecutionProvider cuda)
+        {
+            try
+            {
+                var session = CreateCore(modelPath, cuda);
+                EffectiveProvider = cuda;
+                return session;
+            }
+            catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException or InvalidOperationException)
+            {
+                string message = DescribeCudaFailure(cuda, e);
+                if (!_fallbackToCpu)
+                    throw new InvalidOperationException(message, e);
+                _warn($"{message} Falling back to the CPU because FallbackToCpu is set.");
+            }
+        }
+        EffectiveProvider = ExecutionProvider.Cpu;
+        return CreateCore(modelPath, null);
+    }
+
+    private InferenceSession CreateCore(string modelPath, CudaExecutionProvider? cuda)
+    {
+        var options = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        try
+        {
+            if (_intraOpThreads is { } n)
+                options.IntraOpNumThreads = n;
+            if (cuda is not null)
+                AppendCuda(options, cuda);
+            try
+            {
+                return new InferenceSession(modelPath, options);
+            }
+            catch (OnnxRuntimeException e) when (cuda is null || !LooksLikeProviderFailure(e))
+            {
+                throw new ModelLoadException($"ONNX Runtime could not load '{modelPath}': {e.Message}", e);
+            }
+        }
+        finally
+        {
+            options.Dispose();
+        }
+    }
+
+    private static bool LooksLikeProviderFailure(OnnxRuntimeException e) =>
+        e.Message.Contains("CUDA", StringComparison.OrdinalIgnoreCase) || e.Message.Contains("cudnn", StringComparison.OrdinalIgnoreCase)
+        || e.Message.Contains("provider", StringComparison.OrdinalIgnoreCase);
+
+    private static void AppendCuda(SessionOptions options, CudaExecutionProvider cuda)
+    {
+        var settings = cuda.Options.ToDictionary(cuda.DeviceId);
+        if (cuda.Options.PluginLibraryPath is { } path)
+        {
+            var env = OrtEnv.Instance();
+            RegisterPlugin(env, path);
+            var devices = new List<OrtEpDevice>();
+            foreach (var device in env.GetEpDevices())
+            {
+                if (device.EpName == "CUDAExecutionProvider" && MatchesDevice(device, cuda.DeviceId))
+                    devices.Add(device);
+            }
+            if (devices.Count == 0)
+                throw new InvalidOperationException($"The plugin library '{path}' registered, but ONNX Runtime reports no CUDA device {cuda.DeviceId} for it.");
+            settings.Remove("device_id");
+            options.AppendExecutionProvider(env, devices, settings);
+            return;
+        }
+        options.AppendExecutionProvider("CUDA", settings);
+    }
+
+    private static bool MatchesDevice(OrtEpDevice device, int deviceId)
+    {
+        // The plugin reports one OrtEpDevice per GPU in enumeration order; its "device_id" metadata names the ordinal when present.
+        var metadata = device.EpMetadata.Entries;
+        if (metadata.TryGetValue("device_id", out var id))
+            return id == deviceId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return deviceId == 0;
+    }
+
+    private static void RegisterPlugin(OrtEnv env, string path)
+    {
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"The CUDA plugin execution-provider library '{path}' does not exist.", path);
+        string full = Path.GetFullPath(path);
+        lock (s_pluginLock)
+        {
+            if (s_registeredPlugins.ContainsKey(full))
+                return;
+            string name = "mlnet_diffusion_cuda_" + s_registeredPlugins.Count;
+            env.RegisterExecutionProviderLibrary(name, full);
+            s_registeredPlugins[full] = name;
+        }
+    }
+
+    private static string DescribeCudaFailure(CudaExecutionProvider cuda, Exception e)
+    {
+        string cause = e.Message;
+        if (cuda.Options.PluginLibraryPath is { } path)
+            return $"The CUDA execution provider ({cuda}) could not be loaded from the plugin library '{path}': {cause} "
+                + "Check that the library was built for this ONNX Runtime's plugin API and that its CUDA and cuDNN libraries "
+                + "(CUDA 12/13 and cuDNN 9, matching the library's build) are on the loader path (LD_LIBRARY_PATH or PATH).";
+        return $"The CUDA execution provider ({cuda}) is not available: {cause} "
+            + "The application references the CPU build of ONNX Runtime. Reference the GPU native package instead "
+            + "(build with -p:OnnxRuntimeNativePackage=Microsoft.ML.OnnxRuntime.Gpu, see docs/gpu.md), install the CUDA and "
+            + "cuDNN versions that package requires (CUDA 12.x and cuDNN 9.x for ONNX Runtime 1.2x/1.3x), or set "
+            + "CudaProviderOptions.PluginLibraryPath to a CUDA plugin execution-provider library. "
+            + "Set FallbackToCpu to run on the CPU instead.";
+    }
+}
+
+/// <summary>An ONNX file that ONNX Runtime rejected (not a provider problem).</summary>
+internal sealed class ModelLoadException : IOException
+{
+    public ModelLoadException(string message, Exception inner)
+        : base(message, inner)
+    {
+    }
+}

@@ -1,0 +1,247 @@
+using System;
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using System.Threading;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Onnx;
+using MLNet.Diffusion.Schedulers;
+
+namespace MLNet.Diffusion.Pipeline;
+
+/// <summary>Settings of one denoising run (validated by the stage's options).</summary>
+internal sealed record DenoiseSettings(
+    int Steps,
+    float GuidanceScale,
+    int Width,
+    int Height,
+    DiffusionScheduler Scheduler,
+    IProgress<DenoiseProgress>? Progress,
+    CancellationToken CancellationToken);
+
+/// <summary>
+/// The denoising loop of diffusers' StableDiffusionPipeline (steps 5–7 of its recipe): seeded initial noise scaled by
+/// the scheduler's init sigma, then for every timestep one UNet call on the batch — with classifier-free guidance the
+/// batch is [unconditional rows; conditional rows], 2N in one call — the guidance combine
+/// ε = ε_u + g·(ε_c − ε_u) (Ho &amp; Salimans 2022, eq. 6) and the scheduler step. Buffers are allocated once per batch
+/// shape and reused across steps; ONNX Runtime reads and writes them in place (no copies at Run).
+/// </summary>
+internal sealed class LatentDenoiser : IDisposable
+{
+    private readonly StableDiffusionModel _model;
+    private readonly OnnxComponent _unet;
+    private readonly DenoiseSettings _settings;
+    private readonly int _channels;
+    private readonly int _latentHeight;
+    private readonly int _latentWidth;
+    private readonly bool _guidance;
+    private readonly string[] _inputNames = { "sample", "timestep", "encoder_hidden_states" };
+    private readonly string[] _outputNames;
+    private readonly TensorElementType _timestepType;
+    private readonly int _timestepRank;
+    private readonly int? _timestepStaticDim;
+
+    private int _rows = -1;
+    private int _sequence = -1;
+    private TensorBuffer? _sample;
+    private TensorBuffer? _timestep;
+    private TensorBuffer? _embeddings;
+    private TensorBuffer? _output;
+    private OrtValue[] _inputs = Array.Empty<OrtValue>();
+    private OrtValue[] _outputs = Array.Empty<OrtValue>();
+    private float[] _scaled = Array.Empty<float>();
+    private float[] _prediction = Array.Empty<float>();
+    private float[] _guided = Array.Empty<float>();
+
+    public LatentDenoiser(StableDiffusionModel model, DenoiseSettings settings)
+    {
+        _model = model;
+        _unet = model.Unet;
+        _settings = settings;
+        _channels = model.Info.LatentChannels;
+        _latentHeight = settings.Height / model.Info.VaeSpatialFactor;
+        _latentWidth = settings.Width / model.Info.VaeSpatialFactor;
+        _guidance = settings.GuidanceScale > 1f;
+        _outputNames = new[] { model.UnetOutputName };
+        var ts = _unet.Input("timestep");
+        _timestepType = ts.ElementDataType;
+        _timestepRank = ts.Dimensions.Length;
+        _timestepStaticDim = OnnxComponent.StaticDim(ts, 0);
+    }
+
+    /// <summary>Values per row of the latent tensor [C, h, w].</summary>
+    public int LatentLength => _channels * _latentHeight * _latentWidth;
+
+    public int[] LatentShape => new[] { _channels, _latentHeight, _latentWidth };
+
+    /// <summary>
+    /// Denoises <paramref name="count"/> rows. <paramref name="embeddings"/> holds per row [2, S, D]: the unconditional
+    /// (negative prompt) states, then the prompt's. Each row's noise comes from its own seed (or its given initial
+    /// noise), so a row's result does not depend on its batch or position.
+    /// </summary>
+    public void Run(int count, long firstRow, ReadOnlySpan<float> embeddings, int sequenceLength, ReadOnlySpan<long> seeds,
+        float[]?[] initialNoise, Span<float> latents, IChannel? channel)
+    {
+        int len = LatentLength;
+        int hidden = _model.Info.HiddenSize;
+        if (embeddings.Length != count * 2 * sequenceLength * hidden)
+            throw new ArgumentException($"Expected {count}×2×{sequenceLength}×{hidden} embedding values, got {embeddings.Length}.", nameof(embeddings));
+        if (latents.Length != count * len)
+            throw new ArgumentException($"Expected room for {count}×{len} latent values.", nameof(latents));
+        _model.ThrowIfDisposed();
+
+        var scheduler = _settings.Scheduler.Clone();
+        scheduler.SetTimesteps(_settings.Steps);
+        var timesteps = scheduler.Timesteps;
+
+        // Initial latents: N(0, I) per row from the row's seed (or the row's given noise), times the init sigma.
+        var noise = new BatchNoise(count, len);
+        for (int r = 0; r < count; r++)
+        {
+            noise.Generators[r] = new GaussianNoise(seeds[r]);
+            var row = latents.Slice(r * len, len);
+            if (initialNoise[r] is { } given)
+                given.CopyTo(row);
+            else
+                noise.Generators[r].NextGaussian(row);
+        }
+        TensorPrimitives.Multiply(latents, scheduler.InitNoiseSigma, latents);
+
+        Ensure(count, sequenceLength);
+        WriteEmbeddings(count, embeddings, sequenceLength * hidden);
+
+        int unetRows = _guidance ? 2 * count : count;
+        int half = count * len;
+        var sampleIn = _sample!.ElementType == TensorElementType.Float ? _sample.FloatSpan : _scaled.AsSpan(0, unetRows * len);
+        var stopwatch = Stopwatch.StartNew();
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            _settings.CancellationToken.ThrowIfCancellationRequested();
+            float t = timesteps[i];
+
+            scheduler.ScaleModelInput(latents, sampleIn.Slice(0, half), i);
+            if (_guidance)
+                sampleIn.Slice(0, half).CopyTo(sampleIn.Slice(half, half));
+            if (_sample.ElementType != TensorElementType.Float)
+                _sample.Write(sampleIn);
+            _timestep!.Fill(t);
+
+            _unet.Run(null, _inputNames, _inputs, _outputNames, _outputs);
+
+            Span<float> prediction = _output!.ElementType == TensorElementType.Float ? _output.FloatSpan : _prediction.AsSpan(0, unetRows * len);
+            if (_output.ElementType != TensorElementType.Float)
+                _output.Read(prediction);
+
+            Span<float> guided;
+            if (_guidance)
+            {
+                // Rows [0, n) are unconditional, [n, 2n) conditional: ε = ε_u + g·(ε_c − ε_u).
+                guided = _guided.AsSpan(0, half);
+                var uncond = prediction.Slice(0, half);
+                TensorPrimitives.Subtract(prediction.Slice(half, half), uncond, guided);
+                TensorPrimitives.MultiplyAdd(guided, _settings.GuidanceScale, uncond, guided);
+            }
+            else
+            {
+                guided = prediction.Slice(0, half);
+            }
+            CheckFinite(guided, count, len, firstRow, i, t);
+
+            scheduler.Step(guided, i, latents, noise);
+
+            channel?.Trace(MessageSensitivity.None, $"Rows {firstRow}–{firstRow + count - 1}: step {i + 1}/{timesteps.Length} (t = {t}) done after {stopwatch.Elapsed.TotalMilliseconds:F0} ms.");
+            _settings.Progress?.Report(new DenoiseProgress(i + 1, timesteps.Length, t, firstRow, count, stopwatch.Elapsed));
+        }
+        CheckFinite(latents, count, len, firstRow, timesteps.Length - 1, timesteps[^1]);
+    }
+
+    private static void CheckFinite(ReadOnlySpan<float> values, int count, int len, long firstRow, int step, float t)
+    {
+        for (int r = 0; r < count; r++)
+        {
+            float sum = TensorPrimitives.Sum(values.Slice(r * len, len));
+            if (!float.IsFinite(sum))
+                throw new InvalidOperationException(
+                    $"The UNet produced non-finite values (NaN or infinity) for row {firstRow + r} at step {step + 1} (timestep {t}). "
+                    + "Check the model (an fp16 model overflowing, or a broken export) and the inputs of that row.");
+        }
+    }
+
+    private void WriteEmbeddings(int count, ReadOnlySpan<float> embeddings, int perState)
+    {
+        // Per row the column holds [uncond, cond]; the UNet batch wants all unconditional rows first.
+        for (int r = 0; r < count; r++)
+        {
+            var uncond = embeddings.Slice((2 * r) * perState, perState);
+            var cond = embeddings.Slice((2 * r + 1) * perState, perState);
+            if (_guidance)
+            {
+                _embeddings!.Write(uncond, r * perState);
+                _embeddings.Write(cond, (count + r) * perState);
+            }
+            else
+            {
+                _embeddings!.Write(cond, r * perState);
+            }
+        }
+    }
+
+    private void Ensure(int count, int sequenceLength)
+    {
+        if (count == _rows && sequenceLength == _sequence)
+            return;
+        DisposeBuffers();
+        int unetRows = _guidance ? 2 * count : count;
+        long[] sampleShape = { unetRows, _channels, _latentHeight, _latentWidth };
+        _sample = new TensorBuffer(_unet.Input("sample").ElementDataType, sampleShape);
+        long[] timestepShape = _timestepRank == 0 ? Array.Empty<long>() : new long[] { _timestepStaticDim == 1 ? 1 : unetRows };
+        _timestep = new TensorBuffer(_timestepType, timestepShape);
+        _embeddings = new TensorBuffer(_unet.Input("encoder_hidden_states").ElementDataType, new long[] { unetRows, sequenceLength, _model.Info.HiddenSize });
+        _output = new TensorBuffer(_unet.Output(_outputNames[0]).ElementDataType, sampleShape);
+        _inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value };
+        _outputs = new[] { _output.Value };
+        int total = unetRows * LatentLength;
+        if (_sample.ElementType != TensorElementType.Float)
+            _scaled = new float[total];
+        if (_output.ElementType != TensorElementType.Float)
+            _prediction = new float[total];
+        _guided = _guidance ? new float[count * LatentLength] : Array.Empty<float>();
+        _rows = count;
+        _sequence = sequenceLength;
+    }
+
+    private void DisposeBuffers()
+    {
+        _sample?.Dispose();
+        _timestep?.Dispose();
+        _embeddings?.Dispose();
+        _output?.Dispose();
+        _sample = _timestep = _embeddings = _output = null;
+        _rows = -1;
+    }
+
+    public void Dispose() => DisposeBuffers();
+
+    /// <summary>Each row's scheduler noise from that row's own generator, so batching never changes a row's result.</summary>
+    private sealed class BatchNoise : INoiseSource
+    {
+        private readonly int _rowLength;
+
+        public BatchNoise(int rows, int rowLength)
+        {
+            Generators = new GaussianNoise[rows];
+            _rowLength = rowLength;
+        }
+
+        public GaussianNoise[] Generators { get; }
+
+        public void NextGaussian(Span<float> destination)
+        {
+            if (destination.Length != Generators.Length * _rowLength)
+                throw new ArgumentException($"Expected noise for {Generators.Length} rows of {_rowLength} values, got {destination.Length}.", nameof(destination));
+            for (int r = 0; r < Generators.Length; r++)
+                Generators[r].NextGaussian(destination.Slice(r * _rowLength, _rowLength));
+        }
+    }
+}

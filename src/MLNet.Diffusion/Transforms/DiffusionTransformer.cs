@@ -1,0 +1,222 @@
+using System;
+using System.Collections.Generic;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Transforms;
+
+namespace MLNet.Diffusion;
+
+/// <summary>
+/// The common ground of the diffusion stages: a lazy, mini-batching <see cref="ITransformer"/>. <see cref="Transform"/>
+/// returns a view that runs the model only when a cursor asks for one of the stage's output columns; rows are gathered
+/// into mini-batches (one ONNX call for many rows), which is invisible to the user except for speed. It also serves
+/// <see cref="IRowToRowMapper"/>, so <c>CreatePredictionEngine</c> works.
+/// </summary>
+public abstract class DiffusionTransformer : ITransformer
+{
+    private protected DiffusionTransformer(StableDiffusionModel model, string stageName)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        model.ThrowIfDisposed();
+        Model = model;
+        StageName = stageName;
+    }
+
+    /// <summary>The model the stage runs.</summary>
+    public StableDiffusionModel Model { get; }
+
+    internal string StageName { get; }
+
+    /// <summary>Always true: the stage maps each row to a row.</summary>
+    public bool IsRowToRowMapper => true;
+
+    /// <summary>Rows per ONNX call.</summary>
+    internal abstract int BatchSize { get; }
+
+    /// <summary>Names of the input columns the stage reads (present ones only).</summary>
+    internal abstract IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema);
+
+    /// <summary>Checks the input columns' presence and types; throws <see cref="ArgumentOutOfRangeException"/> naming the column.</summary>
+    internal abstract void ValidateInputSchema(DataViewSchema inputSchema);
+
+    /// <summary>
+    /// The stage's output columns (name, type) for an input schema; with a null schema (estimator-time), types whose
+    /// size depends on the input may carry placeholder sizes, since a <see cref="SchemaShape"/> records only the kind.
+    /// </summary>
+    internal abstract IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema);
+
+    /// <summary>Checks the input columns of a <see cref="SchemaShape"/> (estimator-time check); throws naming the column.</summary>
+    internal abstract void ValidateInputShape(SchemaShape inputSchema);
+
+    /// <summary>Creates the per-cursor worker (buffers, scheduler state) reading from <paramref name="input"/>.</summary>
+    internal abstract StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs);
+
+    /// <summary>Returns the schema of <see cref="Transform"/>'s result: the input columns, then the stage's outputs.</summary>
+    /// <param name="inputSchema">The input schema.</param>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ValidateInputSchema(inputSchema);
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema);
+        foreach (var c in GetOutputColumns(inputSchema))
+            builder.AddColumn(c.Key, c.Value);
+        return builder.ToSchema();
+    }
+
+    /// <summary>Returns a lazy view of <paramref name="input"/> with the stage's output columns added. No model work happens here.</summary>
+    /// <param name="input">The input data.</param>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        Model.ThrowIfDisposed();
+        return new StageDataView(this, input, GetOutputSchema(input.Schema));
+    }
+
+    /// <summary>Returns a row-to-row mapper over <paramref name="inputSchema"/> (used by prediction engines; one row per call).</summary>
+    /// <param name="inputSchema">The input schema.</param>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new StageRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
+    }
+
+    /// <summary>
+    /// ML.NET's native model format cannot hold a third-party transformer (its save context is internal). Use
+    /// <c>DiffusionPipeline</c> persistence (docs/persistence.md) instead.
+    /// </summary>
+    void ICanSaveModel.Save(ModelSaveContext ctx) => throw new NotSupportedException(
+        $"The {StageName} stage cannot be saved with ML.NET's native model format; see docs/persistence.md for how to save a diffusion pipeline.");
+
+    internal IChannel StartChannel() => Model.Host.Start(StageName);
+
+    internal static ArgumentOutOfRangeException SchemaMismatch(string paramName, string column, string expected, string actual) =>
+        new(paramName, $"Schema mismatch for input column '{column}': expected {expected}, got {actual}.");
+
+    internal static ArgumentOutOfRangeException ColumnNotFound(string paramName, string column, string expected) =>
+        new(paramName, $"Input column '{column}' ({expected}) was not found in the input schema.");
+}
+
+/// <summary>
+/// One cursor's worth of stage state: reads rows into batch slots, runs a batch, and serves the outputs of a slot.
+/// </summary>
+internal abstract class StageWorker : IDisposable
+{
+    /// <summary>Reads the input row the input cursor is on into batch slot <paramref name="slot"/>.</summary>
+    public abstract void ReadRow(int slot, long position);
+
+    /// <summary>Runs the model on slots [0, count).</summary>
+    public abstract void Process(int count);
+
+    /// <summary>A getter of output <paramref name="outputIndex"/> that serves the slot <paramref name="slot"/> returns.</summary>
+    public abstract Delegate MakeGetter(int outputIndex, Func<int> slot);
+
+    public virtual void Dispose()
+    {
+    }
+}
+
+/// <summary>
+/// The estimator side of a diffusion stage: nothing to train, so <see cref="Fit"/> validates the input schema and
+/// returns the transformer; <see cref="GetOutputSchema"/> reports the output columns with their exact types.
+/// </summary>
+/// <typeparam name="TTransformer">The stage's transformer.</typeparam>
+public abstract class DiffusionEstimator<TTransformer> : IEstimator<TTransformer>
+    where TTransformer : DiffusionTransformer
+{
+    private readonly TTransformer _transformer;
+
+    private protected DiffusionEstimator(TTransformer transformer)
+    {
+        _transformer = transformer;
+    }
+
+    /// <summary>Checks the input schema and returns the transformer (no training happens).</summary>
+    /// <param name="input">The training data; only its schema is read.</param>
+    public TTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        _transformer.Model.ThrowIfDisposed();
+        _transformer.ValidateInputSchema(input.Schema);
+        return _transformer;
+    }
+
+    /// <summary>The input columns plus the stage's output columns; throws naming a missing or mistyped input column.</summary>
+    /// <param name="inputSchema">The input schema shape.</param>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        _transformer.ValidateInputShape(inputSchema);
+        var columns = new Dictionary<string, SchemaShape.Column>(StringComparer.Ordinal);
+        var order = new List<string>();
+        foreach (var c in inputSchema)
+        {
+            if (!columns.ContainsKey(c.Name))
+                order.Add(c.Name);
+            columns[c.Name] = c;
+        }
+        foreach (var o in _transformer.GetOutputColumns(null))
+        {
+            if (!columns.ContainsKey(o.Key))
+                order.Add(o.Key);
+            columns[o.Key] = SchemaShapes.Create(_transformer.Model.MLContext, o.Key, o.Value);
+        }
+        var result = new SchemaShape.Column[order.Count];
+        for (int i = 0; i < result.Length; i++)
+            result[i] = columns[order[i]];
+        return new SchemaShape(result);
+    }
+}
+
+/// <summary>Input-column checks shared by the stages, with ML.NET's "Schema mismatch" wording.</summary>
+internal static class ColumnChecks
+{
+    public static DataViewSchema.Column Require(DataViewSchema schema, string column, string expected, Func<DataViewType, bool> accepts)
+    {
+        var c = schema.GetColumnOrNull(column) ?? throw DiffusionTransformer.ColumnNotFound(nameof(schema), column, expected);
+        if (!accepts(c.Type))
+            throw DiffusionTransformer.SchemaMismatch(nameof(schema), column, expected, c.Type.ToString() ?? "unknown");
+        return c;
+    }
+
+    public static void Require(SchemaShape shape, string column, string expected, Func<SchemaShape.Column, bool> accepts)
+    {
+        var c = Find(shape, column) ?? throw DiffusionTransformer.ColumnNotFound(nameof(shape), column, expected);
+        if (!accepts(c))
+            throw DiffusionTransformer.SchemaMismatch(nameof(shape), column, expected, Describe(c));
+    }
+
+    public static SchemaShape.Column? Find(SchemaShape shape, string name)
+    {
+        foreach (var c in shape)
+            if (c.Name == name)
+                return c;
+        return null;
+    }
+
+    public static string Describe(SchemaShape.Column c) => c.Kind switch
+    {
+        SchemaShape.Column.VectorKind.Scalar => c.ItemType.ToString() ?? "unknown",
+        SchemaShape.Column.VectorKind.Vector => $"Vector<{c.ItemType}>",
+        _ => $"VarVector<{c.ItemType}>",
+    };
+
+    public static bool IsText(DataViewType t) => t is TextDataViewType;
+
+    public static bool IsFloatVector(DataViewType t) => t is VectorDataViewType v && v.ItemType == NumberDataViewType.Single;
+
+    public static bool IsText(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && c.ItemType is TextDataViewType;
+
+    public static bool IsFloatVector(SchemaShape.Column c) => c.Kind != SchemaShape.Column.VectorKind.Scalar && c.ItemType == NumberDataViewType.Single;
+
+    /// <summary>Seeds: any integer type, or a floating-point type holding whole numbers (CSV loaders read numbers as Single).</summary>
+    public static bool IsSeed(DataViewType t) => t == NumberDataViewType.Int32 || t == NumberDataViewType.Int64 || t == NumberDataViewType.UInt32
+        || t == NumberDataViewType.UInt64 || t == NumberDataViewType.Int16 || t == NumberDataViewType.UInt16 || t == NumberDataViewType.Single || t == NumberDataViewType.Double;
+
+    public static bool IsSeed(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && IsSeed(c.ItemType);
+
+    public static bool IsImage(DataViewType t) => t is Microsoft.ML.Transforms.Image.ImageDataViewType;
+
+    public static bool IsImage(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && c.ItemType is Microsoft.ML.Transforms.Image.ImageDataViewType;
+}

@@ -1,0 +1,203 @@
+using System;
+using System.Collections.Generic;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using Microsoft.ML.Transforms.Image;
+using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Transforms;
+
+namespace MLNet.Diffusion;
+
+/// <summary>Settings of the DecodeLatents stage.</summary>
+public sealed class DecodeLatentsOptions
+{
+    /// <summary>Latent width (w) when the latents column has no fixed shape (e.g. a loaded model); otherwise read from the column.</summary>
+    public int? LatentWidth { get; init; }
+
+    /// <summary>Latent height (h) when the latents column has no fixed shape.</summary>
+    public int? LatentHeight { get; init; }
+
+    /// <summary>Name of an optional second output: the decoded pixels as a planar float vector [3, H, W] in [−1, 1].</summary>
+    public string? PixelsColumnName { get; init; }
+
+    /// <summary>Rows per VAE decoder call.</summary>
+    public int BatchSize { get; init; } = 2;
+}
+
+/// <summary>Decodes latents with the VAE decoder into <see cref="MLImage"/>s: the transformer of <see cref="LatentDecodingEstimator"/>.</summary>
+public sealed class LatentDecodingTransformer : DiffusionTransformer
+{
+    internal LatentDecodingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, DecodeLatentsOptions options)
+        : base(model, "DecodeLatents")
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(outputColumnName);
+        ArgumentException.ThrowIfNullOrWhiteSpace(inputColumnName);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.BatchSize < 1 || options.BatchSize > 256)
+            throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, "BatchSize must be in [1, 256].");
+        if (options.LatentHeight is int h && (h < 1 || h > 1024) || options.LatentWidth is int w && (w < 1 || w > 1024))
+            throw new ArgumentOutOfRangeException(nameof(options), $"Latent size {options.LatentHeight}×{options.LatentWidth} is out of range [1, 1024].");
+        if (options.LatentHeight.HasValue != options.LatentWidth.HasValue)
+            throw new ArgumentException("Set both LatentWidth and LatentHeight, or neither.", nameof(options));
+        OutputColumnName = outputColumnName;
+        InputColumnName = inputColumnName;
+        Options = options;
+    }
+
+    /// <summary>The image output column.</summary>
+    public string OutputColumnName { get; }
+
+    /// <summary>The latents input column.</summary>
+    public string InputColumnName { get; }
+
+    /// <summary>The stage's settings.</summary>
+    public DecodeLatentsOptions Options { get; }
+
+    internal override int BatchSize => Options.BatchSize;
+
+    /// <summary>The latent [h, w] from the options, else from the input column's fixed shape [C, h, w].</summary>
+    private (int Height, int Width) LatentSize(DataViewSchema inputSchema)
+    {
+        if (Options.LatentHeight is int h && Options.LatentWidth is int w)
+            return (h, w);
+        var c = inputSchema.GetColumnOrNull(InputColumnName);
+        if (c?.Type is VectorDataViewType { Dimensions.Length: 3 } v && v.Dimensions[0] == Model.Info.LatentChannels && v.Dimensions[1] > 0 && v.Dimensions[2] > 0)
+            return (v.Dimensions[1], v.Dimensions[2]);
+        throw new ArgumentOutOfRangeException(nameof(inputSchema),
+            $"Schema mismatch for input column '{InputColumnName}': expected Vector<Single> latents of shape [{Model.Info.LatentChannels}, h, w], got {c?.Type.ToString() ?? "no such column"}. "
+            + "For a column without a fixed shape, set DecodeLatentsOptions.LatentWidth and LatentHeight.");
+    }
+
+    internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema)
+    {
+        // Image columns carry no size, as ML.NET's LoadImages does; the pixels vector has [3, H, W].
+        var outputs = new List<KeyValuePair<string, DataViewType>> { new(OutputColumnName, new ImageDataViewType()) };
+        if (Options.PixelsColumnName is { } p)
+        {
+            var (h, w) = inputSchema is null ? (1, 1) : LatentSize(inputSchema);
+            int f = Model.Info.VaeSpatialFactor;
+            outputs.Add(new(p, new VectorDataViewType(NumberDataViewType.Single, 3, h * f, w * f)));
+        }
+        return outputs;
+    }
+
+    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema) => new[] { InputColumnName };
+
+    internal override void ValidateInputSchema(DataViewSchema inputSchema)
+    {
+        var (h, w) = LatentSize(inputSchema);
+        int len = Model.Info.LatentChannels * h * w;
+        string expected = $"Vector<Single> of size {len} ({Model.Info.LatentChannels}×{h}×{w})";
+        var c = ColumnChecks.Require(inputSchema, InputColumnName, expected, ColumnChecks.IsFloatVector);
+        if (c.Type is VectorDataViewType v && v.Size > 0 && v.Size != len)
+            throw SchemaMismatch(nameof(inputSchema), InputColumnName, expected, $"Vector<Single> of size {v.Size}");
+    }
+
+    internal override void ValidateInputShape(SchemaShape inputSchema) =>
+        ColumnChecks.Require(inputSchema, InputColumnName, $"Vector<Single> latents [{Model.Info.LatentChannels}, h, w]", ColumnChecks.IsFloatVector);
+
+    internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input, LatentSize(input.Schema));
+
+    private sealed class Worker : StageWorker
+    {
+        private readonly LatentDecodingTransformer _stage;
+        private readonly LatentDecoder _decoder;
+        private readonly IChannel _channel;
+        private readonly ValueGetter<VBuffer<float>> _latentsGetter;
+        private readonly float[] _batchLatents;
+        private readonly float[][] _pixels;
+        private readonly long[] _positions;
+        private VBuffer<float> _buffer;
+        private float[] _batchPixels = Array.Empty<float>();
+
+        private readonly int _latentHeight;
+        private readonly int _latentWidth;
+        private readonly int _width;
+        private readonly int _height;
+        private readonly int _latentLength;
+
+        public Worker(LatentDecodingTransformer stage, DataViewRow input, (int Height, int Width) latent)
+        {
+            _stage = stage;
+            (_latentHeight, _latentWidth) = latent;
+            int f = stage.Model.Info.VaeSpatialFactor;
+            _height = _latentHeight * f;
+            _width = _latentWidth * f;
+            _latentLength = stage.Model.Info.LatentChannels * _latentHeight * _latentWidth;
+            _decoder = new LatentDecoder(stage.Model);
+            _channel = stage.StartChannel();
+            _latentsGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
+            _batchLatents = new float[stage.BatchSize * _latentLength];
+            _pixels = new float[stage.BatchSize][];
+            _positions = new long[stage.BatchSize];
+        }
+
+        public override void ReadRow(int slot, long position)
+        {
+            _latentsGetter(ref _buffer);
+            int len = _latentLength;
+            if (_buffer.Length != len)
+                throw new InvalidOperationException($"Row {position}: column '{_stage.InputColumnName}' has {_buffer.Length} values; expected {len} ({_stage.Model.Info.LatentChannels}×{_latentHeight}×{_latentWidth}).");
+            _buffer.CopyTo(_batchLatents, slot * len);
+            _positions[slot] = position;
+        }
+
+        public override void Process(int count)
+        {
+            int len = _latentLength;
+            int plane = 3 * _width * _height;
+            if (_batchPixels.Length != count * plane)
+                _batchPixels = new float[count * plane];
+            _decoder.Decode(_batchLatents.AsSpan(0, count * len), count, _latentHeight, _latentWidth, _batchPixels);
+            for (int r = 0; r < count; r++)
+            {
+                var p = _pixels[r] ??= new float[plane];
+                _batchPixels.AsSpan(r * plane, plane).CopyTo(p);
+            }
+            _channel.Trace(MessageSensitivity.None, $"Decoded rows {_positions[0]}–{_positions[0] + count - 1}.");
+        }
+
+        public override Delegate MakeGetter(int outputIndex, Func<int> slot)
+        {
+            if (outputIndex == 0)
+                return (ValueGetter<MLImage>)((ref MLImage value) => value = ImageTensor.ToImage(_pixels[slot()], _width, _height));
+            return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
+            {
+                var source = _pixels[slot()];
+                var editor = VBufferEditor.Create(ref value, source.Length);
+                source.AsSpan().CopyTo(editor.Values);
+                value = editor.Commit();
+            });
+        }
+
+        public override void Dispose()
+        {
+            _decoder.Dispose();
+            _channel.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// Create a <see cref="LatentDecodingEstimator"/>, which decodes latents with the model's VAE decoder into images.
+/// </summary>
+/// <remarks>
+/// <format type="text/markdown"><![CDATA[
+/// ###  Estimator characteristics
+/// |  |  |
+/// | -- | -- |
+/// | Does this estimator need to look at the data to train its parameters? | No |
+/// | Input column data type | Vector of Single [C, h, w] latents (DenoiseLatents' output) |
+/// | Output column data type | MLImage (RGBA32, f·w × f·h); optionally Vector of Single [3, H, W] pixels |
+/// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, Microsoft.ML.ImageAnalytics, an ONNX Runtime native package |
+/// ]]></format>
+/// </remarks>
+public sealed class LatentDecodingEstimator : DiffusionEstimator<LatentDecodingTransformer>
+{
+    internal LatentDecodingEstimator(StableDiffusionModel model, string outputColumnName, string inputColumnName, DecodeLatentsOptions options)
+        : base(new LatentDecodingTransformer(model, outputColumnName, inputColumnName, options))
+    {
+    }
+}

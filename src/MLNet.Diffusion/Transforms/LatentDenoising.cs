@@ -1,0 +1,335 @@
+using System;
+using System.Collections.Generic;
+using System.Threading;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Transforms;
+using MLNet.Diffusion.Schedulers;
+
+namespace MLNet.Diffusion;
+
+/// <summary>Settings of the DenoiseLatents stage.</summary>
+public sealed class DenoiseOptions
+{
+    /// <summary>Number of denoising steps.</summary>
+    public int Steps { get; init; } = 20;
+
+    /// <summary>Classifier-free guidance scale g (Ho &amp; Salimans 2022); values ≤ 1 turn guidance off (one UNet batch of N instead of 2N).</summary>
+    public float GuidanceScale { get; init; } = 7.5f;
+
+    /// <summary>Image width in pixels; a multiple of 8 and of the VAE factor.</summary>
+    public int Width { get; init; } = 512;
+
+    /// <summary>Image height in pixels; a multiple of 8 and of the VAE factor.</summary>
+    public int Height { get; init; } = 512;
+
+    /// <summary>Scheduler name (<c>ddim</c>, <c>euler-a</c>, <c>dpmpp-2m-karras</c>, … see <see cref="SchedulerFactory.Names"/>); null uses the folder's <c>_class_name</c>.</summary>
+    public string? Scheduler { get; init; }
+
+    /// <summary>
+    /// Name of an optional seed column (any integer type, or whole numbers in a Single/Double column). Rows without a
+    /// seed column use <see cref="Seed"/> (or a seed derived from the MLContext) plus the row's position.
+    /// </summary>
+    public string? SeedColumnName { get; init; }
+
+    /// <summary>Base seed for rows without a seed column; null derives it from the MLContext's random source.</summary>
+    public int? Seed { get; init; }
+
+    /// <summary>
+    /// Name of an optional initial-noise column, float vector [C, h, w] of N(0, 1) noise that replaces the seeded noise,
+    /// so results of other tools can be reproduced exactly from their noise.
+    /// </summary>
+    public string? InitialNoiseColumnName { get; init; }
+
+    /// <summary>Rows per UNet call (the guidance batch is twice as large).</summary>
+    public int BatchSize { get; init; } = 4;
+
+    /// <summary>Receives a report after every step of every mini-batch.</summary>
+    public IProgress<DenoiseProgress>? Progress { get; init; }
+
+    /// <summary>Cancels the denoising between steps; the cursor then throws <see cref="OperationCanceledException"/>.</summary>
+    public CancellationToken CancellationToken { get; init; }
+
+    internal void Validate(ModelInfo info)
+    {
+        if (Steps < 1 || Steps > info.SchedulerConfig.NumTrainTimesteps)
+            throw new ArgumentOutOfRangeException(nameof(Steps), Steps, $"Steps must be in [1, {info.SchedulerConfig.NumTrainTimesteps}].");
+        if (!float.IsFinite(GuidanceScale) || GuidanceScale < 0)
+            throw new ArgumentOutOfRangeException(nameof(GuidanceScale), GuidanceScale, "GuidanceScale must be a finite number ≥ 0 (7.5 is typical; ≤ 1 disables guidance).");
+        CheckSize(nameof(Width), Width, info.VaeSpatialFactor);
+        CheckSize(nameof(Height), Height, info.VaeSpatialFactor);
+        if (BatchSize < 1 || BatchSize > 256)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 256].");
+    }
+
+    private static void CheckSize(string name, int value, int factor)
+    {
+        if (value < 8 || value > 8192)
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be in [8, 8192] pixels.");
+        if (value % 8 != 0 || value % factor != 0)
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be a multiple of 8 (and of the VAE factor {factor}); the nearest valid values are {value / 8 * 8} and {value / 8 * 8 + 8}.");
+    }
+}
+
+/// <summary>Runs the UNet denoising loop with a scheduler and classifier-free guidance: the transformer of <see cref="LatentDenoisingEstimator"/>.</summary>
+public sealed class LatentDenoisingTransformer : DiffusionTransformer
+{
+    private readonly KeyValuePair<string, DataViewType>[] _outputs;
+    private readonly DiffusionScheduler _scheduler;
+    private readonly int _latentLength;
+
+    internal LatentDenoisingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseOptions options)
+        : base(model, "DenoiseLatents")
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(outputColumnName);
+        ArgumentException.ThrowIfNullOrWhiteSpace(inputColumnName);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate(model.Info);
+        OutputColumnName = outputColumnName;
+        InputColumnName = inputColumnName;
+        Options = options;
+        _scheduler = options.Scheduler is { } name
+            ? SchedulerFactory.Create(name, model.Info.SchedulerConfig)
+            : SchedulerFactory.CreateDefault(model.Info.SchedulerConfig);
+        int f = model.Info.VaeSpatialFactor, c = model.Info.LatentChannels;
+        _latentLength = c * (options.Height / f) * (options.Width / f);
+        _outputs = new[] { new KeyValuePair<string, DataViewType>(outputColumnName, new VectorDataViewType(NumberDataViewType.Single, c, options.Height / f, options.Width / f)) };
+    }
+
+    /// <summary>The latents output column.</summary>
+    public string OutputColumnName { get; }
+
+    /// <summary>The embeddings input column.</summary>
+    public string InputColumnName { get; }
+
+    /// <summary>The stage's settings.</summary>
+    public DenoiseOptions Options { get; }
+
+    /// <summary>The name of the scheduler in use.</summary>
+    public string SchedulerName => _scheduler.Name;
+
+    internal override int BatchSize => Options.BatchSize;
+
+    internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema) => _outputs;
+
+    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema)
+    {
+        var names = new List<string> { InputColumnName };
+        if (Options.SeedColumnName is { } s)
+            names.Add(s);
+        if (Options.InitialNoiseColumnName is { } n)
+            names.Add(n);
+        return names;
+    }
+
+    internal override void ValidateInputSchema(DataViewSchema inputSchema)
+    {
+        int per = Model.Info.HiddenSize;
+        var e = ColumnChecks.Require(inputSchema, InputColumnName, $"Vector<Single> of [2, S, {per}] prompt embeddings", ColumnChecks.IsFloatVector);
+        if (e.Type is VectorDataViewType v && v.Size > 0 && v.Size % (2 * per) != 0)
+            throw SchemaMismatch(nameof(inputSchema), InputColumnName, $"Vector<Single> of [2, S, {per}] prompt embeddings", $"Vector<Single> of size {v.Size}");
+        if (Options.SeedColumnName is { } s)
+            ColumnChecks.Require(inputSchema, s, "an integer seed (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)", ColumnChecks.IsSeed);
+        if (Options.InitialNoiseColumnName is { } n)
+        {
+            var c = ColumnChecks.Require(inputSchema, n, $"Vector<Single> of size {_latentLength}", ColumnChecks.IsFloatVector);
+            if (c.Type is VectorDataViewType nv && nv.Size > 0 && nv.Size != _latentLength)
+                throw SchemaMismatch(nameof(inputSchema), n, $"Vector<Single> of size {_latentLength} ({string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions)})", $"Vector<Single> of size {nv.Size}");
+        }
+    }
+
+    internal override void ValidateInputShape(SchemaShape inputSchema)
+    {
+        ColumnChecks.Require(inputSchema, InputColumnName, "Vector<Single> prompt embeddings", ColumnChecks.IsFloatVector);
+        if (Options.SeedColumnName is { } s)
+            ColumnChecks.Require(inputSchema, s, "an integer seed (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)", ColumnChecks.IsSeed);
+        if (Options.InitialNoiseColumnName is { } n)
+            ColumnChecks.Require(inputSchema, n, $"Vector<Single> of size {_latentLength}", ColumnChecks.IsFloatVector);
+    }
+
+    internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
+
+    private sealed class Worker : StageWorker
+    {
+        private readonly LatentDenoisingTransformer _stage;
+        private readonly LatentDenoiser _denoiser;
+        private readonly IChannel _channel;
+        private readonly ValueGetter<VBuffer<float>> _embeddingsGetter;
+        private readonly Func<long>? _seedGetter;
+        private readonly ValueGetter<VBuffer<float>>? _noiseGetter;
+        private readonly float[][] _embeddings;
+        private readonly long[] _seeds;
+        private readonly long[] _positions;
+        private readonly float[]?[] _noise;
+        private readonly float[][] _latents;
+        private readonly int _baseSeed;
+        private VBuffer<float> _buffer;
+        private float[] _batchEmbeddings = Array.Empty<float>();
+        private float[] _batchLatents = Array.Empty<float>();
+
+        public Worker(LatentDenoisingTransformer stage, DataViewRow input)
+        {
+            _stage = stage;
+            _channel = stage.StartChannel();
+            var o = stage.Options;
+            _denoiser = new LatentDenoiser(stage.Model, new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken));
+            _embeddingsGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
+            if (o.SeedColumnName is { } s)
+                _seedGetter = SeedReader.Create(input, input.Schema[s]);
+            if (o.InitialNoiseColumnName is { } n)
+                _noiseGetter = input.GetGetter<VBuffer<float>>(input.Schema[n]);
+            int b = stage.BatchSize;
+            _embeddings = new float[b][];
+            _seeds = new long[b];
+            _positions = new long[b];
+            _noise = new float[b][];
+            _latents = new float[b][];
+            _baseSeed = o.Seed ?? stage.Model.DefaultSeed;
+        }
+
+        public override void ReadRow(int slot, long position)
+        {
+            _positions[slot] = position;
+            _embeddingsGetter(ref _buffer);
+            int per = 2 * _stage.Model.Info.HiddenSize;
+            if (_buffer.Length == 0 || _buffer.Length % per != 0)
+                throw new InvalidOperationException($"Row {position}: column '{_stage.InputColumnName}' has {_buffer.Length} values; expected [2, S, {per / 2}] prompt embeddings from EncodePrompt.");
+            var e = _embeddings[slot];
+            if (e is null || e.Length != _buffer.Length)
+                _embeddings[slot] = e = new float[_buffer.Length];
+            _buffer.CopyTo(e);
+            _seeds[slot] = _seedGetter is null ? _baseSeed + position : ReadSeed(position);
+            if (_noiseGetter is not null)
+            {
+                _noiseGetter(ref _buffer);
+                if (_buffer.Length != _denoiser.LatentLength)
+                    throw new InvalidOperationException($"Row {position}: initial-noise column '{_stage.Options.InitialNoiseColumnName}' has {_buffer.Length} values; expected {_denoiser.LatentLength} ({string.Join("×", _denoiser.LatentShape)}).");
+                var n = _noise[slot] ??= new float[_denoiser.LatentLength];
+                _buffer.CopyTo(n);
+            }
+        }
+
+        private long ReadSeed(long position)
+        {
+            try
+            {
+                return _seedGetter!();
+            }
+            catch (FormatException e)
+            {
+                throw new InvalidOperationException($"Row {position}: seed column '{_stage.Options.SeedColumnName}': {e.Message}", e);
+            }
+        }
+
+        public override void Process(int count)
+        {
+            // Rows with the same sequence length (always, unless LongPrompt) run together in one loop.
+            int start = 0;
+            while (start < count)
+            {
+                int end = start + 1;
+                while (end < count && _embeddings[end].Length == _embeddings[start].Length)
+                    end++;
+                Run(start, end - start);
+                start = end;
+            }
+        }
+
+        private void Run(int start, int count)
+        {
+            int hidden = _stage.Model.Info.HiddenSize;
+            int perRow = _embeddings[start].Length;
+            int sequence = perRow / (2 * hidden);
+            if (_batchEmbeddings.Length != count * perRow)
+                _batchEmbeddings = new float[count * perRow];
+            for (int r = 0; r < count; r++)
+                _embeddings[start + r].CopyTo(_batchEmbeddings, r * perRow);
+            int len = _denoiser.LatentLength;
+            if (_batchLatents.Length != count * len)
+                _batchLatents = new float[count * len];
+            var noise = new float[]?[count];
+            if (_noiseGetter is not null)
+                Array.Copy(_noise, start, noise, 0, count);
+            _denoiser.Run(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsSpan(start, count), noise, _batchLatents, _channel);
+            for (int r = 0; r < count; r++)
+            {
+                var l = _latents[start + r] ??= new float[len];
+                _batchLatents.AsSpan(r * len, len).CopyTo(l);
+            }
+            _channel.Info(MessageSensitivity.None, $"Denoised rows {_positions[start]}–{_positions[start] + count - 1} ({_stage.Options.Steps} steps, {_stage.SchedulerName}, guidance {_stage.Options.GuidanceScale}).");
+        }
+
+        public override Delegate MakeGetter(int outputIndex, Func<int> slot) =>
+            (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
+            {
+                var source = _latents[slot()];
+                var editor = VBufferEditor.Create(ref value, source.Length);
+                source.AsSpan().CopyTo(editor.Values);
+                value = editor.Commit();
+            });
+
+        public override void Dispose()
+        {
+            _denoiser.Dispose();
+            _channel.Dispose();
+        }
+    }
+}
+
+/// <summary>Reads a seed of any integer type (or a whole number in a floating-point column) as Int64.</summary>
+internal static class SeedReader
+{
+    public static Func<long> Create(DataViewRow row, DataViewSchema.Column column)
+    {
+        var t = column.Type;
+        if (t == NumberDataViewType.Int32) return Wrap<int>(row, column, v => v);
+        if (t == NumberDataViewType.Int64) return Wrap<long>(row, column, v => v);
+        if (t == NumberDataViewType.UInt32) return Wrap<uint>(row, column, v => v);
+        if (t == NumberDataViewType.UInt64) return Wrap<ulong>(row, column, v => unchecked((long)v));
+        if (t == NumberDataViewType.Int16) return Wrap<short>(row, column, v => v);
+        if (t == NumberDataViewType.UInt16) return Wrap<ushort>(row, column, v => v);
+        if (t == NumberDataViewType.Single) return Wrap<float>(row, column, v => Whole(v, column.Name));
+        if (t == NumberDataViewType.Double) return Wrap<double>(row, column, v => Whole(v, column.Name));
+        throw new ArgumentOutOfRangeException(nameof(column), $"Seed column '{column.Name}' has type {t}; expected an integer type.");
+    }
+
+    private static long Whole(double v, string name) =>
+        double.IsFinite(v) && Math.Floor(v) == v && Math.Abs(v) < 9.0e15 ? (long)v
+            : throw new FormatException($"seed value {v} in column '{name}' is not a whole number.");
+
+    private static Func<long> Wrap<T>(DataViewRow row, DataViewSchema.Column column, Func<T, long> convert)
+    {
+        var getter = row.GetGetter<T>(column);
+        return () =>
+        {
+            T value = default!;
+            getter(ref value);
+            return convert(value);
+        };
+    }
+}
+
+/// <summary>
+/// Create a <see cref="LatentDenoisingEstimator"/>, which runs Stable Diffusion's UNet denoising loop from seeded noise,
+/// conditioned on prompt embeddings, with a diffusers-compatible scheduler and classifier-free guidance.
+/// </summary>
+/// <remarks>
+/// <format type="text/markdown"><![CDATA[
+/// ###  Estimator characteristics
+/// |  |  |
+/// | -- | -- |
+/// | Does this estimator need to look at the data to train its parameters? | No |
+/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); optional seed (integer), optional initial noise |
+/// | Output column data type | Vector of Single [C, H/f, W/f] latents |
+/// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
+/// ]]></format>
+/// </remarks>
+public sealed class LatentDenoisingEstimator : DiffusionEstimator<LatentDenoisingTransformer>
+{
+    internal LatentDenoisingEstimator(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseOptions options)
+        : base(new LatentDenoisingTransformer(model, outputColumnName, inputColumnName, options))
+    {
+    }
+}

@@ -1,0 +1,313 @@
+using System;
+using System.Collections.Generic;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Transforms;
+
+namespace MLNet.Diffusion;
+
+/// <summary>Options of the EncodePrompt stage (<see cref="Microsoft.ML.DiffusionCatalog.EncodePrompt(TransformsCatalog, StableDiffusionModel, string, string?, string?)"/>).</summary>
+public sealed class EncodePromptOptions
+{
+    /// <summary>Name of the embeddings output column: float vector [2, S, D] (negative/unconditional states, then the prompt's).</summary>
+    public string OutputColumnName { get; init; } = "Embeddings";
+
+    /// <summary>Name of the prompt input column (text).</summary>
+    public string InputColumnName { get; init; } = "Prompt";
+
+    /// <summary>Name of an optional negative-prompt column (text); when null, the unconditional prompt is the empty string.</summary>
+    public string? NegativePromptColumnName { get; init; }
+
+    /// <summary>Name of an optional output column for the text encoder's pooled output, vector [2, P]; null for none.</summary>
+    public string? PooledOutputColumnName { get; init; }
+
+    /// <summary>Prompts per ONNX call (each row encodes its prompt and, when not empty, its negative prompt).</summary>
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>
+    /// Long prompts: when false (default), prompts are truncated to the model's 77 tokens with a warning in the MLContext
+    /// log naming the row. When true, a prompt is split into 75-token windows, each encoded with start/end tokens, and the
+    /// hidden states are concatenated along the sequence axis (the negative prompt padded to the same number of windows),
+    /// as widely used Stable Diffusion front ends do; the output column is then a variable-size vector.
+    /// </summary>
+    public bool LongPrompt { get; init; }
+
+    /// <summary>With <see cref="LongPrompt"/>, the most windows a prompt may use (each 75 tokens).</summary>
+    public int MaxWindows { get; init; } = 8;
+
+    internal void Validate()
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(OutputColumnName, nameof(OutputColumnName));
+        ArgumentException.ThrowIfNullOrWhiteSpace(InputColumnName, nameof(InputColumnName));
+        if (BatchSize < 1 || BatchSize > 1024)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 1024].");
+        if (MaxWindows < 1 || MaxWindows > 64)
+            throw new ArgumentOutOfRangeException(nameof(MaxWindows), MaxWindows, "MaxWindows must be in [1, 64].");
+    }
+}
+
+/// <summary>
+/// Tokenizes prompts with the model's CLIP tokenizer and runs the text encoder: the <see cref="ITransformer"/> of
+/// <see cref="PromptEncodingEstimator"/>. Lazy: the text encoder runs only when a cursor reads the output column.
+/// </summary>
+public sealed class PromptEncodingTransformer : DiffusionTransformer
+{
+    private readonly KeyValuePair<string, DataViewType>[] _outputs;
+
+    internal PromptEncodingTransformer(StableDiffusionModel model, EncodePromptOptions options)
+        : base(model, "EncodePrompt")
+    {
+        options.Validate();
+        Options = options;
+        var info = model.Info;
+        var outputs = new List<KeyValuePair<string, DataViewType>>
+        {
+            new(options.OutputColumnName, options.LongPrompt
+                ? new VectorDataViewType(NumberDataViewType.Single)
+                : new VectorDataViewType(NumberDataViewType.Single, 2, info.SequenceLength, info.HiddenSize)),
+        };
+        if (options.PooledOutputColumnName is { } pooledName)
+        {
+            int p = info.PooledSize ?? throw new ArgumentException($"The text encoder of '{model.Directory}' has no pooler_output, so PooledOutputColumnName cannot be set.", nameof(options));
+            outputs.Add(new(pooledName, new VectorDataViewType(NumberDataViewType.Single, 2, p)));
+        }
+        _outputs = outputs.ToArray();
+    }
+
+    /// <summary>The stage's options.</summary>
+    public EncodePromptOptions Options { get; }
+
+    internal override int BatchSize => Options.BatchSize;
+
+    internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema) => _outputs;
+
+    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema) =>
+        Options.NegativePromptColumnName is { } n ? new[] { Options.InputColumnName, n } : new[] { Options.InputColumnName };
+
+    internal override void ValidateInputSchema(DataViewSchema inputSchema)
+    {
+        ColumnChecks.Require(inputSchema, Options.InputColumnName, "String", ColumnChecks.IsText);
+        if (Options.NegativePromptColumnName is { } n)
+            ColumnChecks.Require(inputSchema, n, "String", ColumnChecks.IsText);
+    }
+
+    internal override void ValidateInputShape(SchemaShape inputSchema)
+    {
+        ColumnChecks.Require(inputSchema, Options.InputColumnName, "String", ColumnChecks.IsText);
+        if (Options.NegativePromptColumnName is { } n)
+            ColumnChecks.Require(inputSchema, n, "String", ColumnChecks.IsText);
+    }
+
+    internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
+
+    private sealed class Worker : StageWorker
+    {
+        private readonly PromptEncodingTransformer _stage;
+        private readonly PromptEncoder _encoder;
+        private readonly ValueGetter<ReadOnlyMemory<char>> _prompt;
+        private readonly ValueGetter<ReadOnlyMemory<char>>? _negative;
+        private readonly IChannel _channel;
+        private readonly string[] _prompts;
+        private readonly string[] _negatives;
+        private readonly long[] _positions;
+        private readonly float[][] _embeddings;
+        private readonly float[][] _pooled;
+        private readonly int _length;
+        private readonly int _hidden;
+        private float[]? _emptyState;
+        private float[]? _emptyPooled;
+
+        public Worker(PromptEncodingTransformer stage, DataViewRow input)
+        {
+            _stage = stage;
+            _encoder = new PromptEncoder(stage.Model);
+            _prompt = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[stage.Options.InputColumnName]);
+            if (stage.Options.NegativePromptColumnName is { } n)
+                _negative = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[n]);
+            _channel = stage.StartChannel();
+            int b = stage.BatchSize;
+            _prompts = new string[b];
+            _negatives = new string[b];
+            _positions = new long[b];
+            _embeddings = new float[b][];
+            _pooled = new float[b][];
+            _length = _encoder.SequenceLength;
+            _hidden = _encoder.HiddenSize;
+        }
+
+        public override void ReadRow(int slot, long position)
+        {
+            ReadOnlyMemory<char> text = default;
+            _prompt(ref text);
+            _prompts[slot] = text.ToString();
+            ReadOnlyMemory<char> negative = default;
+            _negative?.Invoke(ref negative);
+            _negatives[slot] = negative.ToString();
+            _positions[slot] = position;
+        }
+
+        public override void Process(int count)
+        {
+            if (_stage.Options.LongPrompt)
+            {
+                ProcessLong(count);
+                return;
+            }
+            // One ONNX call for every distinct non-empty text of the batch; the empty prompt is encoded once per cursor.
+            var texts = new List<string>(2 * count);
+            var index = new Dictionary<string, int>(StringComparer.Ordinal);
+            int Slot(string t)
+            {
+                if (t.Length == 0)
+                    return -1;
+                if (!index.TryGetValue(t, out int i))
+                {
+                    index[t] = i = texts.Count;
+                    texts.Add(t);
+                }
+                return i;
+            }
+            var promptSlots = new int[count];
+            var negativeSlots = new int[count];
+            for (int r = 0; r < count; r++)
+            {
+                promptSlots[r] = Slot(_prompts[r]);
+                negativeSlots[r] = Slot(_negatives[r]);
+            }
+            int per = _length * _hidden;
+            int pooledSize = _encoder.PooledSize ?? 0;
+            float[] states = Encode(texts, r => texts[r], pooledSize, out float[] pooled, log: true);
+            EnsureEmpty(pooledSize);
+            for (int r = 0; r < count; r++)
+            {
+                var e = _embeddings[r] ??= new float[2 * per];
+                CopyState(states, negativeSlots[r], per, e.AsSpan(0, per));
+                CopyState(states, promptSlots[r], per, e.AsSpan(per, per));
+                if (_stage.Options.PooledOutputColumnName is not null)
+                {
+                    var p = _pooled[r] ??= new float[2 * pooledSize];
+                    CopyPooled(pooled, negativeSlots[r], pooledSize, p.AsSpan(0, pooledSize));
+                    CopyPooled(pooled, promptSlots[r], pooledSize, p.AsSpan(pooledSize, pooledSize));
+                }
+            }
+
+            void CopyState(float[] all, int slot, int n, Span<float> dst) =>
+                (slot < 0 ? _emptyState.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
+            void CopyPooled(float[] all, int slot, int n, Span<float> dst) =>
+                (slot < 0 ? _emptyPooled.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
+        }
+
+        private void EnsureEmpty(int pooledSize)
+        {
+            if (_emptyState is not null)
+                return;
+            var empty = new List<string> { string.Empty };
+            _emptyState = Encode(empty, i => empty[i], pooledSize, out _emptyPooled, log: false);
+        }
+
+        /// <summary>Tokenizes (truncating with a logged warning) and encodes texts in chunks of BatchSize.</summary>
+        private float[] Encode(List<string> texts, Func<int, string> text, int pooledSize, out float[] pooled, bool log)
+        {
+            int n = texts.Count, per = _length * _hidden;
+            var states = new float[n * per];
+            pooled = new float[n * pooledSize];
+            if (n == 0)
+                return states;
+            var ids = new int[n * _length];
+            var tokenizer = _stage.Model.Tokenizer;
+            for (int i = 0; i < n; i++)
+            {
+                int dropped = tokenizer.EncodeToFixedLength(text(i), ids.AsSpan(i * _length, _length));
+                if (dropped > 0 && log)
+                    WarnTruncated(text(i), dropped);
+            }
+            int chunk = Math.Max(1, _stage.BatchSize);
+            for (int start = 0; start < n; start += chunk)
+            {
+                int m = Math.Min(chunk, n - start);
+                _encoder.Encode(ids.AsSpan(start * _length, m * _length), m, states.AsSpan(start * per, m * per),
+                    pooledSize > 0 ? pooled.AsSpan(start * pooledSize, m * pooledSize) : Span<float>.Empty);
+            }
+            return states;
+        }
+
+        private void WarnTruncated(string text, int dropped)
+        {
+            for (int r = 0; r < _prompts.Length; r++)
+            {
+                if (ReferenceEquals(_prompts[r], text) || _prompts[r] == text || _negatives[r] == text)
+                {
+                    string which = _prompts[r] == text ? "prompt" : "negative prompt";
+                    _channel.Warning(MessageSensitivity.None, $"Row {_positions[r]}: the {which} has {dropped} token(s) beyond the model's {_length - 2}-token limit; they were dropped. Set EncodePromptOptions.LongPrompt to keep them.");
+                    return;
+                }
+            }
+        }
+
+        /// <summary>LongPrompt: per row, as many 75-token windows as the longer of prompt and negative prompt needs.</summary>
+        private void ProcessLong(int count)
+        {
+            var tokenizer = _stage.Model.Tokenizer;
+            int per = _length * _hidden;
+            for (int r = 0; r < count; r++)
+            {
+                int windows = Math.Max(tokenizer.CountWindows(_prompts[r]), tokenizer.CountWindows(_negatives[r]));
+                if (windows > _stage.Options.MaxWindows)
+                    throw new ArgumentOutOfRangeException(nameof(EncodePromptOptions.MaxWindows),
+                        $"Row {_positions[r]}: the prompt needs {windows} windows of 75 tokens, more than MaxWindows = {_stage.Options.MaxWindows}.");
+                var ids = new int[2 * windows * _length];
+                tokenizer.EncodeWindows(_negatives[r], windows, ids.AsSpan(0, windows * _length));
+                tokenizer.EncodeWindows(_prompts[r], windows, ids.AsSpan(windows * _length, windows * _length));
+                var states = new float[2 * windows * per];
+                _encoder.Encode(ids, 2 * windows, states, Span<float>.Empty);
+                // Windows are already in order: [negative w0..wk, prompt w0..wk] = [2, k·L, D].
+                _embeddings[r] = states;
+            }
+        }
+
+        public override Delegate MakeGetter(int outputIndex, Func<int> slot)
+        {
+            if (outputIndex == 0)
+                return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => Write(_embeddings[slot()], ref value));
+            return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => Write(_pooled[slot()], ref value));
+        }
+
+        private static void Write(float[] source, ref VBuffer<float> value)
+        {
+            var editor = VBufferEditor.Create(ref value, source.Length);
+            source.AsSpan().CopyTo(editor.Values);
+            value = editor.Commit();
+        }
+
+        public override void Dispose()
+        {
+            _encoder.Dispose();
+            _channel.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// Create a <see cref="PromptEncodingEstimator"/>, which tokenizes a text column with the model's CLIP tokenizer and
+/// encodes it with the model's text encoder into the conditioning states that DenoiseLatents consumes.
+/// </summary>
+/// <remarks>
+/// <format type="text/markdown"><![CDATA[
+/// ###  Estimator characteristics
+/// |  |  |
+/// | -- | -- |
+/// | Does this estimator need to look at the data to train its parameters? | No |
+/// | Input column data type | Text (prompt), optional Text (negative prompt) |
+/// | Output column data type | Vector of Single [2, 77, D] (unconditional, conditional) |
+/// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
+/// ]]></format>
+/// </remarks>
+public sealed class PromptEncodingEstimator : DiffusionEstimator<PromptEncodingTransformer>
+{
+    internal PromptEncodingEstimator(StableDiffusionModel model, EncodePromptOptions options)
+        : base(new PromptEncodingTransformer(model, options))
+    {
+    }
+}
