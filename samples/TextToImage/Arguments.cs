@@ -1,0 +1,125 @@
+using System;
+using System.Globalization;
+
+namespace TextToImage;
+
+/// <summary>The sample's command line; every problem is an <see cref="ArgumentException"/> with a one-line message.</summary>
+internal sealed class Arguments
+{
+    public string Prompt { get; private set; } = string.Empty;
+
+    public string NegativePrompt { get; private set; } = string.Empty;
+
+    public string Output { get; private set; } = "out.png";
+
+    public string? Model { get; private set; }
+
+    public int Steps { get; private set; } = 20;
+
+    public float Guidance { get; private set; } = 7.5f;
+
+    public long Seed { get; private set; } = Random.Shared.Next();
+
+    public int Width { get; private set; } = 512;
+
+    public int Height { get; private set; } = 512;
+
+    public string? Scheduler { get; private set; }
+
+    public int Count { get; private set; } = 1;
+
+    public bool Help { get; private set; }
+
+    public static Arguments Parse(string[] args)
+    {
+        var a = new Arguments();
+        bool promptSet = false;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string name = args[i];
+            string Value()
+            {
+                if (i + 1 >= args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal))
+                    throw new ArgumentException($"{name} needs a value");
+                return args[++i];
+            }
+            switch (name)
+            {
+                case "--help" or "-h":
+                    a.Help = true;
+                    break;
+                case "--prompt":
+                    a.Prompt = Value();
+                    promptSet = true;
+                    break;
+                case "--negative-prompt":
+                    a.NegativePrompt = Value();
+                    break;
+                case "--output" or "-o":
+                    a.Output = Value();
+                    break;
+                case "--model":
+                    a.Model = Value();
+                    break;
+                case "--steps":
+                    a.Steps = Int(name, Value(), 1, 1000);
+                    break;
+                case "--guidance":
+                    a.Guidance = Float(name, Value(), 0f, 100f);
+                    break;
+                case "--seed":
+                    a.Seed = Int(name, Value(), int.MinValue, int.MaxValue);
+                    break;
+                case "--width":
+                    a.Width = Size(name, Value());
+                    break;
+                case "--height":
+                    a.Height = Size(name, Value());
+                    break;
+                case "--scheduler":
+                    a.Scheduler = Value();
+                    if (!Contains(MLNet.Diffusion.Schedulers.SchedulerFactory.Names, a.Scheduler))
+                        throw new ArgumentException($"--scheduler '{a.Scheduler}' is unknown; use one of: {string.Join(", ", MLNet.Diffusion.Schedulers.SchedulerFactory.Names)}");
+                    break;
+                case "--count":
+                    a.Count = Int(name, Value(), 1, 10000);
+                    break;
+                default:
+                    throw new ArgumentException($"unknown argument '{name}'");
+            }
+        }
+        if (!promptSet && !a.Help)
+            throw new ArgumentException("--prompt is required");
+        return a;
+    }
+
+    private static bool Contains(System.Collections.Generic.IReadOnlyCollection<string> names, string value)
+    {
+        foreach (string n in names)
+            if (string.Equals(n, value, StringComparison.OrdinalIgnoreCase))
+                return true;
+        return false;
+    }
+
+    private static int Int(string name, string text, long min, long max)
+    {
+        if (!long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out long v) || v < min || v > max)
+            throw new ArgumentException($"{name} must be an integer in [{min}, {max}], not '{text}'");
+        return (int)v;
+    }
+
+    private static float Float(string name, string text, float min, float max)
+    {
+        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float v) || !(v >= min && v <= max))
+            throw new ArgumentException($"{name} must be a number in [{min}, {max}], not '{text}'");
+        return v;
+    }
+
+    private static int Size(string name, string text)
+    {
+        int v = Int(name, text, 8, 4096);
+        if (v % 8 != 0)
+            throw new ArgumentException($"{name} must be a multiple of 8, not {v}");
+        return v;
+    }
+}
