@@ -1,0 +1,633 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Text;
+using System.Text.Json;
+using Microsoft.ML.Tokenizers;
+
+namespace MLNet.Diffusion.Tokenization;
+
+/// <summary>
+/// The tokenizer of CLIP text encoders (Stable Diffusion 1.x and 2.x), reproducing OpenAI CLIP's
+/// <c>simple_tokenizer.py</c> id for id: the reference clean-up (<see cref="ClipTextCleaner"/>), CLIP's word
+/// split, and byte-level BPE with the <c>&lt;/w&gt;</c> end-of-word suffix done by Microsoft.ML.Tokenizers'
+/// <see cref="BpeTokenizer"/>; then start, end and padding tokens to a fixed length.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Why a wrapper rather than a configured <see cref="BpeTokenizer"/> alone (Microsoft.ML.Tokenizers 2.0.1):
+/// its file-path factory cannot turn on <see cref="BpeOptions.ByteLevel"/>; <see cref="BpeOptions.Merges"/>
+/// rejects the <c>#version</c> header and the loaders reject a stray trailing line, so merges are read here;
+/// it has no ftfy/HTML/lower-case clean-up; no pre-tokenizer of its own follows CLIP's pattern over code points
+/// (<see cref="ClipPreTokenizer"/>); its decoder drops <c>&lt;/w&gt;</c> instead of turning it into a space; and
+/// it neither pads to a fixed length nor splits long prompts into windows.
+/// </para>
+/// <para>
+/// Thread safety: instances are immutable after creation and every method may be called concurrently. The
+/// only mutable state is <see cref="BpeTokenizer"/>'s word cache, which the library guards with a lock
+/// (its internal <c>Cache&lt;TKey, TValue&gt;</c> takes a monitor on every read and write).
+/// </para>
+/// <para>Only load tokenizer files from trusted sources.</para>
+/// </remarks>
+public sealed class ClipTokenizer
+{
+    /// <summary>CLIP's start-of-text token.</summary>
+    public const string DefaultStartToken = "<|startoftext|>";
+
+    /// <summary>CLIP's end-of-text token (also SD 1.x's padding token).</summary>
+    public const string DefaultEndToken = "<|endoftext|>";
+
+    /// <summary>CLIP's context length: 75 prompt tokens between the start and end tokens.</summary>
+    public const int DefaultModelMaxLength = 77;
+
+    private const string EndOfWordSuffix = "</w>";
+
+    // model_max_length values above this are "no limit" placeholders (transformers writes 1e30).
+    private const long MaxSensibleModelMaxLength = 1 << 20;
+
+    private static readonly char[] s_byteToUnicode = BuildByteToUnicode();
+    private static readonly Dictionary<char, byte> s_unicodeToByte = BuildUnicodeToByte();
+
+    private readonly BpeTokenizer _bpe;
+    private readonly string[] _idToToken;
+
+    private ClipTokenizer(BpeTokenizer bpe, string[] idToToken, int startId, int endId, int padId, int modelMaxLength)
+    {
+        _bpe = bpe;
+        _idToToken = idToToken;
+        StartTokenId = startId;
+        EndTokenId = endId;
+        PadTokenId = padId;
+        ModelMaxLength = modelMaxLength;
+    }
+
+    /// <summary>The id of the start token (49406 for CLIP).</summary>
+    public int StartTokenId { get; }
+
+    /// <summary>The id of the end token (49407 for CLIP).</summary>
+    public int EndTokenId { get; }
+
+    /// <summary>The id written after the end token up to <see cref="ModelMaxLength"/> (49407 for SD 1.x, 0 for SD 2.x).</summary>
+    public int PadTokenId { get; }
+
+    /// <summary>The fixed sequence length, start and end tokens included (77 for CLIP).</summary>
+    public int ModelMaxLength { get; }
+
+    /// <summary>The number of prompt tokens that fit in one sequence: <see cref="ModelMaxLength"/> − 2.</summary>
+    public int MaxContentLength => ModelMaxLength - 2;
+
+    /// <summary>The number of entries in the vocabulary.</summary>
+    public int VocabularySize => _idToToken.Length;
+
+    /// <summary>
+    /// Create a <see cref="ClipTokenizer"/> from a Hugging Face tokenizer folder (the <c>tokenizer</c> folder of a
+    /// Stable Diffusion model): <c>vocab.json</c> and <c>merges.txt</c>, and, when present,
+    /// <c>special_tokens_map.json</c> / <c>tokenizer_config.json</c> for the start, end and padding tokens and
+    /// <c>model_max_length</c>.
+    /// </summary>
+    /// <param name="tokenizerDirectory">The folder that holds the tokenizer files.</param>
+    /// <returns>The tokenizer.</returns>
+    /// <exception cref="ArgumentException"><paramref name="tokenizerDirectory"/> is null or empty.</exception>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException"><c>vocab.json</c> or <c>merges.txt</c> is missing.</exception>
+    /// <exception cref="InvalidDataException">A file is malformed; the message names the file and the problem.</exception>
+    public static ClipTokenizer FromFolder(string tokenizerDirectory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(tokenizerDirectory);
+        if (!Directory.Exists(tokenizerDirectory))
+        {
+            throw new DirectoryNotFoundException($"Tokenizer folder '{tokenizerDirectory}' does not exist.");
+        }
+
+        string vocabPath = RequireFile(tokenizerDirectory, "vocab.json");
+        string mergesPath = RequireFile(tokenizerDirectory, "merges.txt");
+        var options = new ClipTokenizerOptions();
+
+        // transformers loads tokenizer_config.json, then special_tokens_map.json overrides the special tokens.
+        ReadTokenizerConfig(Path.Combine(tokenizerDirectory, "tokenizer_config.json"), options);
+        ReadSpecialTokensMap(Path.Combine(tokenizerDirectory, "special_tokens_map.json"), options);
+
+        using FileStream vocab = File.OpenRead(vocabPath);
+        using FileStream merges = File.OpenRead(mergesPath);
+        return Create(vocab, merges, options, vocabPath, mergesPath);
+    }
+
+    /// <summary>
+    /// Create a <see cref="ClipTokenizer"/> from the contents of <c>vocab.json</c> (token → id) and
+    /// <c>merges.txt</c> (one "a b" pair per line, optional <c>#version</c> header).
+    /// </summary>
+    /// <param name="vocabJson">The vocabulary JSON; read to its end, not disposed.</param>
+    /// <param name="merges">The merges text (UTF-8); read to its end, not disposed.</param>
+    /// <param name="options">Special tokens and length; <see langword="null"/> for SD 1.x defaults.</param>
+    /// <returns>The tokenizer.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="vocabJson"/> or <paramref name="merges"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option names a token absent from the vocabulary, or the length is below 3.</exception>
+    /// <exception cref="InvalidDataException">The vocabulary or merges are malformed.</exception>
+    public static ClipTokenizer Create(Stream vocabJson, Stream merges, ClipTokenizerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(vocabJson);
+        ArgumentNullException.ThrowIfNull(merges);
+        return Create(vocabJson, merges, options ?? new ClipTokenizerOptions(), "vocab.json", "merges.txt");
+    }
+
+    private static ClipTokenizer Create(Stream vocabJson, Stream merges, ClipTokenizerOptions options, string vocabName, string mergesName)
+    {
+        if (options.ModelMaxLength < 3)
+        {
+            throw new ArgumentException(
+                $"ModelMaxLength must be at least 3 (start, one token, end); got {options.ModelMaxLength}.", nameof(options));
+        }
+
+        Dictionary<string, int> vocab = ReadVocabulary(vocabJson, vocabName);
+        string[] idToToken = BuildReverseVocabulary(vocab, vocabName);
+        List<string> mergeList = ReadMerges(merges, mergesName, vocab);
+
+        int startId = RequireToken(vocab, options.StartToken, nameof(options.StartToken), vocabName);
+        int endId = RequireToken(vocab, options.EndToken, nameof(options.EndToken), vocabName);
+        int padId = options.PadToken is null ? endId : RequireToken(vocab, options.PadToken, nameof(options.PadToken), vocabName);
+
+        // Only start and end are special (split out whole, never BPE'd) — as in the reference, whose
+        // pattern and cache know exactly these two; the pad token ("!" in SD 2.x) is ordinary text.
+        var specialTokens = new Dictionary<string, int>(StringComparer.Ordinal)
+        {
+            [options.StartToken] = startId,
+            [options.EndToken] = endId,
+        };
+        var bpeOptions = new BpeOptions(ToPairs(vocab))
+        {
+            Merges = mergeList,
+            SpecialTokens = specialTokens,
+            PreTokenizer = new ClipPreTokenizer([options.StartToken, options.EndToken]),
+            ByteLevel = true,
+            EndOfWordSuffix = EndOfWordSuffix,
+        };
+
+        BpeTokenizer bpe;
+        try
+        {
+            bpe = BpeTokenizer.Create(bpeOptions);
+        }
+        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"{vocabName}/{mergesName}: the BPE model rejected the files: {ex.Message}", ex);
+        }
+
+        return new ClipTokenizer(bpe, idToToken, startId, endId, padId, options.ModelMaxLength);
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="text"/> to BPE ids the way CLIP does — clean-up, lower case, word split, BPE —
+    /// without start or end token and without truncation.
+    /// </summary>
+    /// <param name="text">The prompt; <see langword="null"/> or empty gives no ids.</param>
+    /// <returns>The ids.</returns>
+    public IReadOnlyList<int> EncodeToIds(string? text)
+    {
+        if (string.IsNullOrEmpty(text))
+        {
+            return Array.Empty<int>();
+        }
+
+        string cleaned = ClipTextCleaner.Clean(text);
+        if (cleaned.Length == 0)
+        {
+            return Array.Empty<int>();
+        }
+
+        return _bpe.EncodeToIds(cleaned, considerPreTokenization: true, considerNormalization: false);
+    }
+
+    /// <summary>
+    /// Writes <c>[start, ids…, end, pad…]</c>, exactly <see cref="ModelMaxLength"/> ids, to
+    /// <paramref name="destination"/>, keeping the first <see cref="MaxContentLength"/> prompt tokens (the end
+    /// token is always written).
+    /// </summary>
+    /// <param name="text">The prompt; <see langword="null"/> or empty gives <c>[start, end, pad…]</c>.</param>
+    /// <param name="destination">Where to write; its length must equal <see cref="ModelMaxLength"/>.</param>
+    /// <returns>The number of prompt tokens dropped (0 when the prompt fit), for the caller to warn about.</returns>
+    /// <exception cref="ArgumentException">The length of <paramref name="destination"/> differs from <see cref="ModelMaxLength"/>.</exception>
+    public int EncodeToFixedLength(string? text, Span<int> destination)
+    {
+        if (destination.Length != ModelMaxLength)
+        {
+            throw new ArgumentException(
+                $"The destination holds {destination.Length} ids but ModelMaxLength is {ModelMaxLength}; they must be equal.",
+                nameof(destination));
+        }
+
+        IReadOnlyList<int> ids = EncodeToIds(text);
+        int kept = Math.Min(ids.Count, MaxContentLength);
+        WriteBlock(ids, 0, kept, destination);
+        return ids.Count - kept;
+    }
+
+    /// <summary>
+    /// The number of <see cref="ModelMaxLength"/>-long windows that hold the whole prompt in chunks of
+    /// <see cref="MaxContentLength"/> tokens (the "long prompt" scheme of popular SD front ends): ⌈tokens / 75⌉,
+    /// at least 1.
+    /// </summary>
+    /// <param name="text">The prompt.</param>
+    /// <returns>The window count, at least 1.</returns>
+    public int CountWindows(string? text) => WindowsFor(EncodeToIds(text).Count);
+
+    /// <summary>
+    /// Writes <paramref name="windowCount"/> blocks of <c>[start, up to 75 tokens, end, pad…]</c>, each
+    /// <see cref="ModelMaxLength"/> long, splitting the prompt into consecutive chunks of
+    /// <see cref="MaxContentLength"/> tokens; windows past the end of the prompt are <c>[start, end, pad…]</c>
+    /// (so prompts of different lengths in one batch can share a window count).
+    /// </summary>
+    /// <param name="text">The prompt.</param>
+    /// <param name="windowCount">The number of windows to write, at least <see cref="CountWindows(string?)"/>.</param>
+    /// <param name="destination">Where to write; its length must be <paramref name="windowCount"/> × <see cref="ModelMaxLength"/>.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="windowCount"/> is below 1.</exception>
+    /// <exception cref="ArgumentException">
+    /// The destination length is wrong, or the prompt needs more than <paramref name="windowCount"/> windows.
+    /// </exception>
+    public void EncodeWindows(string? text, int windowCount, Span<int> destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(windowCount, 1);
+        long needed = (long)windowCount * ModelMaxLength;
+        if (destination.Length != needed)
+        {
+            throw new ArgumentException(
+                $"The destination holds {destination.Length} ids but {windowCount} windows of {ModelMaxLength} need {needed}.",
+                nameof(destination));
+        }
+
+        IReadOnlyList<int> ids = EncodeToIds(text);
+        int required = WindowsFor(ids.Count);
+        if (required > windowCount)
+        {
+            throw new ArgumentException(
+                $"The prompt has {ids.Count} tokens, which need {required} windows of {MaxContentLength}; only {windowCount} requested.",
+                nameof(windowCount));
+        }
+
+        for (int w = 0; w < windowCount; w++)
+        {
+            int from = Math.Min(w * MaxContentLength, ids.Count);
+            int count = Math.Min(MaxContentLength, ids.Count - from);
+            WriteBlock(ids, from, count, destination.Slice(w * ModelMaxLength, ModelMaxLength));
+        }
+    }
+
+    /// <summary>Decodes ids as CLIP does: tokens joined, bytes decoded as UTF-8, <c>&lt;/w&gt;</c> turned into a space, trimmed.</summary>
+    /// <param name="ids">The ids, e.g. one row of <see cref="EncodeToFixedLength"/>.</param>
+    /// <returns>The text, without start/end tokens and trailing padding.</returns>
+    public string Decode(ReadOnlySpan<int> ids) => Decode(ids, skipSpecialTokens: true);
+
+    /// <summary>Decodes ids as CLIP does: tokens joined, bytes decoded as UTF-8, <c>&lt;/w&gt;</c> turned into a space, trimmed.</summary>
+    /// <param name="ids">The ids.</param>
+    /// <param name="skipSpecialTokens">
+    /// When true, start and end tokens are left out, as is the padding that follows an end token.
+    /// </param>
+    /// <returns>The text.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">An id is outside the vocabulary.</exception>
+    public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens)
+    {
+        var bytes = new List<byte>(ids.Length * 6);
+        bool afterEnd = false;
+        foreach (int id in ids)
+        {
+            if ((uint)id >= (uint)_idToToken.Length)
+            {
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Id {id} is outside the vocabulary (0..{_idToToken.Length - 1}).");
+            }
+
+            if (skipSpecialTokens)
+            {
+                if (id == StartTokenId || id == EndTokenId)
+                {
+                    afterEnd = id == EndTokenId;
+                    continue;
+                }
+
+                if (afterEnd && id == PadTokenId)
+                {
+                    continue;
+                }
+
+                afterEnd = false;
+            }
+
+            foreach (char c in _idToToken[id])
+            {
+                // Characters outside the byte alphabet only occur in special tokens; keep them as UTF-8.
+                if (s_unicodeToByte.TryGetValue(c, out byte b))
+                {
+                    bytes.Add(b);
+                }
+                else
+                {
+                    bytes.AddRange(Encoding.UTF8.GetBytes(c.ToString()));
+                }
+            }
+        }
+
+        string text = Encoding.UTF8.GetString(bytes.ToArray());
+        return text.Replace(EndOfWordSuffix, " ", StringComparison.Ordinal).Trim();
+    }
+
+    /// <summary>Writes one block [start, ids[from..from+count), end, pad…] filling <paramref name="block"/>.</summary>
+    private void WriteBlock(IReadOnlyList<int> ids, int from, int count, Span<int> block)
+    {
+        block[0] = StartTokenId;
+        for (int k = 0; k < count; k++)
+        {
+            block[1 + k] = ids[from + k];
+        }
+
+        block[1 + count] = EndTokenId;
+        block.Slice(2 + count).Fill(PadTokenId);
+    }
+
+    private int WindowsFor(int tokenCount) => Math.Max(1, (tokenCount + MaxContentLength - 1) / MaxContentLength);
+
+    private static string RequireFile(string directory, string name)
+    {
+        string path = Path.Combine(directory, name);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"Tokenizer file '{name}' not found in '{directory}'.", path);
+        }
+
+        return path;
+    }
+
+    private static int RequireToken(Dictionary<string, int> vocab, string? token, string optionName, string vocabName)
+    {
+        if (string.IsNullOrEmpty(token))
+        {
+            throw new ArgumentException($"{optionName} must be a non-empty token.", optionName);
+        }
+
+        if (!vocab.TryGetValue(token, out int id))
+        {
+            throw new ArgumentException($"{optionName} '{token}' is not in the vocabulary ({vocabName}).", optionName);
+        }
+
+        return id;
+    }
+
+    private static IEnumerable<KeyValuePair<string, int>> ToPairs(Dictionary<string, int> vocab) => vocab;
+
+    private static Dictionary<string, int> ReadVocabulary(Stream stream, string name)
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(stream);
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidDataException($"{name}: not valid JSON ({ex.Message}).", ex);
+        }
+
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                throw new InvalidDataException($"{name}: expected a JSON object mapping tokens to ids, found {doc.RootElement.ValueKind}.");
+            }
+
+            var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (JsonProperty entry in doc.RootElement.EnumerateObject())
+            {
+                if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out int id) || id < 0)
+                {
+                    throw new InvalidDataException($"{name}: the id of token '{entry.Name}' is not a non-negative integer ({entry.Value.GetRawText()}).");
+                }
+
+                vocab[entry.Name] = id;
+            }
+
+            if (vocab.Count == 0)
+            {
+                throw new InvalidDataException($"{name}: the vocabulary is empty.");
+            }
+
+            return vocab;
+        }
+    }
+
+    private static string[] BuildReverseVocabulary(Dictionary<string, int> vocab, string name)
+    {
+        var idToToken = new string[vocab.Count];
+        foreach (KeyValuePair<string, int> entry in vocab)
+        {
+            if (entry.Value >= idToToken.Length)
+            {
+                throw new InvalidDataException($"{name}: ids must be 0..{idToToken.Length - 1}; token '{entry.Key}' has id {entry.Value}.");
+            }
+
+            if (idToToken[entry.Value] is not null)
+            {
+                throw new InvalidDataException($"{name}: id {entry.Value} is used by both '{idToToken[entry.Value]}' and '{entry.Key}'.");
+            }
+
+            idToToken[entry.Value] = entry.Key;
+        }
+
+        return idToToken;
+    }
+
+    /// <summary>
+    /// Reads merges.txt: skips a <c>#version</c> header and blank lines at the end; every other line must be
+    /// "a b" with both halves and their concatenation in the vocabulary. A malformed or dangling (result not in
+    /// the vocabulary) last line is ignored — some widely copied merges.txt files end with one; anywhere else it
+    /// is an error.
+    /// </summary>
+    private static List<string> ReadMerges(Stream stream, string name, Dictionary<string, int> vocab)
+    {
+        var lines = new List<string>();
+        using (var reader = new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16, leaveOpen: true))
+        {
+            string? line;
+            while ((line = reader.ReadLine()) is not null)
+            {
+                lines.Add(line);
+            }
+        }
+
+        int first = lines.Count > 0 && lines[0].StartsWith("#version", StringComparison.Ordinal) ? 1 : 0;
+        int last = lines.Count - 1;
+        while (last >= first && lines[last].Trim().Length == 0)
+        {
+            last--;
+        }
+
+        var merges = new List<string>(Math.Max(0, last - first + 1));
+        for (int i = first; i <= last; i++)
+        {
+            string? problem = CheckMerge(lines[i], vocab);
+            if (problem is not null)
+            {
+                if (i == last && i > first)
+                {
+                    break;
+                }
+
+                throw new InvalidDataException($"{name}: line {i + 1} {problem}: '{lines[i]}'.");
+            }
+
+            merges.Add(lines[i]);
+        }
+
+        if (merges.Count == 0)
+        {
+            throw new InvalidDataException($"{name}: no merges found.");
+        }
+
+        return merges;
+    }
+
+    private static string? CheckMerge(string line, Dictionary<string, int> vocab)
+    {
+        int space = line.IndexOf(' ');
+        if (space <= 0 || space == line.Length - 1 || line.IndexOf(' ', space + 1) >= 0 || line.Contains('\t'))
+        {
+            return "is not a pair \"a b\"";
+        }
+
+        string left = line.Substring(0, space);
+        string right = line.Substring(space + 1);
+        if (!vocab.ContainsKey(left) || !vocab.ContainsKey(right) || !vocab.ContainsKey(left + right))
+        {
+            return "merges tokens that are not in the vocabulary";
+        }
+
+        return null;
+    }
+
+    private static void ReadTokenizerConfig(string path, ClipTokenizerOptions options)
+    {
+        using JsonDocument? doc = ReadOptionalJson(path);
+        if (doc is null)
+        {
+            return;
+        }
+
+        ReadSpecialTokens(doc.RootElement, path, options);
+        if (doc.RootElement.TryGetProperty("model_max_length", out JsonElement max))
+        {
+            if (max.ValueKind != JsonValueKind.Number)
+            {
+                throw new InvalidDataException($"{path}: model_max_length must be a number, found {max.GetRawText()}.");
+            }
+
+            // transformers writes 1e30 (VERY_LARGE_INTEGER) for "unbounded"; keep the CLIP default then.
+            if (max.TryGetInt64(out long value) && value >= 3 && value <= MaxSensibleModelMaxLength)
+            {
+                options.ModelMaxLength = (int)value;
+            }
+        }
+    }
+
+    private static void ReadSpecialTokensMap(string path, ClipTokenizerOptions options)
+    {
+        using JsonDocument? doc = ReadOptionalJson(path);
+        if (doc is not null)
+        {
+            ReadSpecialTokens(doc.RootElement, path, options);
+        }
+    }
+
+    private static void ReadSpecialTokens(JsonElement root, string path, ClipTokenizerOptions options)
+    {
+        options.StartToken = ReadToken(root, "bos_token", path) ?? options.StartToken;
+        options.EndToken = ReadToken(root, "eos_token", path) ?? options.EndToken;
+        options.PadToken = ReadToken(root, "pad_token", path) ?? options.PadToken;
+    }
+
+    /// <summary>A special token written either as a string or as an AddedToken object with "content".</summary>
+    private static string? ReadToken(JsonElement root, string key, string path)
+    {
+        if (!root.TryGetProperty(key, out JsonElement value) || value.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        if (value.ValueKind == JsonValueKind.String)
+        {
+            return value.GetString();
+        }
+
+        if (value.ValueKind == JsonValueKind.Object && value.TryGetProperty("content", out JsonElement content)
+            && content.ValueKind == JsonValueKind.String)
+        {
+            return content.GetString();
+        }
+
+        throw new InvalidDataException($"{path}: {key} must be a string or an object with a string \"content\", found {value.GetRawText()}.");
+    }
+
+    private static JsonDocument? ReadOptionalJson(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+
+        try
+        {
+            using FileStream stream = File.OpenRead(path);
+            JsonDocument doc = JsonDocument.Parse(stream);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                doc.Dispose();
+                throw new InvalidDataException($"{path}: expected a JSON object.");
+            }
+
+            return doc;
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidDataException($"{path}: not valid JSON ({ex.Message}).", ex);
+        }
+    }
+
+    /// <summary>GPT-2/CLIP <c>bytes_to_unicode</c>: printable Latin-1 bytes map to themselves, the rest to U+0100 onward.</summary>
+    private static char[] BuildByteToUnicode()
+    {
+        var map = new char[256];
+        int next = 0;
+        for (int b = 0; b < 256; b++)
+        {
+            bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+            map[b] = printable ? (char)b : (char)(256 + next++);
+        }
+
+        return map;
+    }
+
+    private static Dictionary<char, byte> BuildUnicodeToByte()
+    {
+        var map = new Dictionary<char, byte>(256);
+        for (int b = 0; b < 256; b++)
+        {
+            map[s_byteToUnicode[b]] = (byte)b;
+        }
+
+        return map;
+    }
+
+    /// <summary>The vocabulary token of <paramref name="id"/> (byte-level form, with <c>&lt;/w&gt;</c>), for diagnostics.</summary>
+    /// <param name="id">A token id.</param>
+    /// <returns>The token string.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="id"/> is outside the vocabulary.</exception>
+    public string GetToken(int id)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(id);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(id, _idToToken.Length);
+        return _idToToken[id];
+    }
+
+    /// <summary>The id of a vocabulary token (byte-level form, e.g. <c>"cat&lt;/w&gt;"</c>), or −1 when absent.</summary>
+    /// <param name="token">The token string.</param>
+    /// <returns>The id or −1.</returns>
+    public int GetTokenId(string token)
+    {
+        ArgumentNullException.ThrowIfNull(token);
+        return _bpe.Vocabulary.TryGetValue(token, out int id) ? id : -1;
+    }
+}
