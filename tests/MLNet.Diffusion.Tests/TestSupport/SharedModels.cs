@@ -1,0 +1,37 @@
+using System;
+using System.IO;
+using Microsoft.VisualStudio.TestTools.UnitTesting;
+
+namespace MLNet.Diffusion.Tests.TestSupport;
+
+/// <summary>
+/// Locates <c>../shared/models/tiny-sd</c> (a tiny real-architecture SD 1.x export that is not part of the repository):
+/// <c>MLNET_DIFFUSION_SHARED</c>, else the first <c>shared/models/tiny-sd</c> walking up from the test assembly.
+/// Tests that need it are inconclusive, saying why, only when it is absent (a user's clone has no ../shared).
+/// </summary>
+internal static class SharedModels
+{
+    private static readonly Lazy<string?> s_tinySd = new(() => Find(Path.Combine("models", "tiny-sd"), "model_index.json"));
+
+    public static string RequireTinySd()
+    {
+        if (s_tinySd.Value is null)
+            Assert.Inconclusive("../shared/models/tiny-sd not found above " + AppContext.BaseDirectory
+                + " and MLNET_DIFFUSION_SHARED is not set; this test runs the pipeline on that real-architecture export.");
+        return s_tinySd.Value!;
+    }
+
+    private static string? Find(string relative, string marker)
+    {
+        string? env = Environment.GetEnvironmentVariable("MLNET_DIFFUSION_SHARED");
+        if (!string.IsNullOrEmpty(env) && File.Exists(Path.Combine(env, relative, marker)))
+            return Path.Combine(env, relative);
+        for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "shared", relative);
+            if (File.Exists(Path.Combine(candidate, marker)))
+                return candidate;
+        }
+        return null;
+    }
+}
