@@ -4,30 +4,44 @@ using System.Numerics.Tensors;
 namespace MLNet.Diffusion.Schedulers;
 
 /// <summary>
-/// Denoising Diffusion Implicit Models (Song et al. 2021, https://arxiv.org/abs/2010.02502), eq. 12, with diffusers'
-/// <c>DDIMScheduler</c> conventions (timestep spacing, <c>set_alpha_to_one</c>, clipping, prediction types).
-/// Deterministic for eta = 0.
+/// Denoising Diffusion Implicit Models (Song et al. 2021, https://arxiv.org/abs/2010.02502), eq. 12 with σ_t(η) of
+/// eq. 16, following diffusers' <c>DDIMScheduler</c> (timestep spacing, <c>set_alpha_to_one</c>, <c>clip_sample</c>,
+/// prediction types, zero-SNR rescale). Deterministic for <see cref="Eta"/> = 0, stochastic otherwise.
 /// </summary>
 public sealed class DdimScheduler : DiffusionScheduler
 {
-    private float[] _scratch = Array.Empty<float>();
+    private float[]? _x0;
+    private float[]? _eps;
+    private float[]? _noise;
 
     /// <summary>Creates a DDIM scheduler.</summary>
-    /// <param name="config">The scheduler settings.</param>
+    /// <param name="config">The scheduler settings; keys it does not give take DDIMScheduler's defaults (leading, set_alpha_to_one, clip_sample).</param>
     public DdimScheduler(SchedulerConfig config)
-        : base(config)
+        : base(config.WithClassDefaults(timestepSpacing: "leading", setAlphaToOne: true, clipSample: true))
     {
-        FinalAlphaCumprod = config.SetAlphaToOne ? 1f : Schedule.AlphasCumprod[0];
+        FinalAlphaCumprod = Config.SetAlphaToOne ? 1f : Schedule.AlphasCumprod[0];
     }
 
     /// <inheritdoc/>
     public override string Name => "ddim";
 
+    /// <summary>η of eq. 16 (diffusers' <c>step(eta=…)</c>); 0 = deterministic DDIM, 1 = DDPM-like. Must be ≥ 0.</summary>
+    public float Eta
+    {
+        get => _eta;
+        init => _eta = value >= 0 && float.IsFinite(value) ? value : throw new ArgumentOutOfRangeException(nameof(Eta), value, "eta must be a finite number ≥ 0.");
+    }
+
+    private readonly float _eta;
+
+    /// <inheritdoc/>
+    public override bool IsStochastic => _eta > 0;
+
     /// <summary>ᾱ used for the step past timestep 0 (<c>set_alpha_to_one</c>).</summary>
     public float FinalAlphaCumprod { get; }
 
     /// <inheritdoc/>
-    public override DiffusionScheduler Clone() => new DdimScheduler(Config);
+    public override DiffusionScheduler Clone() => new DdimScheduler(Config) { Eta = Eta };
 
     /// <inheritdoc/>
     protected override void OnSetTimesteps(int numInferenceSteps)
@@ -35,63 +49,54 @@ public sealed class DdimScheduler : DiffusionScheduler
         TimestepsArray = TimestepSpacing.Compute(Config, numInferenceSteps);
     }
 
+    /// <summary>DDIM's σ_t² before η (eq. 16): (1 − ᾱ_prev)/(1 − ᾱ_t) · (1 − ᾱ_t/ᾱ_prev), in float32 as diffusers' <c>_get_variance</c>.</summary>
+    /// <param name="timestep">Training timestep t.</param>
+    /// <param name="prevTimestep">The previous timestep (negative means past the end).</param>
+    public float GetVariance(int timestep, int prevTimestep)
+    {
+        var ac = Schedule.AlphasCumprod;
+        float a = ac[timestep];
+        float aPrev = prevTimestep >= 0 ? ac[prevTimestep] : FinalAlphaCumprod;
+        return ((1f - aPrev) / (1f - a)) * (1f - a / aPrev);
+    }
+
     /// <inheritdoc/>
     public override void Step(ReadOnlySpan<float> modelOutput, int stepIndex, Span<float> sample, INoiseSource? noise = null, Span<float> predictedOriginalSample = default)
     {
-        var timesteps = Timesteps;
-        if ((uint)stepIndex >= (uint)timesteps.Length)
-            throw new ArgumentOutOfRangeException(nameof(stepIndex), stepIndex, $"Step index must be in [0, {timesteps.Length}).");
-        if (modelOutput.Length != sample.Length)
-            throw new ArgumentException($"Model output has {modelOutput.Length} values but the sample has {sample.Length}.", nameof(modelOutput));
-
-        int t = (int)timesteps[stepIndex];
+        CheckStep(modelOutput, stepIndex, sample, noise, predictedOriginalSample);
+        int n = sample.Length;
+        int t = (int)Timesteps[stepIndex];
         int prevT = t - Config.NumTrainTimesteps / NumInferenceSteps;
         var ac = Schedule.AlphasCumprod;
         float alphaProdT = ac[t];
         float alphaProdPrev = prevT >= 0 ? ac[prevT] : FinalAlphaCumprod;
         float betaProdT = 1f - alphaProdT;
-        float sqrtA = MathF.Sqrt(alphaProdT), sqrtB = MathF.Sqrt(betaProdT);
 
-        if (_scratch.Length < sample.Length)
-            _scratch = new float[sample.Length];
-        Span<float> predEps = _scratch.AsSpan(0, sample.Length);
-        Span<float> x0 = predictedOriginalSample.Length == sample.Length ? predictedOriginalSample : stackalloc float[0];
-        float[]? rented = null;
-        if (x0.Length == 0)
-        {
-            rented = System.Buffers.ArrayPool<float>.Shared.Rent(sample.Length);
-            x0 = rented.AsSpan(0, sample.Length);
-        }
-        try
-        {
-            PredictionMath.OriginalAndEpsilon(Config.PredictionType, modelOutput, sample, sqrtA, sqrtB, x0, predEps);
-            if (Config.ClipSample)
-                {
-                float r = (float)Config.ClipSampleRange;
-                TensorPrimitives.Min(x0, r, x0);
-                TensorPrimitives.Max(x0, -r, x0);
-            }
+        Span<float> x0 = predictedOriginalSample.Length == n ? predictedOriginalSample : Ensure(ref _x0, n);
+        Span<float> eps = Ensure(ref _eps, n);
+        PredictionMath.OriginalAndEpsilon(Config.PredictionType, modelOutput, sample, MathF.Sqrt(alphaProdT), MathF.Sqrt(betaProdT), x0, eps);
+        PredictionMath.Clip(Config, x0);
 
-            // x_{t-1} = √ᾱ_{t-1}·x̂₀ + √(1 − ᾱ_{t-1})·ε̂  (eq. 12 with σ_t = 0).
-            float dir = MathF.Sqrt(1f - alphaProdPrev);
-            float sqrtPrev = MathF.Sqrt(alphaProdPrev);
-            for (int i = 0; i < sample.Length; i++)
-                sample[i] = sqrtPrev * x0[i] + dir * predEps[i];
-        }
-        finally
+        float variance = GetVariance(t, prevT);
+        float stdDev = _eta * MathF.Sqrt(variance);
+        // x_{t−1} = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev − σ_t²)·ε̂ (+ σ_t·z)   (eq. 12)
+        float dirCoeff = MathF.Sqrt(1f - alphaProdPrev - stdDev * stdDev);
+        TensorPrimitives.Multiply(eps, dirCoeff, eps);
+        TensorPrimitives.Multiply(x0, MathF.Sqrt(alphaProdPrev), sample);
+        TensorPrimitives.Add(sample, eps, sample);
+        if (_eta > 0)
         {
-            if (rented is not null)
-                System.Buffers.ArrayPool<float>.Shared.Return(rented);
+            Span<float> z = Ensure(ref _noise, n);
+            noise!.NextGaussian(z);
+            TensorPrimitives.Multiply(z, MathF.Sqrt(variance) * _eta, z);
+            TensorPrimitives.Add(sample, z, sample);
         }
     }
 
     /// <inheritdoc/>
     public override void AddNoise(ReadOnlySpan<float> originalSamples, ReadOnlySpan<float> noise, int stepIndex, Span<float> destination)
     {
-        int t = (int)Timesteps[stepIndex];
-        float a = Schedule.AlphasCumprod[t];
-        float sa = MathF.Sqrt(a), sb = MathF.Sqrt(1f - a);
-        for (int i = 0; i < destination.Length; i++)
-            destination[i] = sa * originalSamples[i] + sb * noise[i];
+        CheckAddNoise(originalSamples, noise, stepIndex, destination);
+        NoiseScheduleMath.AddNoise(Schedule, (int)Timesteps[stepIndex], originalSamples, noise, destination);
     }
 }

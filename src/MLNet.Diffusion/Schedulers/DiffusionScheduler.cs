@@ -43,6 +43,12 @@ public abstract class DiffusionScheduler
     /// <summary>How many UNet evaluations one inference step takes (diffusers' <c>order</c>); 2 for Heun.</summary>
     public virtual int Order => 1;
 
+    /// <summary>
+    /// Whether <see cref="Step"/> draws noise (DDPM, Euler ancestral, DDIM with eta &gt; 0, LCM). A stochastic scheduler
+    /// throws <see cref="ArgumentNullException"/> when a step gets no <see cref="INoiseSource"/>.
+    /// </summary>
+    public virtual bool IsStochastic => false;
+
     /// <summary>The number of inference steps set by the last <see cref="SetTimesteps"/>.</summary>
     public int NumInferenceSteps { get; private set; }
 
@@ -130,6 +136,49 @@ public abstract class DiffusionScheduler
 
     /// <summary>Creates a fresh instance with the same config (no timesteps set, no state).</summary>
     public abstract DiffusionScheduler Clone();
+
+    /// <summary>Checks the arguments every <see cref="Step"/> shares: timesteps set, index in range, equal lengths, noise when stochastic.</summary>
+    /// <param name="modelOutput">The model output.</param>
+    /// <param name="stepIndex">The step index.</param>
+    /// <param name="sample">The sample.</param>
+    /// <param name="noise">The noise source.</param>
+    /// <param name="predictedOriginalSample">The optional x₀ destination.</param>
+    protected void CheckStep(ReadOnlySpan<float> modelOutput, int stepIndex, ReadOnlySpan<float> sample, INoiseSource? noise, ReadOnlySpan<float> predictedOriginalSample)
+    {
+        var timesteps = Timesteps;
+        if ((uint)stepIndex >= (uint)timesteps.Length)
+            throw new ArgumentOutOfRangeException(nameof(stepIndex), stepIndex, $"Step index must be in [0, {timesteps.Length}).");
+        if (modelOutput.Length != sample.Length)
+            throw new ArgumentException($"Model output has {modelOutput.Length} values but the sample has {sample.Length}.", nameof(modelOutput));
+        if (predictedOriginalSample.Length != 0 && predictedOriginalSample.Length != sample.Length)
+            throw new ArgumentException($"predictedOriginalSample has {predictedOriginalSample.Length} values but the sample has {sample.Length}; pass an empty span or one of the sample's length.", nameof(predictedOriginalSample));
+        if (IsStochastic && noise is null)
+            throw new ArgumentNullException(nameof(noise), $"The {Name} scheduler is stochastic: every Step needs a noise source.");
+    }
+
+    /// <summary>Checks the arguments of <see cref="AddNoise"/>.</summary>
+    /// <param name="originalSamples">x₀.</param>
+    /// <param name="noise">ε.</param>
+    /// <param name="stepIndex">The step index.</param>
+    /// <param name="destination">The destination.</param>
+    protected void CheckAddNoise(ReadOnlySpan<float> originalSamples, ReadOnlySpan<float> noise, int stepIndex, ReadOnlySpan<float> destination)
+    {
+        var timesteps = Timesteps;
+        if ((uint)stepIndex >= (uint)timesteps.Length)
+            throw new ArgumentOutOfRangeException(nameof(stepIndex), stepIndex, $"Step index must be in [0, {timesteps.Length}).");
+        if (noise.Length != originalSamples.Length || destination.Length != originalSamples.Length)
+            throw new ArgumentException($"originalSamples ({originalSamples.Length}), noise ({noise.Length}) and destination ({destination.Length}) must have the same length.", nameof(noise));
+    }
+
+    /// <summary>Returns <paramref name="buffer"/> resized to <paramref name="length"/>, reallocating only when the length changes.</summary>
+    /// <param name="buffer">The buffer kept by the scheduler.</param>
+    /// <param name="length">The batch length.</param>
+    protected static float[] Ensure(ref float[]? buffer, int length)
+    {
+        if (buffer is null || buffer.Length != length)
+            buffer = new float[length];
+        return buffer;
+    }
 
     /// <summary>The exception thrown when the schedule is used before <see cref="SetTimesteps"/>.</summary>
     protected static InvalidOperationException NotSet() => new("SetTimesteps must be called before the scheduler is used.");

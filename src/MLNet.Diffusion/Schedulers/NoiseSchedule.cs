@@ -31,19 +31,9 @@ public sealed class NoiseSchedule
         if (config.RescaleBetasZeroSnr)
             RescaleZeroTerminalSnr(_betas);
         _alphas = new float[n];
-        _alphasCumprod = new float[n];
-        float cumprod = 1f;
         for (int i = 0; i < n; i++)
-        {
             _alphas[i] = 1f - _betas[i];
-            cumprod *= _alphas[i];
-            _alphasCumprod[i] = cumprod;
-        }
-        if (config.RescaleBetasZeroSnr)
-        {
-            // diffusers: "close to 0 without being 0 so first sigma is not inf" (FP16 smallest positive subnormal).
-            _alphasCumprod[n - 1] = 5.9604645e-08f;
-        }
+        _alphasCumprod = CumulativeProduct(_alphas);
     }
 
     /// <summary>Number of training timesteps.</summary>
@@ -57,6 +47,22 @@ public sealed class NoiseSchedule
 
     /// <summary>ᾱ_t = Π_{s≤t} α_s.</summary>
     public ReadOnlySpan<float> AlphasCumprod => _alphasCumprod;
+
+    /// <summary>
+    /// torch.cumprod on CPU: the running product is kept in double (ATen's CPU accumulate type for float) and each
+    /// prefix is rounded to float32; a float32 running product would drift by up to ~1e-5 relative over 1000 steps.
+    /// </summary>
+    internal static float[] CumulativeProduct(ReadOnlySpan<float> values)
+    {
+        var r = new float[values.Length];
+        double p = 1.0;
+        for (int i = 0; i < values.Length; i++)
+        {
+            p *= values[i];
+            r[i] = (float)p;
+        }
+        return r;
+    }
 
     /// <summary>
     /// torch.linspace in float32: step = (end − start)/(n − 1); the first half counts up from start, the second
@@ -112,13 +118,12 @@ public sealed class NoiseSchedule
     private static void RescaleZeroTerminalSnr(float[] betas)
     {
         int n = betas.Length;
-        var sqrtAb = new float[n];
-        float cumprod = 1f;
+        var alphas = new float[n];
         for (int i = 0; i < n; i++)
-        {
-            cumprod *= 1f - betas[i];
-            sqrtAb[i] = MathF.Sqrt(cumprod);
-        }
+            alphas[i] = 1f - betas[i];
+        var sqrtAb = CumulativeProduct(alphas);
+        for (int i = 0; i < n; i++)
+            sqrtAb[i] = MathF.Sqrt(sqrtAb[i]);
         float first = sqrtAb[0], last = sqrtAb[n - 1];
         for (int i = 0; i < n; i++)
         {

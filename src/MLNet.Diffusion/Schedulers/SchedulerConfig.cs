@@ -13,6 +13,12 @@ namespace MLNet.Diffusion.Schedulers;
 /// </summary>
 public sealed record SchedulerConfig
 {
+    // Keys whose default differs between diffusers scheduler classes: null means "not given", so that each scheduler
+    // applies its own class default, as diffusers' from_config does.
+    private string? _timestepSpacing;
+    private bool? _setAlphaToOne;
+    private bool? _clipSample;
+
     /// <summary>The diffusers class that wrote the file (<c>_class_name</c>), e.g. <c>DDIMScheduler</c>; selects the default scheduler.</summary>
     public string? ClassName { get; init; }
 
@@ -34,17 +40,27 @@ public sealed record SchedulerConfig
     /// <summary>What the UNet predicts (<c>prediction_type</c>): <c>epsilon</c>, <c>v_prediction</c> or <c>sample</c>.</summary>
     public string PredictionType { get; init; } = "epsilon";
 
-    /// <summary>How inference timesteps are spread over the training range (<c>timestep_spacing</c>): <c>leading</c>, <c>linspace</c> or <c>trailing</c>.</summary>
-    public string TimestepSpacing { get; init; } = "leading";
+    /// <summary>
+    /// How inference timesteps are spread over the training range (<c>timestep_spacing</c>): <c>leading</c>, <c>linspace</c>
+    /// or <c>trailing</c>. When the key is not given, each scheduler uses its diffusers class default (leading for DDPM,
+    /// DDIM, PNDM and LCM; linspace for the sigma schedulers and DPM-Solver++).
+    /// </summary>
+    public string TimestepSpacing { get => _timestepSpacing ?? "leading"; init => _timestepSpacing = value; }
 
     /// <summary>Offset added to every inference timestep under <c>leading</c> spacing (<c>steps_offset</c>).</summary>
     public int StepsOffset { get; init; }
 
-    /// <summary>Whether the step past the last uses alpha_cumprod = 1 rather than alphas_cumprod[0] (<c>set_alpha_to_one</c>).</summary>
-    public bool SetAlphaToOne { get; init; } = true;
+    /// <summary>
+    /// Whether the step past the last uses alpha_cumprod = 1 rather than alphas_cumprod[0] (<c>set_alpha_to_one</c>).
+    /// When the key is not given, the scheduler's diffusers class default applies (true for DDIM and LCM, false for PNDM).
+    /// </summary>
+    public bool SetAlphaToOne { get => _setAlphaToOne ?? true; init => _setAlphaToOne = value; }
 
-    /// <summary>Whether the predicted clean sample is clipped to ±<see cref="ClipSampleRange"/> (<c>clip_sample</c>).</summary>
-    public bool ClipSample { get; init; }
+    /// <summary>
+    /// Whether the predicted clean sample is clipped to ±<see cref="ClipSampleRange"/> (<c>clip_sample</c>). When the key
+    /// is not given, the scheduler's diffusers class default applies (true for DDPM and DDIM, false otherwise).
+    /// </summary>
+    public bool ClipSample { get => _clipSample ?? false; init => _clipSample = value; }
 
     /// <summary>Clipping range for <see cref="ClipSample"/> (<c>clip_sample_range</c>).</summary>
     public double ClipSampleRange { get; init; } = 1.0;
@@ -101,6 +117,20 @@ public sealed record SchedulerConfig
         StepsOffset = 1,
         SetAlphaToOne = false,
         SkipPrkSteps = true,
+        ClipSample = false,
+    };
+
+    /// <summary>
+    /// This config with the scheduler class defaults filled in for the keys the file did not give
+    /// (<c>timestep_spacing</c>, <c>set_alpha_to_one</c>, <c>clip_sample</c>), and <c>rescale_betas_zero_snr</c>
+    /// dropped for classes that do not have it (diffusers ignores keys a class does not take).
+    /// </summary>
+    internal SchedulerConfig WithClassDefaults(string timestepSpacing, bool setAlphaToOne, bool clipSample, bool hasZeroSnr = true) => this with
+    {
+        TimestepSpacing = _timestepSpacing ?? timestepSpacing,
+        SetAlphaToOne = _setAlphaToOne ?? setAlphaToOne,
+        ClipSample = _clipSample ?? clipSample,
+        RescaleBetasZeroSnr = hasZeroSnr && RescaleBetasZeroSnr,
     };
 
     /// <summary>Reads a <c>scheduler_config.json</c> file.</summary>
@@ -152,7 +182,7 @@ public sealed record SchedulerConfig
                     "beta_schedule" => c with { BetaSchedule = Str(p) ?? c.BetaSchedule },
                     "trained_betas" => c with { TrainedBetas = v.ValueKind == JsonValueKind.Null ? null : NumArray(p) },
                     "prediction_type" => c with { PredictionType = Str(p) ?? c.PredictionType },
-                    "timestep_spacing" => c with { TimestepSpacing = Str(p) ?? c.TimestepSpacing },
+                    "timestep_spacing" => Str(p) is { } spacing ? c with { TimestepSpacing = spacing } : c,
                     "steps_offset" => c with { StepsOffset = Int(p) },
                     "set_alpha_to_one" => c with { SetAlphaToOne = Bool(p) },
                     "clip_sample" => c with { ClipSample = Bool(p) },
