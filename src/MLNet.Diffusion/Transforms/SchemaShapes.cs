@@ -17,10 +17,23 @@ internal static class SchemaShapes
 {
     private static readonly ConcurrentDictionary<(string, string), SchemaShape.Column> s_cache = new();
 
+    private static readonly System.Reflection.MethodInfo s_mint =
+        typeof(SchemaShapes).GetMethod(nameof(Mint), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!;
+
     public static SchemaShape.Column Create(MLContext mlContext, string name, DataViewType type) =>
         s_cache.GetOrAdd((name, type.ToString() + Describe(type)), _ => type is ImageDataViewType
             ? Mint<ImageHolder>(mlContext, name, type)
-            : Mint<VectorHolder>(mlContext, name, type));
+            : (SchemaShape.Column)s_mint.MakeGenericMethod(typeof(Holder<>).MakeGenericType(type.RawType)).Invoke(null, new object[] { mlContext, name, type })!);
+
+    /// <summary>The <see cref="SchemaShape"/> of a schema (ML.NET's own SchemaShape.Create is internal).</summary>
+    public static SchemaShape FromSchema(MLContext mlContext, DataViewSchema schema)
+    {
+        var columns = new System.Collections.Generic.List<SchemaShape.Column>();
+        foreach (var c in schema)
+            if (!c.IsHidden)
+                columns.Add(Create(mlContext, c.Name, c.Type));
+        return new SchemaShape(columns);
+    }
 
     private static string Describe(DataViewType type) =>
         type is VectorDataViewType v ? "[" + string.Join(",", v.Dimensions) + "]" : string.Empty;
@@ -40,9 +53,9 @@ internal static class SchemaShapes
     {
     }
 
-    private sealed class VectorHolder
+    private sealed class Holder<T>
     {
-        public float[] Value { get; set; } = Array.Empty<float>();
+        public T Value { get; set; } = default!;
     }
 
     private sealed class ImageHolder
