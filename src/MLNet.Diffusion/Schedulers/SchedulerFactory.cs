@@ -14,6 +14,13 @@ public static class SchedulerFactory
         ["euler-a"] = (c, _) => new EulerAncestralDiscreteScheduler(c),
         ["dpmpp-2m"] = (c, _) => new DpmSolverMultistepScheduler(c),
         ["dpmpp-2m-karras"] = (c, _) => new DpmSolverMultistepScheduler(c with { UseKarrasSigmas = true }),
+        ["ddpm"] = (c, _) => new DdpmScheduler(c),
+        ["pndm"] = (c, _) => new PndmScheduler(c),
+        ["lms"] = (c, _) => new LmsDiscreteScheduler(c),
+        ["lms-karras"] = (c, _) => new LmsDiscreteScheduler(c with { UseKarrasSigmas = true }),
+        ["heun"] = (c, _) => new HeunDiscreteScheduler(c),
+        ["heun-karras"] = (c, _) => new HeunDiscreteScheduler(c with { UseKarrasSigmas = true }),
+        ["lcm"] = (c, _) => new LcmScheduler(c),
     };
 
     private static readonly Dictionary<string, string> s_byClassName = new(StringComparer.Ordinal)
@@ -22,6 +29,11 @@ public static class SchedulerFactory
         ["EulerDiscreteScheduler"] = "euler",
         ["EulerAncestralDiscreteScheduler"] = "euler-a",
         ["DPMSolverMultistepScheduler"] = "dpmpp-2m",
+        ["DDPMScheduler"] = "ddpm",
+        ["PNDMScheduler"] = "pndm",
+        ["LMSDiscreteScheduler"] = "lms",
+        ["HeunDiscreteScheduler"] = "heun",
+        ["LCMScheduler"] = "lcm",
     };
 
     /// <summary>The scheduler names <see cref="Create(string, SchedulerConfig)"/> accepts.</summary>
