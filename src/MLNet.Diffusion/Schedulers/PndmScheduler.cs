@@ -145,7 +145,15 @@ public sealed class PndmScheduler : DiffusionScheduler
         }
         else
         {
-            buf = Array.Find(_etsPool, b => !_ets.Contains(b))!;
+            buf = _etsPool[0];
+            foreach (var candidate in _etsPool)
+            {
+                if (!_ets.Contains(candidate))
+                {
+                    buf = candidate;
+                    break;
+                }
+            }
         }
         modelOutput.CopyTo(buf);
         _ets.Add(buf);

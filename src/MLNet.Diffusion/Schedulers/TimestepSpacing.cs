@@ -51,6 +51,10 @@ internal static class TimestepSpacing
             default:
                 throw new ArgumentException($"scheduler config key 'timestep_spacing' has unsupported value '{config.TimestepSpacing}': expected 'leading', 'linspace' or 'trailing'.", nameof(config));
         }
+        // Integer timesteps index ᾱ: leading spacing plus steps_offset can pass the table's end (e.g. n = T with offset 1).
+        if (round && ts.Length > 0 && ts[0] >= T)
+            throw new ArgumentOutOfRangeException(nameof(n), n,
+                $"{n} steps with timestep_spacing '{config.TimestepSpacing}' and steps_offset {config.StepsOffset} give timestep {ts[0]}, past num_train_timesteps ({T}).");
         return ts;
     }
 
