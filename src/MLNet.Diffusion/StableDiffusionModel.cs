@@ -40,7 +40,7 @@ public sealed class StableDiffusionModel : IDisposable
         _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn);
 
         Directory = ModelFolder.Validate(directory);
-        var schedulerConfig = Schedulers.SchedulerConfig.Load(Path.Combine(Directory, ModelFolder.SchedulerConfig));
+        var schedulerConfig = PipelineConfigFixes(Schedulers.SchedulerConfig.Load(Path.Combine(Directory, ModelFolder.SchedulerConfig)));
         Tokenizer = ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));
 
         try
@@ -122,6 +122,24 @@ public sealed class StableDiffusionModel : IDisposable
     {
         if (IsDisposed)
             throw new ObjectDisposedException(nameof(StableDiffusionModel), $"The Stable Diffusion model '{Directory}' was disposed; load it again to use it.");
+    }
+
+    /// <summary>
+    /// diffusers' StableDiffusionPipeline corrects two outdated scheduler settings of early SD 1.x folders with a
+    /// deprecation warning: <c>steps_offset</c> != 1 becomes 1 and <c>clip_sample</c> true becomes false
+    /// (pipeline_stable_diffusion.py, __init__). The same folder must give the same timesteps here.
+    /// </summary>
+    private SchedulerConfig PipelineConfigFixes(SchedulerConfig config)
+    {
+        if (config.StepsOffset != 1 && config.TimestepSpacing == "leading" && config.ClassName is not ("LCMScheduler" or null))
+        {
+            Warn($"scheduler_config.json has steps_offset {config.StepsOffset}; using 1 as diffusers' Stable Diffusion pipeline does.");
+            config = config with { StepsOffset = 1 };
+        }
+        if (config.ClipSample)
+            Warn("scheduler_config.json sets clip_sample true; using false as diffusers' Stable Diffusion pipeline does.");
+        // Also when the key is absent: the class default (true for DDIM/DDPM) is what the pipeline turns off.
+        return config with { ClipSample = false };
     }
 
     private void Warn(string message)

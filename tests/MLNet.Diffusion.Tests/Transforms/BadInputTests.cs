@@ -44,7 +44,7 @@ public sealed class BadInputTests
             try
             {
                 File.Delete(Path.Combine(dir, file));
-                var e = Assert.ThrowsException<FileNotFoundException>(() => StableDiffusionModel.Load(new MLContext(), dir), file);
+                var e = Assert.ThrowsExactly<FileNotFoundException>(() => StableDiffusionModel.Load(new MLContext(), dir), file);
                 StringAssert.Contains(e.Message, file);
             }
             finally
@@ -52,7 +52,7 @@ public sealed class BadInputTests
                 Directory.Delete(dir, true);
             }
         }
-        Assert.ThrowsException<DirectoryNotFoundException>(() => StableDiffusionModel.Load(new MLContext(), "/no/such/model/folder"));
+        Assert.ThrowsExactly<DirectoryNotFoundException>(() => StableDiffusionModel.Load(new MLContext(), "/no/such/model/folder"));
     }
 
     [TestMethod]
@@ -70,7 +70,7 @@ public sealed class BadInputTests
             try
             {
                 File.WriteAllText(Path.Combine(dir, file), content);
-                var e = Assert.ThrowsException<InvalidDataException>(() => StableDiffusionModel.Load(new MLContext(), dir), file);
+                var e = Assert.ThrowsExactly<InvalidDataException>(() => StableDiffusionModel.Load(new MLContext(), dir), file);
                 StringAssert.Contains(e.Message.Replace('\\', '/'), Path.GetFileName(file), e.Message);
             }
             finally
@@ -83,7 +83,7 @@ public sealed class BadInputTests
         try
         {
             File.WriteAllText(Path.Combine(broken, "unet/model.onnx"), "this is not an onnx file");
-            var e = Assert.ThrowsException<ModelLoadException>(() => StableDiffusionModel.Load(new MLContext(), broken));
+            var e = Assert.ThrowsExactly<ModelLoadException>(() => StableDiffusionModel.Load(new MLContext(), broken));
             StringAssert.Contains(e.Message.Replace('\\', '/'), "unet/model.onnx");
         }
         finally
@@ -100,7 +100,7 @@ public sealed class BadInputTests
         {
             // A VAE decoder where the UNet should be: no 'sample'/'timestep'/'encoder_hidden_states' inputs.
             File.Copy(Path.Combine(dir, "vae_decoder/model.onnx"), Path.Combine(dir, "unet/model.onnx"), overwrite: true);
-            var e = Assert.ThrowsException<ModelContractException>(() => StableDiffusionModel.Load(new MLContext(), dir));
+            var e = Assert.ThrowsExactly<ModelContractException>(() => StableDiffusionModel.Load(new MLContext(), dir));
             StringAssert.Contains(e.Message, "unet/model.onnx");
             StringAssert.Contains(e.Message, "'sample'");
         }
@@ -117,7 +117,7 @@ public sealed class BadInputTests
         var ml = model.MLContext;
         void Expect(string name, DenoiseOptions options)
         {
-            var e = Assert.ThrowsException<ArgumentOutOfRangeException>(() => ml.Transforms.DenoiseLatents(model, "L", "E", options), name);
+            var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.DenoiseLatents(model, "L", "E", options), name);
             Assert.AreEqual(name, e.ParamName);
         }
         Expect("Width", new DenoiseOptions { Width = 100 });
@@ -128,7 +128,7 @@ public sealed class BadInputTests
         Expect("GuidanceScale", new DenoiseOptions { GuidanceScale = float.NaN });
         Expect("GuidanceScale", new DenoiseOptions { GuidanceScale = -1 });
         Expect("BatchSize", new DenoiseOptions { BatchSize = 0 });
-        var unknown = Assert.ThrowsException<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Scheduler = "warp-drive" }));
+        var unknown = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Scheduler = "warp-drive" }));
         StringAssert.Contains(unknown.Message, "warp-drive");
         StringAssert.Contains(unknown.Message, "ddim");
     }
@@ -166,7 +166,7 @@ public sealed class BadInputTests
         var result = ml.Transforms.EncodePrompt(model, "E", "Prompt")
             .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Width = 64, Height = 64, Steps = 3, InitialNoiseColumnName = "Noise", BatchSize = 2 }))
             .Fit(data).Transform(data);
-        var e = Assert.ThrowsException<InvalidOperationException>(() => result.GetColumn<VBuffer<float>>("L").ToArray());
+        var e = Assert.ThrowsExactly<InvalidOperationException>(() => result.GetColumn<VBuffer<float>>("L").ToArray());
         StringAssert.Contains(e.Message, "row 1");
         StringAssert.Contains(e.Message, "non-finite");
     }
@@ -180,9 +180,9 @@ public sealed class BadInputTests
         var transformer = ml.Transforms.EncodePrompt(model, "E", "Prompt").Fit(data);
         model.Dispose();
         model.Dispose();
-        var e = Assert.ThrowsException<ObjectDisposedException>(() => transformer.Transform(data).GetColumn<VBuffer<float>>("E").ToArray());
+        var e = Assert.ThrowsExactly<ObjectDisposedException>(() => transformer.Transform(data).GetColumn<VBuffer<float>>("E").ToArray());
         StringAssert.Contains(e.Message, "disposed");
-        Assert.ThrowsException<ObjectDisposedException>(() => ml.Transforms.EncodePrompt(model, "E", "Prompt"));
+        Assert.ThrowsExactly<ObjectDisposedException>(() => ml.Transforms.EncodePrompt(model, "E", "Prompt"));
     }
 
     [TestMethod]
@@ -208,7 +208,7 @@ public sealed class BadInputTests
     [TestMethod]
     public void ACudaProviderOnACpuBuildNamesTheFix()
     {
-        var e = Assert.ThrowsException<InvalidOperationException>(() =>
+        var e = Assert.ThrowsExactly<InvalidOperationException>(() =>
             StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder, new StableDiffusionModelOptions { ExecutionProvider = ExecutionProvider.Cuda(0) }));
         StringAssert.Contains(e.Message, "Microsoft.ML.OnnxRuntime.Gpu");
         StringAssert.Contains(e.Message, "cuDNN");
@@ -221,7 +221,7 @@ public sealed class BadInputTests
         Assert.AreEqual("CPU", model.Info.ExecutionProvider);
         Assert.IsTrue(log.Any(m => m.Contains("Falling back to the CPU", StringComparison.Ordinal)));
 
-        var plugin = Assert.ThrowsException<FileNotFoundException>(() => StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder,
+        var plugin = Assert.ThrowsExactly<FileNotFoundException>(() => StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder,
             new StableDiffusionModelOptions { ExecutionProvider = ExecutionProvider.Cuda(0, new CudaProviderOptions { PluginLibraryPath = "/no/such/libonnxruntime_providers_cuda.so" }) }));
         StringAssert.Contains(plugin.Message, "/no/such/libonnxruntime_providers_cuda.so");
     }
