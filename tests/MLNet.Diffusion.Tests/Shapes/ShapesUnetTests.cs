@@ -139,7 +139,7 @@ public sealed class ShapesUnetTests
             Assert.IsTrue(ShapesDataset.TryParseBackground(bg, out var background));
             Assert.AreEqual(background, item.Background, prompt);
         }
-        Assert.IsTrue(ShapesDataset.TryParseColor(prompt.Split(' ')[1], out var color));
+        Assert.IsTrue(ShapesDataset.TryParseColor(prompt.Split(" ")[1], out var color));
         Assert.AreEqual(color, item.Color, prompt);
     }
 
