@@ -89,7 +89,7 @@ public static class ShapesModel
         Directory.CreateDirectory(scheduler);
         WriteText(Path.Combine(scheduler, "scheduler_config.json"), schedulerJson);
         vocab.Write(Path.Combine(directory, "tokenizer"));
-        WriteModel(directory, "text_encoder", ShapesGraphs.TextEncoder(vocab));
+        WriteModel(directory, "text_encoder", ShapesGraphs.TextEncoder(vocab, options.Variant.HasFlag(ShapesVariant.Int64InputIds)));
         WriteModel(directory, "unet", ShapesGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength));
         WriteModel(directory, "vae_encoder", ShapesGraphs.VaeEncoder(pca));
         WriteModel(directory, "vae_decoder", ShapesGraphs.VaeDecoder(pca));

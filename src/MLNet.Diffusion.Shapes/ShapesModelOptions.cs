@@ -54,7 +54,7 @@ public sealed class ShapesModelOptions
     /// </summary>
     public int ImageSize { get; init; } = 256;
 
-    /// <summary>The folder variant; default <see cref="ShapesVariant.Standard"/>, the only one this version builds.</summary>
+    /// <summary>The folder variant; default <see cref="ShapesVariant.Standard"/>. This version builds Standard and <see cref="ShapesVariant.Int64InputIds"/>.</summary>
     public ShapesVariant Variant { get; init; } = ShapesVariant.Standard;
 
     /// <summary>Checks every setting.</summary>
@@ -66,8 +66,8 @@ public sealed class ShapesModelOptions
             throw new ArgumentOutOfRangeException(nameof(MatchStrength), MatchStrength, "MatchStrength must be in [0, 1000].");
         if (ImageSize < 32 || ImageSize > 1024 || ImageSize % 8 != 0)
             throw new ArgumentOutOfRangeException(nameof(ImageSize), ImageSize, "ImageSize must be a multiple of 8 in [32, 1024].");
-        if (Variant != ShapesVariant.Standard)
-            throw new NotSupportedException($"Shapes model variant '{Variant}' is not built by this version; only '{ShapesVariant.Standard}' is.");
+        if ((Variant & ~ShapesVariant.Int64InputIds) != 0)
+            throw new NotSupportedException($"Shapes model variant '{Variant}' is not built by this version; only '{ShapesVariant.Standard}' and '{ShapesVariant.Int64InputIds}' are.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>

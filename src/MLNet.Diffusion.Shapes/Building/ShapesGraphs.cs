@@ -64,7 +64,9 @@ internal static class ShapesGraphs
     /// pooler  = Σ_seq hidden
     /// </code>
     /// </summary>
-    public static byte[] TextEncoder(ShapesTokenizerFiles vocab)
+    /// <param name="vocab">The generated vocabulary.</param>
+    /// <param name="int64Ids">Whether <c>input_ids</c> is int64 (some exports) instead of int32; Gather takes either.</param>
+    public static byte[] TextEncoder(ShapesTokenizerFiles vocab, bool int64Ids = false)
     {
         const int d = AttributeSpace.Dimensions;
         int v = vocab.Count;
@@ -100,7 +102,7 @@ internal static class ShapesGraphs
         }
 
         var g = new OnnxGraphBuilder("shapes_text_encoder");
-        g.Input("input_ids", DataType.Int32, "batch", (long)ShapesTokenizerFiles.MaxLength);
+        g.Input("input_ids", int64Ids ? DataType.Int64 : DataType.Int32, "batch", (long)ShapesTokenizerFiles.MaxLength);
         string eObj = g.Initializer("embedding.object", obj, v, d);
         string eBg = g.Initializer("embedding.background", bg, v, d);
         string eOn = g.Initializer("indicator.on", on, v);
@@ -145,7 +147,7 @@ internal static class ShapesGraphs
         var g = new OnnxGraphBuilder("shapes_unet");
         g.Input("sample", DataType.Float, "batch", 4L, "height", "width");
         g.Input("timestep", DataType.Float, "batch");
-        g.Input("encoder_hidden_states", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)d);
+        g.Input("encoder_hidden_states", DataType.Float, "batch", "sequence", (long)d); // dynamic sequence, as the standard export (long-prompt windows)
 
         string z = g.Initializer("item_latents", latents, itemCount, 4, latentSize, latentSize);
         string sigmaTable = g.Initializer("sigmas", sigmas, sigmas.Length);

@@ -62,6 +62,8 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         options.Validate();
         Options = options;
         var info = model.Info;
+        if (options.LongPrompt && Onnx.OnnxComponent.StaticDim(model.Unet.Input("encoder_hidden_states"), 1) is int fixedLength)
+            throw new ArgumentException($"LongPrompt needs a UNet whose encoder_hidden_states sequence axis is dynamic; '{model.Directory}' unet/model.onnx fixes it to {fixedLength} tokens.", nameof(options));
         var outputs = new List<KeyValuePair<string, DataViewType>>
         {
             new(options.OutputColumnName, options.LongPrompt
