@@ -241,6 +241,10 @@ public sealed record SchedulerConfig
             throw Bad("final_sigmas_type", FinalSigmasType, "'zero' or 'sigma_min'");
         if (SolverOrder is < 1 or > 3)
             throw Bad("solver_order", SolverOrder, "1, 2 or 3");
+        // Dynamic thresholding (Imagen, Saharia et al. 2022) is for pixel-space models; it is not implemented, so a config
+        // that asks for it fails here rather than sampling differently from the reference without a word.
+        if (Thresholding)
+            throw Bad("thresholding", "true", "false (dynamic thresholding is not implemented by MLNet.Diffusion)");
         if (!(DynamicThresholdingRatio > 0 && DynamicThresholdingRatio <= 1))
             throw Bad("dynamic_thresholding_ratio", DynamicThresholdingRatio, "a number in (0, 1]");
         if (OriginalInferenceSteps < 1 || OriginalInferenceSteps > NumTrainTimesteps)

@@ -145,6 +145,7 @@ public sealed class SchedulerPropertyTests : SchedulerTestBase
             ("{\"num_train_timesteps\": 1}", "num_train_timesteps"),
             ("{\"final_sigmas_type\": \"one\"}", "final_sigmas_type"),
             ("{\"clip_sample\": \"yes\"}", "clip_sample"),
+            ("{\"thresholding\": true}", "thresholding"),
         })
         {
             var e = Assert.ThrowsExactly<InvalidDataException>(() => SchedulerConfig.Parse(json), json);
