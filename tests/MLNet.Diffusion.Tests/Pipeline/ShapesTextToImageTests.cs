@@ -21,7 +21,7 @@ public sealed class ShapesTextToImageTests
 {
     private const int Size = 128;
 
-    private sealed class Row
+    internal sealed class Row
     {
         public string Prompt { get; set; } = string.Empty;
 
@@ -130,14 +130,14 @@ public sealed class ShapesTextToImageTests
         using var model = Load();
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(new[] { new { Prompt = 3.5f, Seed = "x" } });
-        var e = Assert.ThrowsException<ArgumentOutOfRangeException>(() => ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt").Fit(data));
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt").Fit(data));
         StringAssert.Contains(e.Message, "'Prompt'");
         StringAssert.Contains(e.Message, "String");
 
         var text = ml.Data.LoadFromEnumerable(new[] { new { Prompt = "a circle", Seed = "x" } });
         var chain = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
             .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { SeedColumnName = "Seed" }));
-        var e2 = Assert.ThrowsException<ArgumentOutOfRangeException>(() => chain.Fit(text));
+        var e2 = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => chain.Fit(text));
         StringAssert.Contains(e2.Message, "'Seed'");
     }
 
