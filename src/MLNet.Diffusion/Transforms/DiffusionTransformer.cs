@@ -58,6 +58,7 @@ public abstract class DiffusionTransformer : ITransformer
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         ValidateInputSchema(inputSchema);
+        LastInputSchema = inputSchema;
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
         foreach (var c in GetOutputColumns(inputSchema))
@@ -83,11 +84,13 @@ public abstract class DiffusionTransformer : ITransformer
     }
 
     /// <summary>
-    /// ML.NET's native model format cannot hold a third-party transformer (its save context is internal). Use
-    /// <c>DiffusionPipeline</c> persistence (docs/persistence.md) instead.
+    /// Saves the stage in ML.NET's model format as a chain of built-in transforms that carries the stage's configuration
+    /// and the model folder's path (never weights) and re-creates the stage when loaded (docs/persistence.md).
     /// </summary>
-    void ICanSaveModel.Save(ModelSaveContext ctx) => throw new NotSupportedException(
-        $"The {StageName} stage cannot be saved with ML.NET's native model format; see docs/persistence.md for how to save a diffusion pipeline.");
+    void ICanSaveModel.Save(ModelSaveContext ctx) => PersistenceSurrogate.Save(this, ctx);
+
+    /// <summary>The last input schema the stage was fitted on or applied to; the saved surrogate is built for it.</summary>
+    internal DataViewSchema? LastInputSchema { get; private set; }
 
     internal IChannel StartChannel() => Model.Host.Start(StageName);
 
@@ -138,7 +141,7 @@ public abstract class DiffusionEstimator<TTransformer> : IEstimator<TTransformer
     {
         ArgumentNullException.ThrowIfNull(input);
         _transformer.Model.ThrowIfDisposed();
-        _transformer.ValidateInputSchema(input.Schema);
+        _transformer.GetOutputSchema(input.Schema);
         return _transformer;
     }
 

@@ -21,7 +21,7 @@ public sealed class ShapesTextToImageTests
 {
     private const int Size = 128;
 
-    private sealed class Row
+    internal sealed class Row
     {
         public string Prompt { get; set; } = string.Empty;
 

@@ -1,0 +1,132 @@
+using System;
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms;
+using Microsoft.ML.Transforms.Image;
+
+namespace MLNet.Diffusion.Transforms;
+
+// The row types and factories of the saved surrogates (PersistenceSurrogate). ML.NET finds a factory by its contract
+// name in this assembly when a saved model is loaded, in any MLContext, with no registration. Member names are the
+// surrogate's fixed column names; changing them breaks saved models, so a new layout gets a new contract (".v2").
+#pragma warning disable SA1300, IDE1006 // Member names are column names.
+
+/// <summary>Input of the EncodePrompt surrogate.</summary>
+internal sealed class EncodeSource
+{
+    public string __sd_config { get; set; } = string.Empty;
+
+    public string __sd_prompt { get; set; } = string.Empty;
+
+    public string __sd_negative { get; set; } = string.Empty;
+}
+
+/// <summary>Output of the EncodePrompt surrogate.</summary>
+internal sealed class EncodeResult
+{
+    public float[] __sd_out0 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_out1 { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the DenoiseLatents surrogate without a seed column (the config is a per-slot vector of one string).</summary>
+internal class DenoiseSource
+{
+    public string[] __sd_config { get; set; } = Array.Empty<string>();
+
+    public float[] __sd_embeddings { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_noise { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the DenoiseLatents surrogate with a seed column (converted to Int64).</summary>
+internal sealed class SeededDenoiseSource : DenoiseSource
+{
+    public long __sd_seed { get; set; }
+}
+
+/// <summary>Output of the DenoiseLatents surrogate.</summary>
+internal sealed class DenoiseResult
+{
+    public float[] __sd_out0 { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the DecodeLatents surrogate.</summary>
+internal sealed class DecodeSource
+{
+    public string[] __sd_config { get; set; } = Array.Empty<string>();
+
+    public float[] __sd_latents { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Output of the DecodeLatents surrogate.</summary>
+internal sealed class DecodeResult
+{
+    /// <summary>ML.NET needs a size to type an image member; 1×1 stands for "any size", as in the stages' schema shapes.</summary>
+    [ImageType(1, 1)]
+    public MLImage? __sd_image { get; set; }
+
+    public float[] __sd_out1 { get; set; } = Array.Empty<float>();
+}
+
+#pragma warning restore SA1300, IDE1006
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.EncodeContract)]
+internal sealed class EncodeMappingFactory : StatefulCustomMappingFactory<EncodeSource, EncodeResult, SurrogateState>
+{
+    public override Action<EncodeSource, EncodeResult, SurrogateState> GetMapping() => (src, dst, state) =>
+    {
+        var runner = state.RunnerFor(src.__sd_config);
+        runner.Advance(state.Count++);
+        runner.Set(PersistenceSurrogate.Prompt, src.__sd_prompt);
+        runner.Set(PersistenceSurrogate.Negative, src.__sd_negative);
+        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
+        dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
+    };
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.DenoiseContract)]
+internal sealed class DenoiseMappingFactory : StatefulCustomMappingFactory<DenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<DenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => Map(src, dst, state, null);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+
+    internal static void Map(DenoiseSource src, DenoiseResult dst, SurrogateState state, long? seed)
+    {
+        var runner = state.RunnerFor(FirstConfig(src.__sd_config));
+        runner.Advance(state.Count++);
+        runner.Set(PersistenceSurrogate.Embeddings, src.__sd_embeddings);
+        runner.Set(PersistenceSurrogate.Noise, src.__sd_noise);
+        runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
+        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
+    }
+
+    internal static string FirstConfig(string[] config) => config.Length > 0 ? config[0]
+        : throw new InvalidOperationException("The saved diffusion stage's configuration column is empty: its input vector has no values.");
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededDenoiseContract)]
+internal sealed class SeededDenoiseMappingFactory : StatefulCustomMappingFactory<SeededDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SeededDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.DecodeContract)]
+internal sealed class DecodeMappingFactory : StatefulCustomMappingFactory<DecodeSource, DecodeResult, SurrogateState>
+{
+    public override Action<DecodeSource, DecodeResult, SurrogateState> GetMapping() => (src, dst, state) =>
+    {
+        var runner = state.RunnerFor(DenoiseMappingFactory.FirstConfig(src.__sd_config));
+        runner.Advance(state.Count++);
+        runner.Set(PersistenceSurrogate.Latents, src.__sd_latents);
+        dst.__sd_image = runner.ReadImage(PersistenceSurrogate.Image);
+        dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
+    };
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}

@@ -1,0 +1,79 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Threading;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNet.Diffusion.Transforms;
+
+namespace MLNet.Diffusion;
+
+/// <summary>Turns a pipeline saved with <c>mlContext.Model.Save</c> back into the library's batched stages.</summary>
+public static class DiffusionPipeline
+{
+    /// <summary>
+    /// Rebuilds a model loaded with <c>mlContext.Model.Load</c>: every saved diffusion stage becomes the exact
+    /// <see cref="PromptEncodingTransformer"/>, <see cref="LatentDenoisingTransformer"/> or
+    /// <see cref="LatentDecodingTransformer"/> on <paramref name="model"/> (mini-batched, fixed-size vector columns, your
+    /// execution provider and log), and every other transformer is kept as loaded. The loaded model by itself also
+    /// works, but runs the stages one row at a time on a CPU model opened from the saved folder (docs/persistence.md).
+    /// Only load models from trusted sources.
+    /// </summary>
+    /// <param name="model">The model to run the stages on, normally loaded from the saved folder
+    /// (<see cref="DiffusionPipelineDefinition.FromTransformer"/> tells which).</param>
+    /// <param name="loadedModel">The transformer <c>mlContext.Model.Load</c> returned.</param>
+    /// <param name="inputSchema">The input schema <c>mlContext.Model.Load</c> returned.</param>
+    /// <param name="progress">Runtime-only: receives DenoiseLatents' step reports.</param>
+    /// <param name="cancellationToken">Runtime-only: cancels DenoiseLatents between steps.</param>
+    /// <returns>A flat chain of the stages and the other transformers, in order.</returns>
+    /// <exception cref="ArgumentException">The loaded model holds no diffusion stage.</exception>
+    public static TransformerChain<ITransformer> FromLoadedModel(StableDiffusionModel model, ITransformer loadedModel, DataViewSchema inputSchema,
+        IProgress<DenoiseProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(loadedModel);
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var result = new List<ITransformer>();
+        bool any = false;
+        PersistenceSurrogate.Walk(loadedModel, inputSchema, (stage, folder, _) =>
+        {
+            any = true;
+            result.Add(stage.Build(model, progress, cancellationToken));
+        }, result.Add);
+        if (!any)
+            throw new ArgumentException("The loaded model holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents).", nameof(loadedModel));
+        return new TransformerChain<ITransformer>(result.ToArray());
+    }
+
+    /// <summary>
+    /// Loads the model folder a loaded pipeline references and rebuilds its stages on it
+    /// (<see cref="FromLoadedModel(StableDiffusionModel, ITransformer, DataViewSchema, IProgress{DenoiseProgress}?, CancellationToken)"/>).
+    /// Dispose the returned model when done. Only load models from trusted sources.
+    /// </summary>
+    /// <param name="mlContext">The context to load the model folder with.</param>
+    /// <param name="loadedModel">The transformer <c>mlContext.Model.Load</c> returned.</param>
+    /// <param name="inputSchema">The input schema <c>mlContext.Model.Load</c> returned.</param>
+    /// <param name="pipeline">The rebuilt pipeline.</param>
+    /// <param name="options">Options for loading the model folder.</param>
+    /// <returns>The loaded model, which the pipeline's stages use.</returns>
+    /// <exception cref="DirectoryNotFoundException">The saved model folder does not exist any more (the message names it).</exception>
+    public static StableDiffusionModel LoadModel(MLContext mlContext, ITransformer loadedModel, DataViewSchema inputSchema,
+        out TransformerChain<ITransformer> pipeline, StableDiffusionModelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        var definition = DiffusionPipelineDefinition.FromTransformer(loadedModel, inputSchema);
+        if (!Directory.Exists(definition.ModelDirectory))
+            throw new DirectoryNotFoundException(PersistenceSurrogate.MovedMessage(definition.ModelDirectory));
+        var model = StableDiffusionModel.Load(mlContext, definition.ModelDirectory, options);
+        try
+        {
+            pipeline = FromLoadedModel(model, loadedModel, inputSchema);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,366 @@
+using System;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms;
+
+namespace MLNet.Diffusion.Transforms;
+
+/// <summary>
+/// ML.NET's native model format for our stages. A third-party transformer cannot write its own entry (the save context
+/// is internal; MLNET-NOTES.md), so each stage saves a chain of built-in, saveable transforms instead:
+/// <list type="number">
+/// <item><c>Expression</c>: a constant column whose value is the stage's configuration (JSON: model folder, columns,
+/// options) and whose name is that JSON after <see cref="ConfigPrefix"/>, so the configuration can also be read from the
+/// schema alone (<see cref="Walk"/>).</item>
+/// <item><c>CopyColumns</c> of the configuration and of the stage's inputs to fixed names.</item>
+/// <item><c>StatefulCustomMapping</c> with a contract name (<see cref="CustomMappingFactoryAttributeAttribute"/> below), whose
+/// factory re-creates the stage from the configuration and runs it one row at a time.</item>
+/// <item><c>CopyColumns</c> of the results to the stage's output names, then <c>DropColumns</c> of the fixed names.</item>
+/// </list>
+/// No weights are saved: the model folder is referenced by its absolute path.
+/// </summary>
+internal static class PersistenceSurrogate
+{
+    public const string ConfigPrefix = "__mlnet_diffusion ";
+    public const string Config = "__sd_config";
+    public const string Prompt = "__sd_prompt";
+    public const string Negative = "__sd_negative";
+    public const string Embeddings = "__sd_embeddings";
+    public const string Seed = "__sd_seed";
+    public const string Noise = "__sd_noise";
+    public const string Latents = "__sd_latents";
+    public const string Output0 = "__sd_out0";
+    public const string Output1 = "__sd_out1";
+    public const string Image = "__sd_image";
+
+    public const string EncodeContract = "MLNet.Diffusion.EncodePrompt.v1";
+    public const string DenoiseContract = "MLNet.Diffusion.DenoiseLatents.v1";
+    public const string SeededDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Seeded.v1";
+    public const string DecodeContract = "MLNet.Diffusion.DecodeLatents.v1";
+
+    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Latents, Output0, Output1, Image };
+
+    /// <summary>Saves <paramref name="stage"/> as its surrogate chain.</summary>
+    public static void Save(DiffusionTransformer stage, ModelSaveContext ctx)
+    {
+        var schema = stage.LastInputSchema ?? throw new InvalidOperationException(
+            $"The {stage.StageName} stage has not seen its input schema yet; fit the pipeline (or call Transform or GetOutputSchema) before saving it. See docs/persistence.md.");
+        var definition = DiffusionStageDefinition.FromTransformer(stage).WithResolvedLatentSize(schema);
+        string json = new DiffusionPipelineDefinition { ModelDirectory = stage.Model.Directory, Stages = new[] { definition } }.ToCompactJson();
+        var chain = BuildChain(stage.Model.MLContext, definition, json, schema);
+        ((ICanSaveModel)chain).Save(ctx);
+    }
+
+    private static TransformerChain<ITransformer> BuildChain(MLContext ml, DiffusionStageDefinition d, string json, DataViewSchema schema)
+    {
+        string configColumn = ConfigPrefix + json;
+        string literal = "\"" + json.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"";
+        var copies = new List<InputOutputColumnPair> { new(Config, configColumn) };
+        var outputs = new List<InputOutputColumnPair>();
+        var mapping = new List<IEstimator<ITransformer>>();
+        string key;
+        switch (d.Kind)
+        {
+            case DiffusionStageKind.EncodePrompt:
+                var e = d.EncodePromptOptions!;
+                key = e.InputColumnName;
+                copies.Add(new(Prompt, e.InputColumnName));
+                copies.Add(new(Negative, e.NegativePromptColumnName ?? e.InputColumnName));
+                mapping.Add(ml.Transforms.StatefulCustomMapping(new EncodeMappingFactory().GetMapping(), SurrogateState.Init, EncodeContract));
+                outputs.Add(new(e.OutputColumnName, Output0));
+                if (e.PooledOutputColumnName is { } pooled)
+                    outputs.Add(new(pooled, Output1));
+                break;
+            case DiffusionStageKind.DenoiseLatents:
+                var o = d.DenoiseOptions!;
+                key = d.InputColumnName!;
+                copies.Add(new(Embeddings, d.InputColumnName!));
+                copies.Add(new(Noise, o.InitialNoiseColumnName ?? d.InputColumnName!));
+                if (o.SeedColumnName is { } seed)
+                {
+                    mapping.Add(ml.Transforms.Conversion.ConvertType(Seed, seed, DataKind.Int64));
+                    mapping.Add(ml.Transforms.StatefulCustomMapping(new SeededDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededDenoiseContract));
+                }
+                else
+                {
+                    mapping.Add(ml.Transforms.StatefulCustomMapping(new DenoiseMappingFactory().GetMapping(), SurrogateState.Init, DenoiseContract));
+                }
+                outputs.Add(new(d.OutputColumnName!, Output0));
+                break;
+            default:
+                var c = d.DecodeLatentsOptions!;
+                key = d.InputColumnName!;
+                copies.Add(new(Latents, d.InputColumnName!));
+                mapping.Add(ml.Transforms.StatefulCustomMapping(new DecodeMappingFactory().GetMapping(), SurrogateState.Init, DecodeContract));
+                outputs.Add(new(d.OutputColumnName!, Image));
+                if (c.PixelsColumnName is { } pixels)
+                    outputs.Add(new(pixels, Output1));
+                break;
+        }
+        var drop = new List<string> { configColumn };
+        foreach (var f in s_fixed)
+            if (!outputs.Any(p => p.OutputColumnName == f))
+                drop.Add(f);
+        // One flat chain (EstimatorChain.Append keeps it flat), so a loaded model shows the Expression first.
+        var estimator = new EstimatorChain<ITransformer>().Append<ITransformer>(ml.Transforms.Expression(configColumn, "x => " + literal, key));
+        foreach (var p in copies)
+            estimator = estimator.Append<ITransformer>(ml.Transforms.CopyColumns(p.OutputColumnName, p.InputColumnName));
+        foreach (var m in mapping)
+            estimator = estimator.Append<ITransformer>(m);
+        foreach (var p in outputs)
+            estimator = estimator.Append<ITransformer>(ml.Transforms.CopyColumns(p.OutputColumnName, p.InputColumnName));
+        estimator = estimator.Append<ITransformer>(ml.Transforms.DropColumns(drop.Where(n => n == configColumn || IsProduced(n, d)).ToArray()));
+        return estimator.Fit(new EmptyDataView(schema));
+    }
+
+    /// <summary>Whether the surrogate of <paramref name="d"/> creates the fixed column <paramref name="name"/> (DropColumns fails on absent columns).</summary>
+    private static bool IsProduced(string name, DiffusionStageDefinition d) => d.Kind switch
+    {
+        DiffusionStageKind.EncodePrompt => name is Config or Prompt or Negative or Output0 or Output1,
+        DiffusionStageKind.DenoiseLatents => name is Config or Embeddings or Noise or Output0 || (name == Seed && d.DenoiseOptions!.SeedColumnName is not null),
+        _ => name is Config or Latents or Image or Output1,
+    };
+
+    /// <summary>
+    /// Visits the diffusion stages of a transformer in order: our own stages, and the surrogate chains of a model loaded
+    /// with <c>mlContext.Model.Load</c> (recognised by the configuration column their first transform adds; needs the
+    /// input schema). Every other transformer goes to <paramref name="other"/>.
+    /// </summary>
+    public static void Walk(ITransformer transformer, DataViewSchema? schema, Action<DiffusionStageDefinition, string, ITransformer> stage, Action<ITransformer> other)
+    {
+        Visit(transformer, schema, stage, other);
+    }
+
+    private static DataViewSchema? Visit(ITransformer t, DataViewSchema? schema, Action<DiffusionStageDefinition, string, ITransformer> stage, Action<ITransformer> other)
+    {
+        switch (t)
+        {
+            case DiffusionTransformer d:
+                stage(DiffusionStageDefinition.FromTransformer(d), d.Model.Directory, d);
+                break;
+            case TransformerChain<ITransformer> chain when schema is not null && TryReadConfig(chain, schema) is { } loaded:
+                var definition = DiffusionPipelineDefinition.FromJson(loaded);
+                stage(definition.Stages[0], definition.ModelDirectory, chain);
+                break;
+            case IEnumerable<ITransformer> chain:
+                foreach (var inner in chain)
+                    schema = Visit(inner, schema, stage, other);
+                return schema;
+            default:
+                other(t);
+                break;
+        }
+        return schema is null ? null : t.GetOutputSchema(schema);
+    }
+
+    private static string? TryReadConfig(TransformerChain<ITransformer> chain, DataViewSchema schema)
+    {
+        var first = chain.FirstOrDefault();
+        if (first is null || first is IEnumerable<ITransformer> || first is DiffusionTransformer)
+            return null;
+        DataViewSchema after;
+        try
+        {
+            after = first.GetOutputSchema(schema);
+        }
+        catch (ArgumentOutOfRangeException)
+        {
+            return null;
+        }
+
+        foreach (var c in after)
+            if (!c.IsHidden && c.Name.StartsWith(ConfigPrefix, StringComparison.Ordinal) && schema.GetColumnOrNull(c.Name) is null)
+                return c.Name.Substring(ConfigPrefix.Length);
+        return null;
+    }
+
+    /// <summary>Models opened by loaded surrogates, one per folder for the process, and the stages built on them.</summary>
+    private static readonly ConcurrentDictionary<string, Lazy<StableDiffusionModel>> s_models = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, Lazy<DiffusionTransformer>> s_stages = new(StringComparer.Ordinal);
+
+    /// <summary>The stage a saved configuration describes, renamed to the surrogate's fixed columns, on a cached model.</summary>
+    internal static DiffusionTransformer StageFor(string json) => s_stages.GetOrAdd(json, j => new Lazy<DiffusionTransformer>(() =>
+    {
+        var definition = DiffusionPipelineDefinition.FromJson(j);
+        var model = OpenModel(definition.ModelDirectory);
+        return definition.Stages[0].ForSurrogate().Build(model);
+    })).Value;
+
+    private static StableDiffusionModel OpenModel(string folder)
+    {
+        if (!Directory.Exists(folder))
+            throw new DirectoryNotFoundException(MovedMessage(folder));
+        var lazy = s_models.GetOrAdd(folder, f => new Lazy<StableDiffusionModel>(() => StableDiffusionModel.Load(new MLContext(), f)));
+        try
+        {
+            return lazy.Value;
+        }
+        catch
+        {
+            s_models.TryRemove(folder, out _);
+            throw;
+        }
+    }
+
+    internal static string MovedMessage(string folder) =>
+        $"The Stable Diffusion model folder '{folder}' referenced by the saved pipeline does not exist. A saved pipeline references its model folder "
+        + "by absolute path and holds no weights: put the folder back, or rebuild the stages on a model loaded from its new place with "
+        + "DiffusionPipeline.FromLoadedModel (see docs/persistence.md).";
+}
+
+/// <summary>Per-cursor state of a loaded surrogate: the row counter (positions for rows without a seed column) and the runner.</summary>
+internal sealed class SurrogateState
+{
+    public static readonly Action<SurrogateState> Init = _ => { };
+
+    public long Count;
+    public SurrogateRunner? Runner;
+
+    public SurrogateRunner RunnerFor(string json) => Runner is { } r && r.Json == json ? r : Runner = new SurrogateRunner(json);
+}
+
+/// <summary>Runs a stage on one row at a time through its <see cref="IRowToRowMapper"/>, over a row whose values are set per call.</summary>
+internal sealed class SurrogateRunner
+{
+    private readonly SettableRow _row;
+    private readonly DataViewRow _mapped;
+    private readonly DataViewSchema _outputSchema;
+
+    public SurrogateRunner(string json)
+    {
+        Json = json;
+        var stage = PersistenceSurrogate.StageFor(json);
+        var columns = new List<(string, DataViewType)>();
+        switch (stage)
+        {
+            case PromptEncodingTransformer:
+                columns.Add((PersistenceSurrogate.Prompt, TextDataViewType.Instance));
+                columns.Add((PersistenceSurrogate.Negative, TextDataViewType.Instance));
+                break;
+            case LatentDenoisingTransformer:
+                columns.Add((PersistenceSurrogate.Embeddings, new VectorDataViewType(NumberDataViewType.Single)));
+                columns.Add((PersistenceSurrogate.Noise, new VectorDataViewType(NumberDataViewType.Single)));
+                columns.Add((PersistenceSurrogate.Seed, NumberDataViewType.Int64));
+                break;
+            default:
+                var decode = (LatentDecodingTransformer)stage;
+                int c = stage.Model.Info.LatentChannels;
+                columns.Add((PersistenceSurrogate.Latents, new VectorDataViewType(NumberDataViewType.Single, c, decode.Options.LatentHeight ?? 0, decode.Options.LatentWidth ?? 0)));
+                break;
+        }
+        _row = new SettableRow(columns);
+        var mapper = stage.GetRowToRowMapper(_row.Schema);
+        _outputSchema = mapper.OutputSchema;
+        var active = _outputSchema.Where(col => col.Index >= _row.Schema.Count).ToArray();
+        _mapped = mapper.GetRow(_row, active);
+    }
+
+    public string Json { get; }
+
+    public void Set(string column, object value) => _row.Set(column, value);
+
+    public void Advance(long position) => _row.PositionValue = position;
+
+    public float[] ReadVector(string column)
+    {
+        VBuffer<float> value = default;
+        _mapped.GetGetter<VBuffer<float>>(_outputSchema[column])(ref value);
+        return value.DenseValues().ToArray();
+    }
+
+    public MLImage ReadImage(string column)
+    {
+        MLImage value = null!;
+        _mapped.GetGetter<MLImage>(_outputSchema[column])(ref value);
+        return value;
+    }
+
+    public bool Has(string column) => _outputSchema.GetColumnOrNull(column) is not null;
+}
+
+/// <summary>A one-row <see cref="DataViewRow"/> whose values are set from outside before each read.</summary>
+internal sealed class SettableRow : DataViewRow
+{
+    private readonly object?[] _values;
+
+    public SettableRow(IReadOnlyList<(string Name, DataViewType Type)> columns)
+    {
+        var builder = new DataViewSchema.Builder();
+        foreach (var (name, type) in columns)
+            builder.AddColumn(name, type);
+        Schema = builder.ToSchema();
+        _values = new object?[columns.Count];
+    }
+
+    public override DataViewSchema Schema { get; }
+
+    public override long Position => PositionValue;
+
+    public long PositionValue;
+
+    public override long Batch => 0;
+
+    public void Set(string column, object value) => _values[Schema[column].Index] = value;
+
+    public override bool IsColumnActive(DataViewSchema.Column column) => true;
+
+    public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+    {
+        int i = column.Index;
+        if (typeof(TValue) == typeof(ReadOnlyMemory<char>))
+            return (ValueGetter<TValue>)(Delegate)(ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = ((string?)_values[i] ?? string.Empty).AsMemory());
+        if (typeof(TValue) == typeof(VBuffer<float>))
+            return (ValueGetter<TValue>)(Delegate)(ValueGetter<VBuffer<float>>)((ref VBuffer<float> v) =>
+            {
+                var source = (float[]?)_values[i] ?? Array.Empty<float>();
+                var editor = VBufferEditor.Create(ref v, source.Length);
+                source.AsSpan().CopyTo(editor.Values);
+                v = editor.Commit();
+            });
+        if (typeof(TValue) == typeof(long))
+            return (ValueGetter<TValue>)(Delegate)(ValueGetter<long>)((ref long v) => v = (long)(_values[i] ?? 0L));
+        throw new InvalidOperationException($"Column '{column.Name}' cannot be read as {typeof(TValue).Name}.");
+    }
+
+    public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId v) => v = new DataViewRowId((ulong)PositionValue, 0);
+}
+
+/// <summary>An empty data view of a given schema: fits the surrogate chain on the schema the stage was used with.</summary>
+internal sealed class EmptyDataView : IDataView
+{
+    public EmptyDataView(DataViewSchema schema) => Schema = schema;
+
+    public bool CanShuffle => false;
+
+    public DataViewSchema Schema { get; }
+
+    public long? GetRowCount() => 0;
+
+    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) => new Cursor(Schema);
+
+    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) => new DataViewRowCursor[] { new Cursor(Schema) };
+
+    private sealed class Cursor : DataViewRowCursor
+    {
+        public Cursor(DataViewSchema schema) => Schema = schema;
+
+        public override DataViewSchema Schema { get; }
+
+        public override long Position => -1;
+
+        public override long Batch => 0;
+
+        public override bool MoveNext() => false;
+
+        public override bool IsColumnActive(DataViewSchema.Column column) => true;
+
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) =>
+            throw new InvalidOperationException("An empty data view has no rows.");
+
+        public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId v) => v = default;
+    }
+}
