@@ -1,0 +1,216 @@
+using System;
+using MLNet.Diffusion.Shapes.Onnx;
+using static MLNet.Diffusion.Shapes.Onnx.OnnxGraphBuilder;
+using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+
+namespace MLNet.Diffusion.Shapes.Building;
+
+/// <summary>The four ONNX graphs of the Shapes model, each a few nodes with the math in the comments.</summary>
+internal static class ShapesGraphs
+{
+    /// <summary>
+    /// vae_encoder: <c>sample</c> [B,3,H,W] in [-1,1] → <c>latent_sample</c> [B,4,H/8,W/8] (unscaled).
+    /// One Conv, kernel 8 stride 8: z = W·p − W·μ per patch.
+    /// </summary>
+    public static byte[] VaeEncoder(PatchPca pca)
+    {
+        var g = new OnnxGraphBuilder("shapes_vae_encoder");
+        g.Input("sample", DataType.Float, "batch", 3L, "height", "width");
+        var weight = ToFloat(pca.ComponentsMatrix); // [4, 192] = [4, 3, 8, 8] in [c, i, j] order
+        var bias = new float[PatchPca.Components];
+        for (int c = 0; c < PatchPca.Components; c++)
+        {
+            double acc = 0;
+            for (int i = 0; i < PatchPca.Length; i++)
+                acc += pca.ComponentsMatrix[c * PatchPca.Length + i] * pca.Mean[i];
+            bias[c] = (float)-acc;
+        }
+        string w = g.Initializer("encoder.weight", weight, PatchPca.Components, PatchPca.Channels, PatchPca.Patch, PatchPca.Patch);
+        string b = g.Initializer("encoder.bias", bias, PatchPca.Components);
+        g.Node("Conv", ["sample", w, b], "latent_sample",
+            Attr("kernel_shape", [8L, 8L]), Attr("strides", [8L, 8L]));
+        g.Output("latent_sample", DataType.Float, "batch", 4L, "latent_height", "latent_width");
+        return g.ToModelBytes("Shapes VAE encoder: PCA of 8x8x3 patches to 4 channels (unscaled latents; multiply by scaling_factor).");
+    }
+
+    /// <summary>
+    /// vae_decoder: <c>latent_sample</c> [B,4,h,w] (unscaled) → <c>sample</c> [B,3,8h,8w].
+    /// A 1×1 Conv 4 → 192 computes the patch μ + Wᵀz per latent pixel; DepthToSpace (blocksize 8, CRD) then places
+    /// channel c·64 + i·8 + j at pixel (8y + i, 8x + j) of colour channel c — the same [c, i, j] order as the encoder.
+    /// </summary>
+    public static byte[] VaeDecoder(PatchPca pca)
+    {
+        var g = new OnnxGraphBuilder("shapes_vae_decoder");
+        g.Input("latent_sample", DataType.Float, "batch", 4L, "latent_height", "latent_width");
+        var weight = new float[PatchPca.Length * PatchPca.Components]; // [192, 4, 1, 1] = Wᵀ
+        for (int i = 0; i < PatchPca.Length; i++)
+            for (int c = 0; c < PatchPca.Components; c++)
+                weight[i * PatchPca.Components + c] = (float)pca.ComponentsMatrix[c * PatchPca.Length + i];
+        string w = g.Initializer("decoder.weight", weight, PatchPca.Length, PatchPca.Components, 1, 1);
+        string b = g.Initializer("decoder.bias", ToFloat(pca.Mean), PatchPca.Length);
+        string patches = g.Node("Conv", ["latent_sample", w, b], "patches", Attr("kernel_shape", [1L, 1L]));
+        g.Node("DepthToSpace", [patches], "sample", Attr("blocksize", (long)PatchPca.Patch), Attr("mode", "CRD"));
+        g.Output("sample", DataType.Float, "batch", 3L, "height", "width");
+        return g.ToModelBytes("Shapes VAE decoder: inverse PCA of 8x8x3 patches (input unscaled latents: divide by scaling_factor first).");
+    }
+
+    /// <summary>
+    /// text_encoder: <c>input_ids</c> int32 [B,77] → <c>last_hidden_state</c> [B,77,32], <c>pooler_output</c> [B,32].
+    /// <code>
+    /// obj, bg = E_obj[ids], E_bg[ids]                     token embeddings [B,77,D]
+    /// m       = min(1, cumsum(on[ids]) + background[ids shifted left by one])
+    ///           a token after "on", or right before "background", describes the background
+    /// hidden  = obj + m·(bg − obj)                         = obj·(1 − m) + bg·m
+    /// pooler  = Σ_seq hidden
+    /// </code>
+    /// </summary>
+    public static byte[] TextEncoder(ShapesTokenizerFiles vocab)
+    {
+        const int d = AttributeSpace.Dimensions;
+        int v = vocab.Count;
+        var obj = new float[v * d];
+        var bg = new float[v * d];
+        var on = new float[v];
+        var backgroundWord = new float[v];
+        foreach (string word in ShapesDataset.PromptWords)
+        {
+            int id = vocab.Id(word + ShapesTokenizerFiles.EndOfWord);
+            if (ShapesDataset.TryParseShape(word, out var shape))
+            {
+                obj[id * d + AttributeSpace.Dim(shape)] = 1f;
+                bg[id * d + AttributeSpace.Dim(shape)] = 1f;
+            }
+            if (ShapesDataset.TryParsePosition(word, out var position))
+            {
+                obj[id * d + AttributeSpace.Dim(position)] = 1f;
+                bg[id * d + AttributeSpace.Dim(position)] = 1f;
+            }
+            bool isColor = ShapesDataset.TryParseColor(word, out var color);
+            bool isBackground = ShapesDataset.TryParseBackground(word, out var background);
+            if (isColor)
+                obj[id * d + AttributeSpace.Dim(color)] = 1f;
+            else if (isBackground)
+                obj[id * d + AttributeSpace.Dim(background)] = 1f; // white/black/gray exist only as backgrounds
+            if (isBackground)
+                bg[id * d + AttributeSpace.Dim(background)] = 1f;
+            if (word == "on")
+                on[id] = 1f;
+            if (word == "background")
+                backgroundWord[id] = 1f;
+        }
+
+        var g = new OnnxGraphBuilder("shapes_text_encoder");
+        g.Input("input_ids", DataType.Int32, "batch", (long)ShapesTokenizerFiles.MaxLength);
+        string eObj = g.Initializer("embedding.object", obj, v, d);
+        string eBg = g.Initializer("embedding.background", bg, v, d);
+        string eOn = g.Initializer("indicator.on", on, v);
+        string eBackground = g.Initializer("indicator.background", backgroundWord, v);
+
+        string objH = g.Node("Gather", [eObj, "input_ids"], "object_states");   // [B,77,D]
+        string bgH = g.Node("Gather", [eBg, "input_ids"], "background_states"); // [B,77,D]
+        string onI = g.Node("Gather", [eOn, "input_ids"], "on_indicator");       // [B,77]
+        string bwI = g.Node("Gather", [eBackground, "input_ids"], "background_indicator");
+        // next[i] = bw[i + 1]: drop the first token, pad one 0 at the end of the sequence axis.
+        string tail = g.Node("Slice", [bwI, g.Ints("slice.starts", 1), g.Ints("slice.ends", long.MaxValue), g.Ints("slice.axes", 1)]);
+        string before = g.Node("Pad", [tail, g.Ints("pad.pads", 0, 0, 0, 1)], "before_background");
+        string afterOn = g.Node("CumSum", [onI, g.Initializer("cumsum.axis", [1L])], "after_on");
+        string m = g.Node("Min", [g.Add(afterOn, before), g.Scalar("one", 1f)], "background_mask");
+        string m3 = g.Node("Unsqueeze", [m, g.Ints("unsqueeze.axes", 2)]);
+        g.Add(objH, g.Mul(m3, g.Sub(bgH, objH)), "last_hidden_state");
+        g.Node("ReduceSum", ["last_hidden_state", g.Ints("reduce.axes", 1)], "pooler_output", Attr("keepdims", 0L));
+        g.Output("last_hidden_state", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)d);
+        g.Output("pooler_output", DataType.Float, "batch", (long)d);
+        return g.ToModelBytes("Shapes text encoder: attribute embeddings; pooler_output is the sum over the sequence.");
+    }
+
+    /// <summary>
+    /// unet: the exact posterior-mean denoiser for the item latents z_k (already × scaling_factor) under
+    /// x_t = √ᾱ_t·z + √(1 − ᾱ_t)·ε with a prior ∝ exp(match_k):
+    /// <code>
+    /// σ(t)    = lerp(σ[⌊t⌋], σ[⌈t⌉]),  σ = √((1 − ᾱ)/ᾱ),  t clamped to [0, T−1];  ᾱ = 1/(1 + σ²), 1 − ᾱ = σ²/(1 + σ²)
+    /// Z       = Resize(z, to sample's h×w) flattened [K,N]
+    /// logit_k = −‖x − √ᾱ z_k‖² / (2(1 − ᾱ)) + match_k  =  (√ᾱ x·z_k − ½ᾱ‖z_k‖²) / (1 − ᾱ) + match_k + const(x)
+    /// match_k = λ·(hw/s²)·Σ_d a_d attr_kd,  a = Σ_seq encoder_hidden_states
+    /// x̂₀      = Σ_k softmax(logit)_k z_k,   out = ε̂ = (x − √ᾱ x̂₀) / √(1 − ᾱ)
+    /// </code>
+    /// </summary>
+    /// <param name="latents">Scaled item latents [K,4,s,s].</param>
+    /// <param name="itemCount">K.</param>
+    /// <param name="latentSize">s.</param>
+    /// <param name="sigmas">σ_t for t = 0 … T−1 from the scheduler's ᾱ table.</param>
+    /// <param name="matchStrength">λ.</param>
+    public static byte[] Unet(float[] latents, int itemCount, int latentSize, float[] sigmas, float matchStrength)
+    {
+        const int d = AttributeSpace.Dimensions;
+        var g = new OnnxGraphBuilder("shapes_unet");
+        g.Input("sample", DataType.Float, "batch", 4L, "height", "width");
+        g.Input("timestep", DataType.Float, "batch");
+        g.Input("encoder_hidden_states", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)d);
+
+        string z = g.Initializer("item_latents", latents, itemCount, 4, latentSize, latentSize);
+        string sigmaTable = g.Initializer("sigmas", sigmas, sigmas.Length);
+        var attrT = new float[d * itemCount]; // λ·attrᵀ [D,K]
+        foreach (var item in ShapesDataset.Items)
+        {
+            float[] itemAttr = AttributeSpace.ItemAttributes(item);
+            for (int j = 0; j < d; j++)
+                attrT[j * itemCount + item.Index] = matchStrength * itemAttr[j];
+        }
+        string attr = g.Initializer("match_weights", attrT, d, itemCount);
+        string one = g.Scalar("one", 1f);
+
+        // 1. Noise level at a (possibly fractional) timestep: σ is linear between integer steps, as sigma-based
+        //    samplers (Euler, Heun, LMS…) interpolate it; broadcastable as [T',1] and [T',1,1,1] (T' = B or 1).
+        string t = g.Node("Clip", ["timestep", g.Scalar("t_min", 0f), g.Scalar("t_max", sigmas.Length - 1)], "t");
+        string lo = g.Node("Floor", [t]);
+        string hi = g.Node("Ceil", [t]);
+        string frac = g.Sub(t, lo, "t_frac");
+        string sLo = g.Node("Gather", [sigmaTable, g.Node("Cast", [lo], null, Attr("to", (long)DataType.Int64))]);
+        string sHi = g.Node("Gather", [sigmaTable, g.Node("Cast", [hi], null, Attr("to", (long)DataType.Int64))]);
+        string sigma = g.Add(sLo, g.Mul(frac, g.Sub(sHi, sLo)), "sigma");
+        string sigma2 = g.Mul(sigma, sigma);
+        string onePlus = g.Add(one, sigma2);
+        string alphaBar = g.Node("Reciprocal", [onePlus], "alpha_bar");
+        string sqrtAlphaBar = g.Node("Sqrt", [alphaBar], "sqrt_alpha_bar");
+        string oneMinusAlphaBar = g.Div(sigma2, onePlus, "one_minus_alpha_bar");
+        string sqrtOneMinus = g.Mul(sigma, sqrtAlphaBar, "sqrt_one_minus_alpha_bar"); // σ/√(1+σ²)
+        string axis1 = g.Ints("axes.1", 1);
+        string axes123 = g.Ints("axes.123", 1, 2, 3);
+        string sqrtAb2 = g.Node("Unsqueeze", [sqrtAlphaBar, axis1]);
+        string ab2 = g.Node("Unsqueeze", [alphaBar, axis1]);
+        string oneMinus2 = g.Node("Unsqueeze", [oneMinusAlphaBar, axis1]);
+        string sqrtAb4 = g.Node("Unsqueeze", [sqrtAlphaBar, axes123]);
+        string sqrtOneMinus4 = g.Node("Unsqueeze", [sqrtOneMinus, axes123]);
+
+        // 2. Item latents at the sample's spatial size (identity at the native size), flattened to [K,N].
+        string hw = g.Node("Slice", [g.Node("Shape", ["sample"]), g.Ints("hw.starts", 2), g.Ints("hw.ends", 4)]);
+        string sizes = g.Node("Concat", [g.Ints("kc", itemCount, 4), hw], "resize_sizes", Attr("axis", 0L));
+        string zr = g.Node("Resize", [z, string.Empty, string.Empty, sizes], "item_latents_resized",
+            Attr("mode", "linear"), Attr("coordinate_transformation_mode", "half_pixel"));
+        string zf = g.Node("Flatten", [zr], "items_flat", Attr("axis", 1L));                  // [K,N]
+        string zz = g.Node("ReduceSumSquare", [zf], "items_norm2", Attr("axes", [1L]), Attr("keepdims", 0L)); // [K]
+
+        // 3. Logits: (√ᾱ x·z_k − ½ ᾱ ‖z_k‖²)/(1 − ᾱ) + match_k.
+        string xf = g.Node("Flatten", ["sample"], "sample_flat", Attr("axis", 1L));            // [B,N]
+        string xz = g.Node("Gemm", [xf, zf], "dot", Attr("transB", 1L));                      // [B,K]
+        string quad = g.Mul(g.Mul(ab2, g.Scalar("half", 0.5f)), zz);                          // [T',K]
+        string fit = g.Div(g.Sub(g.Mul(sqrtAb2, xz), quad), oneMinus2, "log_likelihood");
+        string a = g.Node("ReduceSum", ["encoder_hidden_states", axis1], "prompt_attributes", Attr("keepdims", 0L)); // [B,D]
+        // The image evidence (the Gemm above) grows with the number of latent pixels while the prompt's is fixed:
+        // scale the prior by hw/s² so that their balance, and so sampling, is the same at every output size.
+        string pixels = g.Node("Cast", [g.Node("ReduceProd", [hw], null, Attr("keepdims", 0L))], null, Attr("to", (long)DataType.Float));
+        string sizeScale = g.Div(pixels, g.Scalar("native_pixels", latentSize * latentSize), "prior_scale");
+        string match = g.Mul(g.Node("MatMul", [a, attr]), sizeScale, "match");                // [B,K]
+        string logits = g.Add(fit, match, "logits");
+
+        // 4. Posterior mean x̂₀ and the noise prediction.
+        string weights = g.Node("Softmax", [logits], "posterior", Attr("axis", 1L));
+        string x0Flat = g.Node("MatMul", [weights, zf]);
+        string x0 = g.Node("Reshape", [x0Flat, g.Node("Shape", ["sample"])], "x0");
+        g.Div(g.Sub("sample", g.Mul(sqrtAb4, x0)), sqrtOneMinus4, "out_sample");
+        g.Output("out_sample", DataType.Float, "batch", 4L, "height", "width");
+        return g.ToModelBytes("Shapes UNet: exact posterior-mean denoiser over the Shapes item latents (epsilon prediction).");
+    }
+
+    private static float[] ToFloat(double[] v) => Array.ConvertAll(v, x => (float)x);
+}
