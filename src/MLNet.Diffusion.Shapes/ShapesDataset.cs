@@ -87,7 +87,7 @@ public sealed record ShapesItem(int Index, ShapeKind Shape, ShapeColor Color, Ba
 {
     /// <summary>A prompt that describes exactly this item, e.g. <c>a red circle on the left, on a blue background</c>.</summary>
     public string Prompt => string.Create(CultureInfo.InvariantCulture,
-        $"a {ShapesDataset.Word(Color)} {ShapesDataset.Word(Shape)} {(Position == ShapePosition.Center ? "in" : "on")} the {ShapesDataset.Word(Position)}, on a {ShapesDataset.Word(Background)} background");
+        $"{(Color == ShapeColor.Orange ? "an" : "a")} {ShapesDataset.Word(Color)} {ShapesDataset.Word(Shape)} {(Position == ShapePosition.Center ? "in" : "on")} the {ShapesDataset.Word(Position)}, on a {ShapesDataset.Word(Background)} background");
 }
 
 /// <summary>

@@ -130,6 +130,21 @@ internal static class ShapesTestModel
 
     private static (string, TimeSpan) BuildModel()
     {
+        // Deletion at exit can be cut short when the test host is torn down: sweep folders left by runs hours ago.
+        foreach (string stale in Directory.EnumerateDirectories(Path.GetTempPath(), "mlnet-shapes-tests-*"))
+        {
+            try
+            {
+                if (Directory.GetLastWriteTimeUtc(stale) < DateTime.UtcNow.AddHours(-2))
+                    Directory.Delete(stale, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+            catch (UnauthorizedAccessException)
+            {
+            }
+        }
         string folder = Path.Combine(Path.GetTempPath(), "mlnet-shapes-tests-" + Guid.NewGuid().ToString("N")[..8]);
         var sw = Stopwatch.StartNew();
         ShapesModel.Build(folder);

@@ -139,8 +139,61 @@ public sealed class ShapesUnetTests
             Assert.IsTrue(ShapesDataset.TryParseBackground(bg, out var background));
             Assert.AreEqual(background, item.Background, prompt);
         }
-        Assert.IsTrue(ShapesDataset.TryParseColor(prompt.Split(' ')[1], out var color));
+        Assert.IsTrue(ShapesDataset.TryParseColor(prompt.Split(" ")[1], out var color));
         Assert.AreEqual(color, item.Color, prompt);
+    }
+
+    [TestMethod]
+    public void At512x512_DdimEndsOnAnUpscaledItem_ThatDecodesToThePromptedColours()
+    {
+        // 64×64 latents: the item latents are upsampled bilinearly in the graph and the prior scales with the pixel count.
+        const int s = 64, n = 4 * s * s;
+        var scheduler = SchedulerFactory.CreateDefault(Config);
+        scheduler.SetTimesteps(20);
+        var x = new float[n];
+        new GaussianNoise(21).NextGaussian(x);
+        var hidden = ShapesTestModel.Encode("", "a red circle on a blue background");
+        var eps = new float[n];
+        for (int step = 0; step < scheduler.Timesteps.Length; step++)
+        {
+            float t = scheduler.Timesteps[step];
+            var both = ShapesTestModel.PredictNoise([.. x, .. x], [t, t], hidden, batch: 2, s, s);
+            for (int i = 0; i < n; i++)
+                eps[i] = both[i] + 7.5f * (both[n + i] - both[i]);
+            scheduler.Step(eps, step, x);
+        }
+
+        // 2×2 average pooling brings the result back to the items' 32×32 grid.
+        var pooled = new float[N];
+        for (int c = 0; c < 4; c++)
+            for (int y = 0; y < 32; y++)
+                for (int xx = 0; xx < 32; xx++)
+                    pooled[(c * 32 + y) * 32 + xx] = 0.25f * (x[(c * s + 2 * y) * s + 2 * xx] + x[(c * s + 2 * y + 1) * s + 2 * xx]
+                        + x[(c * s + 2 * y) * s + 2 * xx + 1] + x[(c * s + 2 * y + 1) * s + 2 * xx + 1]);
+        var (nearest, distances) = ShapesTestModel.Nearest(pooled);
+        var item = ShapesDataset.Items[nearest];
+        Console.WriteLine($"512×512: nearest item '{item.Prompt}' at {distances[nearest]:F2}");
+        Assert.AreEqual(ShapeKind.Circle, item.Shape);
+        Assert.AreEqual(ShapeColor.Red, item.Color);
+        Assert.AreEqual(BackgroundColor.Blue, item.Background);
+
+        float scale = ShapesTestModel.ScalingFactor;
+        var image = ShapesTestModel.Run(ShapesTestModel.VaeDecoder, ("latent_sample", x.Select(v => v / scale).ToArray(), new long[] { 1, 4, s, s }))["sample"];
+        CollectionAssert.AreEqual(new long[] { 1, 3, 512, 512 }, image.Shape);
+        int cx = item.Position switch { ShapePosition.Left => 118, ShapePosition.Center => 256, _ => 394 };
+        AssertPixel(image.Data, cx, 256, ShapesDataset.GetRgb(ShapeColor.Red));
+        AssertPixel(image.Data, 8, 8, ShapesDataset.GetRgb(BackgroundColor.Blue));
+        AssertPixel(image.Data, cx, 480, ShapesDataset.GetRgb(BackgroundColor.Blue));
+
+        static void AssertPixel(float[] chw, int px, int py, Rgb expected)
+        {
+            byte[] e = [expected.R, expected.G, expected.B];
+            for (int c = 0; c < 3; c++)
+            {
+                float v = Math.Clamp(chw[(c * 512 + py) * 512 + px], -1f, 1f) * 127.5f + 127.5f;
+                Assert.AreEqual(e[c], v, 8f, $"pixel ({px}, {py}) channel {c}");
+            }
+        }
     }
 
     [TestMethod]
