@@ -4,13 +4,18 @@ namespace MLNet.Diffusion.Benchmarks;
 
 /// <summary>
 /// Entry point: <c>dotnet run -c Release --project tests/MLNet.Diffusion.Benchmarks -- --filter '*Scheduler*'</c>
-/// runs BenchmarkDotNet classes; see docs/benchmarks.md for the whole-pipeline harness.
+/// runs BenchmarkDotNet classes; <c>-- pipeline</c> runs the whole-pipeline harness (docs/benchmarks.md).
 /// </summary>
 public static class Program
 {
     /// <summary>Runs the benchmarks selected by the arguments.</summary>
     public static int Main(string[] args)
     {
+        // The whole-pipeline harness is plain code (docs/benchmarks.md), dispatched before BenchmarkDotNet.
+        if (args.Length > 0 && args[0] == "pipeline")
+            return Pipeline.PipelineHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "pipeline-memory")
+            return Pipeline.PipelineHarness.MemoryChild(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

@@ -51,6 +51,9 @@ internal sealed class TensorBuffer : IDisposable
     /// <summary>The float32 storage when the element type is float (for zero-copy writes), else empty.</summary>
     public Span<float> FloatSpan => _float;
 
+    /// <summary>The float32 storage as memory (valid after <see cref="Dispose"/> too: it is a managed array), else empty.</summary>
+    public Memory<float> FloatMemory => _float;
+
     public bool ShapeEquals(ReadOnlySpan<long> shape) => shape.SequenceEqual(Shape);
 
     public void Write(ReadOnlySpan<float> values, int offset = 0)

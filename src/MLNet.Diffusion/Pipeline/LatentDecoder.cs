@@ -1,5 +1,7 @@
 using System;
 using System.Numerics.Tensors;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using MLNet.Diffusion.Onnx;
 
 namespace MLNet.Diffusion.Pipeline;
@@ -13,7 +15,10 @@ internal sealed class LatentDecoder : IDisposable
     private readonly string[] _outputNames;
     private TensorBuffer? _input;
     private TensorBuffer? _output;
+    private OrtValue[] _inputs = Array.Empty<OrtValue>();
+    private OrtValue[] _outputs = Array.Empty<OrtValue>();
     private float[] _scaled = Array.Empty<float>();
+    private float[] _converted = Array.Empty<float>();
 
     public LatentDecoder(StableDiffusionModel model)
     {
@@ -22,8 +27,11 @@ internal sealed class LatentDecoder : IDisposable
         _outputNames = new[] { model.VaeDecoderOutputName };
     }
 
-    /// <summary>Decodes <paramref name="count"/> latents of shape [C, h, w] into <paramref name="pixels"/> [count, 3, f·h, f·w].</summary>
-    public void Decode(ReadOnlySpan<float> latents, int count, int latentHeight, int latentWidth, Span<float> pixels)
+    /// <summary>
+    /// Decodes <paramref name="count"/> latents of shape [C, h, w]; returns the pixels [count, 3, f·h, f·w]. The memory is
+    /// the decoder's own output buffer (float32 models: ONNX Runtime's output, no copy), valid until the next call.
+    /// </summary>
+    public ReadOnlyMemory<float> Decode(ReadOnlySpan<float> latents, int count, int latentHeight, int latentWidth)
     {
         int c = _model.Info.LatentChannels, f = _model.Info.VaeSpatialFactor;
         int len = c * latentHeight * latentWidth;
@@ -37,19 +45,39 @@ internal sealed class LatentDecoder : IDisposable
             Dispose();
             _input = new TensorBuffer(_decoder.Input("latent_sample").ElementDataType, inShape);
             _output = new TensorBuffer(_decoder.Output(_outputNames[0]).ElementDataType, outShape);
-            _scaled = new float[count * len];
+            _inputs = new[] { _input.Value };
+            _outputs = new[] { _output.Value };
+            _scaled = _input.ElementType == TensorElementType.Float ? Array.Empty<float>() : new float[count * len];
+            _converted = _output.ElementType == TensorElementType.Float ? Array.Empty<float>() : new float[_output.Length];
         }
         // diffusers: image = vae.decode(latents / vae.config.scaling_factor)
-        TensorPrimitives.Divide(latents, _model.Info.VaeScalingFactor, _scaled);
-        _input.Write(_scaled);
-        _decoder.Run(null, _inputNames, new[] { _input.Value }, _outputNames, new[] { _output!.Value });
-        _output.Read(pixels);
+        if (_input.ElementType == TensorElementType.Float)
+        {
+            TensorPrimitives.Divide(latents, _model.Info.VaeScalingFactor, _input.FloatSpan);
+        }
+        else
+        {
+            TensorPrimitives.Divide(latents, _model.Info.VaeScalingFactor, _scaled);
+            _input.Write(_scaled);
+        }
+        _decoder.Run(null, _inputNames, _inputs, _outputNames, _outputs);
+        Memory<float> pixels;
+        if (_output!.ElementType == TensorElementType.Float)
+        {
+            pixels = _output.FloatMemory;
+        }
+        else
+        {
+            _output.Read(_converted);
+            pixels = _converted;
+        }
+        int n = pixels.Length / count;
         for (int r = 0; r < count; r++)
         {
-            int n = pixels.Length / count;
-            if (!float.IsFinite(TensorPrimitives.Sum(pixels.Slice(r * n, n))))
+            if (!float.IsFinite(TensorPrimitives.Sum(pixels.Span.Slice(r * n, n))))
                 throw new InvalidOperationException($"The VAE decoder produced non-finite values (NaN or infinity) for batch row {r}.");
         }
+        return pixels;
     }
 
     public void Dispose()

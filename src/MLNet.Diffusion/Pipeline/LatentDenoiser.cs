@@ -136,11 +136,8 @@ internal sealed class LatentDenoiser : IDisposable
             Span<float> guided;
             if (_guidance)
             {
-                // Rows [0, n) are unconditional, [n, 2n) conditional: ε = ε_u + g·(ε_c − ε_u).
                 guided = _guided.AsSpan(0, half);
-                var uncond = prediction.Slice(0, half);
-                TensorPrimitives.Subtract(prediction.Slice(half, half), uncond, guided);
-                TensorPrimitives.MultiplyAdd(guided, _settings.GuidanceScale, uncond, guided);
+                CombineGuidance(prediction.Slice(0, 2 * half), _settings.GuidanceScale, guided);
             }
             else
             {
@@ -156,7 +153,19 @@ internal sealed class LatentDenoiser : IDisposable
         CheckFinite(latents, count, len, firstRow, timesteps.Length - 1, timesteps[^1]);
     }
 
-    private static void CheckFinite(ReadOnlySpan<float> values, int count, int len, long firstRow, int step, float t)
+    /// <summary>
+    /// Classifier-free guidance on a 2N batch: rows [0, n) of <paramref name="prediction"/> are unconditional, [n, 2n)
+    /// conditional; writes ε = ε_u + g·(ε_c − ε_u) into <paramref name="guided"/> (half the prediction's length).
+    /// </summary>
+    internal static void CombineGuidance(ReadOnlySpan<float> prediction, float guidanceScale, Span<float> guided)
+    {
+        int half = prediction.Length / 2;
+        var uncond = prediction.Slice(0, half);
+        TensorPrimitives.Subtract(prediction.Slice(half, half), uncond, guided);
+        TensorPrimitives.MultiplyAdd(guided, guidanceScale, uncond, guided);
+    }
+
+    internal static void CheckFinite(ReadOnlySpan<float> values, int count, int len, long firstRow, int step, float t)
     {
         for (int r = 0; r < count; r++)
         {

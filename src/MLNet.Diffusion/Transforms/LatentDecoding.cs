@@ -107,10 +107,9 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
         private readonly IChannel _channel;
         private readonly ValueGetter<VBuffer<float>> _latentsGetter;
         private readonly float[] _batchLatents;
-        private readonly float[][] _pixels;
         private readonly long[] _positions;
         private VBuffer<float> _buffer;
-        private float[] _batchPixels = Array.Empty<float>();
+        private ReadOnlyMemory<float> _batchPixels;
 
         private readonly int _latentHeight;
         private readonly int _latentWidth;
@@ -130,7 +129,6 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
             _channel = stage.StartChannel();
             _latentsGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
             _batchLatents = new float[stage.BatchSize * _latentLength];
-            _pixels = new float[stage.BatchSize][];
             _positions = new long[stage.BatchSize];
         }
 
@@ -146,30 +144,28 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
 
         public override void Process(int count)
         {
-            int len = _latentLength;
-            int plane = 3 * _width * _height;
-            if (_batchPixels.Length != count * plane)
-                _batchPixels = new float[count * plane];
-            _decoder.Decode(_batchLatents.AsSpan(0, count * len), count, _latentHeight, _latentWidth, _batchPixels);
-            for (int r = 0; r < count; r++)
-            {
-                var p = _pixels[r] ??= new float[plane];
-                _batchPixels.AsSpan(r * plane, plane).CopyTo(p);
-            }
+            // Rows are served straight from the decoder's output buffer (valid until the next batch): no per-row copies.
+            _batchPixels = _decoder.Decode(_batchLatents.AsSpan(0, count * _latentLength), count, _latentHeight, _latentWidth);
             _channel.Trace(MessageSensitivity.None, $"Decoded rows {_positions[0]}–{_positions[0] + count - 1}.");
         }
 
         public override Delegate MakeGetter(int outputIndex, Func<int> slot)
         {
             if (outputIndex == 0)
-                return (ValueGetter<MLImage>)((ref MLImage value) => value = ImageTensor.ToImage(_pixels[slot()], _width, _height));
+                return (ValueGetter<MLImage>)((ref MLImage value) => value = ImageTensor.ToImage(Row(slot()), _width, _height));
             return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
             {
-                var source = _pixels[slot()];
+                var source = Row(slot());
                 var editor = VBufferEditor.Create(ref value, source.Length);
-                source.AsSpan().CopyTo(editor.Values);
+                source.CopyTo(editor.Values);
                 value = editor.Commit();
             });
+        }
+
+        private ReadOnlySpan<float> Row(int slot)
+        {
+            int plane = 3 * _width * _height;
+            return _batchPixels.Span.Slice(slot * plane, plane);
         }
 
         public override void Dispose()

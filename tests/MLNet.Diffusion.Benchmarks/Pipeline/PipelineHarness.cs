@@ -1,0 +1,450 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.OnnxRuntime;
+using MLNet.Diffusion.Shapes;
+using static MLNet.Diffusion.Benchmarks.Pipeline.BenchSupport;
+
+namespace MLNet.Diffusion.Benchmarks.Pipeline;
+
+/// <summary>
+/// The whole-pipeline harness (issue 7): <c>dotnet run -c Release --project tests/MLNet.Diffusion.Benchmarks -- pipeline</c>.
+/// Plain stopwatch measurements on the Shapes model, each comparison interleaved within one run (medians reported),
+/// written as Markdown into docs/benchmarks.md between the pipeline markers.
+/// </summary>
+internal static class PipelineHarness
+{
+    public const string Command = "dotnet run -c Release --project tests/MLNet.Diffusion.Benchmarks -- pipeline";
+    private const string Begin = "<!-- pipeline-harness:begin -->";
+    private const string End = "<!-- pipeline-harness:end -->";
+
+    private sealed class Options
+    {
+        public int Reps { get; set; } = 9;
+        public int Size { get; set; } = 512;
+        public int Steps { get; set; } = 20;
+        public int EncodeRows { get; set; } = 256;
+        public int ScalingRows { get; set; } = 8;
+        public int MemoryImages { get; set; } = 200;
+        public int MemorySize { get; set; } = 128;
+        public string? Output { get; set; }
+        public HashSet<string> Sections { get; } = new(StringComparer.OrdinalIgnoreCase) { "overhead", "profile", "encode", "scaling", "steps", "memory" };
+        public string Invocation { get; set; } = Command;
+    }
+
+    public static int Run(string[] args)
+    {
+        var o = new Options();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
+            switch (args[i])
+            {
+                case "--reps": o.Reps = int.Parse(Next(), Inv); break;
+                case "--size": o.Size = int.Parse(Next(), Inv); break;
+                case "--steps": o.Steps = int.Parse(Next(), Inv); break;
+                case "--encode-rows": o.EncodeRows = int.Parse(Next(), Inv); break;
+                case "--memory-images": o.MemoryImages = int.Parse(Next(), Inv); break;
+                case "--memory-size": o.MemorySize = int.Parse(Next(), Inv); break;
+                case "--out": o.Output = Next(); break;
+                case "--only":
+                    o.Sections.Clear();
+                    foreach (string s in Next().Split(','))
+                        o.Sections.Add(s.Trim());
+                    break;
+                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --reps N, --size PX, --steps N, --encode-rows N, --memory-images N, --memory-size PX, --only overhead,profile,encode,scaling,steps,memory, --out FILE.");
+            }
+        }
+        if (args.Length > 0)
+            o.Invocation = Command + " " + string.Join(" ", args);
+        string output = o.Output ?? Path.Combine(RepositoryRoot(), "docs", "benchmarks.md");
+
+        var total = Stopwatch.StartNew();
+        string modelDir = ShapesModel.EnsureBuilt();
+        var ml = new MLContext(seed: 1);
+        using var sd = StableDiffusionModel.Load(ml, modelDir);
+        var md = new StringBuilder();
+        Header(md, o, sd, modelDir);
+
+        if (o.Sections.Contains("overhead"))
+            Overhead(md, ml, sd, o);
+        if (o.Sections.Contains("profile"))
+            StageProfile.Section(md, ml, sd, o.Size, o.Steps, o.Reps);
+        if (o.Sections.Contains("encode"))
+            EncodeVsOnnxTransformer(md, ml, sd, o);
+        if (o.Sections.Contains("scaling"))
+            BatchScaling(md, ml, sd, o);
+        if (o.Sections.Contains("steps"))
+            Steps(md, ml, sd, o);
+        if (o.Sections.Contains("memory"))
+            WorkingSet(md, o);
+
+        md.AppendLine(CultureInfo.InvariantCulture, $"Total harness time: {total.Elapsed.TotalSeconds:F0} s.");
+        Write(output, md.ToString());
+        Console.WriteLine(md.ToString());
+        Console.WriteLine($"Written to {output}");
+        return 0;
+    }
+
+    private static void Header(StringBuilder md, Options o, StableDiffusionModel sd, string modelDir)
+    {
+        string cpu = "unknown CPU";
+        try
+        {
+            cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
+        }
+        catch (IOException)
+        {
+        }
+        md.AppendLine("## Whole pipeline (Shapes model, CPU)");
+        md.AppendLine();
+        md.AppendLine("```bash");
+        md.AppendLine(o.Invocation);
+        md.AppendLine("```");
+        md.AppendLine();
+        md.AppendLine("| | |");
+        md.AppendLine("|---|---|");
+        md.AppendLine(Inv, $"| date (UTC) | {DateTime.UtcNow:yyyy-MM-dd HH:mm} |");
+        md.AppendLine(Inv, $"| machine | {Environment.ProcessorCount} logical cores visible ({cpu}), {RuntimeInformation.OSDescription} {RuntimeInformation.OSArchitecture} |");
+        md.AppendLine(Inv, $"| .NET | {RuntimeInformation.FrameworkDescription}, Server GC {System.Runtime.GCSettings.IsServerGC}, tiered PGO default |");
+        md.AppendLine(Inv, $"| ONNX Runtime | {OrtEnv.Instance().GetVersionString()} (CPU execution provider, default intra-op threads) |");
+        md.AppendLine(Inv, $"| model | Shapes ({Path.GetFileName(modelDir)}): text encoder D = {sd.Info.HiddenSize}, {sd.Info.LatentChannels} latent channels, VAE factor {sd.Info.VaeSpatialFactor}, scheduler {sd.Info.SchedulerConfig.ClassName} |");
+        md.AppendLine(Inv, $"| settings | {o.Size}×{o.Size}, {o.Steps} steps, guidance 7.5 (2N UNet batch); {o.Reps} interleaved repetitions per comparison after one warm-up, medians |");
+        md.AppendLine();
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    private sealed class LastStep : IProgress<DenoiseProgress>
+    {
+        public double UnetLoopMs { get; private set; }
+
+        public void Report(DenoiseProgress value)
+        {
+            if (value.Step == value.TotalSteps)
+                UnetLoopMs = value.Elapsed.TotalMilliseconds;
+        }
+    }
+
+    private static void Overhead(StringBuilder md, MLContext ml, StableDiffusionModel sd, Options o)
+    {
+        md.AppendLine("### Overhead: ML.NET stages vs the same ONNX calls made directly");
+        md.AppendLine();
+        md.AppendLine("ML.NET = a cursor reading the `Image` column of EncodePrompt → DenoiseLatents → DecodeLatents over N rows "
+            + "(every stage at BatchSize N, seeds from a column, each MLImage disposed). Raw = exactly the ONNX calls that run makes "
+            + "(checked with the components' run counters): text encoder on the N prompts and on the empty prompt, "
+            + $"{o.Steps}× UNet on the 2N guidance batch, VAE decoder on N latents, as `InferenceSession.Run` with OrtValues on prepared inputs, "
+            + "same sessions. Shares are of the ML.NET time: each ONNX component's raw median time; *other* is the rest "
+            + "(tokenizing, scheduler, guidance combine, finite checks, copies, image conversion, cursor). "
+            + "*UNet loop in ML.NET* is the denoiser's own elapsed time at its last step (UNet calls plus scheduler and guidance).");
+        md.AppendLine();
+        md.AppendLine("| N | ML.NET ms | raw ms | ratio | text encoder | UNet loop | VAE | other | UNet loop in ML.NET ms | target ≤ 1.05 |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+        var raw = new List<string>();
+        foreach (int n in new[] { 1, 4 })
+        {
+            var data = Rows(ml, n);
+            var progress = new LastStep();
+            var pipeline = Generation(ml, sd, data, n, o.Size, o.Steps, progress);
+            using var direct = new RawOnnxPipeline(sd, n, o.Size, o.Steps);
+
+            // Warm-up, and the call counts that make the comparison exact.
+            long te0 = sd.TextEncoder.RunCount, u0 = sd.Unet.RunCount, v0 = sd.VaeDecoder.RunCount;
+            Generate(pipeline, data);
+            string counts = $"{sd.TextEncoder.RunCount - te0}/{sd.Unet.RunCount - u0}/{sd.VaeDecoder.RunCount - v0}";
+            if (counts != $"2/{o.Steps}/1")
+                throw new InvalidOperationException($"The ML.NET run made text encoder/UNet/VAE calls {counts}, not 2/{o.Steps}/1: the raw baseline would not be the same calls.");
+            direct.Run();
+
+            var s = new Samples();
+            for (int rep = 0; rep < o.Reps; rep++)
+            {
+                void MlNet()
+                {
+                    s.Add("ml", Ms(() => Generate(pipeline, data)));
+                    s.Add("mlunet", progress.UnetLoopMs);
+                }
+                void Raw()
+                {
+                    var r = direct.Run();
+                    s.Add("raw", r.Total);
+                    s.Add("te", r.TextEncoder);
+                    s.Add("unet", r.Unet);
+                    s.Add("vae", r.Vae);
+                }
+                if (rep % 2 == 0) { MlNet(); Raw(); } else { Raw(); MlNet(); }
+                s.Add("ratio", s["ml"][^1] / s["raw"][^1]);
+                Console.WriteLine(string.Create(Inv, $"overhead N={n} rep {rep}: ML.NET {s["ml"][^1]:F1} ms, raw {s["raw"][^1]:F1} ms"));
+            }
+            double mlMs = s.Median("ml"), rawMs = s.Median("raw");
+            double te = s.Median("te"), unet = s.Median("unet"), vae = s.Median("vae");
+            double ratio = mlMs / rawMs;
+            string Pct(double v) => F(100 * v / mlMs) + " %";
+            md.AppendLine(Inv, $"| {n} | {F(mlMs)} | {F(rawMs)} | **{F(ratio, 3)}** | {Pct(te)} | {Pct(unet)} | {Pct(vae)} | {Pct(mlMs - te - unet - vae)} | {F(s.Median("mlunet"))} | {(ratio <= 1.05 ? "met" : "missed")} |");
+            raw.Add($"- N = {n}: ML.NET ms [{Raw(s["ml"])}]; raw ms [{Raw(s["raw"])}] (text encoder [{Raw(s["te"], 2)}], UNet loop [{Raw(s["unet"])}], VAE [{Raw(s["vae"], 2)}]); "
+                + $"per-repetition ratios [{Raw(s["ratio"], 3)}] (median {F(s.Median("ratio"), 3)}); UNet loop in ML.NET [{Raw(s["mlunet"])}]; calls per generation text encoder/UNet/VAE = {counts}.");
+        }
+        md.AppendLine();
+        md.AppendLine("Raw figures:");
+        md.AppendLine();
+        foreach (string line in raw)
+            md.AppendLine(line);
+        md.AppendLine();
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    private sealed class IdsRow
+    {
+        [VectorType(77)]
+        [ColumnName("input_ids")]
+        public int[] Ids { get; set; } = Array.Empty<int>();
+    }
+
+    private static void EncodeVsOnnxTransformer(StringBuilder md, MLContext ml, StableDiffusionModel sd, Options o)
+    {
+        int rows = o.EncodeRows, l = sd.Info.SequenceLength;
+        var prompts = Prompts();
+        var texts = Enumerable.Range(0, rows).Select(i => new PromptRow { Prompt = prompts[i % prompts.Length] }).ToArray();
+        var ids = texts.Select(t =>
+        {
+            var a = new int[l];
+            sd.Tokenizer.EncodeToFixedLength(t.Prompt, a);
+            return new IdsRow { Ids = a };
+        }).ToArray();
+        var textData = ml.Data.LoadFromEnumerable(texts);
+        var idData = ml.Data.LoadFromEnumerable(ids);
+        string modelFile = sd.TextEncoder.Path;
+
+        var encode8 = ml.Transforms.EncodePrompt(sd, new EncodePromptOptions { OutputColumnName = "Embeddings", InputColumnName = "Prompt", BatchSize = 8 }).Fit(textData);
+        var encode1 = ml.Transforms.EncodePrompt(sd, new EncodePromptOptions { OutputColumnName = "Embeddings", InputColumnName = "Prompt", BatchSize = 1 }).Fit(textData);
+        var onnx = ml.Transforms.ApplyOnnxModel(new[] { "last_hidden_state" }, new[] { "input_ids" }, modelFile,
+            shapeDictionary: new Dictionary<string, int[]> { ["input_ids"] = new[] { 1, l } }, gpuDeviceId: null, fallbackToCpu: false).Fit(idData);
+
+        double ReadAll(ITransformer t, IDataView data, string column) => Ms(() =>
+        {
+            var view = t.Transform(data);
+            var c = view.Schema[column];
+            using var cursor = view.GetRowCursor(new[] { c });
+            var getter = cursor.GetGetter<VBuffer<float>>(c);
+            VBuffer<float> value = default;
+            int n = 0;
+            while (cursor.MoveNext())
+            {
+                getter(ref value);
+                n++;
+            }
+            if (n != rows || value.Length == 0)
+                throw new InvalidOperationException($"Read {n} rows of {value.Length} values.");
+        });
+
+        var runs = new (string Name, Func<double> Run)[]
+        {
+            ("EncodePrompt BatchSize 8 (default)", () => ReadAll(encode8, textData, "Embeddings")),
+            ("EncodePrompt BatchSize 1", () => ReadAll(encode1, textData, "Embeddings")),
+            ("ApplyOnnxModel (OnnxTransformer)", () => ReadAll(onnx, idData, "last_hidden_state")),
+        };
+        foreach (var r in runs)
+            r.Run(); // warm-up
+        var s = new Samples();
+        for (int rep = 0; rep < o.Reps; rep++)
+            for (int k = 0; k < runs.Length; k++)
+            {
+                var r = runs[(k + rep) % runs.Length];
+                s.Add(r.Name, r.Run());
+            }
+        double baseline = rows * 1000 / s.Median(runs[2].Name);
+        md.AppendLine("### EncodePrompt vs ApplyOnnxModel on the same text encoder");
+        md.AppendLine();
+        md.AppendLine($"{rows} rows of distinct prompts; EncodePrompt reads the text (tokenizes, encodes prompt and empty prompt, outputs [2, 77, D]); "
+            + "ApplyOnnxModel reads the same prompts' token ids (tokenized beforehand) into the same text_encoder/model.onnx and outputs last_hidden_state [77, D]. "
+            + "A cursor reads every row's output column. Rows per second = rows ÷ median time.");
+        md.AppendLine();
+        md.AppendLine("| stage | median ms | rows/s | vs ApplyOnnxModel | raw ms |");
+        md.AppendLine("|---|---|---|---|---|");
+        foreach (var r in runs)
+        {
+            double rps = rows * 1000 / s.Median(r.Name);
+            md.AppendLine(Inv, $"| {r.Name} | {F(s.Median(r.Name))} | {F(rps, 0)} | {F(rps / baseline, 2)}× | {Raw(s[r.Name])} |");
+        }
+        md.AppendLine();
+        md.AppendLine(Inv, $"Target ≥ 2× (EncodePrompt at its default batch size): {(rows * 1000 / s.Median(runs[0].Name) / baseline >= 2 ? "met" : "missed")}.");
+        md.AppendLine();
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    private static void BatchScaling(StringBuilder md, MLContext ml, StableDiffusionModel sd, Options o)
+    {
+        int rows = o.ScalingRows;
+        var data = Rows(ml, rows);
+        int[] batches = { 1, 2, 4, 8 };
+        var pipelines = batches.ToDictionary(b => b, b => Generation(ml, sd, data, b, o.Size, o.Steps));
+        foreach (int b in batches)
+            Generate(pipelines[b], data);
+        var s = new Samples();
+        int reps = Math.Max(3, o.Reps - 2);
+        for (int rep = 0; rep < reps; rep++)
+            for (int k = 0; k < batches.Length; k++)
+            {
+                int b = batches[(k + rep) % batches.Length];
+                s.Add(b.ToString(Inv), Ms(() => Generate(pipelines[b], data)));
+                Console.WriteLine(string.Create(Inv, $"scaling batch {b} rep {rep}: {s[b.ToString(Inv)][^1]:F0} ms"));
+            }
+        md.AppendLine("### Batch scaling");
+        md.AppendLine();
+        md.AppendLine(Inv, $"{rows} images of {o.Size}×{o.Size}, {o.Steps} steps, guidance 7.5 through the three stages, each at the given BatchSize; {reps} interleaved repetitions.");
+        md.AppendLine();
+        md.AppendLine("| BatchSize | median ms for the images | images/s | vs BatchSize 1 | raw ms |");
+        md.AppendLine("|---|---|---|---|---|");
+        double one = rows * 1000 / s.Median("1");
+        foreach (int b in batches)
+        {
+            string key = b.ToString(Inv);
+            double ips = rows * 1000 / s.Median(key);
+            md.AppendLine(Inv, $"| {b} | {F(s.Median(key))} | {F(ips, 2)} | {F(ips / one, 2)}× | {Raw(s[key], 0)} |");
+        }
+        md.AppendLine();
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    private static void Steps(StringBuilder md, MLContext ml, StableDiffusionModel sd, Options o)
+    {
+        md.AppendLine("### Managed allocations per denoising step (steady state)");
+        md.AppendLine();
+        md.AppendLine($"`GC.GetAllocatedBytesForCurrentThread()` around the steps of LatentDenoiser's second run ({o.Size}×{o.Size}, {o.Steps} steps, guidance, the stage's channel), "
+            + "and around each part alone on the same shapes (averaged over the step count). Schedulers: a fresh clone per pass as LatentDenoiser makes per batch; second pass measured.");
+        md.AppendLine();
+        md.AppendLine("| N | whole step: median bytes (min–max over steps 2…" + o.Steps + ") | part | bytes per call |");
+        md.AppendLine("|---|---|---|---|");
+        var schedulerLines = new List<string>();
+        foreach (int n in new[] { 1, 4 })
+        {
+            var r = StepAllocations.Measure(ml, sd, n, o.Size, o.Steps);
+            string whole = $"{Median(r.WholeStep.Select(v => (double)v).ToArray()):F0} ({r.WholeStep.Min()}–{r.WholeStep.Max()})";
+            bool first = true;
+            foreach (var (name, bytes) in r.Parts)
+            {
+                md.AppendLine(Inv, $"| {(first ? n.ToString(Inv) : "")} | {(first ? whole : "")} | {name} | {bytes} |");
+                first = false;
+            }
+            schedulerLines.Add($"| {n} | " + string.Join(" | ", r.Schedulers.Select(x => $"{x.Steady} ({x.Warmup})")) + " |");
+            if (n == 1)
+            {
+                schedulerLines.Insert(0, "| N | " + string.Join(" | ", r.Schedulers.Select(x => x.Name)) + " |");
+                schedulerLines.Insert(1, "|---|" + string.Concat(r.Schedulers.Select(_ => "---|")));
+            }
+        }
+        md.AppendLine();
+        md.AppendLine($"Scheduler ScaleModelInput + Step: largest bytes of one step from step {StepAllocations.SteadyFrom + 1} on (target 0), and in parentheses the total of steps 1…{StepAllocations.SteadyFrom} "
+            + "(scratch buffers and multistep history, allocated once per scheduler clone, i.e. once per batch):");
+        md.AppendLine();
+        foreach (string line in schedulerLines)
+            md.AppendLine(line);
+        md.AppendLine();
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    private static void WorkingSet(StringBuilder md, Options o)
+    {
+        // A child process, so that the peak working set is this generation's alone.
+        var psi = new ProcessStartInfo(Environment.ProcessPath!)
+        {
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
+            psi.ArgumentList.Add(typeof(PipelineHarness).Assembly.Location);
+        foreach (string a in new[] { "pipeline-memory", o.MemoryImages.ToString(Inv), o.MemorySize.ToString(Inv), o.Steps.ToString(Inv) })
+            psi.ArgumentList.Add(a);
+        using var child = Process.Start(psi)!;
+        string text = child.StandardOutput.ReadToEnd();
+        child.WaitForExit();
+        Console.Write(text);
+        string? result = text.Split('\n').LastOrDefault(l => l.StartsWith("MEMORY ", StringComparison.Ordinal));
+        md.AppendLine("### Working set while generating " + o.MemoryImages + " images in a row");
+        md.AppendLine();
+        md.AppendLine($"A child process (`pipeline-memory`) loads the model and reads {o.MemoryImages} images of {o.MemorySize}×{o.MemorySize} "
+            + $"({o.Steps} steps, guidance 7.5, DenoiseLatents BatchSize 4, other stages at their defaults) through one cursor, disposing each image. "
+            + "Working set sampled after every batch of 4 images (`Process.WorkingSet64`); peak = `Process.PeakWorkingSet64` at the end.");
+        md.AppendLine();
+        if (result is null)
+        {
+            md.AppendLine("The child process produced no result (exit code " + child.ExitCode + ").");
+        }
+        else
+        {
+            var f = result.Substring(7).Split(' ').Select(kv => kv.Split('=')).ToDictionary(kv => kv[0], kv => kv[1]);
+            md.AppendLine("| images | seconds | WS after batch 1 MiB | max WS sampled after batch 1 MiB | WS at end MiB | peak WS MiB | managed heap at end MiB | gen0/1/2 GCs |");
+            md.AppendLine("|---|---|---|---|---|---|---|---|");
+            md.AppendLine($"| {f["images"]} | {f["seconds"]} | {f["ws1"]} | {f["wsmax"]} | {f["wsend"]} | {f["peak"]} | {f["heap"]} | {f["gcs"]} |");
+            md.AppendLine();
+            md.AppendLine("Working set after each batch (MiB): " + f["trace"].Replace(",", ", ", StringComparison.Ordinal) + ".");
+        }
+        md.AppendLine();
+    }
+
+    /// <summary>The child of <see cref="WorkingSet"/>: arguments images, size, steps.</summary>
+    public static int MemoryChild(string[] args)
+    {
+        int images = int.Parse(args[0], Inv), size = int.Parse(args[1], Inv), steps = int.Parse(args[2], Inv);
+        const int batch = 4;
+        var ml = new MLContext(seed: 1);
+        using var sd = StableDiffusionModel.Load(ml, ShapesModel.EnsureBuilt());
+        var data = Rows(ml, images);
+        var pipeline = ml.Transforms.EncodePrompt(sd, "Embeddings", "Prompt")
+            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions
+            {
+                Steps = steps, GuidanceScale = 7.5f, Width = size, Height = size, SeedColumnName = "Seed", BatchSize = batch,
+            }))
+            .Append(ml.Transforms.DecodeLatents(sd, "Image", "Latents"))
+            .Fit(data);
+        using var self = Process.GetCurrentProcess();
+        var trace = new List<long>();
+        long Ws()
+        {
+            self.Refresh();
+            return self.WorkingSet64;
+        }
+        var sw = Stopwatch.StartNew();
+        int n = Generate(pipeline, data, row =>
+        {
+            if (row % batch == 0)
+                trace.Add(Ws());
+        });
+        double seconds = sw.Elapsed.TotalSeconds;
+        long end = Ws();
+        self.Refresh();
+        static string Mib(long bytes) => (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
+        string gcs = $"{GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}";
+        // Every 5th sample keeps the line short; the first and last are always there.
+        var shown = trace.Where((_, i) => i % 5 == 0 || i == trace.Count - 1).Select(Mib);
+        Console.WriteLine($"MEMORY images={n} seconds={seconds.ToString("F1", CultureInfo.InvariantCulture)} ws1={Mib(trace[0])} wsmax={Mib(trace.Max())} "
+            + $"wsend={Mib(end)} peak={Mib(self.PeakWorkingSet64)} heap={Mib(GC.GetTotalMemory(false))} gcs={gcs} trace={string.Join(",", shown)}");
+        return 0;
+    }
+
+    private static void Write(string path, string section)
+    {
+        string block = Begin + "\n" + section.TrimEnd() + "\n" + End + "\n";
+        string text;
+        if (File.Exists(path))
+        {
+            string existing = File.ReadAllText(path);
+            int b = existing.IndexOf(Begin, StringComparison.Ordinal), e = existing.IndexOf(End, StringComparison.Ordinal);
+            text = b >= 0 && e > b
+                ? existing.Substring(0, b) + block + existing.Substring(e + End.Length).TrimStart('\n')
+                : existing.TrimEnd() + "\n\n" + block;
+        }
+        else
+        {
+            text = "# Benchmarks\n\nWhole pipeline (this file's tables below are written by it):\n\n```bash\n" + Command + "\n```\n\n" + block;
+        }
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        File.WriteAllText(path, text);
+    }
+}
