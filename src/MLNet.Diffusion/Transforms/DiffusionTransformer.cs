@@ -118,6 +118,14 @@ internal abstract class StageWorker : IDisposable
     public virtual void Dispose()
     {
     }
+
+    /// <summary>Copies <paramref name="source"/> into a vector value, reusing its buffer (the one VBuffer write of all stages).</summary>
+    public static void WriteVector(ReadOnlySpan<float> source, ref VBuffer<float> value)
+    {
+        var editor = VBufferEditor.Create(ref value, source.Length);
+        source.CopyTo(editor.Values);
+        value = editor.Commit();
+    }
 }
 
 /// <summary>

@@ -155,10 +155,7 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
                 return (ValueGetter<MLImage>)((ref MLImage value) => value = ImageTensor.ToImage(Row(slot()), _width, _height));
             return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
             {
-                var source = Row(slot());
-                var editor = VBufferEditor.Create(ref value, source.Length);
-                source.CopyTo(editor.Values);
-                value = editor.Commit();
+                WriteVector(Row(slot()), ref value);
             });
         }
 

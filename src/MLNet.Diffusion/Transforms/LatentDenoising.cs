@@ -263,12 +263,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 
         public override Delegate MakeGetter(int outputIndex, Func<int> slot) =>
             (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
-            {
-                var source = _latents[slot()];
-                var editor = VBufferEditor.Create(ref value, source.Length);
-                source.AsSpan().CopyTo(editor.Values);
-                value = editor.Commit();
-            });
+                WriteVector(_latents[slot()], ref value));
 
         public override void Dispose()
         {

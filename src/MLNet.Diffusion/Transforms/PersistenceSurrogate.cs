@@ -315,12 +315,7 @@ internal sealed class SettableRow : DataViewRow
             return (ValueGetter<TValue>)(Delegate)(ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = ((string?)_values[i] ?? string.Empty).AsMemory());
         if (typeof(TValue) == typeof(VBuffer<float>))
             return (ValueGetter<TValue>)(Delegate)(ValueGetter<VBuffer<float>>)((ref VBuffer<float> v) =>
-            {
-                var source = (float[]?)_values[i] ?? Array.Empty<float>();
-                var editor = VBufferEditor.Create(ref v, source.Length);
-                source.AsSpan().CopyTo(editor.Values);
-                v = editor.Commit();
-            });
+                StageWorker.WriteVector((float[]?)_values[i] ?? Array.Empty<float>(), ref v));
         if (typeof(TValue) == typeof(long))
             return (ValueGetter<TValue>)(Delegate)(ValueGetter<long>)((ref long v) => v = (long)(_values[i] ?? 0L));
         throw new InvalidOperationException($"Column '{column.Name}' cannot be read as {typeof(TValue).Name}.");

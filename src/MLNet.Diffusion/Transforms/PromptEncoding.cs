@@ -272,16 +272,10 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         public override Delegate MakeGetter(int outputIndex, Func<int> slot)
         {
             if (outputIndex == 0)
-                return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => Write(_embeddings[slot()], ref value));
-            return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => Write(_pooled[slot()], ref value));
+                return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => WriteVector(_embeddings[slot()], ref value));
+            return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => WriteVector(_pooled[slot()], ref value));
         }
 
-        private static void Write(float[] source, ref VBuffer<float> value)
-        {
-            var editor = VBufferEditor.Create(ref value, source.Length);
-            source.AsSpan().CopyTo(editor.Values);
-            value = editor.Commit();
-        }
 
         public override void Dispose()
         {
