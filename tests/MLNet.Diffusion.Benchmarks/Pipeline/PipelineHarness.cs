@@ -27,7 +27,7 @@ internal static class PipelineHarness
 
     private sealed class Options
     {
-        public int Reps { get; set; } = 9;
+        public int Reps { get; set; } = 8;
         public int Size { get; set; } = 512;
         public int Steps { get; set; } = 20;
         public int EncodeRows { get; set; } = 256;
@@ -116,7 +116,7 @@ internal static class PipelineHarness
         md.AppendLine(Inv, $"| .NET | {RuntimeInformation.FrameworkDescription}, Server GC {System.Runtime.GCSettings.IsServerGC}, tiered PGO default |");
         md.AppendLine(Inv, $"| ONNX Runtime | {OrtEnv.Instance().GetVersionString()} (CPU execution provider, default intra-op threads) |");
         md.AppendLine(Inv, $"| model | Shapes ({Path.GetFileName(modelDir)}): text encoder D = {sd.Info.HiddenSize}, {sd.Info.LatentChannels} latent channels, VAE factor {sd.Info.VaeSpatialFactor}, scheduler {sd.Info.SchedulerConfig.ClassName} |");
-        md.AppendLine(Inv, $"| settings | {o.Size}×{o.Size}, {o.Steps} steps, guidance 7.5 (2N UNet batch); {o.Reps} interleaved repetitions per comparison after one warm-up, medians |");
+        md.AppendLine(Inv, $"| settings | {o.Size}×{o.Size}, {o.Steps} steps, guidance 7.5 (2N UNet batch); {o.Reps} interleaved repetitions per comparison after one warm-up (overhead and profile: ABBA order within each repetition), medians |");
         md.AppendLine();
     }
 
@@ -144,8 +144,8 @@ internal static class PipelineHarness
             + "(tokenizing, scheduler, guidance combine, finite checks, copies, image conversion, cursor). "
             + "*UNet loop in ML.NET* is the denoiser's own elapsed time at its last step (UNet calls plus scheduler and guidance).");
         md.AppendLine();
-        md.AppendLine("| N | ML.NET ms | raw ms | ratio | text encoder | UNet loop | VAE | other | UNet loop in ML.NET ms | target ≤ 1.05 |");
-        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+        md.AppendLine("| N | ML.NET ms | raw ms | ratio of medians | median of per-rep ratios | ratio of minima | text encoder | UNet loop | VAE | other | UNet loop in ML.NET ms | target ≤ 1.05 |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
         var raw = new List<string>();
         foreach (int n in new[] { 1, 4 })
         {
@@ -165,28 +165,37 @@ internal static class PipelineHarness
             var s = new Samples();
             for (int rep = 0; rep < o.Reps; rep++)
             {
+                // ABBA within each repetition (ML.NET, raw, raw, ML.NET; mirrored on odd repetitions), each figure the mean
+                // of its two runs: cancels the order effect (the first run after a switch is slower here) and linear drift.
+                double aMl = 0, aMlUnet = 0, aRaw = 0, aTe = 0, aUnet = 0, aVae = 0;
                 void MlNet()
                 {
-                    s.Add("ml", Ms(() => Generate(pipeline, data)));
-                    s.Add("mlunet", progress.UnetLoopMs);
+                    aMl += Ms(() => Generate(pipeline, data)) / 2;
+                    aMlUnet += progress.UnetLoopMs / 2;
                 }
                 void Raw()
                 {
                     var r = direct.Run();
-                    s.Add("raw", r.Total);
-                    s.Add("te", r.TextEncoder);
-                    s.Add("unet", r.Unet);
-                    s.Add("vae", r.Vae);
+                    aRaw += r.Total / 2;
+                    aTe += r.TextEncoder / 2;
+                    aUnet += r.Unet / 2;
+                    aVae += r.Vae / 2;
                 }
-                if (rep % 2 == 0) { MlNet(); Raw(); } else { Raw(); MlNet(); }
-                s.Add("ratio", s["ml"][^1] / s["raw"][^1]);
+                if (rep % 2 == 0) { MlNet(); Raw(); Raw(); MlNet(); } else { Raw(); MlNet(); MlNet(); Raw(); }
+                s.Add("ml", aMl);
+                s.Add("mlunet", aMlUnet);
+                s.Add("raw", aRaw);
+                s.Add("te", aTe);
+                s.Add("unet", aUnet);
+                s.Add("vae", aVae);
+                s.Add("ratio", aMl / aRaw);
                 Console.WriteLine(string.Create(Inv, $"overhead N={n} rep {rep}: ML.NET {s["ml"][^1]:F1} ms, raw {s["raw"][^1]:F1} ms"));
             }
             double mlMs = s.Median("ml"), rawMs = s.Median("raw");
             double te = s.Median("te"), unet = s.Median("unet"), vae = s.Median("vae");
             double ratio = mlMs / rawMs;
             string Pct(double v) => F(100 * v / mlMs) + " %";
-            md.AppendLine(Inv, $"| {n} | {F(mlMs)} | {F(rawMs)} | **{F(ratio, 3)}** | {Pct(te)} | {Pct(unet)} | {Pct(vae)} | {Pct(mlMs - te - unet - vae)} | {F(s.Median("mlunet"))} | {(ratio <= 1.05 ? "met" : "missed")} |");
+            md.AppendLine(Inv, $"| {n} | {F(mlMs)} | {F(rawMs)} | **{F(ratio, 3)}** | {F(s.Median("ratio"), 3)} | {F(s["ml"].Min() / s["raw"].Min(), 3)} | {Pct(te)} | {Pct(unet)} | {Pct(vae)} | {Pct(mlMs - te - unet - vae)} | {F(s.Median("mlunet"))} | {(ratio <= 1.05 ? "met" : "missed")} |");
             raw.Add($"- N = {n}: ML.NET ms [{Raw(s["ml"])}]; raw ms [{Raw(s["raw"])}] (text encoder [{Raw(s["te"], 2)}], UNet loop [{Raw(s["unet"])}], VAE [{Raw(s["vae"], 2)}]); "
                 + $"per-repetition ratios [{Raw(s["ratio"], 3)}] (median {F(s.Median("ratio"), 3)}); UNet loop in ML.NET [{Raw(s["mlunet"])}]; calls per generation text encoder/UNet/VAE = {counts}.");
         }
@@ -299,14 +308,14 @@ internal static class PipelineHarness
         md.AppendLine();
         md.AppendLine(Inv, $"{rows} images of {o.Size}×{o.Size}, {o.Steps} steps, guidance 7.5 through the three stages, each at the given BatchSize; {reps} interleaved repetitions.");
         md.AppendLine();
-        md.AppendLine("| BatchSize | median ms for the images | images/s | vs BatchSize 1 | raw ms |");
-        md.AppendLine("|---|---|---|---|---|");
+        md.AppendLine("| BatchSize | median ms for the images | images/s (median) | vs BatchSize 1 | images/s (best rep) | raw ms |");
+        md.AppendLine("|---|---|---|---|---|---|");
         double one = rows * 1000 / s.Median("1");
         foreach (int b in batches)
         {
             string key = b.ToString(Inv);
             double ips = rows * 1000 / s.Median(key);
-            md.AppendLine(Inv, $"| {b} | {F(s.Median(key))} | {F(ips, 2)} | {F(ips / one, 2)}× | {Raw(s[key], 0)} |");
+            md.AppendLine(Inv, $"| {b} | {F(s.Median(key))} | {F(ips, 2)} | {F(ips / one, 2)}× | {F(rows * 1000 / s[key].Min(), 2)} | {Raw(s[key], 0)} |");
         }
         md.AppendLine();
     }
@@ -351,40 +360,46 @@ internal static class PipelineHarness
     // ---------------------------------------------------------------------------------------------------------------
     private static void WorkingSet(StringBuilder md, Options o)
     {
-        // A child process, so that the peak working set is this generation's alone.
-        var psi = new ProcessStartInfo(Environment.ProcessPath!)
-        {
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
-            psi.ArgumentList.Add(typeof(PipelineHarness).Assembly.Location);
-        foreach (string a in new[] { "pipeline-memory", o.MemoryImages.ToString(Inv), o.MemorySize.ToString(Inv), o.Steps.ToString(Inv) })
-            psi.ArgumentList.Add(a);
-        using var child = Process.Start(psi)!;
-        string text = child.StandardOutput.ReadToEnd();
-        child.WaitForExit();
-        Console.Write(text);
-        string? result = text.Split('\n').LastOrDefault(l => l.StartsWith("MEMORY ", StringComparison.Ordinal));
         md.AppendLine("### Working set while generating " + o.MemoryImages + " images in a row");
         md.AppendLine();
         md.AppendLine($"A child process (`pipeline-memory`) loads the model and reads {o.MemoryImages} images of {o.MemorySize}×{o.MemorySize} "
             + $"({o.Steps} steps, guidance 7.5, DenoiseLatents BatchSize 4, other stages at their defaults) through one cursor, disposing each image. "
-            + "Working set sampled after every batch of 4 images (`Process.WorkingSet64`); peak = `Process.PeakWorkingSet64` at the end.");
+            + "Working set sampled after every batch of 4 images (`Process.WorkingSet64`); peak = `Process.PeakWorkingSet64` at the end; "
+            + "allocated = `GC.GetTotalAllocatedBytes` during the generation; committed = `GC.GetGCMemoryInfo().TotalCommittedBytes`. "
+            + "Run twice: with the default GC settings, and with the gen0 budget capped at 4 MiB (`DOTNET_GCgen0size=0x400000`), "
+            + "which separates garbage not yet collected from memory that is kept.");
         md.AppendLine();
-        if (result is null)
+        md.AppendLine("| GC | images | seconds | WS after batch 1 MiB | max WS after batch 1 MiB | WS at end MiB | peak WS MiB | allocated MiB | committed after batch 1 / end MiB | gen0/1/2 GCs |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+        var traces = new List<string>();
+        foreach (var (label, gen0) in new[] { ("default", (string?)null), ("gen0 budget 4 MiB", "0x400000") })
         {
-            md.AppendLine("The child process produced no result (exit code " + child.ExitCode + ").");
-        }
-        else
-        {
+            var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
+            if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
+                psi.ArgumentList.Add(typeof(PipelineHarness).Assembly.Location);
+            foreach (string a in new[] { "pipeline-memory", o.MemoryImages.ToString(Inv), o.MemorySize.ToString(Inv), o.Steps.ToString(Inv) })
+                psi.ArgumentList.Add(a);
+            if (gen0 is not null)
+                psi.Environment["DOTNET_GCgen0size"] = gen0;
+            using var child = Process.Start(psi)!;
+            string text = child.StandardOutput.ReadToEnd();
+            child.WaitForExit();
+            Console.Write(text);
+            string? result = text.Split('\n').LastOrDefault(l => l.StartsWith("MEMORY ", StringComparison.Ordinal));
+            if (result is null)
+            {
+                md.AppendLine($"| {label} | the child process produced no result (exit code {child.ExitCode}) |");
+                continue;
+            }
             var f = result.Substring(7).Split(' ').Select(kv => kv.Split('=')).ToDictionary(kv => kv[0], kv => kv[1]);
-            md.AppendLine("| images | seconds | WS after batch 1 MiB | max WS sampled after batch 1 MiB | WS at end MiB | peak WS MiB | managed heap at end MiB | gen0/1/2 GCs |");
-            md.AppendLine("|---|---|---|---|---|---|---|---|");
-            md.AppendLine($"| {f["images"]} | {f["seconds"]} | {f["ws1"]} | {f["wsmax"]} | {f["wsend"]} | {f["peak"]} | {f["heap"]} | {f["gcs"]} |");
-            md.AppendLine();
-            md.AppendLine("Working set after each batch (MiB): " + f["trace"].Replace(",", ", ", StringComparison.Ordinal) + ".");
+            md.AppendLine($"| {label} | {f["images"]} | {f["seconds"]} | {f["ws1"]} | {f["wsmax"]} | {f["wsend"]} | {f["peak"]} | {f["allocated"]} | {f["committed1"]} / {f["committed"]} | {f["gcs"]} |");
+            traces.Add($"- {label}: " + f["trace"].Replace(",", ", ", StringComparison.Ordinal));
         }
+        md.AppendLine();
+        md.AppendLine("Working set after every 5th batch (MiB):");
+        md.AppendLine();
+        foreach (string t in traces)
+            md.AppendLine(t);
         md.AppendLine();
     }
 
@@ -405,6 +420,8 @@ internal static class PipelineHarness
             .Fit(data);
         using var self = Process.GetCurrentProcess();
         var trace = new List<long>();
+        long committed1 = 0;
+        long allocated0 = GC.GetTotalAllocatedBytes(precise: true);
         long Ws()
         {
             self.Refresh();
@@ -415,8 +432,11 @@ internal static class PipelineHarness
         {
             if (row % batch == 0)
                 trace.Add(Ws());
+            if (row == batch)
+                committed1 = GC.GetGCMemoryInfo().TotalCommittedBytes;
         });
         double seconds = sw.Elapsed.TotalSeconds;
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated0;
         long end = Ws();
         self.Refresh();
         static string Mib(long bytes) => (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
@@ -424,7 +444,8 @@ internal static class PipelineHarness
         // Every 5th sample keeps the line short; the first and last are always there.
         var shown = trace.Where((_, i) => i % 5 == 0 || i == trace.Count - 1).Select(Mib);
         Console.WriteLine($"MEMORY images={n} seconds={seconds.ToString("F1", CultureInfo.InvariantCulture)} ws1={Mib(trace[0])} wsmax={Mib(trace.Max())} "
-            + $"wsend={Mib(end)} peak={Mib(self.PeakWorkingSet64)} heap={Mib(GC.GetTotalMemory(false))} gcs={gcs} trace={string.Join(",", shown)}");
+            + $"wsend={Mib(end)} peak={Mib(self.PeakWorkingSet64)} allocated={Mib(allocated)} committed1={Mib(committed1)} committed={Mib(GC.GetGCMemoryInfo().TotalCommittedBytes)} "
+            + $"gcs={gcs} trace={string.Join(",", shown)}");
         return 0;
     }
 
