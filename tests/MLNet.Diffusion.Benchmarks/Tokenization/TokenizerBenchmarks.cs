@@ -47,7 +47,7 @@ public class TokenizerBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        string directory = FindClipDirectory()
+        string directory = MLNet.Diffusion.Tests.TestSupport.SharedFolder.Find("clip", "vocab.json")
             ?? throw new InvalidOperationException("../shared/clip not found (set MLNET_DIFFUSION_SHARED): the benchmark needs the real CLIP vocabulary.");
         _tokenizer = ClipTokenizer.FromFolder(directory);
         _row = new int[_tokenizer.ModelMaxLength];
@@ -101,31 +101,5 @@ public class TokenizerBenchmarks
         }
 
         return length;
-    }
-
-    private static string? FindClipDirectory()
-    {
-        string? env = Environment.GetEnvironmentVariable("MLNET_DIFFUSION_SHARED");
-        if (!string.IsNullOrEmpty(env))
-        {
-            foreach (string candidate in new[] { Path.Combine(env, "clip"), env })
-            {
-                if (File.Exists(Path.Combine(candidate, "vocab.json")))
-                {
-                    return candidate;
-                }
-            }
-        }
-
-        for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            string candidate = Path.Combine(dir.FullName, "shared", "clip");
-            if (File.Exists(Path.Combine(candidate, "vocab.json")))
-            {
-                return candidate;
-            }
-        }
-
-        return null;
     }
 }

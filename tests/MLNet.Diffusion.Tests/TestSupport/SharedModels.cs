@@ -11,7 +11,7 @@ namespace MLNet.Diffusion.Tests.TestSupport;
 /// </summary>
 internal static class SharedModels
 {
-    private static readonly Lazy<string?> s_tinySd = new(() => Find(Path.Combine("models", "tiny-sd"), "model_index.json"));
+    private static readonly Lazy<string?> s_tinySd = new(() => SharedFolder.Find(Path.Combine("models", "tiny-sd"), "model_index.json"));
 
     public static string RequireTinySd()
     {
@@ -19,19 +19,5 @@ internal static class SharedModels
             Assert.Inconclusive("../shared/models/tiny-sd not found above " + AppContext.BaseDirectory
                 + " and MLNET_DIFFUSION_SHARED is not set; this test runs the pipeline on that real-architecture export.");
         return s_tinySd.Value!;
-    }
-
-    private static string? Find(string relative, string marker)
-    {
-        string? env = Environment.GetEnvironmentVariable("MLNET_DIFFUSION_SHARED");
-        if (!string.IsNullOrEmpty(env) && File.Exists(Path.Combine(env, relative, marker)))
-            return Path.Combine(env, relative);
-        for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            string candidate = Path.Combine(dir.FullName, "shared", relative);
-            if (File.Exists(Path.Combine(candidate, marker)))
-                return candidate;
-        }
-        return null;
     }
 }

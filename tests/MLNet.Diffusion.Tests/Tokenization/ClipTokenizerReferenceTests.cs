@@ -219,12 +219,7 @@ public sealed class ClipTokenizerReferenceTests
     [TestMethod]
     public void TinySdFolderReadsSd1SpecialTokens()
     {
-        string? clip = SharedClipFiles.ClipDirectory;
-        string folder = clip is null ? string.Empty : System.IO.Path.Combine(clip, "..", "models", "tiny-sd", "tokenizer");
-        if (!System.IO.Directory.Exists(folder))
-        {
-            Assert.Inconclusive("../shared/models/tiny-sd/tokenizer not found: this test needs the shared model folder.");
-        }
+        string folder = System.IO.Path.Combine(TestSupport.SharedModels.RequireTinySd(), "tokenizer");
 
         ClipTokenizer tokenizer = ClipTokenizer.FromFolder(folder);
 

@@ -12,7 +12,7 @@ namespace MLNet.Diffusion.Tests.Tokenization;
 /// </summary>
 internal static class SharedClipFiles
 {
-    private static readonly Lazy<string?> s_clipDirectory = new(Find);
+    private static readonly Lazy<string?> s_clipDirectory = new(() => TestSupport.SharedFolder.Find("clip", "vocab.json"));
     private static readonly Lazy<ClipTokenizer?> s_tokenizer = new(() =>
         s_clipDirectory.Value is { } dir ? ClipTokenizer.FromFolder(dir) : null);
 
@@ -30,31 +30,5 @@ internal static class SharedClipFiles
         }
 
         return s_tokenizer.Value!;
-    }
-
-    private static string? Find()
-    {
-        string? env = Environment.GetEnvironmentVariable("MLNET_DIFFUSION_SHARED");
-        if (!string.IsNullOrEmpty(env))
-        {
-            foreach (string candidate in new[] { Path.Combine(env, "clip"), env })
-            {
-                if (File.Exists(Path.Combine(candidate, "vocab.json")))
-                {
-                    return candidate;
-                }
-            }
-        }
-
-        for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            string candidate = Path.Combine(dir.FullName, "shared", "clip");
-            if (File.Exists(Path.Combine(candidate, "vocab.json")))
-            {
-                return candidate;
-            }
-        }
-
-        return null;
     }
 }
