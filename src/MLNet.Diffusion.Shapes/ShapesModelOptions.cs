@@ -7,7 +7,7 @@ namespace MLNet.Diffusion.Shapes;
 /// Variants of the Shapes model folder, mirroring the forms real Stable Diffusion exports come in, so the library can be
 /// tested against each. Flags combine (e.g. <see cref="Int64InputIds"/> | <see cref="Float16"/>).
 /// </summary>
-/// <remarks>This version builds <see cref="Standard"/> only; <see cref="ShapesModel.Build"/> rejects the others.</remarks>
+/// <remarks><see cref="ShapesModel.Build"/> rejects a flag this version does not build, naming it.</remarks>
 [Flags]
 public enum ShapesVariant
 {
@@ -28,6 +28,21 @@ public enum ShapesVariant
 
     /// <summary>SDXL-shaped: a second text encoder and tokenizer, UNet inputs <c>text_embeds</c> and <c>time_ids</c>.</summary>
     Sdxl = 16,
+
+    /// <summary>The VAE encoder outputs 8-channel <c>latent_parameters</c> (mean ‖ log-variance) instead of a sampled <c>latent_sample</c>.</summary>
+    LatentParameters = 32,
+
+    /// <summary>The UNet takes an int64 <c>timestep</c> [B] (instead of float32 [B]).</summary>
+    TimestepInt64 = 64,
+
+    /// <summary>The UNet takes a float32 scalar <c>timestep</c> (rank 0, shared by the batch).</summary>
+    TimestepScalar = 128,
+
+    /// <summary>Weights in one external-data file named <c>weights.pb</c> next to each graph.</summary>
+    ExternalWeightsPb = 256,
+
+    /// <summary>The UNet predicts v = √ᾱ·ε − √(1 − ᾱ)·x₀ (SD 2.x, <c>prediction_type: v_prediction</c>).</summary>
+    VPrediction = 512,
 }
 
 /// <summary>Settings of the Shapes model (<see cref="ShapesModel"/>). Every setting is part of the cache key.</summary>
@@ -54,8 +69,12 @@ public sealed class ShapesModelOptions
     /// </summary>
     public int ImageSize { get; init; } = 256;
 
-    /// <summary>The folder variant; default <see cref="ShapesVariant.Standard"/>. This version builds Standard and <see cref="ShapesVariant.Int64InputIds"/>.</summary>
+    /// <summary>The folder variant; default <see cref="ShapesVariant.Standard"/>.</summary>
     public ShapesVariant Variant { get; init; } = ShapesVariant.Standard;
+
+    /// <summary>The variant flags this version builds (one per line).</summary>
+    internal const ShapesVariant BuiltVariants =
+        ShapesVariant.Int64InputIds;
 
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
@@ -66,8 +85,8 @@ public sealed class ShapesModelOptions
             throw new ArgumentOutOfRangeException(nameof(MatchStrength), MatchStrength, "MatchStrength must be in [0, 1000].");
         if (ImageSize < 32 || ImageSize > 1024 || ImageSize % 8 != 0)
             throw new ArgumentOutOfRangeException(nameof(ImageSize), ImageSize, "ImageSize must be a multiple of 8 in [32, 1024].");
-        if ((Variant & ~ShapesVariant.Int64InputIds) != 0)
-            throw new NotSupportedException($"Shapes model variant '{Variant}' is not built by this version; only '{ShapesVariant.Standard}' and '{ShapesVariant.Int64InputIds}' are.");
+        if ((Variant & ~BuiltVariants) != 0)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~BuiltVariants}' is not built by this version; it builds '{ShapesVariant.Standard}' combined with '{BuiltVariants}'.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>
