@@ -21,7 +21,8 @@ public sealed class StableDiffusionModel : IDisposable
 {
     private static readonly TensorElementType[] s_floatTypes = { TensorElementType.Float, TensorElementType.Float16 };
     private static readonly TensorElementType[] s_idTypes = { TensorElementType.Int32, TensorElementType.Int64 };
-    private static readonly TensorElementType[] s_timestepTypes = { TensorElementType.Float, TensorElementType.Float16, TensorElementType.Int64, TensorElementType.Int32, TensorElementType.Double };
+    // The timestep forms of Stable Diffusion exports: float32 (diffusers/optimum), float16 (--fp16), int64 (some converters).
+    private static readonly TensorElementType[] s_timestepTypes = { TensorElementType.Float, TensorElementType.Float16, TensorElementType.Int64 };
 
     private readonly IHost _host;
     private readonly OnnxSessionFactory _sessions;
