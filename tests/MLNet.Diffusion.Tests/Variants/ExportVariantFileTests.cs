@@ -31,7 +31,7 @@ public sealed class ExportVariantFileTests
     [DataRow(ShapesVariant.ExternalWeights)]
     [DataRow(ShapesVariant.ExternalWeightsPb)]
     [DataRow(ShapesVariant.Float16 | ShapesVariant.TimestepInt64 | ShapesVariant.ExternalWeights)]
-    [DataRow(ShapesVariant.Float16 | ShapesVariant.TimestepScalar | ShapesVariant.Int64InputIds)]
+    [DataRow(ShapesVariant.Float16 | ShapesVariant.TimestepScalar | ShapesVariant.Int64InputIds | ShapesVariant.VPrediction)]
     [DataRow(ShapesVariant.Int64InputIds | ShapesVariant.TimestepScalar)]
     public void InputsAndOutputsHaveTheVariantsTypes(ShapesVariant variant)
     {
