@@ -43,6 +43,13 @@ public enum ShapesVariant
 
     /// <summary>The UNet predicts v = √ᾱ·ε − √(1 − ᾱ)·x₀ (SD 2.x, <c>prediction_type: v_prediction</c>).</summary>
     VPrediction = 512,
+
+    /// <summary>
+    /// SDXL refiner-shaped (implies <see cref="Sdxl"/>): only text_encoder_2 and tokenizer_2, a UNet whose <c>time_ids</c>
+    /// have 5 values ending with the aesthetic score, model_index.json of StableDiffusionXLImg2ImgPipeline with
+    /// <c>requires_aesthetics_score</c> true and <c>force_zeros_for_empty_prompt</c> false.
+    /// </summary>
+    SdxlRefiner = 1024,
 }
 
 /// <summary>Settings of the Shapes model (<see cref="ShapesModel"/>). Every setting is part of the cache key.</summary>
@@ -74,7 +81,12 @@ public sealed class ShapesModelOptions
 
     /// <summary>The variant flags this version builds (one per line).</summary>
     internal const ShapesVariant BuiltVariants =
-        ShapesVariant.Int64InputIds;
+        ShapesVariant.Int64InputIds |
+        ShapesVariant.Sdxl |
+        ShapesVariant.SdxlRefiner;
+
+    /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
+    internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
 
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
@@ -87,6 +99,8 @@ public sealed class ShapesModelOptions
             throw new ArgumentOutOfRangeException(nameof(ImageSize), ImageSize, "ImageSize must be a multiple of 8 in [32, 1024].");
         if ((Variant & ~BuiltVariants) != 0)
             throw new NotSupportedException($"Shapes model variant '{Variant & ~BuiltVariants}' is not built by this version; it builds '{ShapesVariant.Standard}' combined with '{BuiltVariants}'.");
+        if ((Variant & (ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner)) != 0 && (Variant & ~SdxlCombinations) != 0)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~SdxlCombinations}' is not built together with '{ShapesVariant.Sdxl}' by this version; the SDXL-shaped folder combines with '{SdxlCombinations}'.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>
