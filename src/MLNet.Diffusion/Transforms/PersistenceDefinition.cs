@@ -61,7 +61,7 @@ public sealed class DiffusionStageDefinition
                 Kind = DiffusionStageKind.DenoiseLatents,
                 OutputColumnName = d.OutputColumnName,
                 InputColumnName = d.InputColumnName,
-                DenoiseOptions = CopyPersistent(d.Options, d.Options.Seed ?? d.Model.DefaultSeed),
+                DenoiseOptions = CopyPersistent(d.Options, d.Options.Seed ?? d.Model.DefaultSeed, pooledColumn: d.PooledColumnName),
             },
             LatentDecodingTransformer c => new DiffusionStageDefinition
             {
@@ -151,7 +151,8 @@ public sealed class DiffusionStageDefinition
                     OutputColumnName = PersistenceSurrogate.Output0,
                     InputColumnName = PersistenceSurrogate.Embeddings,
                     DenoiseOptions = CopyPersistent(d, d.Seed, seedColumn: d.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
-                        noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1),
+                        noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1,
+                        pooledColumn: d.PooledEmbeddingsColumnName is null ? null : PersistenceSurrogate.Pooled),
                 };
             default:
                 var c = DecodeLatentsOptions!;
@@ -172,7 +173,7 @@ public sealed class DiffusionStageDefinition
     }
 
     private static DenoiseOptions CopyPersistent(DenoiseOptions o, int? seed, IProgress<DenoiseProgress>? progress = null, CancellationToken cancellationToken = default,
-        string? seedColumn = null, string? noiseColumn = null, int? batchSize = null) => new()
+        string? seedColumn = null, string? noiseColumn = null, int? batchSize = null, string? pooledColumn = null) => new()
     {
         Steps = o.Steps,
         GuidanceScale = o.GuidanceScale,
@@ -183,7 +184,7 @@ public sealed class DiffusionStageDefinition
         Seed = seed,
         InitialNoiseColumnName = noiseColumn ?? o.InitialNoiseColumnName,
         BatchSize = batchSize ?? o.BatchSize,
-        PooledEmbeddingsColumnName = o.PooledEmbeddingsColumnName,
+        PooledEmbeddingsColumnName = pooledColumn ?? o.PooledEmbeddingsColumnName,
         OriginalWidth = o.OriginalWidth,
         OriginalHeight = o.OriginalHeight,
         CropTop = o.CropTop,
