@@ -298,6 +298,7 @@ public sealed class StableDiffusionModel : IDisposable
     private void CheckUnetInputs(FolderLayout layout)
     {
         string Has() => string.Join(", ", Unet.Inputs.Keys);
+        bool TextEncoder2Exists() => File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.TextEncoder2));
         string From() => layout.ClassName is null ? string.Empty : $", model_index.json _class_name '{layout.ClassName}'";
         bool xl = layout.Kind != ModelKind.StableDiffusion;
         foreach (string added in s_sdxlUnetInputs)
@@ -306,7 +307,8 @@ public sealed class StableDiffusionModel : IDisposable
                 throw new ModelContractException($"unet/model.onnx has no input '{added}', which an SDXL UNet takes (diffusers added_cond_kwargs text_embeds and time_ids; "
                     + $"folder loaded as {ModelFolder.Describe(layout.Kind)}{From()}). It has: {Has()}.");
             if (!xl && Unet.HasInput(added))
-                throw new ModelContractException($"unet/model.onnx takes '{added}', an SDXL UNet input, but the folder loads as Stable Diffusion 1.x/2.x (no text_encoder_2/{From()}). "
+                throw new ModelContractException($"unet/model.onnx takes '{added}', an SDXL UNet input, but the folder loads as Stable Diffusion 1.x/2.x ("
+                    + (TextEncoder2Exists() ? $"model_index.json _class_name '{layout.ClassName}' names a Stable Diffusion pipeline" : $"no text_encoder_2/{From()}") + "). "
                     + "Use the complete SDXL export (text_encoder_2/, tokenizer_2/, model_index.json of StableDiffusionXLPipeline).");
         }
         foreach (string name in Unet.Inputs.Keys)

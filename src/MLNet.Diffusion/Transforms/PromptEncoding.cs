@@ -43,7 +43,8 @@ public sealed class EncodePromptOptions
     /// Long prompts: when false (default), prompts are truncated to the model's 77 tokens with a warning in the MLContext
     /// log naming the row. When true, a prompt is split into 75-token windows, each encoded with start/end tokens, and the
     /// hidden states are concatenated along the sequence axis (the negative prompt padded to the same number of windows),
-    /// as widely used Stable Diffusion front ends do; the output column is then a variable-size vector.
+    /// as widely used Stable Diffusion front ends do; the output column is then a variable-size vector. For SDXL every
+    /// window runs through both text encoders, and the pooled vector is the first window's.
     /// </summary>
     public bool LongPrompt { get; init; }
 
