@@ -29,9 +29,8 @@ public sealed class StableDiffusionModel : IDisposable
     private readonly IHost _host;
     private readonly OnnxSessionFactory _sessions;
     private readonly Lazy<OnnxComponent?> _vaeEncoder;
-    private int _disposed;
-
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
+    private int _disposed;
 
     private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options)
     {

@@ -230,7 +230,7 @@ internal sealed class LatentDenoiser : IDisposable
     private void WriteAddedConditioning(int count)
     {
         if (_pooled.Length != count * 2 * _pooledSize)
-            throw new ArgumentException($"Expected {count}×2×{_pooledSize} pooled values, got {_pooled.Length}.");
+            throw new InvalidOperationException($"SDXL: the batch's pooled prompt vectors were not set (SetAddedConditioning): expected {count}×2×{_pooledSize} values, got {_pooled.Length}.");
         for (int r = 0; r < count; r++)
         {
             var uncond = _pooled.AsSpan(2 * r * _pooledSize, _pooledSize);

@@ -48,7 +48,10 @@ public sealed class DiffusionStageDefinition
     /// <summary>The input column (DenoiseLatents, DecodeLatents).</summary>
     public string? InputColumnName { get; init; }
 
-    /// <summary>The definition of a fitted stage. A DenoiseLatents stage without a base seed gets the seed it actually uses.</summary>
+    /// <summary>
+    /// The definition of a fitted stage. A DenoiseLatents stage without a base seed gets the seed it actually uses, and an
+    /// SDXL one the name of the pooled column it reads; an SDXL EncodePrompt stage the name of the pooled column it writes.
+    /// </summary>
     /// <param name="stage">The stage.</param>
     public static DiffusionStageDefinition FromTransformer(DiffusionTransformer stage)
     {

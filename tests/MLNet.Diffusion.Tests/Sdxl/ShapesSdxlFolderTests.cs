@@ -78,27 +78,34 @@ public sealed class ShapesSdxlFolderTests
     [TestMethod]
     public void Int64InputIdsCombineWithSdxl()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "mlnet-sdxl-int64-" + Guid.NewGuid().ToString("N")[..8]);
-        try
+        // Building with Sdxl | Int64InputIds gives both text encoders int64 input_ids (as some exporters write them) and
+        // the same states; checked on the graphs the builder writes, without building another folder.
+        new ShapesModelOptions { Variant = ShapesVariant.Sdxl | ShapesVariant.Int64InputIds }.Validate();
+        var vocab = MLNet.Diffusion.Shapes.Building.ShapesTokenizerFiles.Create();
+        int[] ids = ShapesTestModel.Tokenizer.Encode("a purple square in the middle on a gray background");
+        long[] ids64 = ids.Select(i => (long)i).ToArray();
+        foreach (var (component, graph) in new[]
         {
-            ShapesModel.Build(dir, new ShapesModelOptions { Variant = ShapesVariant.Sdxl | ShapesVariant.Int64InputIds });
-            using var int64 = StableDiffusionModel.Load(new MLContext(1), dir);
-            Assert.AreEqual(TensorElementType.Int64, int64.TextEncoder.Input("input_ids").ElementDataType);
-            Assert.AreEqual(TensorElementType.Int64, int64.TextEncoder2!.Input("input_ids").ElementDataType);
-            using var int32 = SdxlTestModel.Load();
-            CollectionAssert.AreEqual(Embeddings(int32), Embeddings(int64));
-        }
-        finally
+            ("text_encoder", MLNet.Diffusion.Shapes.Building.ShapesSdxlGraphs.TextEncoder(vocab, int64Ids: true)),
+            ("text_encoder_2", MLNet.Diffusion.Shapes.Building.ShapesSdxlGraphs.TextEncoder2(vocab, int64Ids: true)),
+        })
         {
-            Directory.Delete(dir, true);
+            using var int64 = new InferenceSession(graph);
+            Assert.AreEqual(TensorElementType.Int64, int64.InputMetadata["input_ids"].ElementDataType);
+            using var int32 = Open(SdxlTestModel.Folder, component);
+            var expected = ShapesTestModel.Run(int32, ("input_ids", ids, new long[] { 1, 77 }));
+            var actual = ShapesTestModel.Run(int64, ("input_ids", ids64, new long[] { 1, 77 }));
+            foreach (var output in expected.Keys)
+                CollectionAssert.AreEqual(expected[output].Data, actual[output].Data, $"{component} {output}");
         }
     }
 
-    private static float[] Embeddings(StableDiffusionModel model)
+    [TestMethod]
+    public void VariantsNotBuiltWithSdxlAreRefusedNamingThem()
     {
-        var ml = model.MLContext;
-        var data = ml.Data.LoadFromEnumerable(new[] { new { Prompt = "a purple square in the middle on a gray background" } });
-        return ml.Transforms.EncodePrompt(model, "E", "Prompt").Fit(data).Transform(data).GetColumn<VBuffer<float>>("E").Single().DenseValues().ToArray();
+        var e = Assert.ThrowsExactly<NotSupportedException>(() => ShapesModel.Build(Path.Combine(Path.GetTempPath(), "never-built"),
+            new ShapesModelOptions { Variant = ShapesVariant.Sdxl | ShapesVariant.Inpainting }));
+        StringAssert.Contains(e.Message, "Inpainting");
     }
 
     private static InferenceSession Open(string folder, string component) => new(Path.Combine(folder, component, "model.onnx"));
