@@ -19,7 +19,7 @@ namespace MLNet.Diffusion.Shapes;
 /// <remarks>
 /// The same options give byte-identical files on every machine. The folder is about 5 MB for the default options.
 /// </remarks>
-public static class ShapesModel
+public static partial class ShapesModel
 {
     /// <summary>Version of the builder's output; part of the cache key, changed whenever the files would change.</summary>
     public const string BuilderVersion = "1.0";
@@ -84,6 +84,11 @@ public static class ShapesModel
 
         // 5. The files.
         Directory.CreateDirectory(directory);
+        if ((options.Variant & (ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner)) != 0)
+        {
+            WriteSdxl(directory, options, vocab, pca, latents, latentSize, sigmas, scalingFactor, schedulerJson);
+            return;
+        }
         WriteText(Path.Combine(directory, "model_index.json"), ModelIndexJson());
         WriteText(Path.Combine(directory, "README.md"), Readme(options, scalingFactor));
         string scheduler = Path.Combine(directory, "scheduler");

@@ -46,6 +46,13 @@ public enum ShapesVariant
 
     /// <summary>The UNet predicts v = √ᾱ·ε − √(1 − ᾱ)·x₀ (SD 2.x, <c>prediction_type: v_prediction</c>).</summary>
     VPrediction = 512,
+
+    /// <summary>
+    /// SDXL refiner-shaped (implies <see cref="Sdxl"/>): only text_encoder_2 and tokenizer_2, a UNet whose <c>time_ids</c>
+    /// have 5 values ending with the aesthetic score, model_index.json of StableDiffusionXLImg2ImgPipeline with
+    /// <c>requires_aesthetics_score</c> true and <c>force_zeros_for_empty_prompt</c> false.
+    /// </summary>
+    SdxlRefiner = 1024,
 }
 
 /// <summary>Settings of the Shapes model (<see cref="ShapesModel"/>). Every setting is part of the cache key.</summary>
@@ -83,7 +90,12 @@ public sealed class ShapesModelOptions
         | ShapesVariant.TimestepInt64
         | ShapesVariant.TimestepScalar
         | ShapesVariant.ExternalWeightsPb
-        | ShapesVariant.VPrediction;
+        | ShapesVariant.VPrediction
+        | ShapesVariant.Sdxl
+        | ShapesVariant.SdxlRefiner;
+
+    /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
+    internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
 
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
@@ -99,6 +111,8 @@ public sealed class ShapesModelOptions
             throw new NotSupportedException($"Shapes model variant '{Variant & ~BuiltVariants}' is not built by this version; it builds '{ShapesVariant.Standard}' combined with '{BuiltVariants}'.");
         if (Variant.HasFlag(ShapesVariant.ExternalWeights) && Variant.HasFlag(ShapesVariant.ExternalWeightsPb))
             throw new ArgumentException($"Variant '{Variant}' names two external-data files; choose '{ShapesVariant.ExternalWeights}' (model.onnx_data) or '{ShapesVariant.ExternalWeightsPb}' (weights.pb).", nameof(Variant));
+        if ((Variant & (ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner)) != 0 && (Variant & ~SdxlCombinations) != 0)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~SdxlCombinations}' is not built together with '{ShapesVariant.Sdxl}' by this version; the SDXL-shaped folder combines with '{SdxlCombinations}'.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>

@@ -48,7 +48,10 @@ public sealed class DiffusionStageDefinition
     /// <summary>The input column (DenoiseLatents, DecodeLatents).</summary>
     public string? InputColumnName { get; init; }
 
-    /// <summary>The definition of a fitted stage. A DenoiseLatents stage without a base seed gets the seed it actually uses.</summary>
+    /// <summary>
+    /// The definition of a fitted stage. A DenoiseLatents stage without a base seed gets the seed it actually uses, and an
+    /// SDXL one the name of the pooled column it reads; an SDXL EncodePrompt stage the name of the pooled column it writes.
+    /// </summary>
     /// <param name="stage">The stage.</param>
     public static DiffusionStageDefinition FromTransformer(DiffusionTransformer stage)
     {
@@ -61,7 +64,7 @@ public sealed class DiffusionStageDefinition
                 Kind = DiffusionStageKind.DenoiseLatents,
                 OutputColumnName = d.OutputColumnName,
                 InputColumnName = d.InputColumnName,
-                DenoiseOptions = CopyPersistent(d.Options, d.Options.Seed ?? d.Model.DefaultSeed),
+                DenoiseOptions = CopyPersistent(d.Options, d.Options.Seed ?? d.Model.DefaultSeed, pooledColumn: d.PooledColumnName),
             },
             LatentDecodingTransformer c => new DiffusionStageDefinition
             {
@@ -151,7 +154,8 @@ public sealed class DiffusionStageDefinition
                     OutputColumnName = PersistenceSurrogate.Output0,
                     InputColumnName = PersistenceSurrogate.Embeddings,
                     DenoiseOptions = CopyPersistent(d, d.Seed, seedColumn: d.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
-                        noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1),
+                        noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1,
+                        pooledColumn: d.PooledEmbeddingsColumnName is null ? null : PersistenceSurrogate.Pooled),
                 };
             default:
                 var c = DecodeLatentsOptions!;
@@ -172,7 +176,7 @@ public sealed class DiffusionStageDefinition
     }
 
     private static DenoiseOptions CopyPersistent(DenoiseOptions o, int? seed, IProgress<DenoiseProgress>? progress = null, CancellationToken cancellationToken = default,
-        string? seedColumn = null, string? noiseColumn = null, int? batchSize = null) => new()
+        string? seedColumn = null, string? noiseColumn = null, int? batchSize = null, string? pooledColumn = null) => new()
     {
         Steps = o.Steps,
         GuidanceScale = o.GuidanceScale,
@@ -183,6 +187,15 @@ public sealed class DiffusionStageDefinition
         Seed = seed,
         InitialNoiseColumnName = noiseColumn ?? o.InitialNoiseColumnName,
         BatchSize = batchSize ?? o.BatchSize,
+        PooledEmbeddingsColumnName = pooledColumn ?? o.PooledEmbeddingsColumnName,
+        OriginalWidth = o.OriginalWidth,
+        OriginalHeight = o.OriginalHeight,
+        CropTop = o.CropTop,
+        CropLeft = o.CropLeft,
+        TargetWidth = o.TargetWidth,
+        TargetHeight = o.TargetHeight,
+        AestheticScore = o.AestheticScore,
+        NegativeAestheticScore = o.NegativeAestheticScore,
         Progress = progress,
         CancellationToken = cancellationToken,
     };

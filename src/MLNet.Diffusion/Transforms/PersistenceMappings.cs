@@ -44,6 +44,18 @@ internal sealed class SeededDenoiseSource : DenoiseSource
     public long __sd_seed { get; set; }
 }
 
+/// <summary>Input of the SDXL DenoiseLatents surrogate without a seed column: also the pooled prompt column.</summary>
+internal class SdxlDenoiseSource : DenoiseSource
+{
+    public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the SDXL DenoiseLatents surrogate with a seed column (converted to Int64).</summary>
+internal sealed class SeededSdxlDenoiseSource : SdxlDenoiseSource
+{
+    public long __sd_seed { get; set; }
+}
+
 /// <summary>Output of the DenoiseLatents surrogate.</summary>
 internal sealed class DenoiseResult
 {
@@ -93,13 +105,15 @@ internal sealed class DenoiseMappingFactory : StatefulCustomMappingFactory<Denoi
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 
-    internal static void Map(DenoiseSource src, DenoiseResult dst, SurrogateState state, long? seed)
+    internal static void Map(DenoiseSource src, DenoiseResult dst, SurrogateState state, long? seed, float[]? pooled = null)
     {
         var runner = state.RunnerFor(FirstConfig(src.__sd_config));
         runner.Advance(state.Count++);
         runner.Set(PersistenceSurrogate.Embeddings, src.__sd_embeddings);
         runner.Set(PersistenceSurrogate.Noise, src.__sd_noise);
         runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
+        if (pooled is not null)
+            runner.Set(PersistenceSurrogate.Pooled, pooled);
         dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
     }
 
@@ -112,6 +126,24 @@ internal sealed class SeededDenoiseMappingFactory : StatefulCustomMappingFactory
 {
     public override Action<SeededDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
         DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SdxlDenoiseContract)]
+internal sealed class SdxlDenoiseMappingFactory : StatefulCustomMappingFactory<SdxlDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SdxlDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, null, src.__sd_pooled);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededSdxlDenoiseContract)]
+internal sealed class SeededSdxlDenoiseMappingFactory : StatefulCustomMappingFactory<SeededSdxlDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SeededSdxlDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 }

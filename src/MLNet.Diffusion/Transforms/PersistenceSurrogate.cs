@@ -32,6 +32,7 @@ internal static class PersistenceSurrogate
     public const string Embeddings = "__sd_embeddings";
     public const string Seed = "__sd_seed";
     public const string Noise = "__sd_noise";
+    public const string Pooled = "__sd_pooled";
     public const string Latents = "__sd_latents";
     public const string Output0 = "__sd_out0";
     public const string Output1 = "__sd_out1";
@@ -40,9 +41,11 @@ internal static class PersistenceSurrogate
     public const string EncodeContract = "MLNet.Diffusion.EncodePrompt.v1";
     public const string DenoiseContract = "MLNet.Diffusion.DenoiseLatents.v1";
     public const string SeededDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Seeded.v1";
+    public const string SdxlDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Sdxl.v1";
+    public const string SeededSdxlDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Sdxl.Seeded.v1";
     public const string DecodeContract = "MLNet.Diffusion.DecodeLatents.v1";
 
-    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Latents, Output0, Output1, Image };
+    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Pooled, Latents, Output0, Output1, Image };
 
     /// <summary>Saves <paramref name="stage"/> as its surrogate chain.</summary>
     public static void Save(DiffusionTransformer stage, ModelSaveContext ctx)
@@ -80,15 +83,18 @@ internal static class PersistenceSurrogate
                 key = d.InputColumnName!;
                 copies.Add(new(Embeddings, d.InputColumnName!));
                 copies.Add(new(Noise, o.InitialNoiseColumnName ?? d.InputColumnName!));
+                // SDXL stages also read the pooled prompt column (saved resolved by DiffusionStageDefinition.FromTransformer).
+                if (o.PooledEmbeddingsColumnName is { } pooledColumn)
+                    copies.Add(new(Pooled, pooledColumn));
                 if (o.SeedColumnName is { } seed)
-                {
                     mapping.Add(ml.Transforms.Conversion.ConvertType(Seed, seed, DataKind.Int64));
-                    mapping.Add(ml.Transforms.StatefulCustomMapping(new SeededDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededDenoiseContract));
-                }
-                else
+                mapping.Add((o.SeedColumnName is null, o.PooledEmbeddingsColumnName is null) switch
                 {
-                    mapping.Add(ml.Transforms.StatefulCustomMapping(new DenoiseMappingFactory().GetMapping(), SurrogateState.Init, DenoiseContract));
-                }
+                    (true, true) => ml.Transforms.StatefulCustomMapping(new DenoiseMappingFactory().GetMapping(), SurrogateState.Init, DenoiseContract),
+                    (false, true) => ml.Transforms.StatefulCustomMapping(new SeededDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededDenoiseContract),
+                    (true, false) => ml.Transforms.StatefulCustomMapping(new SdxlDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SdxlDenoiseContract),
+                    (false, false) => ml.Transforms.StatefulCustomMapping(new SeededSdxlDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededSdxlDenoiseContract),
+                });
                 outputs.Add(new(d.OutputColumnName!, Output0));
                 break;
             default:
@@ -121,7 +127,8 @@ internal static class PersistenceSurrogate
     private static bool IsProduced(string name, DiffusionStageDefinition d) => d.Kind switch
     {
         DiffusionStageKind.EncodePrompt => name is Config or Prompt or Negative or Output0 or Output1,
-        DiffusionStageKind.DenoiseLatents => name is Config or Embeddings or Noise or Output0 || (name == Seed && d.DenoiseOptions!.SeedColumnName is not null),
+        DiffusionStageKind.DenoiseLatents => name is Config or Embeddings or Noise or Output0 || (name == Seed && d.DenoiseOptions!.SeedColumnName is not null)
+            || (name == Pooled && d.DenoiseOptions!.PooledEmbeddingsColumnName is not null),
         _ => name is Config or Latents or Image or Output1,
     };
 
@@ -241,10 +248,12 @@ internal sealed class SurrogateRunner
                 columns.Add((PersistenceSurrogate.Prompt, TextDataViewType.Instance));
                 columns.Add((PersistenceSurrogate.Negative, TextDataViewType.Instance));
                 break;
-            case LatentDenoisingTransformer:
+            case LatentDenoisingTransformer denoise:
                 columns.Add((PersistenceSurrogate.Embeddings, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Noise, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Seed, NumberDataViewType.Int64));
+                if (denoise.PooledColumnName is not null)
+                    columns.Add((PersistenceSurrogate.Pooled, new VectorDataViewType(NumberDataViewType.Single)));
                 break;
             default:
                 var decode = (LatentDecodingTransformer)stage;
