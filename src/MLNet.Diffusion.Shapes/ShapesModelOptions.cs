@@ -74,7 +74,8 @@ public sealed class ShapesModelOptions
 
     /// <summary>The variant flags this version builds (one per line).</summary>
     internal const ShapesVariant BuiltVariants =
-        ShapesVariant.Int64InputIds;
+        ShapesVariant.Int64InputIds
+        | ShapesVariant.LatentParameters;
 
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
