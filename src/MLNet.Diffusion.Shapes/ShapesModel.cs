@@ -97,7 +97,7 @@ public static partial class ShapesModel
         vocab.Write(Path.Combine(directory, "tokenizer"));
         WriteModel(directory, "text_encoder", ShapesGraphs.TextEncoder(vocab, options.Variant.HasFlag(ShapesVariant.Int64InputIds)));
         WriteModel(directory, "unet", ShapesGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength));
-        WriteModel(directory, "vae_encoder", ShapesGraphs.VaeEncoder(pca));
+        WriteModel(directory, "vae_encoder", ShapesGraphs.VaeEncoder(pca, options.Variant.HasFlag(ShapesVariant.LatentParameters)));
         WriteModel(directory, "vae_decoder", ShapesGraphs.VaeDecoder(pca));
         foreach (string vae in new[] { "vae_encoder", "vae_decoder" })
             JsonFiles.Write(Path.Combine(directory, vae, "config.json"), w => VaeConfig(w, size, scalingFactor));

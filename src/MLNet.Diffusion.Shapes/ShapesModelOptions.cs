@@ -92,7 +92,8 @@ public sealed class ShapesModelOptions
         | ShapesVariant.ExternalWeightsPb
         | ShapesVariant.VPrediction
         | ShapesVariant.Sdxl
-        | ShapesVariant.SdxlRefiner;
+        | ShapesVariant.SdxlRefiner
+        | ShapesVariant.LatentParameters;
 
     /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
     internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
