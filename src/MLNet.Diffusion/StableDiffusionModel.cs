@@ -37,7 +37,7 @@ public sealed class StableDiffusionModel : IDisposable
         var provider = options.ExecutionProvider
             ?? (mlContext.GpuDeviceId is int gpu ? ExecutionProvider.Cuda(gpu) : ExecutionProvider.Cpu);
         bool fallback = options.FallbackToCpu ?? mlContext.FallbackToCpu;
-        _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn);
+        _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn) { ProfilingFilePrefix = options.ProfilingFilePrefix };
 
         Directory = ModelFolder.Validate(directory);
         var schedulerConfig = PipelineConfigFixes(Schedulers.SchedulerConfig.Load(Path.Combine(Directory, ModelFolder.SchedulerConfig)));

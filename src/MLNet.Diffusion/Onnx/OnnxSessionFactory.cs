@@ -27,6 +27,9 @@ internal sealed class OnnxSessionFactory
         _warn = warn;
     }
 
+    /// <summary>When set, sessions record an ONNX Runtime profile to <c>{prefix}_{component}_{timestamp}.json</c> (a test hook).</summary>
+    public string? ProfilingFilePrefix { get; init; }
+
     /// <summary>The provider sessions actually run on (CPU after a fallback).</summary>
     public ExecutionProvider EffectiveProvider { get; private set; } = ExecutionProvider.Cpu;
 
@@ -63,6 +66,11 @@ internal sealed class OnnxSessionFactory
         {
             if (_intraOpThreads is { } n)
                 options.IntraOpNumThreads = n;
+            if (ProfilingFilePrefix is { } prefix)
+            {
+                options.EnableProfiling = true;
+                options.ProfileOutputPathPrefix = prefix + "_" + Path.GetFileName(Path.GetDirectoryName(modelPath));
+            }
             if (cuda is not null)
                 AppendCuda(options, cuda);
             try
