@@ -111,7 +111,11 @@ internal sealed class OnnxSessionFactory
             options.AppendExecutionProvider(env, devices, settings);
             return;
         }
-        options.AppendExecutionProvider("CUDA", settings);
+        // The classic provider has its own entry point: the generic AppendExecutionProvider("CUDA", …) answers
+        // "Unknown provider name 'CUDA'" in every build (ONNX Runtime routes only DML, QNN, OpenVINO, … through it).
+        using var cudaOptions = new OrtCUDAProviderOptions();
+        cudaOptions.UpdateOptions(settings);
+        options.AppendExecutionProvider_CUDA(cudaOptions);
     }
 
     private static bool MatchesDevice(OrtEpDevice device, int deviceId)
