@@ -86,7 +86,17 @@ internal static class ProviderHarness
         };
         var ml = new MLContext(seed: 1);
         var load = Stopwatch.StartNew();
-        using var sd = StableDiffusionModel.Load(ml, folder, new StableDiffusionModelOptions { ExecutionProvider = provider, FallbackToCpu = false });
+        StableDiffusionModel loaded;
+        try
+        {
+            loaded = StableDiffusionModel.Load(ml, folder, new StableDiffusionModelOptions { ExecutionProvider = provider, FallbackToCpu = false });
+        }
+        catch (InvalidOperationException e)
+        {
+            Console.Error.WriteLine($"The model cannot be loaded on {provider}: {e.Message}");
+            return 1;
+        }
+        using var sd = loaded;
         load.Stop();
         if (sd.Info.ExecutionProvider != provider.ToString())
             throw new InvalidOperationException($"The model loaded on {sd.Info.ExecutionProvider}, not {provider}.");
