@@ -76,7 +76,9 @@ public sealed class ShapesOnCudaTests
             return;
         }
         var cpu = Generate(GpuEnvironment.ShapesFolder, ExecutionProvider.Cpu);
-        var cuda = Generate(fp16, GpuEnvironment.Cuda, profilePrefix: Path.Combine(GpuEnvironment.ModelCache, "fp16-" + Guid.NewGuid().ToString("N")[..8]));
+        string profiles = Path.Combine(GpuEnvironment.ModelCache, "fp16-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(profiles);
+        var cuda = Generate(fp16, GpuEnvironment.Cuda, profilePrefix: Path.Combine(profiles, "shapes"));
         Compare(cpu, cuda, latentTolerance: 0.03, meanLevels: 2, maxLevels: 24);
     }
 

@@ -38,6 +38,7 @@ public sealed class SyntheticUnetOnCudaTests
         using (var cpu = GpuEnvironment.Load(fp32, ExecutionProvider.Cpu))
             reference = Unet(cpu, sample, timesteps, states);
         string profiles = Path.Combine(GpuEnvironment.ModelCache, "synthetic-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(profiles);
         foreach (var (folder, tolerance) in new[] { (fp32, 0.01), (fp16, 0.02) })
         {
             string name = Path.GetFileName(folder);
