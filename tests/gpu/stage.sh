@@ -117,6 +117,9 @@ if [ "$ort129" -eq 1 ]; then
     cp "$tmp/package/Plugins/Linux/x64/libonnxruntime.so" "$tmp/package/Plugins/Linux/x64/libonnxruntime_providers_shared.so" \
       "$payload/apps-ort129/$app/"
   done
+  for f in Microsoft.ML.OnnxRuntime.dll libonnxruntime.so libonnxruntime_providers_shared.so; do
+    ln -f "$payload/apps-ort129/gpu-tests/$f" "$payload/apps-ort129/benchmarks/$f"   # stored once, as above
+  done
   echo "apps-ort129: copies of both apps on ONNX Runtime 1.29.0 (managed built from the package's sources, native from it)"
 fi
 commit=$(git -C "$repo" rev-parse HEAD)
