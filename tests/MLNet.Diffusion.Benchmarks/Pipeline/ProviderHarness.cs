@@ -186,7 +186,7 @@ internal static class ProviderHarness
     {
         var options = new SyntheticUnetOptions { BlockChannels = o.UnetChannels, LayersPerBlock = o.UnetLayers, SampleSize = Math.Max(8, o.Size / 8), Float16 = o.Float16 };
         long parameters = SyntheticUnet.CountParameters(options);
-        string id = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join(",", o.UnetChannels) + $"|{o.UnetLayers}|{o.Float16}")), 0, 6).ToLowerInvariant();
+        string id = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join(",", o.UnetChannels) + $"|{o.UnetLayers}|{o.Float16}|{options.SampleSize}")), 0, 6).ToLowerInvariant();
         string folder = Path.Combine(o.Models, "sd-synthetic-" + id);
         string marker = Path.Combine(folder, ".complete");
         if (!File.Exists(marker))
