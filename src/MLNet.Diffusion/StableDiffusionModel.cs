@@ -42,7 +42,7 @@ public sealed class StableDiffusionModel : IDisposable
         var provider = options.ExecutionProvider
             ?? (mlContext.GpuDeviceId is int gpu ? ExecutionProvider.Cuda(gpu) : ExecutionProvider.Cpu);
         bool fallback = options.FallbackToCpu ?? mlContext.FallbackToCpu;
-        _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn);
+        _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn) { ProfilingFilePrefix = options.ProfilingFilePrefix };
 
         var layout = ModelFolder.Validate(directory);
         Directory = layout.Directory;

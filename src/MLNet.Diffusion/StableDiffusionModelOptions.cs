@@ -23,4 +23,10 @@ public sealed class StableDiffusionModelOptions
     /// else uses 0.18215 (Stable Diffusion 1.x/2.x).
     /// </summary>
     public float? VaeScalingFactor { get; init; }
+
+    /// <summary>
+    /// When set, every session records an ONNX Runtime profile (one JSON file per component, named from this prefix):
+    /// the GPU tests read which execution provider ran each node. Internal: a diagnostics hook, not a product option.
+    /// </summary>
+    internal string? ProfilingFilePrefix { get; init; }
 }

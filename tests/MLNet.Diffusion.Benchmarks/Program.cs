@@ -12,6 +12,8 @@ public static class Program
     public static int Main(string[] args)
     {
         // The whole-pipeline harness is plain code (docs/benchmarks.md), dispatched before BenchmarkDotNet.
+        if (args.Length > 0 && args[0] == "pipeline" && Pipeline.ProviderHarness.Handles(args[1..]))
+            return Pipeline.ProviderHarness.Run(args[1..]); // --provider cuda --model sd-synthetic --fp16 …: the GPU overhead ratio
         if (args.Length > 0 && args[0] == "pipeline")
             return Pipeline.PipelineHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == "pipeline-memory")

@@ -59,6 +59,14 @@ internal sealed class OnnxGraphBuilder
         return AddInitializer(name, TensorProto.Types.DataType.Int64, bytes, dims);
     }
 
+    /// <summary>Adds a prepared initializer (float16 data, or data in an external file); returns its name.</summary>
+    public string Initializer(TensorProto tensor)
+    {
+        Reserve(tensor.Name);
+        _graph.Initializer.Add(tensor);
+        return tensor.Name;
+    }
+
     /// <summary>A float scalar (rank 0) constant.</summary>
     public string Scalar(string name, float value) => Initializer(name, [value]);
 

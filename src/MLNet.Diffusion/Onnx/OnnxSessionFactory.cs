@@ -27,6 +27,9 @@ internal sealed class OnnxSessionFactory
         _warn = warn;
     }
 
+    /// <summary>When set, sessions record an ONNX Runtime profile to <c>{prefix}_{component}_{timestamp}.json</c> (a test hook).</summary>
+    public string? ProfilingFilePrefix { get; init; }
+
     /// <summary>The provider sessions actually run on (CPU after a fallback).</summary>
     public ExecutionProvider EffectiveProvider { get; private set; } = ExecutionProvider.Cpu;
 
@@ -63,6 +66,11 @@ internal sealed class OnnxSessionFactory
         {
             if (_intraOpThreads is { } n)
                 options.IntraOpNumThreads = n;
+            if (ProfilingFilePrefix is { } prefix)
+            {
+                options.EnableProfiling = true;
+                options.ProfileOutputPathPrefix = prefix + "_" + Path.GetFileName(Path.GetDirectoryName(modelPath));
+            }
             if (cuda is not null)
                 AppendCuda(options, cuda);
             try
@@ -103,7 +111,11 @@ internal sealed class OnnxSessionFactory
             options.AppendExecutionProvider(env, devices, settings);
             return;
         }
-        options.AppendExecutionProvider("CUDA", settings);
+        // The classic provider has its own entry point: the generic AppendExecutionProvider("CUDA", …) answers
+        // "Unknown provider name 'CUDA'" in every build (ONNX Runtime routes only DML, QNN, OpenVINO, … through it).
+        using var cudaOptions = new OrtCUDAProviderOptions();
+        cudaOptions.UpdateOptions(settings);
+        options.AppendExecutionProvider_CUDA(cudaOptions);
     }
 
     private static bool MatchesDevice(OrtEpDevice device, int deviceId)
