@@ -74,7 +74,12 @@ public sealed class ShapesModelOptions
 
     /// <summary>The variant flags this version builds (one per line).</summary>
     internal const ShapesVariant BuiltVariants =
-        ShapesVariant.Int64InputIds;
+        ShapesVariant.Int64InputIds
+        | ShapesVariant.Inpainting;
+
+    /// <summary>The variant flags that change the UNet's graph, which the inpainting UNet does not take in this version.</summary>
+    private const ShapesVariant UnetForms =
+        ShapesVariant.Float16 | ShapesVariant.Sdxl | ShapesVariant.TimestepInt64 | ShapesVariant.TimestepScalar | ShapesVariant.VPrediction;
 
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
@@ -87,6 +92,8 @@ public sealed class ShapesModelOptions
             throw new ArgumentOutOfRangeException(nameof(ImageSize), ImageSize, "ImageSize must be a multiple of 8 in [32, 1024].");
         if ((Variant & ~BuiltVariants) != 0)
             throw new NotSupportedException($"Shapes model variant '{Variant & ~BuiltVariants}' is not built by this version; it builds '{ShapesVariant.Standard}' combined with '{BuiltVariants}'.");
+        if (Variant.HasFlag(ShapesVariant.Inpainting) && (Variant & UnetForms) != 0)
+            throw new NotSupportedException($"Shapes model variant '{ShapesVariant.Inpainting}' cannot be combined with '{Variant & UnetForms}' in this version.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>
