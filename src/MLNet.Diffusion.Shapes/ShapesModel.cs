@@ -94,7 +94,7 @@ public static class ShapesModel
         WriteModel(directory, "unet", inpainting
             ? ShapesInpaintingGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength)
             : ShapesGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength));
-        WriteModel(directory, "vae_encoder", ShapesGraphs.VaeEncoder(pca));
+        WriteModel(directory, "vae_encoder", ShapesGraphs.VaeEncoder(pca, options.Variant.HasFlag(ShapesVariant.LatentParameters)));
         WriteModel(directory, "vae_decoder", ShapesGraphs.VaeDecoder(pca));
         foreach (string vae in new[] { "vae_encoder", "vae_decoder" })
             JsonFiles.Write(Path.Combine(directory, vae, "config.json"), w => VaeConfig(w, size, scalingFactor));

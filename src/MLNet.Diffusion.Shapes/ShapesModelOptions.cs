@@ -75,7 +75,8 @@ public sealed class ShapesModelOptions
     /// <summary>The variant flags this version builds (one per line).</summary>
     internal const ShapesVariant BuiltVariants =
         ShapesVariant.Int64InputIds
-        | ShapesVariant.Inpainting;
+        | ShapesVariant.Inpainting
+        | ShapesVariant.LatentParameters;
 
     /// <summary>The variant flags that change the UNet's graph, which the inpainting UNet does not take in this version.</summary>
     private const ShapesVariant UnetForms =

@@ -11,8 +11,13 @@ internal static class ShapesGraphs
     /// <summary>
     /// vae_encoder: <c>sample</c> [B,3,H,W] in [-1,1] → <c>latent_sample</c> [B,4,H/8,W/8] (unscaled).
     /// One Conv, kernel 8 stride 8: z = W·p − W·μ per patch.
+    /// With <paramref name="latentParameters"/> the output is instead <c>latent_parameters</c> [B,8,H/8,W/8]:
+    /// the same z as the mean, then a constant log-variance <see cref="LatentLogVariance"/> per channel
+    /// (diffusers' DiagonalGaussianDistribution parameters, mean ‖ logvar along the channel axis).
     /// </summary>
-    public static byte[] VaeEncoder(PatchPca pca)
+    /// <param name="pca">The fitted patch PCA.</param>
+    /// <param name="latentParameters">Whether to output the distribution's parameters instead of a latent.</param>
+    public static byte[] VaeEncoder(PatchPca pca, bool latentParameters = false)
     {
         var g = new OnnxGraphBuilder("shapes_vae_encoder");
         g.Input("sample", DataType.Float, "batch", 3L, "height", "width");
@@ -27,11 +32,22 @@ internal static class ShapesGraphs
         }
         string w = g.Initializer("encoder.weight", weight, PatchPca.Components, PatchPca.Channels, PatchPca.Patch, PatchPca.Patch);
         string b = g.Initializer("encoder.bias", bias, PatchPca.Components);
-        g.Node("Conv", ["sample", w, b], "latent_sample",
+        string mean = g.Node("Conv", ["sample", w, b], latentParameters ? "mean" : "latent_sample",
             Attr("kernel_shape", [8L, 8L]), Attr("strides", [8L, 8L]));
-        g.Output("latent_sample", DataType.Float, "batch", 4L, "latent_height", "latent_width");
-        return g.ToModelBytes("Shapes VAE encoder: PCA of 8x8x3 patches to 4 channels (unscaled latents; multiply by scaling_factor).");
+        if (!latentParameters)
+        {
+            g.Output("latent_sample", DataType.Float, "batch", 4L, "latent_height", "latent_width");
+            return g.ToModelBytes("Shapes VAE encoder: PCA of 8x8x3 patches to 4 channels (unscaled latents; multiply by scaling_factor).");
+        }
+        // logvar = 0·mean + c has the mean's shape, so Concat along the channel axis needs no shape arithmetic.
+        string logVariance = g.Add(g.Mul(mean, g.Scalar("zero", 0f)), g.Scalar("log_variance", LatentLogVariance), "logvar");
+        g.Node("Concat", [mean, logVariance], "latent_parameters", Attr("axis", 1L));
+        g.Output("latent_parameters", DataType.Float, "batch", 8L, "latent_height", "latent_width");
+        return g.ToModelBytes("Shapes VAE encoder: PCA of 8x8x3 patches; latent_parameters = mean (4 channels) and a constant log-variance (4 channels).");
     }
+
+    /// <summary>The log-variance of the <c>latent_parameters</c> encoder: σ = e^(−6) ≈ 0.0025 on unscaled latents of std ≈ 5.</summary>
+    public const float LatentLogVariance = -12f;
 
     /// <summary>
     /// vae_decoder: <c>latent_sample</c> [B,4,h,w] (unscaled) → <c>sample</c> [B,3,8h,8w].

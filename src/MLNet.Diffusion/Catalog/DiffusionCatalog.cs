@@ -5,8 +5,9 @@ namespace Microsoft.ML;
 
 /// <summary>
 /// Stable Diffusion stages for <see cref="TransformsCatalog"/>: <c>mlContext.Transforms.EncodePrompt(…)</c>,
-/// <c>DenoiseLatents(…)</c> and <c>DecodeLatents(…)</c>, each running one component of a
-/// <see cref="StableDiffusionModel"/> loaded with <see cref="StableDiffusionModel.Load"/>.
+/// <c>DenoiseLatents(…)</c>, <c>DecodeLatents(…)</c> and <c>EncodeImage(…)</c>, each running one component of a
+/// <see cref="StableDiffusionModel"/> loaded with <see cref="StableDiffusionModel.Load"/>, and <c>AddDiffusionNoise(…)</c>,
+/// the forward process of the model's noise schedule.
 /// </summary>
 public static class DiffusionCatalog
 {
@@ -73,5 +74,40 @@ public static class DiffusionCatalog
     {
         ArgumentNullException.ThrowIfNull(catalog);
         return new LatentDecodingEstimator(model, outputColumnName, inputColumnName, options ?? new DecodeLatentsOptions());
+    }
+
+    /// <summary>
+    /// Create an <see cref="ImageEncodingEstimator"/>, which encodes an <see cref="Microsoft.ML.Data.MLImage"/> column with the
+    /// VAE encoder into a latents column [C, H/f, W/f] scaled by the VAE scaling factor: the initial latents of
+    /// image-to-image (<see cref="DenoiseOptions.InitialLatentsColumnName"/>), and what DecodeLatents reads.
+    /// </summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model; its folder must have vae_encoder/.</param>
+    /// <param name="outputColumnName">Name of the latents column to create.</param>
+    /// <param name="inputColumnName">Name of the image column; defaults to "Image".</param>
+    /// <param name="options">Size, resizing, sampling, seeds and batching; defaults when null.</param>
+    /// <exception cref="InvalidOperationException">The model folder has no vae_encoder.</exception>
+    public static ImageEncodingEstimator EncodeImage(this TransformsCatalog catalog, StableDiffusionModel model,
+        string outputColumnName = "Latents", string inputColumnName = "Image", EncodeImageOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new ImageEncodingEstimator(model, outputColumnName, inputColumnName, options ?? new EncodeImageOptions());
+    }
+
+    /// <summary>
+    /// Create a <see cref="DiffusionNoisingEstimator"/>, which applies the forward diffusion process of the model's noise
+    /// schedule to a float vector column: x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4) with ε ~ N(0, I) from the
+    /// row's seed, for training or studying denoisers (the ε is available as a second output).
+    /// </summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model; only its scheduler config (the ᾱ table) is used.</param>
+    /// <param name="outputColumnName">Name of the noisy column x_t to create (the input's type).</param>
+    /// <param name="inputColumnName">Name of the clean column x₀ (a float vector, e.g. EncodeImage's latents).</param>
+    /// <param name="options">The timestep (fixed or per row), seeds, and the optional noise output.</param>
+    public static DiffusionNoisingEstimator AddDiffusionNoise(this TransformsCatalog catalog, StableDiffusionModel model,
+        string outputColumnName, string inputColumnName, AddNoiseOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new DiffusionNoisingEstimator(model, outputColumnName, inputColumnName, options);
     }
 }

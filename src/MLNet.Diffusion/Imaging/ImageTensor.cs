@@ -61,13 +61,24 @@ public static class ImageTensor
         ArgumentNullException.ThrowIfNull(image);
         if (image.Width != width || image.Height != height)
             throw new ArgumentException($"Image is {image.Width}×{image.Height}; expected {width}×{height}.", nameof(image));
-        int plane = width * height;
+        ReadPlanes(image, chw);
+    }
+
+    /// <summary>
+    /// Writes an image of any size as a planar [3, image.Height, image.Width] tensor in [−1, 1] (alpha is ignored, as
+    /// PIL's <c>convert("RGB")</c> drops it).
+    /// </summary>
+    internal static void ReadPlanes(MLImage image, Span<float> chw)
+    {
+        int plane = image.Width * image.Height;
         if (chw.Length != 3 * plane)
             throw new ArgumentException($"Expected {3 * plane} values, got {chw.Length}.", nameof(chw));
         var pixels = image.Pixels;
         bool bgra = image.PixelFormat == MLPixelFormat.Bgra32;
         if (!bgra && image.PixelFormat != MLPixelFormat.Rgba32)
             throw new ArgumentException($"Image pixel format {image.PixelFormat} is not supported; expected RGBA32 or BGRA32.", nameof(image));
+        if (pixels.Length != 4 * plane)
+            throw new ArgumentException($"Image has {pixels.Length} bytes of pixels; expected {4 * plane} for {image.Width}×{image.Height} RGBA32.", nameof(image));
         int ri = bgra ? 2 : 0, bi = bgra ? 0 : 2;
         for (int i = 0; i < plane; i++)
         {

@@ -18,7 +18,8 @@ internal sealed record DenoiseSettings(
     int Height,
     DiffusionScheduler Scheduler,
     IProgress<DenoiseProgress>? Progress,
-    CancellationToken CancellationToken);
+    CancellationToken CancellationToken,
+    float Strength = 1f);
 
 /// <summary>
 /// The denoising loop of diffusers' StableDiffusionPipeline (steps 5–7 of its recipe): seeded initial noise scaled by
@@ -53,6 +54,7 @@ internal sealed class LatentDenoiser : IDisposable
     private float[] _scaled = Array.Empty<float>();
     private float[] _prediction = Array.Empty<float>();
     private float[] _guided = Array.Empty<float>();
+    private float[] _noise = Array.Empty<float>();
 
     public LatentDenoiser(StableDiffusionModel model, DenoiseSettings settings)
     {
@@ -78,10 +80,11 @@ internal sealed class LatentDenoiser : IDisposable
     /// <summary>
     /// Denoises <paramref name="count"/> rows. <paramref name="embeddings"/> holds per row [2, S, D]: the unconditional
     /// (negative prompt) states, then the prompt's. Each row's noise comes from its own seed (or its given initial
-    /// noise), so a row's result does not depend on its batch or position.
+    /// noise), so a row's result does not depend on its batch or position. With a strength below 1,
+    /// <paramref name="initialLatents"/> (per row [C, h, w]) is where image-to-image starts.
     /// </summary>
     public void Run(int count, long firstRow, ReadOnlySpan<float> embeddings, int sequenceLength, ReadOnlySpan<long> seeds,
-        float[]?[] initialNoise, Span<float> latents, IChannel? channel)
+        float[]?[] initialNoise, Span<float> latents, IChannel? channel, ReadOnlySpan<float> initialLatents = default)
     {
         int len = LatentLength;
         int hidden = _model.Info.HiddenSize;
@@ -106,7 +109,17 @@ internal sealed class LatentDenoiser : IDisposable
             else
                 noise.Generators[r].NextGaussian(row);
         }
-        TensorPrimitives.Multiply(latents, scheduler.InitNoiseSigma, latents);
+        int start = 0;
+        if (_settings.Strength < 1f)
+        {
+            start = StartImageToImage(scheduler, count, len, initialLatents, latents);
+            if (start == timesteps.Length)
+                return;
+        }
+        else
+        {
+            TensorPrimitives.Multiply(latents, scheduler.InitNoiseSigma, latents);
+        }
 
         Ensure(count, sequenceLength);
         WriteEmbeddings(count, embeddings, sequenceLength * hidden);
@@ -115,7 +128,7 @@ internal sealed class LatentDenoiser : IDisposable
         int half = count * len;
         var sampleIn = _sample!.ElementType == TensorElementType.Float ? _sample.FloatSpan : _scaled.AsSpan(0, unetRows * len);
         var stopwatch = Stopwatch.StartNew();
-        for (int i = 0; i < timesteps.Length; i++)
+        for (int i = start; i < timesteps.Length; i++)
         {
             _settings.CancellationToken.ThrowIfCancellationRequested();
             float t = timesteps[i];
@@ -147,10 +160,34 @@ internal sealed class LatentDenoiser : IDisposable
 
             scheduler.Step(guided, i, latents, noise);
 
-            channel?.Trace(MessageSensitivity.None, $"Rows {firstRow}–{firstRow + count - 1}: step {i + 1}/{timesteps.Length} (t = {t}) done after {stopwatch.Elapsed.TotalMilliseconds:F0} ms.");
-            _settings.Progress?.Report(new DenoiseProgress(i + 1, timesteps.Length, t, firstRow, count, stopwatch.Elapsed));
+            channel?.Trace(MessageSensitivity.None, $"Rows {firstRow}–{firstRow + count - 1}: step {i - start + 1}/{timesteps.Length - start} (t = {t}) done after {stopwatch.Elapsed.TotalMilliseconds:F0} ms.");
+            _settings.Progress?.Report(new DenoiseProgress(i - start + 1, timesteps.Length - start, t, firstRow, count, stopwatch.Elapsed));
         }
         CheckFinite(latents, count, len, firstRow, timesteps.Length - 1, timesteps[^1]);
+    }
+
+    /// <summary>
+    /// Image-to-image start (diffusers' StableDiffusionImg2ImgPipeline: get_timesteps, then prepare_latents): the loop
+    /// begins at the strength's start index, and <paramref name="latents"/> (holding each row's noise ε) becomes
+    /// add_noise(initial latents, ε, timesteps[start]). With no step left the initial latents are the result.
+    /// </summary>
+    /// <returns>The first step index; the timestep count when nothing is to be denoised.</returns>
+    private int StartImageToImage(DiffusionScheduler scheduler, int count, int len, ReadOnlySpan<float> initialLatents, Span<float> latents)
+    {
+        if (initialLatents.Length != count * len)
+            throw new ArgumentException($"Strength {_settings.Strength} needs {count}×{len} initial latent values, got {initialLatents.Length}.", nameof(initialLatents));
+        int start = scheduler.GetStartIndex(_settings.Strength);
+        if (start == scheduler.Timesteps.Length)
+        {
+            initialLatents.CopyTo(latents);
+            return start;
+        }
+        if (_noise.Length != count * len)
+            _noise = new float[count * len];
+        latents.CopyTo(_noise);
+        scheduler.AddNoise(initialLatents, _noise, start, latents);
+        scheduler.SetBeginIndex(start);
+        return start;
     }
 
     /// <summary>

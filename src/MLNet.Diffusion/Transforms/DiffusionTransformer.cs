@@ -46,6 +46,13 @@ public abstract class DiffusionTransformer : ITransformer
     /// </summary>
     internal abstract IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema);
 
+    /// <summary>
+    /// The output columns at estimator time, for an input <see cref="SchemaShape"/>: by default those of
+    /// <see cref="GetOutputColumns(DataViewSchema?)"/> with a null schema; a stage whose output kind (fixed or variable
+    /// size) follows its input's overrides it.
+    /// </summary>
+    internal virtual IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(SchemaShape inputSchema) => GetOutputColumns((DataViewSchema?)null);
+
     /// <summary>Checks the input columns of a <see cref="SchemaShape"/> (estimator-time check); throws naming the column.</summary>
     internal abstract void ValidateInputShape(SchemaShape inputSchema);
 
@@ -167,7 +174,7 @@ public abstract class DiffusionEstimator<TTransformer> : IEstimator<TTransformer
                 order.Add(c.Name);
             columns[c.Name] = c;
         }
-        foreach (var o in _transformer.GetOutputColumns(null))
+        foreach (var o in _transformer.GetOutputColumns(inputSchema))
         {
             if (!columns.ContainsKey(o.Key))
                 order.Add(o.Key);
@@ -220,6 +227,9 @@ internal static class ColumnChecks
     public static bool IsText(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && c.ItemType is TextDataViewType;
 
     public static bool IsFloatVector(SchemaShape.Column c) => c.Kind != SchemaShape.Column.VectorKind.Scalar && c.ItemType == NumberDataViewType.Single;
+
+    /// <summary>The expected type of a seed column, for error messages.</summary>
+    public const string SeedDescription = "an integer seed (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)";
 
     /// <summary>Seeds: any integer type, or a floating-point type holding whole numbers (CSV loaders read numbers as Single).</summary>
     public static bool IsSeed(DataViewType t) => t == NumberDataViewType.Int32 || t == NumberDataViewType.Int64 || t == NumberDataViewType.UInt32

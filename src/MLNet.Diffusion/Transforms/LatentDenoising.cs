@@ -43,6 +43,27 @@ public sealed class DenoiseOptions
     /// </summary>
     public string? InitialNoiseColumnName { get; init; }
 
+    /// <summary>
+    /// Image-to-image: name of an optional column of initial latents, a float vector [C, h, w] of scaled latents as
+    /// EncodeImage produces them. With <see cref="Strength"/> below 1, denoising starts from these latents noised to the
+    /// timestep the strength selects instead of from pure noise.
+    /// </summary>
+    public string? InitialLatentsColumnName { get; init; }
+
+    /// <summary>
+    /// Image-to-image strength in [0, 1] (diffusers' StableDiffusionImg2ImgPipeline <c>strength</c>); default 1. The
+    /// run keeps the last ⌊Steps·Strength⌋ of the <see cref="Steps"/> timesteps and starts from the initial latents
+    /// noised to the first of them: x = AddNoise(latents, ε, t_start) with ε the row's noise (its seed, or
+    /// <see cref="InitialNoiseColumnName"/>). Values below 1 need <see cref="InitialLatentsColumnName"/>.
+    /// </summary>
+    /// <remarks>
+    /// The edges, decided here: when no step is left (Strength 0, or Steps·Strength &lt; 1) the initial latents are
+    /// returned unchanged. Strength 1 is exactly text-to-image: the initial latents are ignored and the result is
+    /// bit-identical to a run without them. diffusers instead noises the image at the first timestep even at strength
+    /// 1, which leaves a faint trace of it (√ᾱ ≈ 0.07 at t = 981 for SD's schedule).
+    /// </remarks>
+    public float Strength { get; init; } = 1f;
+
     /// <summary>Rows per UNet call (the guidance batch is twice as large).</summary>
     public int BatchSize { get; init; } = 4;
 
@@ -62,9 +83,13 @@ public sealed class DenoiseOptions
         CheckSize(nameof(Height), Height, info.VaeSpatialFactor);
         if (BatchSize < 1 || BatchSize > 256)
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 256].");
+        if (!(Strength >= 0f && Strength <= 1f))
+            throw new ArgumentOutOfRangeException(nameof(Strength), Strength, "Strength must be in [0, 1] (0 keeps the initial latents, 1 is text-to-image).");
+        if (Strength < 1f && InitialLatentsColumnName is null)
+            throw new ArgumentException($"Strength {Strength} is below 1, which needs initial latents: set InitialLatentsColumnName (e.g. EncodeImage's output column), or leave Strength at 1 for text-to-image.", nameof(Strength));
     }
 
-    private static void CheckSize(string name, int value, int factor)
+    internal static void CheckSize(string name, int value, int factor)
     {
         if (value < 8 || value > 8192)
             throw new ArgumentOutOfRangeException(name, value, $"{name} must be in [8, 8192] pixels.");
@@ -121,6 +146,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             names.Add(s);
         if (Options.InitialNoiseColumnName is { } n)
             names.Add(n);
+        if (Options.InitialLatentsColumnName is { } l)
+            names.Add(l);
         return names;
     }
 
@@ -138,6 +165,13 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             if (c.Type is VectorDataViewType nv && nv.Size > 0 && nv.Size != _latentLength)
                 throw SchemaMismatch(nameof(inputSchema), n, $"Vector<Single> of size {_latentLength} ({string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions)})", $"Vector<Single> of size {nv.Size}");
         }
+        if (Options.InitialLatentsColumnName is { } l)
+        {
+            string expected = $"Vector<Single> of size {_latentLength} ({string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions)}) initial latents";
+            var c = ColumnChecks.Require(inputSchema, l, expected, ColumnChecks.IsFloatVector);
+            if (c.Type is VectorDataViewType lv && lv.Size > 0 && lv.Size != _latentLength)
+                throw SchemaMismatch(nameof(inputSchema), l, expected, $"Vector<Single> of size {lv.Size}");
+        }
     }
 
     internal override void ValidateInputShape(SchemaShape inputSchema)
@@ -147,6 +181,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             ColumnChecks.Require(inputSchema, s, "an integer seed (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)", ColumnChecks.IsSeed);
         if (Options.InitialNoiseColumnName is { } n)
             ColumnChecks.Require(inputSchema, n, $"Vector<Single> of size {_latentLength}", ColumnChecks.IsFloatVector);
+        if (Options.InitialLatentsColumnName is { } l)
+            ColumnChecks.Require(inputSchema, l, $"Vector<Single> of size {_latentLength} initial latents", ColumnChecks.IsFloatVector);
     }
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
@@ -159,6 +195,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private readonly ValueGetter<VBuffer<float>> _embeddingsGetter;
         private readonly Func<long>? _seedGetter;
         private readonly ValueGetter<VBuffer<float>>? _noiseGetter;
+        private readonly ValueGetter<VBuffer<float>>? _initialGetter;
+        private readonly float[]?[] _initial;
         private readonly float[][] _embeddings;
         private readonly long[] _seeds;
         private readonly long[] _positions;
@@ -168,19 +206,23 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private VBuffer<float> _buffer;
         private float[] _batchEmbeddings = Array.Empty<float>();
         private float[] _batchLatents = Array.Empty<float>();
+        private float[] _batchInitial = Array.Empty<float>();
 
         public Worker(LatentDenoisingTransformer stage, DataViewRow input)
         {
             _stage = stage;
             _channel = stage.StartChannel();
             var o = stage.Options;
-            _denoiser = new LatentDenoiser(stage.Model, new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken));
+            _denoiser = new LatentDenoiser(stage.Model, new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength));
             _embeddingsGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
             if (o.SeedColumnName is { } s)
                 _seedGetter = SeedReader.Create(input, input.Schema[s]);
             if (o.InitialNoiseColumnName is { } n)
                 _noiseGetter = input.GetGetter<VBuffer<float>>(input.Schema[n]);
+            if (o.InitialLatentsColumnName is { } l)
+                _initialGetter = input.GetGetter<VBuffer<float>>(input.Schema[l]);
             int b = stage.BatchSize;
+            _initial = new float[b][];
             _embeddings = new float[b][];
             _seeds = new long[b];
             _positions = new long[b];
@@ -208,6 +250,14 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                     throw new InvalidOperationException($"Row {position}: initial-noise column '{_stage.Options.InitialNoiseColumnName}' has {_buffer.Length} values; expected {_denoiser.LatentLength} ({string.Join("×", _denoiser.LatentShape)}).");
                 var n = _noise[slot] ??= new float[_denoiser.LatentLength];
                 _buffer.CopyTo(n);
+            }
+            if (_initialGetter is not null)
+            {
+                _initialGetter(ref _buffer);
+                if (_buffer.Length != _denoiser.LatentLength)
+                    throw new InvalidOperationException($"Row {position}: initial-latents column '{_stage.Options.InitialLatentsColumnName}' has {_buffer.Length} values; expected {_denoiser.LatentLength} ({string.Join("×", _denoiser.LatentShape)}).");
+                var l = _initial[slot] ??= new float[_denoiser.LatentLength];
+                _buffer.CopyTo(l);
             }
         }
 
@@ -252,7 +302,15 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             var noise = new float[]?[count];
             if (_noiseGetter is not null)
                 Array.Copy(_noise, start, noise, 0, count);
-            _denoiser.Run(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsSpan(start, count), noise, _batchLatents, _channel);
+            if (_initialGetter is not null)
+            {
+                if (_batchInitial.Length != count * len)
+                    _batchInitial = new float[count * len];
+                for (int r = 0; r < count; r++)
+                    _initial[start + r]!.CopyTo(_batchInitial, r * len);
+            }
+            _denoiser.Run(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsSpan(start, count), noise, _batchLatents, _channel,
+                _initialGetter is null ? default : _batchInitial);
             for (int r = 0; r < count; r++)
             {
                 var l = _latents[start + r] ??= new float[len];
@@ -290,6 +348,19 @@ internal static class SeedReader
         throw new ArgumentOutOfRangeException(nameof(column), $"Seed column '{column.Name}' has type {t}; expected an integer type.");
     }
 
+    /// <summary>Reads a row's seed; a non-whole value becomes an error naming the row and the column.</summary>
+    public static long Read(Func<long> getter, long position, string column)
+    {
+        try
+        {
+            return getter();
+        }
+        catch (FormatException e)
+        {
+            throw new InvalidOperationException($"Row {position}: seed column '{column}': {e.Message}", e);
+        }
+    }
+
     private static long Whole(double v, string name) =>
         double.IsFinite(v) && Math.Floor(v) == v && Math.Abs(v) < 9.0e15 ? (long)v
             : throw new FormatException($"seed value {v} in column '{name}' is not a whole number.");
@@ -316,7 +387,7 @@ internal static class SeedReader
 /// |  |  |
 /// | -- | -- |
 /// | Does this estimator need to look at the data to train its parameters? | No |
-/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); optional seed (integer), optional initial noise |
+/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); optional seed (integer), optional initial noise, optional initial latents (image-to-image) |
 /// | Output column data type | Vector of Single [C, H/f, W/f] latents |
 /// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
 /// ]]></format>

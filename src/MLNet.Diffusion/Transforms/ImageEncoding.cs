@@ -1,0 +1,244 @@
+using System;
+using System.Collections.Generic;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Transforms;
+
+namespace MLNet.Diffusion;
+
+/// <summary>What EncodeImage does with an image whose size is not <see cref="EncodeImageOptions.Width"/>×<see cref="EncodeImageOptions.Height"/>.</summary>
+public enum ImageResizeMode
+{
+    /// <summary>
+    /// Resize it to the target size, ignoring the aspect ratio, as diffusers' VaeImageProcessor.preprocess does (it
+    /// resizes to the requested height and width). The filter is Pillow's bilinear one: antialiased when shrinking,
+    /// bilinear interpolation when enlarging (diffusers' default resample is Lanczos; the difference is small).
+    /// </summary>
+    Stretch,
+
+    /// <summary>Do not resize: a row whose image has another size fails with an error naming the row, its size and the expected size.</summary>
+    None,
+}
+
+/// <summary>How EncodeImage turns the VAE encoder's latent distribution into latents (diffusers' retrieve_latents sample_mode).</summary>
+public enum LatentSampling
+{
+    /// <summary>Draw mean + σ·ε with ε from the row's seed ("sample", diffusers' image-to-image default).</summary>
+    Sample,
+
+    /// <summary>Take the distribution's mean ("argmax"): deterministic, independent of the seed.</summary>
+    Mean,
+}
+
+/// <summary>Settings of the EncodeImage stage.</summary>
+public sealed class EncodeImageOptions
+{
+    /// <summary>Width in pixels the images are encoded at; a multiple of 8 and of the VAE factor. The latents are [C, Height/f, Width/f].</summary>
+    public int Width { get; init; } = 512;
+
+    /// <summary>Height in pixels the images are encoded at; a multiple of 8 and of the VAE factor.</summary>
+    public int Height { get; init; } = 512;
+
+    /// <summary>What to do with an image of another size; default <see cref="ImageResizeMode.Stretch"/>.</summary>
+    public ImageResizeMode ResizeMode { get; init; } = ImageResizeMode.Stretch;
+
+    /// <summary>
+    /// How latents are taken from an encoder that outputs the distribution's parameters (<c>latent_parameters</c>);
+    /// default <see cref="LatentSampling.Sample"/>. An encoder that outputs an already sampled <c>latent_sample</c>
+    /// (the classic diffusers ONNX export) is used as it is in both modes.
+    /// </summary>
+    public LatentSampling Sampling { get; init; } = LatentSampling.Sample;
+
+    /// <summary>
+    /// Name of an optional seed column (any integer type, or whole numbers in a Single/Double column) for
+    /// <see cref="LatentSampling.Sample"/>. Rows without a seed column use <see cref="Seed"/> (or a seed derived from
+    /// the MLContext) plus the row's position, as DenoiseLatents does. The encoder draws from a stream derived from the
+    /// seed that differs from DenoiseLatents' stream, so giving both stages the same seed column is safe.
+    /// </summary>
+    public string? SeedColumnName { get; init; }
+
+    /// <summary>Base seed for rows without a seed column; null derives it from the MLContext's random source.</summary>
+    public int? Seed { get; init; }
+
+    /// <summary>Rows per VAE encoder call.</summary>
+    public int BatchSize { get; init; } = 4;
+
+    internal void Validate(ModelInfo info)
+    {
+        DenoiseOptions.CheckSize(nameof(Width), Width, info.VaeSpatialFactor);
+        DenoiseOptions.CheckSize(nameof(Height), Height, info.VaeSpatialFactor);
+        if (!Enum.IsDefined(ResizeMode))
+            throw new ArgumentOutOfRangeException(nameof(ResizeMode), ResizeMode, "ResizeMode must be Stretch or None.");
+        if (!Enum.IsDefined(Sampling))
+            throw new ArgumentOutOfRangeException(nameof(Sampling), Sampling, "Sampling must be Sample or Mean.");
+        if (BatchSize < 1 || BatchSize > 256)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 256].");
+    }
+}
+
+/// <summary>
+/// Encodes images with the VAE encoder into scaled latents — the latents DenoiseLatents produces and DecodeLatents
+/// consumes: the transformer of <see cref="ImageEncodingEstimator"/>.
+/// </summary>
+public sealed class ImageEncodingTransformer : DiffusionTransformer
+{
+    private readonly KeyValuePair<string, DataViewType>[] _outputs;
+
+    internal ImageEncodingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, EncodeImageOptions options)
+        : base(model, "EncodeImage")
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(outputColumnName);
+        ArgumentException.ThrowIfNullOrWhiteSpace(inputColumnName);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate(model.Info);
+        ImageEncoder.ReadContract(model, ImageEncoder.RequireEncoder(model));
+        OutputColumnName = outputColumnName;
+        InputColumnName = inputColumnName;
+        Options = options;
+        int f = model.Info.VaeSpatialFactor;
+        _outputs = new[] { new KeyValuePair<string, DataViewType>(outputColumnName, new VectorDataViewType(NumberDataViewType.Single, model.Info.LatentChannels, options.Height / f, options.Width / f)) };
+    }
+
+    /// <summary>The latents output column.</summary>
+    public string OutputColumnName { get; }
+
+    /// <summary>The image input column.</summary>
+    public string InputColumnName { get; }
+
+    /// <summary>The stage's settings.</summary>
+    public EncodeImageOptions Options { get; }
+
+    internal override int BatchSize => Options.BatchSize;
+
+    internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema) => _outputs;
+
+    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema) =>
+        Options.SeedColumnName is { } s ? new[] { InputColumnName, s } : new[] { InputColumnName };
+
+    internal override void ValidateInputSchema(DataViewSchema inputSchema)
+    {
+        ColumnChecks.Require(inputSchema, InputColumnName, "Image (MLImage)", ColumnChecks.IsImage);
+        if (Options.SeedColumnName is { } s)
+            ColumnChecks.Require(inputSchema, s, ColumnChecks.SeedDescription, ColumnChecks.IsSeed);
+    }
+
+    internal override void ValidateInputShape(SchemaShape inputSchema)
+    {
+        ColumnChecks.Require(inputSchema, InputColumnName, "Image (MLImage)", ColumnChecks.IsImage);
+        if (Options.SeedColumnName is { } s)
+            ColumnChecks.Require(inputSchema, s, ColumnChecks.SeedDescription, ColumnChecks.IsSeed);
+    }
+
+    internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
+
+    private sealed class Worker : StageWorker
+    {
+        private readonly ImageEncodingTransformer _stage;
+        private readonly ImageEncoder _encoder;
+        private readonly IChannel _channel;
+        private readonly ValueGetter<MLImage> _imageGetter;
+        private readonly Func<long>? _seedGetter;
+        private readonly long[] _seeds;
+        private readonly long[] _positions;
+        private readonly float[] _batchPixels;
+        private readonly float[] _batchLatents;
+        private readonly int _pixelLength;
+        private readonly int _latentLength;
+        private readonly int _baseSeed;
+        private float[] _source = Array.Empty<float>();
+        private ImageResampler? _resampler;
+
+        public Worker(ImageEncodingTransformer stage, DataViewRow input)
+        {
+            _stage = stage;
+            var o = stage.Options;
+            _encoder = new ImageEncoder(stage.Model, o.Sampling);
+            _channel = stage.StartChannel();
+            _imageGetter = input.GetGetter<MLImage>(input.Schema[stage.InputColumnName]);
+            if (o.SeedColumnName is { } s)
+                _seedGetter = SeedReader.Create(input, input.Schema[s]);
+            _pixelLength = 3 * o.Width * o.Height;
+            _latentLength = _encoder.LatentLength(o.Height, o.Width);
+            _batchPixels = new float[stage.BatchSize * _pixelLength];
+            _batchLatents = new float[stage.BatchSize * _latentLength];
+            _seeds = new long[stage.BatchSize];
+            _positions = new long[stage.BatchSize];
+            _baseSeed = o.Seed ?? stage.Model.DefaultSeed;
+        }
+
+        public override void ReadRow(int slot, long position)
+        {
+            var o = _stage.Options;
+            _positions[slot] = position;
+            MLImage? image = null;
+            _imageGetter(ref image!);
+            _ = image ?? throw new InvalidOperationException($"Row {position}: image column '{_stage.InputColumnName}' has no image (null).");
+            var pixels = _batchPixels.AsSpan(slot * _pixelLength, _pixelLength);
+            if (image.Width == o.Width && image.Height == o.Height)
+            {
+                ImageTensor.FromImage(image, o.Width, o.Height, pixels);
+            }
+            else if (o.ResizeMode == ImageResizeMode.None)
+            {
+                throw new InvalidOperationException(
+                    $"Row {position}: the image in column '{_stage.InputColumnName}' is {image.Width}×{image.Height}; expected {o.Width}×{o.Height} "
+                    + "(EncodeImageOptions.Width × Height). Set ResizeMode = ImageResizeMode.Stretch to resize it, or resize it before this stage.");
+            }
+            else
+            {
+                if (_resampler is null || _resampler.SourceWidth != image.Width || _resampler.SourceHeight != image.Height)
+                    _resampler = new ImageResampler(image.Width, image.Height, o.Width, o.Height);
+                int sourceLength = 3 * image.Width * image.Height;
+                if (_source.Length != sourceLength)
+                    _source = new float[sourceLength];
+                ImageTensor.ReadPlanes(image, _source);
+                _resampler.Resize(_source, pixels, 3);
+            }
+            _seeds[slot] = _seedGetter is null ? _baseSeed + position : SeedReader.Read(_seedGetter, position, o.SeedColumnName!);
+        }
+
+        public override void Process(int count)
+        {
+            var o = _stage.Options;
+            _encoder.Encode(_batchPixels.AsSpan(0, count * _pixelLength), count, o.Height, o.Width, _seeds.AsSpan(0, count), _positions.AsSpan(0, count),
+                _batchLatents.AsSpan(0, count * _latentLength));
+            _channel.Trace(MessageSensitivity.None, $"Encoded rows {_positions[0]}–{_positions[0] + count - 1}.");
+        }
+
+        public override Delegate MakeGetter(int outputIndex, Func<int> slot) =>
+            (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
+                WriteVector(_batchLatents.AsSpan(slot() * _latentLength, _latentLength), ref value));
+
+        public override void Dispose()
+        {
+            _encoder.Dispose();
+            _channel.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// Create an <see cref="ImageEncodingEstimator"/>, which encodes images with the model's VAE encoder into scaled
+/// latents, the starting point of image-to-image (DenoiseLatents' <see cref="DenoiseOptions.InitialLatentsColumnName"/>).
+/// </summary>
+/// <remarks>
+/// <format type="text/markdown"><![CDATA[
+/// ###  Estimator characteristics
+/// |  |  |
+/// | -- | -- |
+/// | Does this estimator need to look at the data to train its parameters? | No |
+/// | Input column data type | MLImage (RGBA32/BGRA32; alpha is ignored); optional seed (integer) |
+/// | Output column data type | Vector of Single [C, H/f, W/f] latents × the VAE scaling factor |
+/// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, Microsoft.ML.ImageAnalytics, an ONNX Runtime native package |
+/// ]]></format>
+/// </remarks>
+public sealed class ImageEncodingEstimator : DiffusionEstimator<ImageEncodingTransformer>
+{
+    internal ImageEncodingEstimator(StableDiffusionModel model, string outputColumnName, string inputColumnName, EncodeImageOptions options)
+        : base(new ImageEncodingTransformer(model, outputColumnName, inputColumnName, options))
+    {
+    }
+}
