@@ -3,7 +3,7 @@ using Microsoft.ML.Data;
 
 namespace MLNet.Diffusion.Imaging;
 
-/// <summary>How a pixel mask becomes a mask at latent resolution (PrepareInpaintingOptions.MaskDownsampling).</summary>
+/// <summary>How a pixel mask becomes a mask at latent resolution (<see cref="PrepareInpaintingOptions.MaskDownsampling"/>).</summary>
 public enum MaskDownsampling
 {
     /// <summary>
