@@ -4,6 +4,7 @@ using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
+using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Shapes;
 using MLNet.Diffusion.Tests.ImageToImage;
@@ -54,7 +55,9 @@ public sealed class InpaintingPipelineTests
     internal static MLImage RoundTrip(StableDiffusionModel model, MLImage image)
     {
         var ml = model.MLContext;
-        var data = ml.Data.LoadFromEnumerable(new[] { new InpaintRow128 { Image = image, Mask = image } });
+        var data = image.Width == 256
+            ? ml.Data.LoadFromEnumerable(new[] { new InpaintRow256 { Image = image, Mask = image } })
+            : ml.Data.LoadFromEnumerable(new[] { new InpaintRow128 { Image = image, Mask = image } });
         var pipeline = ml.Transforms.EncodeImage(model, "Latents", "Image", new EncodeImageOptions { Width = image.Width, Height = image.Height })
             .Append(ml.Transforms.DecodeLatents(model, "Output", "Latents"));
         return pipeline.Fit(data).Transform(data).GetColumn<MLImage>("Output").Single();
@@ -106,6 +109,17 @@ public sealed class InpaintingPipelineTests
                     for (int c = 0; c < 3; c++, n++)
                         sum += Math.Abs(pa[4 * (y * a.Width + x) + c] - pb[4 * (y * b.Width + x) + c]);
         return sum / Math.Max(1, n);
+    }
+
+    /// <summary>
+    /// The pixel noise (0–255 units) that DDIM's last step leaves in the Shapes decoder's output: √β₀ of ε̂ in the
+    /// scaled latents (see TheInpaintingUnet_RepaintsTheMaskedCircleGreen_AndKeepsTheRest), ÷ the scaling factor, through
+    /// Wᵀ whose orthonormal rows put 4/192 of their mass on a pixel on average.
+    /// </summary>
+    private static double DdimResidue(StableDiffusionModel model)
+    {
+        double beta0 = 1 - new NoiseSchedule(model.Info.SchedulerConfig).AlphasCumprod[0];
+        return Math.Sqrt(beta0) / model.Info.VaeScalingFactor * Math.Sqrt(4.0 / 192) * 127.5;
     }
 
     /// <summary>
@@ -175,9 +189,55 @@ public sealed class InpaintingPipelineTests
         // decoder (÷ scaling factor, then Wᵀ whose 192 rows carry 4/192 of the orthonormal rows' mass on average) that is
         // a pixel noise of σ ≈ √β₀ / s · √(4/192) · 127.5 ≈ 2.4 for s ≈ 0.22: mean |·| = 0.8σ ≈ 1.95 (bound 1.3× that),
         // and single values up to about 6σ (bound 10σ); a wrong background or a shape outside the mask differs by 40 or more.
-        double beta0 = 1 - new NoiseSchedule(model.Info.SchedulerConfig).AlphasCumprod[0];
-        double sigma = Math.Sqrt(beta0) / model.Info.VaeScalingFactor * Math.Sqrt(4.0 / 192) * 127.5;
+        double sigma = DdimResidue(model);
         AssertRepaintedGreen(model, Inpaint(model, data).GetColumn<MLImage>("Output").Single(), "9-channel inpainting UNet",
             meanBound: 1.3 * 0.8 * sigma, maxBound: (int)Math.Ceiling(10 * sigma));
+    }
+
+    /// <summary>
+    /// Outpainting at the model's native size (256 px, where the item latents need no resizing, so an item the
+    /// original region comes from is reproduced exactly): "a red circle on the left, on a blue background" with its right
+    /// quarter cut off, extended back to 256×256 by <see cref="Outpainting.Prepare"/> with a mid-gray border; the original
+    /// region stays, the new border takes the prompt's background (blue, not the gray it starts from).
+    /// </summary>
+    [TestMethod]
+    [DataRow(false)]
+    [DataRow(true)]
+    public void Outpainting_KeepsTheOriginal_AndPaintsTheBorderAsThePromptSays(bool inpaintingUnet)
+    {
+        const int size = 256, kept = 192;
+        using var model = inpaintingUnet ? LoadInpainting() : LoadOrdinary();
+        var item = ShapesDataset.GetItem(ShapeKind.Circle, ShapeColor.Red, BackgroundColor.Blue, ShapePosition.Left);
+        using var full = ShapesImages.Render(item, size);
+        var cropped = new byte[kept * size * 4];
+        for (int y = 0; y < size; y++)
+            full.Pixels.Slice(y * size * 4, kept * 4).CopyTo(cropped.AsSpan(y * kept * 4));
+        using var image = MLImage.CreateFromPixels(kept, size, MLPixelFormat.Rgba32, cropped);
+        using var canvas = Outpainting.Prepare(image, 0, 0, size - kept, 0, new OutpaintOptions { Fill = OutpaintFill.Color });
+        Assert.AreEqual((size, size), (canvas.Width, canvas.Height));
+
+        var data = model.MLContext.Data.LoadFromEnumerable(new[] { new InpaintRow256 { Prompt = item.Prompt, Seed = 11, Image = canvas.Image, Mask = canvas.Mask } });
+        var output = Inpaint(model, data, size: size).GetColumn<MLImage>("Output").Single();
+        var roundTrip = RoundTrip(model, canvas.Image);
+        static bool Original(int x, int y) => x < kept;
+        var border = Mean(output, (x, _) => x >= kept);
+        double mean = MeanDifference(output, roundTrip, Original);
+        int max = MaxDifference(output, roundTrip, Original);
+        string path = inpaintingUnet ? "9-channel UNet" : "4-channel UNet";
+        Console.WriteLine($"{path}: border ({border[0]:F0}, {border[1]:F0}, {border[2]:F0}) (it starts gray); original region vs VAE round trip: mean {mean:F2}, max {max}");
+        Assert.IsTrue(ImageChecks.Distance(border, ShapesDataset.GetRgb(BackgroundColor.Blue)) < 3, $"{path}: the new border is the prompt's blue background");
+        var (inside, _) = ImageChecks.RegionMeans(output, ShapeKind.Circle, ShapePosition.Left, margin: 4);
+        Assert.AreEqual(ShapeColor.Red, ImageChecks.NearestShapeColor(inside), $"{path}: the original red circle");
+        if (inpaintingUnet)
+        {
+            // The UNet's own x̂₀ — the item the image was cut from — plus DDIM's last-step noise residue, as in
+            // TheInpaintingUnet_…: σ ≈ 2.4 of 255 per value, bounds 1.3·0.8σ on the mean and 10σ on single values.
+            double sigma = DdimResidue(model);
+            Assert.IsTrue(mean <= 1.3 * 0.8 * sigma && max <= 10 * sigma, $"{path}: the original region changed (mean {mean:F2}, max {max}; σ {sigma:F2})");
+        }
+        else
+        {
+            Assert.AreEqual(0, max, $"{path}: blending keeps the original region's latents exactly");
+        }
     }
 }

@@ -50,3 +50,17 @@ internal static class InpaintingImages
 
     public static ShapesItem RedCircle => ShapesDataset.GetItem(ShapeKind.Circle, ShapeColor.Red, BackgroundColor.Blue, ShapePosition.Center);
 }
+
+/// <summary>A prompt, a seed, a 256×256 image (the Shapes model's native size) and its mask (white = repaint).</summary>
+public sealed class InpaintRow256
+{
+    public string Prompt { get; set; } = string.Empty;
+
+    public int Seed { get; set; }
+
+    [ImageType(256, 256)]
+    public MLImage? Image { get; set; }
+
+    [ImageType(256, 256)]
+    public MLImage? Mask { get; set; }
+}
