@@ -22,6 +22,12 @@ public enum DiffusionStageKind
 
     /// <summary>A <see cref="LatentDecodingTransformer"/> (DecodeLatents).</summary>
     DecodeLatents,
+
+    /// <summary>An <see cref="ImageEncodingTransformer"/> (EncodeImage).</summary>
+    EncodeImage,
+
+    /// <summary>A <see cref="DiffusionNoisingTransformer"/> (AddDiffusionNoise).</summary>
+    AddDiffusionNoise,
 }
 
 /// <summary>
@@ -42,10 +48,16 @@ public sealed class DiffusionStageDefinition
     /// <summary>The options of a DecodeLatents stage; null for other kinds.</summary>
     public DecodeLatentsOptions? DecodeLatentsOptions { get; init; }
 
-    /// <summary>The output column (DenoiseLatents, DecodeLatents; EncodePrompt keeps its names in its options).</summary>
+    /// <summary>The options of an EncodeImage stage; null for other kinds. A null seed is saved resolved, so results repeat.</summary>
+    public EncodeImageOptions? EncodeImageOptions { get; init; }
+
+    /// <summary>The options of an AddDiffusionNoise stage; null for other kinds. A null seed is saved resolved, so results repeat.</summary>
+    public AddNoiseOptions? AddNoiseOptions { get; init; }
+
+    /// <summary>The output column (every kind but EncodePrompt, which keeps its names in its options).</summary>
     public string? OutputColumnName { get; init; }
 
-    /// <summary>The input column (DenoiseLatents, DecodeLatents).</summary>
+    /// <summary>The input column (every kind but EncodePrompt).</summary>
     public string? InputColumnName { get; init; }
 
     /// <summary>The definition of a fitted stage. A DenoiseLatents stage without a base seed gets the seed it actually uses.</summary>
@@ -70,6 +82,20 @@ public sealed class DiffusionStageDefinition
                 InputColumnName = c.InputColumnName,
                 DecodeLatentsOptions = c.Options,
             },
+            ImageEncodingTransformer i => new DiffusionStageDefinition
+            {
+                Kind = DiffusionStageKind.EncodeImage,
+                OutputColumnName = i.OutputColumnName,
+                InputColumnName = i.InputColumnName,
+                EncodeImageOptions = Copy(i.Options, i.Options.Seed ?? i.Model.DefaultSeed),
+            },
+            DiffusionNoisingTransformer n => new DiffusionStageDefinition
+            {
+                Kind = DiffusionStageKind.AddDiffusionNoise,
+                OutputColumnName = n.OutputColumnName,
+                InputColumnName = n.InputColumnName,
+                AddNoiseOptions = Copy(n.Options, n.Options.Seed ?? n.Model.DefaultSeed),
+            },
             _ => throw new ArgumentException($"Unknown diffusion stage type {stage.GetType().Name}.", nameof(stage)),
         };
     }
@@ -92,6 +118,12 @@ public sealed class DiffusionStageDefinition
             case DiffusionStageKind.DecodeLatents:
                 return new LatentDecodingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
                     DecodeLatentsOptions ?? throw Missing(nameof(DecodeLatentsOptions)));
+            case DiffusionStageKind.EncodeImage:
+                return new ImageEncodingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
+                    EncodeImageOptions ?? throw Missing(nameof(EncodeImageOptions)));
+            case DiffusionStageKind.AddDiffusionNoise:
+                return new DiffusionNoisingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
+                    AddNoiseOptions ?? throw Missing(nameof(AddNoiseOptions)));
             default:
                 throw new InvalidDataException($"Unknown diffusion stage kind {Kind}.");
         }
@@ -151,7 +183,33 @@ public sealed class DiffusionStageDefinition
                     OutputColumnName = PersistenceSurrogate.Output0,
                     InputColumnName = PersistenceSurrogate.Embeddings,
                     DenoiseOptions = CopyPersistent(d, d.Seed, seedColumn: d.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
-                        noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1),
+                        noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1,
+                        initialLatentsColumn: d.InitialLatentsColumnName is null ? null : PersistenceSurrogate.InitialLatents),
+                };
+            case DiffusionStageKind.EncodeImage:
+                var i = EncodeImageOptions!;
+                return new DiffusionStageDefinition
+                {
+                    Kind = Kind,
+                    OutputColumnName = PersistenceSurrogate.Output0,
+                    InputColumnName = PersistenceSurrogate.SourceImage,
+                    EncodeImageOptions = Copy(i, i.Seed, seedColumn: i.SeedColumnName is null ? null : PersistenceSurrogate.Seed, batchSize: 1),
+                };
+            case DiffusionStageKind.AddDiffusionNoise:
+                var n = AddNoiseOptions!;
+                return new DiffusionStageDefinition
+                {
+                    Kind = Kind,
+                    OutputColumnName = PersistenceSurrogate.Output0,
+                    InputColumnName = PersistenceSurrogate.Latents,
+                    AddNoiseOptions = new AddNoiseOptions
+                    {
+                        Timestep = n.Timestep,
+                        TimestepColumnName = n.TimestepColumnName is null ? null : PersistenceSurrogate.Timestep,
+                        SeedColumnName = n.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
+                        Seed = n.Seed,
+                        NoiseOutputColumnName = n.NoiseOutputColumnName is null ? null : PersistenceSurrogate.Output1,
+                    },
                 };
             default:
                 var c = DecodeLatentsOptions!;
@@ -172,7 +230,7 @@ public sealed class DiffusionStageDefinition
     }
 
     private static DenoiseOptions CopyPersistent(DenoiseOptions o, int? seed, IProgress<DenoiseProgress>? progress = null, CancellationToken cancellationToken = default,
-        string? seedColumn = null, string? noiseColumn = null, int? batchSize = null) => new()
+        string? seedColumn = null, string? noiseColumn = null, int? batchSize = null, string? initialLatentsColumn = null) => new()
     {
         Steps = o.Steps,
         GuidanceScale = o.GuidanceScale,
@@ -182,9 +240,31 @@ public sealed class DiffusionStageDefinition
         SeedColumnName = seedColumn ?? o.SeedColumnName,
         Seed = seed,
         InitialNoiseColumnName = noiseColumn ?? o.InitialNoiseColumnName,
+        InitialLatentsColumnName = initialLatentsColumn ?? o.InitialLatentsColumnName,
+        Strength = o.Strength,
         BatchSize = batchSize ?? o.BatchSize,
         Progress = progress,
         CancellationToken = cancellationToken,
+    };
+
+    private static EncodeImageOptions Copy(EncodeImageOptions o, int? seed, string? seedColumn = null, int? batchSize = null) => new()
+    {
+        Width = o.Width,
+        Height = o.Height,
+        ResizeMode = o.ResizeMode,
+        Sampling = o.Sampling,
+        SeedColumnName = seedColumn ?? o.SeedColumnName,
+        Seed = seed,
+        BatchSize = batchSize ?? o.BatchSize,
+    };
+
+    private static AddNoiseOptions Copy(AddNoiseOptions o, int? seed) => new()
+    {
+        Timestep = o.Timestep,
+        TimestepColumnName = o.TimestepColumnName,
+        SeedColumnName = o.SeedColumnName,
+        Seed = seed,
+        NoiseOutputColumnName = o.NoiseOutputColumnName,
     };
 
     private InvalidDataException Missing(string what) => new($"The {Kind} stage definition has no {what}.");
@@ -227,7 +307,7 @@ public sealed class DiffusionPipelineDefinition
         var found = new List<(DiffusionStageDefinition Stage, string Folder)>();
         PersistenceSurrogate.Walk(transformer, inputSchema, (stage, folder, _) => found.Add((stage, folder)), _ => { });
         if (found.Count == 0)
-            throw new ArgumentException("The transformer holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents)"
+            throw new ArgumentException("The transformer holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents, EncodeImage, AddDiffusionNoise)"
                 + (inputSchema is null ? "; for a model loaded with mlContext.Model.Load, pass the input schema Load returned." : "."), nameof(transformer));
         string folder = found[0].Folder;
         foreach (var f in found)
@@ -241,7 +321,8 @@ public sealed class DiffusionPipelineDefinition
 
     /// <summary>
     /// Builds the stages on <paramref name="model"/> as a chain of <see cref="PromptEncodingTransformer"/>,
-    /// <see cref="LatentDenoisingTransformer"/> and <see cref="LatentDecodingTransformer"/>.
+    /// <see cref="LatentDenoisingTransformer"/>, <see cref="LatentDecodingTransformer"/>, <see cref="ImageEncodingTransformer"/>
+    /// and <see cref="DiffusionNoisingTransformer"/>, in the saved order.
     /// </summary>
     /// <param name="model">The loaded model (normally loaded from <see cref="ModelDirectory"/>; a different folder with the same layout works too).</param>
     /// <param name="progress">Runtime-only: receives DenoiseLatents' step reports.</param>

@@ -44,7 +44,19 @@ internal sealed class SeededDenoiseSource : DenoiseSource
     public long __sd_seed { get; set; }
 }
 
-/// <summary>Output of the DenoiseLatents surrogate.</summary>
+/// <summary>Input of the image-to-image DenoiseLatents surrogate (initial latents) without a seed column.</summary>
+internal class ImageDenoiseSource : DenoiseSource
+{
+    public float[] __sd_init { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the image-to-image DenoiseLatents surrogate with a seed column.</summary>
+internal sealed class SeededImageDenoiseSource : ImageDenoiseSource
+{
+    public long __sd_seed { get; set; }
+}
+
+/// <summary>Output of the DenoiseLatents, EncodeImage surrogates.</summary>
 internal sealed class DenoiseResult
 {
     public float[] __sd_out0 { get; set; } = Array.Empty<float>();
@@ -68,7 +80,76 @@ internal sealed class DecodeResult
     public float[] __sd_out1 { get; set; } = Array.Empty<float>();
 }
 
+/// <summary>
+/// Input of the EncodeImage surrogate. The configuration is a scalar string: its key is a scalar column, as ML.NET's
+/// Expression transform reads no images.
+/// </summary>
+internal class EncodeImageSource
+{
+    public string __sd_config { get; set; } = string.Empty;
+
+    [AnySizeImageType]
+    public MLImage? __sd_source { get; set; }
+}
+
+/// <summary>Input of the EncodeImage surrogate with a seed column.</summary>
+internal sealed class SeededEncodeImageSource : EncodeImageSource
+{
+    public long __sd_seed { get; set; }
+}
+
+/// <summary>Input of the AddDiffusionNoise surrogate with neither a seed nor a timestep column.</summary>
+internal class NoiseSource
+{
+    public string[] __sd_config { get; set; } = Array.Empty<string>();
+
+    public float[] __sd_latents { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the AddDiffusionNoise surrogate with a seed column.</summary>
+internal class SeededNoiseSource : NoiseSource
+{
+    public long __sd_seed { get; set; }
+}
+
+/// <summary>Input of the AddDiffusionNoise surrogate with a timestep column.</summary>
+internal sealed class TimedNoiseSource : NoiseSource
+{
+    public long __sd_timestep { get; set; }
+}
+
+/// <summary>Input of the AddDiffusionNoise surrogate with a seed and a timestep column.</summary>
+internal sealed class SeededTimedNoiseSource : SeededNoiseSource
+{
+    public long __sd_timestep { get; set; }
+}
+
+/// <summary>Output of the AddDiffusionNoise surrogate: x_t and ε.</summary>
+internal sealed class NoiseResult
+{
+    public float[] __sd_out0 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_out1 { get; set; } = Array.Empty<float>();
+}
+
 #pragma warning restore SA1300, IDE1006
+
+/// <summary>
+/// Types an <see cref="MLImage"/> member as an image of any size (<c>new ImageDataViewType()</c>, what LoadImages and
+/// DecodeLatents produce). ML.NET's own <see cref="ImageTypeAttribute"/> needs a positive size, and a typed cursor
+/// rejects an image column whose type no attribute registered; sized image columns are accepted as well.
+/// </summary>
+[AttributeUsage(AttributeTargets.Property | AttributeTargets.Field)]
+internal sealed class AnySizeImageTypeAttribute : DataViewTypeAttribute
+{
+    public override void Register() => DataViewTypeManager.Register(new ImageDataViewType(), typeof(MLImage), this);
+
+    public override bool Equals(DataViewTypeAttribute other) => other is AnySizeImageTypeAttribute;
+
+    public override bool Equals(object? obj) => obj is AnySizeImageTypeAttribute;
+
+    public override int GetHashCode() => typeof(AnySizeImageTypeAttribute).GetHashCode();
+}
 
 [CustomMappingFactoryAttribute(PersistenceSurrogate.EncodeContract)]
 internal sealed class EncodeMappingFactory : StatefulCustomMappingFactory<EncodeSource, EncodeResult, SurrogateState>
@@ -99,6 +180,7 @@ internal sealed class DenoiseMappingFactory : StatefulCustomMappingFactory<Denoi
         runner.Advance(state.Count++);
         runner.Set(PersistenceSurrogate.Embeddings, src.__sd_embeddings);
         runner.Set(PersistenceSurrogate.Noise, src.__sd_noise);
+        runner.Set(PersistenceSurrogate.InitialLatents, src is ImageDenoiseSource image ? image.__sd_init : Array.Empty<float>());
         runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
         dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
     }
@@ -127,6 +209,94 @@ internal sealed class DecodeMappingFactory : StatefulCustomMappingFactory<Decode
         dst.__sd_image = runner.ReadImage(PersistenceSurrogate.Image);
         dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
     };
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.ImageDenoiseContract)]
+internal sealed class ImageDenoiseMappingFactory : StatefulCustomMappingFactory<ImageDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<ImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => DenoiseMappingFactory.Map(src, dst, state, null);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededImageDenoiseContract)]
+internal sealed class SeededImageDenoiseMappingFactory : StatefulCustomMappingFactory<SeededImageDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SeededImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.EncodeImageContract)]
+internal sealed class EncodeImageMappingFactory : StatefulCustomMappingFactory<EncodeImageSource, DenoiseResult, SurrogateState>
+{
+    public override Action<EncodeImageSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => Map(src, dst, state, null);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+
+    internal static void Map(EncodeImageSource src, DenoiseResult dst, SurrogateState state, long? seed)
+    {
+        var runner = state.RunnerFor(src.__sd_config);
+        runner.Advance(state.Count++);
+        runner.Set(PersistenceSurrogate.SourceImage, src.__sd_source
+            ?? throw new InvalidOperationException($"Row {state.Count - 1}: the saved EncodeImage stage's image column has no image (null)."));
+        runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
+        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
+    }
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededEncodeImageContract)]
+internal sealed class SeededEncodeImageMappingFactory : StatefulCustomMappingFactory<SeededEncodeImageSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SeededEncodeImageSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        EncodeImageMappingFactory.Map(src, dst, state, src.__sd_seed);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.NoiseContract)]
+internal sealed class NoiseMappingFactory : StatefulCustomMappingFactory<NoiseSource, NoiseResult, SurrogateState>
+{
+    public override Action<NoiseSource, NoiseResult, SurrogateState> GetMapping() => (src, dst, state) => Map(src, dst, state, null, null);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+
+    internal static void Map(NoiseSource src, NoiseResult dst, SurrogateState state, long? seed, long? timestep)
+    {
+        var runner = state.RunnerFor(DenoiseMappingFactory.FirstConfig(src.__sd_config));
+        runner.Advance(state.Count++);
+        runner.Set(PersistenceSurrogate.Latents, src.__sd_latents);
+        runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
+        runner.Set(PersistenceSurrogate.Timestep, timestep ?? 0L);
+        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
+        dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
+    }
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededNoiseContract)]
+internal sealed class SeededNoiseMappingFactory : StatefulCustomMappingFactory<SeededNoiseSource, NoiseResult, SurrogateState>
+{
+    public override Action<SeededNoiseSource, NoiseResult, SurrogateState> GetMapping() => (src, dst, state) => NoiseMappingFactory.Map(src, dst, state, src.__sd_seed, null);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.TimedNoiseContract)]
+internal sealed class TimedNoiseMappingFactory : StatefulCustomMappingFactory<TimedNoiseSource, NoiseResult, SurrogateState>
+{
+    public override Action<TimedNoiseSource, NoiseResult, SurrogateState> GetMapping() => (src, dst, state) => NoiseMappingFactory.Map(src, dst, state, null, src.__sd_timestep);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededTimedNoiseContract)]
+internal sealed class SeededTimedNoiseMappingFactory : StatefulCustomMappingFactory<SeededTimedNoiseSource, NoiseResult, SurrogateState>
+{
+    public override Action<SeededTimedNoiseSource, NoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        NoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_timestep);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 }

@@ -13,8 +13,8 @@ public static class DiffusionPipeline
 {
     /// <summary>
     /// Rebuilds a model loaded with <c>mlContext.Model.Load</c>: every saved diffusion stage becomes the exact
-    /// <see cref="PromptEncodingTransformer"/>, <see cref="LatentDenoisingTransformer"/> or
-    /// <see cref="LatentDecodingTransformer"/> on <paramref name="model"/> (mini-batched, fixed-size vector columns, your
+    /// <see cref="PromptEncodingTransformer"/>, <see cref="LatentDenoisingTransformer"/>, <see cref="LatentDecodingTransformer"/>,
+    /// <see cref="ImageEncodingTransformer"/> or <see cref="DiffusionNoisingTransformer"/> on <paramref name="model"/> (mini-batched, fixed-size vector columns, your
     /// execution provider and log), and every other transformer is kept as loaded. The loaded model by itself also
     /// works, but runs the stages one row at a time on a CPU model opened from the saved folder (docs/persistence.md).
     /// Only load models from trusted sources.
@@ -41,7 +41,7 @@ public static class DiffusionPipeline
             result.Add(stage.Build(model, progress, cancellationToken));
         }, result.Add);
         if (!any)
-            throw new ArgumentException("The loaded model holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents).", nameof(loadedModel));
+            throw new ArgumentException("The loaded model holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents, EncodeImage, AddDiffusionNoise).", nameof(loadedModel));
         return new TransformerChain<ITransformer>(result.ToArray());
     }
 

@@ -6,6 +6,7 @@ using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
+using Microsoft.ML.Transforms.Image;
 
 namespace MLNet.Diffusion.Transforms;
 
@@ -36,13 +37,24 @@ internal static class PersistenceSurrogate
     public const string Output0 = "__sd_out0";
     public const string Output1 = "__sd_out1";
     public const string Image = "__sd_image";
+    public const string InitialLatents = "__sd_init";
+    public const string SourceImage = "__sd_source";
+    public const string Timestep = "__sd_timestep";
 
     public const string EncodeContract = "MLNet.Diffusion.EncodePrompt.v1";
     public const string DenoiseContract = "MLNet.Diffusion.DenoiseLatents.v1";
     public const string SeededDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Seeded.v1";
     public const string DecodeContract = "MLNet.Diffusion.DecodeLatents.v1";
+    public const string ImageDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Image.v1";
+    public const string SeededImageDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Image.Seeded.v1";
+    public const string EncodeImageContract = "MLNet.Diffusion.EncodeImage.v1";
+    public const string SeededEncodeImageContract = "MLNet.Diffusion.EncodeImage.Seeded.v1";
+    public const string NoiseContract = "MLNet.Diffusion.AddDiffusionNoise.v1";
+    public const string SeededNoiseContract = "MLNet.Diffusion.AddDiffusionNoise.Seeded.v1";
+    public const string TimedNoiseContract = "MLNet.Diffusion.AddDiffusionNoise.Timed.v1";
+    public const string SeededTimedNoiseContract = "MLNet.Diffusion.AddDiffusionNoise.Seeded.Timed.v1";
 
-    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Latents, Output0, Output1, Image };
+    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Latents, Output0, Output1, Image, InitialLatents, SourceImage, Timestep };
 
     /// <summary>Saves <paramref name="stage"/> as its surrogate chain.</summary>
     public static void Save(DiffusionTransformer stage, ModelSaveContext ctx)
@@ -81,15 +93,56 @@ internal static class PersistenceSurrogate
                 copies.Add(new(Embeddings, d.InputColumnName!));
                 copies.Add(new(Noise, o.InitialNoiseColumnName ?? d.InputColumnName!));
                 if (o.SeedColumnName is { } seed)
-                {
                     mapping.Add(ml.Transforms.Conversion.ConvertType(Seed, seed, DataKind.Int64));
-                    mapping.Add(ml.Transforms.StatefulCustomMapping(new SeededDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededDenoiseContract));
+                if (o.InitialLatentsColumnName is { } initial)
+                {
+                    // Image-to-image has its own contracts, so text-to-image models saved before keep theirs.
+                    copies.Add(new(InitialLatents, initial));
+                    mapping.Add(o.SeedColumnName is null
+                        ? ml.Transforms.StatefulCustomMapping(new ImageDenoiseMappingFactory().GetMapping(), SurrogateState.Init, ImageDenoiseContract)
+                        : ml.Transforms.StatefulCustomMapping(new SeededImageDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededImageDenoiseContract));
                 }
                 else
                 {
-                    mapping.Add(ml.Transforms.StatefulCustomMapping(new DenoiseMappingFactory().GetMapping(), SurrogateState.Init, DenoiseContract));
+                    mapping.Add(o.SeedColumnName is null
+                        ? ml.Transforms.StatefulCustomMapping(new DenoiseMappingFactory().GetMapping(), SurrogateState.Init, DenoiseContract)
+                        : ml.Transforms.StatefulCustomMapping(new SeededDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededDenoiseContract));
                 }
                 outputs.Add(new(d.OutputColumnName!, Output0));
+                break;
+            case DiffusionStageKind.EncodeImage:
+                var i = d.EncodeImageOptions!;
+                key = ScalarKey(schema, i.SeedColumnName);
+                copies.Add(new(SourceImage, d.InputColumnName!));
+                if (i.SeedColumnName is { } imageSeed)
+                {
+                    mapping.Add(ml.Transforms.Conversion.ConvertType(Seed, imageSeed, DataKind.Int64));
+                    mapping.Add(ml.Transforms.StatefulCustomMapping(new SeededEncodeImageMappingFactory().GetMapping(), SurrogateState.Init, SeededEncodeImageContract));
+                }
+                else
+                {
+                    mapping.Add(ml.Transforms.StatefulCustomMapping(new EncodeImageMappingFactory().GetMapping(), SurrogateState.Init, EncodeImageContract));
+                }
+                outputs.Add(new(d.OutputColumnName!, Output0));
+                break;
+            case DiffusionStageKind.AddDiffusionNoise:
+                var n = d.AddNoiseOptions!;
+                key = d.InputColumnName!;
+                copies.Add(new(Latents, d.InputColumnName!));
+                if (n.SeedColumnName is { } noiseSeed)
+                    mapping.Add(ml.Transforms.Conversion.ConvertType(Seed, noiseSeed, DataKind.Int64));
+                if (n.TimestepColumnName is { } timestep)
+                    mapping.Add(ml.Transforms.Conversion.ConvertType(Timestep, timestep, DataKind.Int64));
+                mapping.Add((n.SeedColumnName, n.TimestepColumnName) switch
+                {
+                    (null, null) => ml.Transforms.StatefulCustomMapping(new NoiseMappingFactory().GetMapping(), SurrogateState.Init, NoiseContract),
+                    (_, null) => ml.Transforms.StatefulCustomMapping(new SeededNoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededNoiseContract),
+                    (null, _) => ml.Transforms.StatefulCustomMapping(new TimedNoiseMappingFactory().GetMapping(), SurrogateState.Init, TimedNoiseContract),
+                    _ => ml.Transforms.StatefulCustomMapping(new SeededTimedNoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededTimedNoiseContract),
+                });
+                outputs.Add(new(d.OutputColumnName!, Output0));
+                if (n.NoiseOutputColumnName is { } noiseOutput)
+                    outputs.Add(new(noiseOutput, Output1));
                 break;
             default:
                 var c = d.DecodeLatentsOptions!;
@@ -105,25 +158,58 @@ internal static class PersistenceSurrogate
         foreach (var f in s_fixed)
             if (!outputs.Any(p => p.OutputColumnName == f))
                 drop.Add(f);
-        // One flat chain (EstimatorChain.Append keeps it flat), so a loaded model shows the Expression first.
-        var estimator = new EstimatorChain<ITransformer>().Append<ITransformer>(ml.Transforms.Expression(configColumn, "x => " + literal, key));
+        // One flat chain, so a loaded model shows the Expression first. Fitted one transform at a time rather than as an
+        // EstimatorChain: the chain's SchemaShape check compares image item types exactly (a sized Image<64, 64> column
+        // against the surrogate's any-size image member), while the fitted transforms accept any image column.
+        var estimators = new List<IEstimator<ITransformer>> { ml.Transforms.Expression(configColumn, "x => " + literal, key) };
         foreach (var p in copies)
-            estimator = estimator.Append<ITransformer>(ml.Transforms.CopyColumns(p.OutputColumnName, p.InputColumnName));
-        foreach (var m in mapping)
-            estimator = estimator.Append<ITransformer>(m);
+            estimators.Add(ml.Transforms.CopyColumns(p.OutputColumnName, p.InputColumnName));
+        estimators.AddRange(mapping);
         foreach (var p in outputs)
-            estimator = estimator.Append<ITransformer>(ml.Transforms.CopyColumns(p.OutputColumnName, p.InputColumnName));
-        estimator = estimator.Append<ITransformer>(ml.Transforms.DropColumns(drop.Where(n => n == configColumn || IsProduced(n, d)).ToArray()));
-        return estimator.Fit(new EmptyDataView(schema));
+            estimators.Add(ml.Transforms.CopyColumns(p.OutputColumnName, p.InputColumnName));
+        estimators.Add(ml.Transforms.DropColumns(drop.Where(n => n == configColumn || IsProduced(n, d)).ToArray()));
+        var transformers = new ITransformer[estimators.Count];
+        IDataView view = new EmptyDataView(schema);
+        for (int i = 0; i < transformers.Length; i++)
+        {
+            transformers[i] = estimators[i].Fit(view);
+            view = transformers[i].Transform(view);
+        }
+        return new TransformerChain<ITransformer>(transformers);
     }
 
     /// <summary>Whether the surrogate of <paramref name="d"/> creates the fixed column <paramref name="name"/> (DropColumns fails on absent columns).</summary>
     private static bool IsProduced(string name, DiffusionStageDefinition d) => d.Kind switch
     {
         DiffusionStageKind.EncodePrompt => name is Config or Prompt or Negative or Output0 or Output1,
-        DiffusionStageKind.DenoiseLatents => name is Config or Embeddings or Noise or Output0 || (name == Seed && d.DenoiseOptions!.SeedColumnName is not null),
+        DiffusionStageKind.DenoiseLatents => name is Config or Embeddings or Noise or Output0 || (name == Seed && d.DenoiseOptions!.SeedColumnName is not null)
+            || (name == InitialLatents && d.DenoiseOptions!.InitialLatentsColumnName is not null),
+        DiffusionStageKind.EncodeImage => name is Config or SourceImage or Output0 || (name == Seed && d.EncodeImageOptions!.SeedColumnName is not null),
+        DiffusionStageKind.AddDiffusionNoise => name is Config or Latents or Output0 or Output1 || (name == Seed && d.AddNoiseOptions!.SeedColumnName is not null)
+            || (name == Timestep && d.AddNoiseOptions!.TimestepColumnName is not null),
         _ => name is Config or Latents or Image or Output1,
     };
+
+    /// <summary>Expression's input types (ML.NET's Expression transform reads no other).</summary>
+    private static bool IsExpressionScalar(DataViewType t) => t is TextDataViewType || t == NumberDataViewType.Single || t == NumberDataViewType.Double
+        || t == NumberDataViewType.Int32 || t == NumberDataViewType.Int64 || t is BooleanDataViewType;
+
+    /// <summary>
+    /// The column the configuration constant is computed from, for a stage whose input ML.NET's Expression cannot read
+    /// (an image): the seed column when it is of an Expression type, else the first visible one of the input schema.
+    /// </summary>
+    private static string ScalarKey(DataViewSchema schema, string? preferred)
+    {
+        if (preferred is not null && schema.GetColumnOrNull(preferred) is { } p && IsExpressionScalar(p.Type))
+            return preferred;
+        foreach (var c in schema)
+            if (!c.IsHidden && IsExpressionScalar(c.Type))
+                return c.Name;
+        throw new InvalidOperationException(
+            "The EncodeImage stage can be saved with mlContext.Model.Save only when its input has a text, Single, Double, Int32, Int64 or Boolean column "
+            + "besides the image: the saved configuration is an Expression over such a column (ML.NET's Expression transform reads no images). "
+            + "Add one (a prompt or an id), or save a DiffusionPipelineDefinition instead. See docs/persistence.md.");
+    }
 
     /// <summary>
     /// Visits the diffusion stages of a transformer in order: our own stages, and the surrogate chains of a model loaded
@@ -144,7 +230,17 @@ internal static class PersistenceSurrogate
                 break;
             case TransformerChain<ITransformer> chain when schema is not null && TryReadConfig(chain, schema) is { } loaded:
                 var definition = DiffusionPipelineDefinition.FromJson(loaded);
-                stage(definition.Stages[0], definition.ModelDirectory, chain);
+                var saved = definition.Stages[0];
+                stage(saved, definition.ModelDirectory, chain);
+                // ML.NET saves no image column in a model's input schema, so the schema Load returns lacks EncodeImage's
+                // input: its output is added by name, typed as the loaded surrogate types it.
+                if (saved.Kind == DiffusionStageKind.EncodeImage && schema.GetColumnOrNull(saved.InputColumnName!) is null)
+                {
+                    var builder = new DataViewSchema.Builder();
+                    builder.AddColumns(schema);
+                    builder.AddColumn(saved.OutputColumnName!, new VectorDataViewType(NumberDataViewType.Single));
+                    return builder.ToSchema();
+                }
                 break;
             case IEnumerable<ITransformer> chain:
                 foreach (var inner in chain)
@@ -244,7 +340,17 @@ internal sealed class SurrogateRunner
             case LatentDenoisingTransformer:
                 columns.Add((PersistenceSurrogate.Embeddings, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Noise, new VectorDataViewType(NumberDataViewType.Single)));
+                columns.Add((PersistenceSurrogate.InitialLatents, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Seed, NumberDataViewType.Int64));
+                break;
+            case ImageEncodingTransformer:
+                columns.Add((PersistenceSurrogate.SourceImage, new ImageDataViewType()));
+                columns.Add((PersistenceSurrogate.Seed, NumberDataViewType.Int64));
+                break;
+            case DiffusionNoisingTransformer:
+                columns.Add((PersistenceSurrogate.Latents, new VectorDataViewType(NumberDataViewType.Single)));
+                columns.Add((PersistenceSurrogate.Seed, NumberDataViewType.Int64));
+                columns.Add((PersistenceSurrogate.Timestep, NumberDataViewType.Int64));
                 break;
             default:
                 var decode = (LatentDecodingTransformer)stage;
@@ -318,6 +424,8 @@ internal sealed class SettableRow : DataViewRow
                 StageWorker.WriteVector((float[]?)_values[i] ?? Array.Empty<float>(), ref v));
         if (typeof(TValue) == typeof(long))
             return (ValueGetter<TValue>)(Delegate)(ValueGetter<long>)((ref long v) => v = (long)(_values[i] ?? 0L));
+        if (typeof(TValue) == typeof(MLImage))
+            return (ValueGetter<TValue>)(Delegate)(ValueGetter<MLImage>)((ref MLImage v) => v = (MLImage)_values[i]!);
         throw new InvalidOperationException($"Column '{column.Name}' cannot be read as {typeof(TValue).Name}.");
     }
 

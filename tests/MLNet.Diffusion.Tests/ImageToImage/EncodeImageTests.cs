@@ -19,31 +19,12 @@ namespace MLNet.Diffusion.Tests.ImageToImage;
 [TestClass]
 public sealed class EncodeImageTests
 {
-    private static readonly Lazy<string> s_parametersModel = new(() => BuildVariant(ShapesVariant.LatentParameters));
-
     private static readonly ShapesItem[] s_items =
     {
         ShapesDataset.GetItem(ShapeKind.Circle, ShapeColor.Red, BackgroundColor.White, ShapePosition.Center),
         ShapesDataset.GetItem(ShapeKind.Square, ShapeColor.Yellow, BackgroundColor.Black, ShapePosition.Left),
         ShapesDataset.GetItem(ShapeKind.Triangle, ShapeColor.Purple, BackgroundColor.Green, ShapePosition.Right),
     };
-
-    private static string BuildVariant(ShapesVariant variant)
-    {
-        string dir = Path.Combine(Path.GetTempPath(), "mlnet-shapes-variant-" + Guid.NewGuid().ToString("N")[..8]);
-        ShapesModel.Build(dir, new ShapesModelOptions { Variant = variant });
-        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
-        {
-            try
-            {
-                Directory.Delete(dir, recursive: true);
-            }
-            catch (IOException)
-            {
-            }
-        };
-        return dir;
-    }
 
     private static IDataView Rows(MLContext ml, int size, params int[] seeds) =>
         ml.Data.LoadFromEnumerable(s_items.Select((it, i) => new ImageRow64 { Prompt = it.Prompt, Seed = seeds.Length > i ? seeds[i] : i, Image = ShapesImages.Render(it, size) }).ToArray());
@@ -75,7 +56,7 @@ public sealed class EncodeImageTests
     [TestMethod]
     public void TheLatentParametersVariantOutputsTheMeanAndAConstantLogVariance()
     {
-        using var parameters = new InferenceSession(Path.Combine(s_parametersModel.Value, "vae_encoder", "model.onnx"));
+        using var parameters = new InferenceSession(Path.Combine(ShapesVariantModels.LatentParameters, "vae_encoder", "model.onnx"));
         var input = ShapesDataset.RenderTensor(s_items[1], 64);
         var p = ShapesTestModel.Run(parameters, ("sample", input, new long[] { 1, 3, 64, 64 }))["latent_parameters"];
         CollectionAssert.AreEqual(new long[] { 1, 8, 8, 8 }, p.Shape);
@@ -88,7 +69,7 @@ public sealed class EncodeImageTests
     public void BothEncoderFormsAgreeInMeanModeAndCloselyInSampleMode()
     {
         using var standard = StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder);
-        using var parameters = StableDiffusionModel.Load(new MLContext(1), s_parametersModel.Value);
+        using var parameters = StableDiffusionModel.Load(new MLContext(1), ShapesVariantModels.LatentParameters);
         var data = Rows(standard.MLContext, 64, 11, 12, 13);
         var options = new EncodeImageOptions { Width = 64, Height = 64, SeedColumnName = "Seed" };
         var sampled = Encode(standard, data, options);
@@ -127,7 +108,7 @@ public sealed class EncodeImageTests
     [TestMethod]
     public void ARowGivesTheSameLatentsAloneOrInABatch()
     {
-        using var model = StableDiffusionModel.Load(new MLContext(1), s_parametersModel.Value);
+        using var model = StableDiffusionModel.Load(new MLContext(1), ShapesVariantModels.LatentParameters);
         var ml = model.MLContext;
         var data = Rows(ml, 64, 5, 6, 7);
         var together = Encode(model, data, new EncodeImageOptions { Width = 64, Height = 64, SeedColumnName = "Seed", BatchSize = 3 });

@@ -1,9 +1,36 @@
 using System;
+using System.IO;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms.Image;
 using MLNet.Diffusion.Shapes;
 
 namespace MLNet.Diffusion.Tests.ImageToImage;
+
+/// <summary>Shapes model variants built once per test run (deleted at process exit).</summary>
+internal static class ShapesVariantModels
+{
+    private static readonly Lazy<string> s_latentParameters = new(() => Build(ShapesVariant.LatentParameters));
+
+    /// <summary>A folder whose vae_encoder outputs latent_parameters (mean ‖ log-variance).</summary>
+    public static string LatentParameters => s_latentParameters.Value;
+
+    private static string Build(ShapesVariant variant)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "mlnet-shapes-variant-" + Guid.NewGuid().ToString("N")[..8]);
+        ShapesModel.Build(dir, new ShapesModelOptions { Variant = variant });
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        };
+        return dir;
+    }
+}
 
 /// <summary>Shapes items as <see cref="MLImage"/>s, and rows that carry them (ML.NET types an image member by its declared size).</summary>
 internal static class ShapesImages
