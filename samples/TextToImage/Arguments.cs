@@ -20,9 +20,17 @@ internal sealed class Arguments
 
     public long Seed { get; private set; } = Random.Shared.Next();
 
-    public int Width { get; private set; } = 512;
+    /// <summary>The width; null for the default: 512, or the init image's width rounded down to a multiple of 8.</summary>
+    public int? Width { get; private set; }
 
-    public int Height { get; private set; } = 512;
+    /// <summary>The height; null for the default: 512, or the init image's height rounded down to a multiple of 8.</summary>
+    public int? Height { get; private set; }
+
+    /// <summary>Image-to-image: the picture to start from.</summary>
+    public string? InitImage { get; private set; }
+
+    /// <summary>Image-to-image strength in [0, 1]; null for the default 0.8 (diffusers' default).</summary>
+    public float? Strength { get; private set; }
 
     public string? Scheduler { get; private set; }
 
@@ -84,13 +92,28 @@ internal sealed class Arguments
                 case "--count":
                     a.Count = Int(name, Value(), 1, 10000);
                     break;
+                case "--init-image":
+                    a.InitImage = Value();
+                    break;
+                case "--strength":
+                    a.Strength = Float(name, Value(), 0f, 1f);
+                    break;
                 default:
                     throw new ArgumentException($"unknown argument '{name}'");
             }
         }
-        if (!promptSet && !a.Help)
-            throw new ArgumentException("--prompt is required");
+        if (!a.Help)
+            a.Validate(promptSet);
         return a;
+    }
+
+    /// <summary>Rules between arguments, checked after all are read.</summary>
+    private void Validate(bool promptSet)
+    {
+        if (!promptSet)
+            throw new ArgumentException("--prompt is required");
+        if (Strength is not null && InitImage is null)
+            throw new ArgumentException("--strength needs --init-image (it says how much of the init image to change)");
     }
 
     private static bool Contains(System.Collections.Generic.IReadOnlyCollection<string> names, string value)

@@ -23,10 +23,13 @@ public static class Program
     private const string Usage = """
         Usage: TextToImage --prompt TEXT [--output out.png] [--model DIR] [--negative-prompt TEXT]
                            [--steps 20] [--guidance 7.5] [--seed N] [--width 512] [--height 512]
-                           [--scheduler NAME] [--count 1]
-          --model DIR   a Stable Diffusion ONNX folder (diffusers export layout); default: the embedded Shapes model
-          --scheduler   one of: {0}
-          --count N     N images with seeds seed, seed+1, …; files out-0.png, out-1.png, …
+                           [--scheduler NAME] [--count 1] [--init-image PATH [--strength 0.8]]
+          --model DIR        a Stable Diffusion ONNX folder (diffusers export layout); default: the embedded Shapes model
+          --scheduler        one of: {0}
+          --count N          N images with seeds seed, seed+1, …; files out-0.png, out-1.png, …
+          --init-image PATH  image-to-image: start from this picture (PNG, JPEG, …); the size defaults to the
+                             picture's, rounded down to a multiple of 8, and other sizes are stretched to fit
+          --strength S       with --init-image: how much to change it, from 0 (keep it) to 1 (ignore it); default 0.8
         """;
 
     /// <summary>Entry point; returns 0 on success, 2 on bad arguments, 1 on a failure, 130 when cancelled.</summary>
@@ -81,9 +84,15 @@ public static class Program
         using var sd = StableDiffusionModel.Load(ml, modelDir);
         Console.Error.WriteLine($"Model: {sd.Directory} ({sd.Info.ExecutionProvider}), loaded in {total.Elapsed.TotalSeconds:F1} s");
 
+        string? initImage = a.InitImage is null ? null : Path.GetFullPath(a.InitImage);
+        var (imageWidth, imageHeight) = initImage is null ? (512, 512) : ImageSize(initImage);
+        int width = a.Width ?? Math.Max(8, imageWidth / 8 * 8);
+        int height = a.Height ?? Math.Max(8, imageHeight / 8 * 8);
+        float strength = initImage is null ? 1f : a.Strength ?? 0.8f;
+
         var rows = new List<PromptRow>();
         for (int i = 0; i < a.Count; i++)
-            rows.Add(new PromptRow { Prompt = a.Prompt, NegativePrompt = a.NegativePrompt, Seed = a.Seed + i });
+            rows.Add(new PromptRow { Prompt = a.Prompt, NegativePrompt = a.NegativePrompt, Seed = a.Seed + i, InitImagePath = initImage ?? string.Empty });
         var data = ml.Data.LoadFromEnumerable(rows);
 
         var progress = new ProgressBar(a.Count);
@@ -91,17 +100,30 @@ public static class Program
         {
             Steps = a.Steps,
             GuidanceScale = a.Guidance,
-            Width = a.Width,
-            Height = a.Height,
+            Width = width,
+            Height = height,
             Scheduler = a.Scheduler,
             SeedColumnName = nameof(PromptRow.Seed),
+            InitialLatentsColumnName = initImage is null ? null : "InitialLatents",
+            Strength = strength,
             BatchSize = 1,
             Progress = progress,
             CancellationToken = cancellationToken,
         };
-        var pipeline = ml.Transforms.EncodePrompt(sd, "Embeddings", nameof(PromptRow.Prompt), nameof(PromptRow.NegativePrompt))
-            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", options))
-            .Append(ml.Transforms.DecodeLatents(sd, "Image", "Latents"));
+        var pipeline = new EstimatorChain<ITransformer>()
+            .Append<ITransformer>(ml.Transforms.EncodePrompt(sd, "Embeddings", nameof(PromptRow.Prompt), nameof(PromptRow.NegativePrompt)));
+        if (initImage is not null)
+        {
+            // Image-to-image: ML.NET's LoadImages reads the picture, EncodeImage turns it into the latents denoising starts
+            // from (diffusers' StableDiffusionImg2ImgPipeline).
+            pipeline = pipeline
+                .Append<ITransformer>(ml.Transforms.LoadImages("InitImage", imageFolder: null, inputColumnName: nameof(PromptRow.InitImagePath)))
+                .Append<ITransformer>(ml.Transforms.EncodeImage(sd, "InitialLatents", "InitImage",
+                    new EncodeImageOptions { Width = width, Height = height, SeedColumnName = nameof(PromptRow.Seed) }));
+        }
+        pipeline = pipeline
+            .Append<ITransformer>(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", options))
+            .Append<ITransformer>(ml.Transforms.DecodeLatents(sd, "Image", "Latents"));
         var transformer = pipeline.Fit(data);
         var images = transformer.Transform(data);
         string scheduler = transformer.OfType<LatentDenoisingTransformer>().Single().SchedulerName;
@@ -125,10 +147,15 @@ public static class Program
                 ["steps"] = a.Steps.ToString(CultureInfo.InvariantCulture),
                 ["guidance"] = a.Guidance.ToString(CultureInfo.InvariantCulture),
                 ["scheduler"] = scheduler,
-                ["size"] = $"{a.Width}x{a.Height}",
+                ["size"] = $"{width}x{height}",
                 ["model"] = sd.Directory,
                 ["software"] = "MLNet.Diffusion",
             };
+            if (initImage is not null)
+            {
+                text["init_image"] = initImage;
+                text["strength"] = strength.ToString(CultureInfo.InvariantCulture);
+            }
             string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
             if (dir is not null)
                 Directory.CreateDirectory(dir);
@@ -142,6 +169,15 @@ public static class Program
         return 0;
     }
 
+    /// <summary>The init image's size, read with MLImage.CreateFromFile; the error names the file.</summary>
+    private static (int Width, int Height) ImageSize(string path)
+    {
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"--init-image '{path}' does not exist.", path);
+        using var image = MLImage.CreateFromFile(path);
+        return (image.Width, image.Height);
+    }
+
     private sealed class PromptRow
     {
         public string Prompt { get; set; } = string.Empty;
@@ -149,6 +185,9 @@ public static class Program
         public string NegativePrompt { get; set; } = string.Empty;
 
         public long Seed { get; set; }
+
+        /// <summary>Image-to-image: the init image's full path (the same for every row); empty otherwise.</summary>
+        public string InitImagePath { get; set; } = string.Empty;
     }
 
     /// <summary>A one-line console progress bar fed by the denoising loop (reports arrive on the generating thread).</summary>

@@ -1,0 +1,72 @@
+using System;
+using System.IO;
+using Microsoft.ML.Data;
+using Microsoft.VisualStudio.TestTools.UnitTesting;
+using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Shapes;
+using MLNet.Diffusion.Tests.ImageToImage;
+using MLNet.Diffusion.Tests.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
+using TextToImage;
+
+namespace MLNet.Diffusion.Tests.Samples;
+
+[TestClass]
+public sealed class TextToImageTests
+{
+    [TestMethod]
+    public void InitImageAndStrengthAreParsedAndChecked()
+    {
+        var a = Arguments.Parse(new[] { "--prompt", "a blue circle", "--init-image", "in.png", "--strength", "0.3" });
+        Assert.AreEqual("in.png", a.InitImage);
+        Assert.AreEqual(0.3f, a.Strength);
+        Assert.IsNull(a.Width, "without --width the size comes from the init image");
+        Assert.IsNull(Arguments.Parse(new[] { "--prompt", "x", "--init-image", "in.png" }).Strength, "the default strength is applied when running");
+        Assert.AreEqual(64, Arguments.Parse(new[] { "--prompt", "x", "--width", "64" }).Width);
+
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--strength", "0.5" })).Message, "--init-image");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--init-image", "in.png", "--strength", "1.5" })).Message, "[0, 1]");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--init-image" })).Message, "--init-image needs a value");
+    }
+
+    [TestMethod]
+    [DoNotParallelize] // redirects Console.Out and Console.Error
+    public void AnInitImageOfARedCircleWithThePromptABlueCircleComesOutBlue()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "mlnet-img2img-sample-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        var (previousOut, previousError) = (Console.Out, Console.Error);
+        var error = new StringWriter();
+        try
+        {
+            Console.SetOut(TextWriter.Null);
+            Console.SetError(error);
+            var item = ShapesDataset.GetItem(ShapeKind.Circle, ShapeColor.Red, BackgroundColor.White, ShapePosition.Right);
+            string input = Path.Combine(dir, "red.png");
+            ShapesImages.Render(item, 256).Save(input);
+            string output = Path.Combine(dir, "blue.png");
+            int code = TextToImage.Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "a blue circle", "--init-image", input, "--seed", "7", "--output", output });
+            Assert.AreEqual(0, code, error.ToString());
+
+            using var image = MLImage.CreateFromFile(output);
+            Assert.AreEqual(256, image.Width, "the size comes from the init image");
+            var (inside, outside) = ImageChecks.RegionMeans(image, ShapeKind.Circle, ShapePosition.Right, margin: 6);
+            Assert.AreEqual(ShapeColor.Blue, ImageChecks.NearestShapeColor(inside));
+            Assert.AreEqual(BackgroundColor.White, ImageChecks.NearestBackground(outside));
+            var text = PngFile.ReadText(output);
+            Assert.AreEqual("0.8", text["strength"], "diffusers' default strength");
+            Assert.AreEqual(input, text["init_image"]);
+
+            Assert.AreEqual(1, TextToImage.Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "x", "--init-image", Path.Combine(dir, "missing.png") }));
+            StringAssert.Contains(error.ToString(), "missing.png");
+            Assert.AreEqual(2, TextToImage.Program.Main(new[] { "--prompt", "x", "--strength", "0.5" }));
+            StringAssert.Contains(error.ToString(), "--strength needs --init-image");
+        }
+        finally
+        {
+            Console.SetOut(previousOut);
+            Console.SetError(previousError);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
