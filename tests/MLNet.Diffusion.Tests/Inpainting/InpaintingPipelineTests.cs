@@ -66,6 +66,7 @@ public sealed class InpaintingPipelineTests
     /// <summary>The largest difference of an RGB value between two images over the pixels where <paramref name="where"/> holds.</summary>
     internal static int MaxDifference(MLImage a, MLImage b, Func<int, int, bool> where)
     {
+        Assert.AreEqual(a.PixelFormat, b.PixelFormat, "the helpers compare images of one pixel format");
         var pa = a.Pixels;
         var pb = b.Pixels;
         int max = 0;
@@ -77,10 +78,11 @@ public sealed class InpaintingPipelineTests
         return max;
     }
 
-    /// <summary>Mean RGB of the pixels where <paramref name="where"/> holds.</summary>
+    /// <summary>Mean RGB of the pixels where <paramref name="where"/> holds (RGBA32 or BGRA32).</summary>
     internal static double[] Mean(MLImage image, Func<int, int, bool> where)
     {
         var p = image.Pixels;
+        bool bgra = image.PixelFormat == MLPixelFormat.Bgra32;
         var sum = new double[3];
         int n = 0;
         for (int y = 0; y < image.Height; y++)
@@ -88,7 +90,7 @@ public sealed class InpaintingPipelineTests
                 if (where(x, y))
                 {
                     for (int c = 0; c < 3; c++)
-                        sum[c] += p[4 * (y * image.Width + x) + c];
+                        sum[c] += p[4 * (y * image.Width + x) + (bgra ? 2 - c : c)];
                     n++;
                 }
         return sum.Select(s => s / Math.Max(1, n)).ToArray();
@@ -99,6 +101,7 @@ public sealed class InpaintingPipelineTests
     /// <summary>Mean absolute difference of the RGB values where <paramref name="where"/> holds.</summary>
     internal static double MeanDifference(MLImage a, MLImage b, Func<int, int, bool> where)
     {
+        Assert.AreEqual(a.PixelFormat, b.PixelFormat, "the helpers compare images of one pixel format");
         var pa = a.Pixels;
         var pb = b.Pixels;
         double sum = 0;
