@@ -60,7 +60,7 @@ public sealed class DenoiseOptions
     /// The edges, decided here: when no step is left (Strength 0, or Steps·Strength &lt; 1) the initial latents are
     /// returned unchanged. Strength 1 is exactly text-to-image: the initial latents are ignored and the result is
     /// bit-identical to a run without them. diffusers instead noises the image at the first timestep even at strength
-    /// 1, which leaves a faint trace of it (√ᾱ ≈ 0.07 at t = 981 for SD's schedule).
+    /// 1, which leaves a faint trace of it (√ᾱ_t ≈ 0.08–0.09 at SD's first timesteps, t = 951–981).
     /// </remarks>
     public float Strength { get; init; } = 1f;
 
