@@ -19,7 +19,7 @@ namespace MLNet.Diffusion.Shapes;
 /// <remarks>
 /// The same options give byte-identical files on every machine. The folder is about 5 MB for the default options.
 /// </remarks>
-public static class ShapesModel
+public static partial class ShapesModel
 {
     /// <summary>Version of the builder's output; part of the cache key, changed whenever the files would change.</summary>
     public const string BuilderVersion = "1.0";
@@ -32,6 +32,7 @@ public static class ShapesModel
     /// <param name="options">The model settings; defaults when null.</param>
     /// <exception cref="ArgumentOutOfRangeException">An option is out of range.</exception>
     /// <exception cref="NotSupportedException">The options ask for a variant this version does not build.</exception>
+    /// <exception cref="ArgumentException">The variant combines flags that exclude each other.</exception>
     public static void Build(string directory, ShapesModelOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
@@ -69,7 +70,7 @@ public static class ShapesModel
             latents[i] *= scalingFactor;
 
         // 3. The scheduler, and σ_t from its own ᾱ table so the UNet and every sampler agree on the noise levels.
-        string schedulerJson = SchedulerJson();
+        string schedulerJson = SchedulerJson(options.Variant);
         var schedule = new NoiseSchedule(SchedulerConfig.Parse(schedulerJson));
         var sigmas = new float[schedule.Length];
         for (int t = 0; t < sigmas.Length; t++)
@@ -83,6 +84,11 @@ public static class ShapesModel
 
         // 5. The files.
         Directory.CreateDirectory(directory);
+        if ((options.Variant & (ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner)) != 0)
+        {
+            WriteSdxl(directory, options, vocab, pca, latents, latentSize, sigmas, scalingFactor, schedulerJson);
+            return;
+        }
         bool inpainting = options.Variant.HasFlag(ShapesVariant.Inpainting);
         WriteText(Path.Combine(directory, "model_index.json"), ModelIndexJson(inpainting));
         WriteText(Path.Combine(directory, "README.md"), Readme(options, scalingFactor));
@@ -108,6 +114,9 @@ public static class ShapesModel
             w.WriteNumber("sample_size", latentSize);
             w.WriteEndObject();
         });
+
+        // 6. The export variant's passes over the written graphs (float16, timestep form, v-prediction, external weights).
+        ShapesVariants.Apply(directory, options.Variant);
     }
 
     /// <summary>
@@ -227,8 +236,8 @@ public static class ShapesModel
         w.WriteEndObject();
     }
 
-    /// <summary>DDIM with Stable Diffusion 1.5's settings.</summary>
-    private static string SchedulerJson() => Json(w =>
+    /// <summary>DDIM with Stable Diffusion 1.5's settings (SD 2.x's v_prediction for <see cref="ShapesVariant.VPrediction"/>).</summary>
+    private static string SchedulerJson(ShapesVariant variant) => Json(w =>
     {
         w.WriteStartObject();
         w.WriteString("_class_name", "DDIMScheduler");
@@ -240,7 +249,7 @@ public static class ShapesModel
         w.WriteNumber("clip_sample_range", 1.0);
         w.WriteNumber("dynamic_thresholding_ratio", 0.995);
         w.WriteNumber("num_train_timesteps", 1000);
-        w.WriteString("prediction_type", "epsilon");
+        w.WriteString("prediction_type", variant.HasFlag(ShapesVariant.VPrediction) ? "v_prediction" : "epsilon");
         w.WriteBoolean("rescale_betas_zero_snr", false);
         w.WriteNumber("sample_max_value", 1.0);
         w.WriteBoolean("set_alpha_to_one", false);
@@ -290,7 +299,7 @@ public static class ShapesModel
     private static string Readme(ShapesModelOptions options, float scalingFactor) => string.Create(CultureInfo.InvariantCulture, $"""
         # Shapes — a miniature Stable Diffusion model built in code
 
-        Written by MLNet.Diffusion.Shapes {BuilderVersion} (`ShapesModel.Build`). Standard diffusers ONNX layout; float32.
+        Written by MLNet.Diffusion.Shapes {BuilderVersion} (`ShapesModel.Build`). Standard diffusers ONNX layout; {ShapesVariants.Describe(options.Variant)}.
 
         - Data: {ShapesDataset.ItemCount} images of {options.ImageSize}x{options.ImageSize} pixels: a circle, square or triangle in red, green,
           blue, yellow, purple or orange, on the left, in the center or on the right, on a white, black, gray, blue or green background.

@@ -17,7 +17,10 @@ public enum ShapesVariant
     /// <summary>The text encoder takes int64 <c>input_ids</c> (as some exporters write it).</summary>
     Int64InputIds = 1,
 
-    /// <summary>float16 weights, inputs and outputs (as <c>--fp16</c> exports).</summary>
+    /// <summary>
+    /// float16 weights, inputs and outputs (as <c>--fp16</c> exports): text encoder hidden states, UNet sample,
+    /// encoder_hidden_states, timestep [B] and out_sample, VAE inputs and outputs; the graphs compute in float32 inside.
+    /// </summary>
     Float16 = 2,
 
     /// <summary>Weights in an external-data file next to each graph (<c>model.onnx_data</c>).</summary>
@@ -32,17 +35,24 @@ public enum ShapesVariant
     /// <summary>The VAE encoder outputs 8-channel <c>latent_parameters</c> (mean ‖ log-variance) instead of a sampled <c>latent_sample</c>.</summary>
     LatentParameters = 32,
 
-    /// <summary>The UNet takes an int64 <c>timestep</c> [B] (instead of float32 [B]).</summary>
+    /// <summary>The UNet takes an int64 <c>timestep</c> [B] (instead of float32 [B]; a scalar with <see cref="TimestepScalar"/>).</summary>
     TimestepInt64 = 64,
 
-    /// <summary>The UNet takes a float32 scalar <c>timestep</c> (rank 0, shared by the batch).</summary>
+    /// <summary>The UNet takes a float32 scalar <c>timestep</c> (rank 0, shared by the batch; int64 with <see cref="TimestepInt64"/>).</summary>
     TimestepScalar = 128,
 
-    /// <summary>Weights in one external-data file named <c>weights.pb</c> next to each graph.</summary>
+    /// <summary>Weights in one external-data file named <c>weights.pb</c> next to each graph (not with <see cref="ExternalWeights"/>).</summary>
     ExternalWeightsPb = 256,
 
     /// <summary>The UNet predicts v = √ᾱ·ε − √(1 − ᾱ)·x₀ (SD 2.x, <c>prediction_type: v_prediction</c>).</summary>
     VPrediction = 512,
+
+    /// <summary>
+    /// SDXL refiner-shaped (implies <see cref="Sdxl"/>): only text_encoder_2 and tokenizer_2, a UNet whose <c>time_ids</c>
+    /// have 5 values ending with the aesthetic score, model_index.json of StableDiffusionXLImg2ImgPipeline with
+    /// <c>requires_aesthetics_score</c> true and <c>force_zeros_for_empty_prompt</c> false.
+    /// </summary>
+    SdxlRefiner = 1024,
 }
 
 /// <summary>Settings of the Shapes model (<see cref="ShapesModel"/>). Every setting is part of the cache key.</summary>
@@ -75,16 +85,28 @@ public sealed class ShapesModelOptions
     /// <summary>The variant flags this version builds (one per line).</summary>
     internal const ShapesVariant BuiltVariants =
         ShapesVariant.Int64InputIds
-        | ShapesVariant.Inpainting
-        | ShapesVariant.LatentParameters;
+        | ShapesVariant.Float16
+        | ShapesVariant.ExternalWeights
+        | ShapesVariant.TimestepInt64
+        | ShapesVariant.TimestepScalar
+        | ShapesVariant.ExternalWeightsPb
+        | ShapesVariant.VPrediction
+        | ShapesVariant.Sdxl
+        | ShapesVariant.SdxlRefiner
+        | ShapesVariant.LatentParameters
+        | ShapesVariant.Inpainting;
+
+    /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
+    internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
 
     /// <summary>The variant flags that change the UNet's graph, which the inpainting UNet does not take in this version.</summary>
     private const ShapesVariant UnetForms =
-        ShapesVariant.Float16 | ShapesVariant.Sdxl | ShapesVariant.TimestepInt64 | ShapesVariant.TimestepScalar | ShapesVariant.VPrediction;
+        ShapesVariant.Float16 | ShapesVariant.TimestepInt64 | ShapesVariant.TimestepScalar | ShapesVariant.VPrediction;
 
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
     /// <exception cref="NotSupportedException">The variant is not built by this version.</exception>
+    /// <exception cref="ArgumentException">The variant combines flags that exclude each other.</exception>
     internal void Validate()
     {
         if (!(MatchStrength >= 0f && MatchStrength <= 1000f))
@@ -93,6 +115,10 @@ public sealed class ShapesModelOptions
             throw new ArgumentOutOfRangeException(nameof(ImageSize), ImageSize, "ImageSize must be a multiple of 8 in [32, 1024].");
         if ((Variant & ~BuiltVariants) != 0)
             throw new NotSupportedException($"Shapes model variant '{Variant & ~BuiltVariants}' is not built by this version; it builds '{ShapesVariant.Standard}' combined with '{BuiltVariants}'.");
+        if (Variant.HasFlag(ShapesVariant.ExternalWeights) && Variant.HasFlag(ShapesVariant.ExternalWeightsPb))
+            throw new ArgumentException($"Variant '{Variant}' names two external-data files; choose '{ShapesVariant.ExternalWeights}' (model.onnx_data) or '{ShapesVariant.ExternalWeightsPb}' (weights.pb).", nameof(Variant));
+        if ((Variant & (ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner)) != 0 && (Variant & ~SdxlCombinations) != 0)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~SdxlCombinations}' is not built together with '{ShapesVariant.Sdxl}' by this version; the SDXL-shaped folder combines with '{SdxlCombinations}'.");
         if (Variant.HasFlag(ShapesVariant.Inpainting) && (Variant & UnetForms) != 0)
             throw new NotSupportedException($"Shapes model variant '{ShapesVariant.Inpainting}' cannot be combined with '{Variant & UnetForms}' in this version.");
     }

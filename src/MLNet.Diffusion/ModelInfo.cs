@@ -37,14 +37,39 @@ public sealed class ModelInfo
     /// <summary>Pixels per latent along each axis (8 for Stable Diffusion's VAE).</summary>
     public int VaeSpatialFactor { get; }
 
-    /// <summary>Width of the text encoder's hidden states (768 for SD 1.x, 1024 for SD 2.x).</summary>
+    /// <summary>
+    /// Width D of the conditioning states the UNet takes (<c>encoder_hidden_states</c>): the text encoder's hidden size
+    /// (768 for SD 1.x, 1024 for SD 2.x); for SDXL the two text encoders' penultimate hidden states side by side
+    /// (768 + 1280 = 2048; 1280 for the refiner, which has only the second).
+    /// </summary>
     public int HiddenSize { get; }
 
     /// <summary>Token sequence length of the text encoder (77).</summary>
     public int SequenceLength { get; }
 
-    /// <summary>Width of the text encoder's pooled output, or null when it has none.</summary>
+    /// <summary>
+    /// Width P of the pooled prompt vector, or null when there is none: the text encoder's <c>pooler_output</c> for
+    /// SD 1.x/2.x (optional there), <c>text_encoder_2</c>'s projected <c>text_embeds</c> for SDXL (1280; the UNet's
+    /// <c>text_embeds</c> input).
+    /// </summary>
     public int? PooledSize { get; }
+
+    /// <summary>Which pipeline the folder is (from <c>model_index.json</c> and the files).</summary>
+    public ModelKind Kind { get; internal init; }
+
+    /// <summary>
+    /// Values per row of the SDXL UNet's <c>time_ids</c> input, or null for models without it: 6 (original size, crop
+    /// top-left, target size) or 5 for refiner-style UNets (original size, crop top-left, aesthetic score), as diffusers'
+    /// <c>_get_add_time_ids</c> builds them.
+    /// </summary>
+    public int? TimeIdsWidth { get; internal init; }
+
+    /// <summary>
+    /// Whether an empty negative prompt gives all-zero unconditional states and pooled vector instead of the encoded
+    /// empty prompt (<c>model_index.json</c> <c>force_zeros_for_empty_prompt</c>; diffusers' SDXL default true, false for
+    /// the SDXL refiner's folder and not used by SD 1.x/2.x).
+    /// </summary>
+    public bool ForceZerosForEmptyPrompt { get; internal init; }
 
     /// <summary>The factor latents are multiplied by after encoding and divided by before decoding.</summary>
     public float VaeScalingFactor { get; }
@@ -54,4 +79,20 @@ public sealed class ModelInfo
 
     /// <summary>The execution provider the sessions run on (after any fallback), e.g. <c>CPU</c> or <c>CUDA:0</c>.</summary>
     public string ExecutionProvider { get; }
+}
+
+/// <summary>The kinds of model folder the library runs, told apart by <c>model_index.json</c> and the files present.</summary>
+public enum ModelKind
+{
+    /// <summary>Stable Diffusion 1.x/2.x: one text encoder; the UNet takes <c>sample</c>, <c>timestep</c>, <c>encoder_hidden_states</c>.</summary>
+    StableDiffusion,
+
+    /// <summary>
+    /// SDXL (<c>StableDiffusionXLPipeline</c>): <c>text_encoder/</c> and <c>text_encoder_2/</c> with their tokenizers; the
+    /// UNet also takes the pooled <c>text_embeds</c> and the micro-conditioning <c>time_ids</c>.
+    /// </summary>
+    StableDiffusionXL,
+
+    /// <summary>The SDXL refiner layout: only <c>text_encoder_2/</c> and <c>tokenizer_2/</c> (model_index.json declares no <c>text_encoder</c>).</summary>
+    StableDiffusionXLRefiner,
 }

@@ -1,4 +1,5 @@
 using System;
+using System.Globalization;
 using System.IO;
 using System.Threading;
 using Microsoft.ML;
@@ -21,11 +22,15 @@ public sealed class StableDiffusionModel : IDisposable
 {
     private static readonly TensorElementType[] s_floatTypes = { TensorElementType.Float, TensorElementType.Float16 };
     private static readonly TensorElementType[] s_idTypes = { TensorElementType.Int32, TensorElementType.Int64 };
-    private static readonly TensorElementType[] s_timestepTypes = { TensorElementType.Float, TensorElementType.Float16, TensorElementType.Int64, TensorElementType.Int32, TensorElementType.Double };
+    // The timestep forms of Stable Diffusion exports: float32 (diffusers/optimum), float16 (--fp16), int64 (some converters).
+    private static readonly TensorElementType[] s_timestepTypes = { TensorElementType.Float, TensorElementType.Float16, TensorElementType.Int64 };
+    private static readonly string[] s_unetInputs = { "sample", "timestep", "encoder_hidden_states" };
+    private static readonly string[] s_sdxlUnetInputs = { "text_embeds", "time_ids" };
 
     private readonly IHost _host;
     private readonly OnnxSessionFactory _sessions;
     private readonly Lazy<OnnxComponent?> _vaeEncoder;
+    private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
     private int _disposed;
 
     private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options)
@@ -39,37 +44,47 @@ public sealed class StableDiffusionModel : IDisposable
         bool fallback = options.FallbackToCpu ?? mlContext.FallbackToCpu;
         _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn);
 
-        Directory = ModelFolder.Validate(directory);
+        var layout = ModelFolder.Validate(directory);
+        Directory = layout.Directory;
         var schedulerConfig = PipelineConfigFixes(Schedulers.SchedulerConfig.Load(Path.Combine(Directory, ModelFolder.SchedulerConfig)));
-        Tokenizer = ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));
+        // SDXL folders add tokenizer_2/ + text_encoder_2/; the refiner layout has only those (model_index.json declares no text_encoder).
+        bool xl = layout.Kind != ModelKind.StableDiffusion, refiner = layout.Kind == ModelKind.StableDiffusionXLRefiner;
+        Tokenizer2 = xl ? ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer2)) : null;
+        Tokenizer = refiner ? Tokenizer2! : ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));
 
         try
         {
-            TextEncoder = Open(ModelFolder.TextEncoder);
+            TextEncoder2 = xl ? Open(ModelFolder.TextEncoder2) : null;
+            TextEncoder = refiner ? TextEncoder2! : Open(ModelFolder.TextEncoder);
             Unet = Open(ModelFolder.Unet);
             VaeDecoder = Open(ModelFolder.VaeDecoder);
             _vaeEncoder = new Lazy<OnnxComponent?>(() =>
                 File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VaeEncoder)) ? Open(ModelFolder.VaeEncoder) : null,
                 LazyThreadSafetyMode.ExecutionAndPublication);
-            Info = ReadInfo(schedulerConfig, options);
+            Info = ReadInfo(schedulerConfig, options, layout, out _textEncoders);
         }
         catch
         {
             TextEncoder?.Dispose();
+            if (!ReferenceEquals(TextEncoder2, TextEncoder))
+                TextEncoder2?.Dispose();
             Unet?.Dispose();
             VaeDecoder?.Dispose();
             throw;
         }
         using var ch = _host.Start("Load");
-        ch.Info(MessageSensitivity.None, $"Loaded Stable Diffusion model '{Directory}' on {Info.ExecutionProvider}: latent channels {Info.LatentChannels}, "
+        ch.Info(MessageSensitivity.None, $"Loaded {ModelFolder.Describe(Info.Kind)} model '{Directory}' on {Info.ExecutionProvider}: latent channels {Info.LatentChannels}, "
             + $"VAE factor {Info.VaeSpatialFactor}, hidden size {Info.HiddenSize}, scaling factor {Info.VaeScalingFactor}, scheduler {schedulerConfig.ClassName ?? "(none)"}.");
     }
 
     /// <summary>
     /// Loads a Stable Diffusion ONNX model folder. The folder must hold model_index.json, scheduler/scheduler_config.json,
     /// tokenizer/ (vocab.json, merges.txt), text_encoder/, unet/ and vae_decoder/ models; vae_encoder/ is needed only
-    /// for image-to-image. Shapes, element types and the VAE factor are read from the models' metadata and configs.
-    /// Only load models from trusted sources.
+    /// for image-to-image. SDXL folders (model_index.json <c>_class_name</c> StableDiffusionXLPipeline or its Img2Img/ORT
+    /// forms) add tokenizer_2/ and text_encoder_2/, whose text encoders must output their hidden states
+    /// (<c>hidden_states.0 … N</c>) and, for the second, <c>text_embeds</c>; the refiner layout has only the second pair.
+    /// The kind found is <see cref="ModelInfo.Kind"/>. Shapes, element types and the VAE factor are read from the models'
+    /// metadata and configs. Only load models from trusted sources.
     /// </summary>
     /// <param name="mlContext">The context: its log receives progress and warnings, its seed derives default seeds, and its
     /// <c>GpuDeviceId</c>/<c>FallbackToCpu</c> apply when <paramref name="options"/> leaves them unset.</param>
@@ -79,7 +94,8 @@ public sealed class StableDiffusionModel : IDisposable
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">A required file is missing (the message lists them).</exception>
     /// <exception cref="InvalidDataException">A file is malformed (the message names it).</exception>
-    /// <exception cref="ModelContractException">A model's inputs or outputs do not match the contract.</exception>
+    /// <exception cref="ModelContractException">A model's inputs or outputs do not match the contract (the message names the
+    /// file and the input or output), or model_index.json names a pipeline this library does not run (SD3, Flux, …).</exception>
     /// <exception cref="InvalidOperationException">The requested execution provider cannot be loaded and fallback is off.</exception>
     public static StableDiffusionModel Load(MLContext mlContext, string modelDirectory, StableDiffusionModelOptions? options = null)
     {
@@ -97,13 +113,29 @@ public sealed class StableDiffusionModel : IDisposable
     /// <summary>What the folder says about the model (latent channels, VAE factor, hidden size, …).</summary>
     public ModelInfo Info { get; }
 
-    /// <summary>The CLIP tokenizer read from the folder's tokenizer/.</summary>
+    /// <summary>
+    /// The CLIP tokenizer of the first text encoder, read from the folder's tokenizer/ (tokenizer_2/ for an SDXL refiner,
+    /// whose only text encoder is the second). Prompts are counted and truncated with it.
+    /// </summary>
     public ClipTokenizer Tokenizer { get; }
+
+    /// <summary>
+    /// The CLIP tokenizer of SDXL's second text encoder, read from tokenizer_2/ (it pads with <c>"!"</c> where the first
+    /// pads with <c>&lt;|endoftext|&gt;</c>); null for Stable Diffusion 1.x/2.x.
+    /// </summary>
+    public ClipTokenizer? Tokenizer2 { get; }
 
     /// <summary>Whether the folder has a VAE encoder (needed for image-to-image).</summary>
     public bool HasVaeEncoder => VaeEncoderOrNull is not null;
 
+    /// <summary>The first text encoder prompts run through: text_encoder/ (text_encoder_2/ for the SDXL refiner).</summary>
     internal OnnxComponent TextEncoder { get; }
+
+    /// <summary>text_encoder_2/ of an SDXL folder (the same component as <see cref="TextEncoder"/> for the refiner); null otherwise.</summary>
+    internal OnnxComponent? TextEncoder2 { get; }
+
+    /// <summary>The text encoders in the order their states are concatenated, with their tokenizers and outputs.</summary>
+    internal System.Collections.Generic.IReadOnlyList<TextEncoderBinding> TextEncoders => _textEncoders;
 
     internal OnnxComponent Unet { get; }
 
@@ -154,31 +186,90 @@ public sealed class StableDiffusionModel : IDisposable
         return new OnnxComponent(component, path, _sessions.Create(path));
     }
 
-    private ModelInfo ReadInfo(SchedulerConfig schedulerConfig, StableDiffusionModelOptions options)
+    private ModelInfo ReadInfo(SchedulerConfig schedulerConfig, StableDiffusionModelOptions options, FolderLayout layout, out TextEncoderBinding[] bindings)
     {
-        // Text encoder: input_ids [B, L] int32/int64 → last_hidden_state [B, L, D] (+ pooler_output [B, D]).
-        TextEncoder.RequireInput("input_ids", s_idTypes, 2);
-        TextEncoder.RequireOutput("last_hidden_state", s_floatTypes, 3);
-        int sequenceLength = OnnxComponent.StaticDim(TextEncoder.Input("input_ids"), 1) ?? Tokenizer.ModelMaxLength;
-        if (sequenceLength != Tokenizer.ModelMaxLength)
-            throw new ModelContractException($"text_encoder input_ids has sequence length {sequenceLength} but the tokenizer's model_max_length is {Tokenizer.ModelMaxLength}.");
+        bool xl = layout.Kind != ModelKind.StableDiffusion;
+        // Text encoders: input_ids [B, L] int32/int64 → states [B, L, D] (SD: last_hidden_state, + optional pooler_output;
+        // SDXL: hidden_states.0 … N of which encode_prompt takes hidden_states[-2], + text_embeds [B, P] from text_encoder_2).
+        (OnnxComponent Encoder, ClipTokenizer Tokenizer)[] encoders = layout.Kind switch
+        {
+            ModelKind.StableDiffusionXL => [(TextEncoder, Tokenizer), (TextEncoder2!, Tokenizer2!)],
+            ModelKind.StableDiffusionXLRefiner => [(TextEncoder2!, Tokenizer2!)],
+            _ => [(TextEncoder, Tokenizer)],
+        };
+        int sequenceLength = -1;
+        foreach (var (encoder, tokenizer) in encoders)
+        {
+            encoder.RequireInput("input_ids", s_idTypes, 2);
+            int length = OnnxComponent.StaticDim(encoder.Input("input_ids"), 1) ?? tokenizer.ModelMaxLength;
+            if (length != tokenizer.ModelMaxLength)
+                throw new ModelContractException($"{encoder.Name} input_ids has sequence length {length} but the tokenizer's model_max_length is {tokenizer.ModelMaxLength}.");
+            if (sequenceLength >= 0 && length != sequenceLength)
+                throw new ModelContractException($"text_encoder takes {sequenceLength} tokens but {encoder.Name} takes {length}; SDXL concatenates their states token by token, so both must take the same length.");
+            sequenceLength = length;
+        }
 
-        // UNet: sample [B, C, h, w], timestep [B] / [1] / [], encoder_hidden_states [B, L, D] → out_sample [B, C, h, w].
+        // UNet: sample [B, C, h, w], timestep [B] / [1] / [], encoder_hidden_states [B, L, D] → out_sample [B, C, h, w];
+        // SDXL also text_embeds [B, P] and time_ids [B, 6 or 5] (diffusers added_cond_kwargs; optimum's UNet export inputs).
         Unet.RequireInput("sample", s_floatTypes, 4);
         Unet.RequireInput("timestep", s_timestepTypes, 0, 1);
         Unet.RequireInput("encoder_hidden_states", s_floatTypes, 3);
         Unet.RequireOutput(Unet.Outputs.Count == 1 ? FirstKey(Unet.Outputs) : "out_sample", s_floatTypes, 4);
+        CheckUnetInputs(layout);
+        if (xl)
+        {
+            Unet.RequireInput("text_embeds", s_floatTypes, 2);
+            Unet.RequireInput("time_ids", s_floatTypes, 2);
+        }
 
         // VAE decoder: latent_sample [B, C, h, w] → sample [B, 3, H, W].
         VaeDecoder.RequireInput("latent_sample", s_floatTypes, 4);
         VaeDecoder.RequireOutput(VaeDecoder.Outputs.Count == 1 ? FirstKey(VaeDecoder.Outputs) : "sample", s_floatTypes, 4);
 
-        int hidden = OnnxComponent.StaticDim(TextEncoder.Output("last_hidden_state"), 2)
-            ?? OnnxComponent.StaticDim(Unet.Input("encoder_hidden_states"), 2)
-            ?? ProbeHiddenSize(sequenceLength);
-        if (OnnxComponent.StaticDim(Unet.Input("encoder_hidden_states"), 2) is int unetHidden && unetHidden != hidden)
-            throw new ModelContractException($"text_encoder produces hidden states of width {hidden} but unet encoder_hidden_states expects {unetHidden}.");
-        int? pooled = TextEncoder.HasOutput("pooler_output") ? OnnxComponent.StaticDim(TextEncoder.Output("pooler_output"), 1) ?? hidden : null;
+        int? unetHidden = OnnxComponent.StaticDim(Unet.Input("encoder_hidden_states"), 2);
+        bindings = new TextEncoderBinding[encoders.Length];
+        int hidden = 0;
+        int? pooled = null;
+        for (int e = 0; e < encoders.Length; e++)
+        {
+            var (encoder, tokenizer) = encoders[e];
+            string states = xl ? PenultimateStates(encoder) : "last_hidden_state";
+            encoder.RequireOutput(states, s_floatTypes, 3);
+            int width = OnnxComponent.StaticDim(encoder.Output(states), 2)
+                ?? (encoders.Length == 1 ? unetHidden : null)
+                ?? ProbeWidth(encoder, states, sequenceLength);
+            string? pooledOutput = xl
+                ? (ReferenceEquals(encoder, TextEncoder2) ? "text_embeds" : null)
+                : (encoder.HasOutput("pooler_output") ? "pooler_output" : null);
+            int? pooledWidth = null;
+            if (pooledOutput is not null)
+            {
+                encoder.RequireOutput(pooledOutput, s_floatTypes, 2);
+                pooledWidth = OnnxComponent.StaticDim(encoder.Output(pooledOutput), 1)
+                    ?? (xl ? OnnxComponent.StaticDim(Unet.Input("text_embeds"), 1) : width)
+                    ?? ProbeWidth(encoder, pooledOutput, sequenceLength);
+                pooled = pooledWidth;
+            }
+            bindings[e] = new TextEncoderBinding(encoder, tokenizer, states, width, pooledOutput, pooledWidth);
+            hidden += width;
+        }
+        if (unetHidden is int u && u != hidden)
+            throw new ModelContractException(encoders.Length == 1
+                ? $"{encoders[0].Encoder.Name} produces hidden states of width {hidden} but unet encoder_hidden_states expects {u}."
+                : $"text_encoder and text_encoder_2 produce states of widths {bindings[0].HiddenSize} + {bindings[1].HiddenSize} = {hidden} but unet encoder_hidden_states expects {u}.");
+
+        int? timeIdsWidth = null;
+        if (xl)
+        {
+            if (OnnxComponent.StaticDim(Unet.Input("text_embeds"), 1) is int unetPooled && unetPooled != pooled)
+                throw new ModelContractException($"text_encoder_2 text_embeds has width {pooled} but unet text_embeds expects {unetPooled}.");
+            int? staticWidth = OnnxComponent.StaticDim(Unet.Input("time_ids"), 1);
+            timeIdsWidth = staticWidth ?? (layout.RequiresAestheticsScore ? 5 : 6);
+            if (timeIdsWidth is not (5 or 6))
+                throw new ModelContractException($"unet/model.onnx time_ids has {timeIdsWidth} values per row; SDXL UNets take 6 (original size, crop top-left, target size) or 5 (original size, crop top-left, aesthetic score).");
+            if (staticWidth is int w && (w == 5) != layout.RequiresAestheticsScore)
+                Warn($"model_index.json sets requires_aesthetics_score {layout.RequiresAestheticsScore.ToString().ToLowerInvariant()} but unet/model.onnx time_ids take {w} values; following the UNet ({(w == 5 ? "aesthetic score" : "target size")}).");
+        }
 
         string vaeConfig = FindVaeConfig();
         // The UNet's output (not its input: an inpainting UNet takes 2C + 1 channels) and the VAE state C.
@@ -197,6 +288,9 @@ public sealed class StableDiffusionModel : IDisposable
         return new ModelInfo(Directory, latentChannels, factor, hidden, sequenceLength, pooled, scaling, schedulerConfig, _sessions.EffectiveProvider.ToString())
         {
             UnetInputChannels = unetInputChannels,
+            Kind = layout.Kind,
+            TimeIdsWidth = timeIdsWidth,
+            ForceZerosForEmptyPrompt = layout.ForceZerosForEmptyPrompt,
         };
     }
 
@@ -213,6 +307,58 @@ public sealed class StableDiffusionModel : IDisposable
         if (channels != latentChannels && channels != 2 * latentChannels + 1)
             throw new ModelContractException($"unet/model.onnx input 'sample' has {channels} channels; expected {latentChannels} (the latent channels) or {2 * latentChannels + 1} (an inpainting UNet: latents, mask, masked-image latents).");
         return channels;
+    }
+
+    /// <summary>
+    /// Every UNet input must be one the denoising loop feeds: an SD UNet with SDXL's added inputs, an SDXL UNet without
+    /// them, or an input of another family (LCM's <c>timestep_cond</c>, ControlNet residuals, …) fails here, named.
+    /// </summary>
+    private void CheckUnetInputs(FolderLayout layout)
+    {
+        string Has() => string.Join(", ", Unet.Inputs.Keys);
+        bool TextEncoder2Exists() => File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.TextEncoder2));
+        string From() => layout.ClassName is null ? string.Empty : $", model_index.json _class_name '{layout.ClassName}'";
+        bool xl = layout.Kind != ModelKind.StableDiffusion;
+        foreach (string added in s_sdxlUnetInputs)
+        {
+            if (xl && !Unet.HasInput(added))
+                throw new ModelContractException($"unet/model.onnx has no input '{added}', which an SDXL UNet takes (diffusers added_cond_kwargs text_embeds and time_ids; "
+                    + $"folder loaded as {ModelFolder.Describe(layout.Kind)}{From()}). It has: {Has()}.");
+            if (!xl && Unet.HasInput(added))
+                throw new ModelContractException($"unet/model.onnx takes '{added}', an SDXL UNet input, but the folder loads as Stable Diffusion 1.x/2.x ("
+                    + (TextEncoder2Exists() ? $"model_index.json _class_name '{layout.ClassName}' names a Stable Diffusion pipeline" : $"no text_encoder_2/{From()}") + "). "
+                    + "Use the complete SDXL export (text_encoder_2/, tokenizer_2/, model_index.json of StableDiffusionXLPipeline).");
+        }
+        foreach (string name in Unet.Inputs.Keys)
+        {
+            if (Array.IndexOf(s_unetInputs, name) >= 0 || (xl && Array.IndexOf(s_sdxlUnetInputs, name) >= 0))
+                continue;
+            string hint = name == "timestep_cond" ? " ('timestep_cond' is the guidance-scale embedding of LCM-distilled UNets, unet config time_cond_proj_dim.)" : string.Empty;
+            throw new ModelContractException($"unet/model.onnx has an input '{name}' that MLNet.Diffusion cannot feed: it feeds {string.Join(", ", s_unetInputs)}"
+                + (xl ? $", {string.Join(", ", s_sdxlUnetInputs)}" : string.Empty) + $" (the UNet has: {Has()}).{hint}");
+        }
+    }
+
+    /// <summary>
+    /// The penultimate layer's states of an SDXL text encoder: of the outputs <c>hidden_states.0 … hidden_states.N</c>
+    /// (embeddings, then each layer; optimum's export with output_hidden_states), <c>hidden_states.{N−1}</c> — diffusers'
+    /// <c>hidden_states[-2]</c> in StableDiffusionXLPipeline.encode_prompt.
+    /// </summary>
+    private static string PenultimateStates(OnnxComponent encoder)
+    {
+        const string prefix = "hidden_states.";
+        int last = -1;
+        foreach (string name in encoder.Outputs.Keys)
+        {
+            if (name.StartsWith(prefix, StringComparison.Ordinal)
+                && int.TryParse(name.AsSpan(prefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int k) && k > last)
+                last = k;
+        }
+        if (last < 1)
+            throw new ModelContractException($"{encoder.Name}/model.onnx has no outputs 'hidden_states.0' … 'hidden_states.N' (it has: {string.Join(", ", encoder.Outputs.Keys)}). "
+                + "SDXL conditions the UNet on the penultimate layer's hidden states (diffusers encode_prompt: hidden_states[-2]); export the text encoders "
+                + "with their hidden states, as optimum-cli export onnx does for SDXL.");
+        return prefix + (last - 1).ToString(CultureInfo.InvariantCulture);
     }
 
     internal string UnetOutputName => Unet.Outputs.Count == 1 ? FirstKey(Unet.Outputs) : "out_sample";
@@ -249,11 +395,12 @@ public sealed class StableDiffusionModel : IDisposable
         return (int)(shape[2] / 8);
     }
 
-    private int ProbeHiddenSize(int sequenceLength)
+    /// <summary>Runs a text encoder once on zero ids to learn the last dimension of an output its metadata leaves symbolic.</summary>
+    private static int ProbeWidth(OnnxComponent encoder, string output, int sequenceLength)
     {
-        using var ids = new TensorBuffer(TextEncoder.Input("input_ids").ElementDataType, new long[] { 1, sequenceLength });
-        using var outputs = TextEncoder.Run(null, new[] { "input_ids" }, new[] { ids.Value }, new[] { "last_hidden_state" });
-        return (int)outputs[0].GetTensorTypeAndShape().Shape[2];
+        using var ids = new TensorBuffer(encoder.Input("input_ids").ElementDataType, new long[] { 1, sequenceLength });
+        using var outputs = encoder.Run(null, new[] { "input_ids" }, new[] { ids.Value }, new[] { output });
+        return (int)outputs[0].GetTensorTypeAndShape().Shape[^1];
     }
 
     /// <summary>Releases the ONNX Runtime sessions. Stages that use this model fail with <see cref="ObjectDisposedException"/> afterwards.</summary>
@@ -262,6 +409,8 @@ public sealed class StableDiffusionModel : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
         TextEncoder.Dispose();
+        if (!ReferenceEquals(TextEncoder2, TextEncoder))
+            TextEncoder2?.Dispose();
         Unet.Dispose();
         VaeDecoder.Dispose();
         if (_vaeEncoder.IsValueCreated)

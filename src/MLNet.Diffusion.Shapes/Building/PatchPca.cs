@@ -38,6 +38,13 @@ internal sealed class PatchPca
     /// <summary>The 4 largest eigenvalues (variance captured per component), descending.</summary>
     public double[] Eigenvalues { get; }
 
+    /// <summary>
+    /// The same mean with every component multiplied by <paramref name="factor"/> (rows then no longer unit length): a VAE
+    /// encoder built from it outputs latents × factor, a VAE decoder built from it expects latents ÷ factor. This folds a
+    /// scaling factor other than the data's own into the VAE graphs (the SDXL-shaped folder's 0.13025).
+    /// </summary>
+    public PatchPca Scaled(double factor) => new(Mean, Array.ConvertAll(ComponentsMatrix, v => v * factor), Eigenvalues);
+
     /// <summary>Fits the PCA to the patches of RGB (HWC) images of size × size pixels.</summary>
     public static PatchPca Fit(IReadOnlyList<byte[]> images, int size)
     {

@@ -154,7 +154,9 @@ internal sealed class ShapesTokenizerFiles
     }
 
     /// <summary>Writes vocab.json, merges.txt, special_tokens_map.json and tokenizer_config.json (CLIPTokenizer format).</summary>
-    public void Write(string directory)
+    /// <param name="directory">The tokenizer folder.</param>
+    /// <param name="padToken">The padding token: <c>&lt;|endoftext|&gt;</c> as SD 1.x, or <c>"!"</c> as SD 2.x and SDXL's tokenizer_2.</param>
+    public void Write(string directory, string padToken = EndOfText)
     {
         Directory.CreateDirectory(directory);
         JsonFiles.Write(Path.Combine(directory, "vocab.json"), w =>
@@ -175,7 +177,7 @@ internal sealed class ShapesTokenizerFiles
             w.WriteStartObject();
             AddedToken(w, "bos_token", StartOfText, typed: false);
             AddedToken(w, "eos_token", EndOfText, typed: false);
-            w.WriteString("pad_token", EndOfText);
+            w.WriteString("pad_token", padToken);
             AddedToken(w, "unk_token", EndOfText, typed: false);
             w.WriteEndObject();
         });
@@ -190,7 +192,7 @@ internal sealed class ShapesTokenizerFiles
             w.WriteString("errors", "replace");
             w.WriteNumber("model_max_length", MaxLength);
             w.WriteString("name_or_path", "MLNet.Diffusion.Shapes");
-            w.WriteString("pad_token", EndOfText);
+            w.WriteString("pad_token", padToken);
             w.WriteString("special_tokens_map_file", "./special_tokens_map.json");
             w.WriteString("tokenizer_class", "CLIPTokenizer");
             AddedToken(w, "unk_token", EndOfText, typed: true);

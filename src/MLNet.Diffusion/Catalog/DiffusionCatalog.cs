@@ -14,7 +14,8 @@ public static class DiffusionCatalog
     /// <summary>
     /// Create a <see cref="PromptEncodingEstimator"/>, which tokenizes the text column <paramref name="inputColumnName"/>
     /// with the model's CLIP tokenizer and encodes it with the text encoder into <paramref name="outputColumnName"/>:
-    /// a float vector [2, 77, D] holding the negative (or empty) prompt's hidden states, then the prompt's.
+    /// a float vector [2, 77, D] holding the negative (or empty) prompt's hidden states, then the prompt's. For SDXL models
+    /// it also writes the pooled prompt column <see cref="EncodePromptOptions.DefaultPooledColumnName"/>, which DenoiseLatents reads.
     /// </summary>
     /// <param name="catalog">The transform catalog.</param>
     /// <param name="model">The loaded model.</param>

@@ -58,6 +58,16 @@ internal sealed class LatentDenoiser : IDisposable
     private float[] _noise = Array.Empty<float>();
     private float[] _scaledLatents = Array.Empty<float>();
 
+    // SDXL's added conditioning (diffusers StableDiffusionXLPipeline step 7): text_embeds [rows, P] and time_ids [rows, W],
+    // written once per batch in the same [unconditional; conditional] order as the embeddings.
+    private readonly int _pooledSize;
+    private readonly int _timeIdsWidth;
+    private TensorBuffer? _textEmbeds;
+    private TensorBuffer? _timeIds;
+    private float[] _pooled = Array.Empty<float>();
+    private float[] _condTimeIds = Array.Empty<float>();
+    private float[] _uncondTimeIds = Array.Empty<float>();
+
     public LatentDenoiser(StableDiffusionModel model, DenoiseSettings settings)
     {
         _model = model;
@@ -73,6 +83,25 @@ internal sealed class LatentDenoiser : IDisposable
         _timestepType = ts.ElementDataType;
         _timestepRank = ts.Dimensions.Length;
         _timestepStaticDim = OnnxComponent.StaticDim(ts, 0);
+        if (model.Info.TimeIdsWidth is int width)
+        {
+            _timeIdsWidth = width;
+            _pooledSize = model.Info.PooledSize!.Value;
+            _inputNames = new[] { "sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids" };
+        }
+    }
+
+    /// <summary>
+    /// SDXL: the next <see cref="Run"/>'s pooled vectors, per row [2, P] (unconditional, conditional) as the embeddings,
+    /// and the time ids of conditional and unconditional rows (diffusers add_time_ids, negative_add_time_ids).
+    /// </summary>
+    public void SetAddedConditioning(float[] pooled, float[] timeIds, float[] negativeTimeIds)
+    {
+        if (timeIds.Length != _timeIdsWidth || negativeTimeIds.Length != _timeIdsWidth)
+            throw new ArgumentException($"Expected {_timeIdsWidth} time ids, got {timeIds.Length} and {negativeTimeIds.Length}.", nameof(timeIds));
+        _pooled = pooled;
+        _condTimeIds = timeIds;
+        _uncondTimeIds = negativeTimeIds;
     }
 
     /// <summary>Values per row of the latent tensor [C, h, w].</summary>
@@ -136,6 +165,8 @@ internal sealed class LatentDenoiser : IDisposable
 
         Ensure(count, sequenceLength);
         WriteEmbeddings(count, embeddings, sequenceLength * hidden);
+        if (_timeIdsWidth > 0)
+            WriteAddedConditioning(count);
 
         int unetRows = _guidance ? 2 * count : count;
         int half = count * len;
@@ -263,6 +294,25 @@ internal sealed class LatentDenoiser : IDisposable
         }
     }
 
+    private void WriteAddedConditioning(int count)
+    {
+        if (_pooled.Length != count * 2 * _pooledSize)
+            throw new InvalidOperationException($"SDXL: the batch's pooled prompt vectors were not set (SetAddedConditioning): expected {count}×2×{_pooledSize} values, got {_pooled.Length}.");
+        for (int r = 0; r < count; r++)
+        {
+            var uncond = _pooled.AsSpan(2 * r * _pooledSize, _pooledSize);
+            var cond = _pooled.AsSpan((2 * r + 1) * _pooledSize, _pooledSize);
+            int condRow = _guidance ? count + r : r;
+            _textEmbeds!.Write(cond, condRow * _pooledSize);
+            _timeIds!.Write(_condTimeIds, condRow * _timeIdsWidth);
+            if (_guidance)
+            {
+                _textEmbeds.Write(uncond, r * _pooledSize);
+                _timeIds.Write(_uncondTimeIds, r * _timeIdsWidth);
+            }
+        }
+    }
+
     private void Ensure(int count, int sequenceLength)
     {
         if (count == _rows && sequenceLength == _sequence)
@@ -276,6 +326,12 @@ internal sealed class LatentDenoiser : IDisposable
         _embeddings = new TensorBuffer(_unet.Input("encoder_hidden_states").ElementDataType, new long[] { unetRows, sequenceLength, _model.Info.HiddenSize });
         _output = new TensorBuffer(_unet.Output(_outputNames[0]).ElementDataType, sampleShape);
         _inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value };
+        if (_timeIdsWidth > 0)
+        {
+            _textEmbeds = new TensorBuffer(_unet.Input("text_embeds").ElementDataType, new long[] { unetRows, _pooledSize });
+            _timeIds = new TensorBuffer(_unet.Input("time_ids").ElementDataType, new long[] { unetRows, _timeIdsWidth });
+            _inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value, _textEmbeds.Value, _timeIds.Value };
+        }
         _outputs = new[] { _output.Value };
         int total = unetRows * LatentLength;
         if (_sample.ElementType != TensorElementType.Float)
@@ -294,7 +350,9 @@ internal sealed class LatentDenoiser : IDisposable
         _timestep?.Dispose();
         _embeddings?.Dispose();
         _output?.Dispose();
-        _sample = _timestep = _embeddings = _output = null;
+        _textEmbeds?.Dispose();
+        _timeIds?.Dispose();
+        _sample = _timestep = _embeddings = _output = _textEmbeds = _timeIds = null;
         _rows = -1;
     }
 

@@ -91,6 +91,47 @@ public sealed class DenoiseOptions
     /// <summary>Cancels the denoising between steps; the cursor then throws <see cref="OperationCanceledException"/>.</summary>
     public CancellationToken CancellationToken { get; init; }
 
+    /// <summary>
+    /// SDXL: name of the pooled prompt column, float vector [2, P] (unconditional, conditional; EncodePrompt's pooled
+    /// output, text_encoder_2's <c>text_embeds</c>), fed to the UNet's <c>text_embeds</c> input. Null reads
+    /// <see cref="EncodePromptOptions.DefaultPooledColumnName"/>, the column EncodePrompt writes for SDXL by default.
+    /// SD 1.x/2.x UNets take no pooled input: setting it there is an error.
+    /// </summary>
+    public string? PooledEmbeddingsColumnName { get; init; }
+
+    /// <summary>
+    /// SDXL micro-conditioning (Podell et al. 2023, "SDXL", §2.2; diffusers <c>_get_add_time_ids</c>): the width of the
+    /// image the model should assume the picture was taken from, in <c>time_ids</c>; null uses <see cref="Width"/>.
+    /// </summary>
+    public int? OriginalWidth { get; init; }
+
+    /// <summary>SDXL: the original height in <c>time_ids</c> (see <see cref="OriginalWidth"/>); null uses <see cref="Height"/>.</summary>
+    public int? OriginalHeight { get; init; }
+
+    /// <summary>SDXL: the top of the crop, in pixels, in <c>time_ids</c> (<c>crops_coords_top_left</c>); null uses 0 (uncropped).</summary>
+    public int? CropTop { get; init; }
+
+    /// <summary>SDXL: the left of the crop, in pixels, in <c>time_ids</c>; null uses 0.</summary>
+    public int? CropLeft { get; init; }
+
+    /// <summary>
+    /// SDXL base UNets (6 time ids): the target width in <c>time_ids</c>; null uses <see cref="Width"/>. Refiner-style UNets
+    /// (5 time ids) take an aesthetic score instead: setting it there is an error.
+    /// </summary>
+    public int? TargetWidth { get; init; }
+
+    /// <summary>SDXL base UNets: the target height in <c>time_ids</c>; null uses <see cref="Height"/>.</summary>
+    public int? TargetHeight { get; init; }
+
+    /// <summary>
+    /// Refiner-style SDXL UNets (5 time ids, <c>requires_aesthetics_score</c>): the aesthetic score of the conditional rows'
+    /// <c>time_ids</c>; null uses diffusers' default 6.0. Setting it for other UNets is an error.
+    /// </summary>
+    public float? AestheticScore { get; init; }
+
+    /// <summary>Refiner-style SDXL UNets: the aesthetic score of the unconditional rows' <c>time_ids</c>; null uses diffusers' default 2.5.</summary>
+    public float? NegativeAestheticScore { get; init; }
+
     internal void Validate(ModelInfo info)
     {
         if (Steps < 1 || Steps > info.SchedulerConfig.NumTrainTimesteps)
@@ -105,6 +146,7 @@ public sealed class DenoiseOptions
             throw new ArgumentOutOfRangeException(nameof(Strength), Strength, "Strength must be in [0, 1] (0 keeps the initial latents, 1 is text-to-image).");
         if (Strength < 1f && InitialLatentsColumnName is null)
             throw new ArgumentException($"Strength {Strength} is below 1, which needs initial latents: set InitialLatentsColumnName (e.g. EncodeImage's output column), or leave Strength at 1 for text-to-image.", nameof(Strength));
+        ValidateAddedConditioning(info);
         ValidateInpainting(info);
     }
 
@@ -128,6 +170,75 @@ public sealed class DenoiseOptions
             throw new ArgumentException($"MaskedImageLatentsColumnName '{MaskedImageLatentsColumnName}' is set without MaskColumnName; inpainting needs the mask.", nameof(MaskColumnName));
     }
 
+    /// <summary>SDXL options: valid values, and only those the model's UNet takes.</summary>
+    private void ValidateAddedConditioning(ModelInfo info)
+    {
+        int? width = info.TimeIdsWidth;
+        void NotFor(string name, object? value, string why)
+        {
+            if (value is not null)
+                throw new ArgumentException($"{name} {why}.", name);
+        }
+        if (width is null)
+        {
+            const string sdxlOnly = "applies to SDXL models only: this Stable Diffusion UNet takes no text_embeds or time_ids";
+            NotFor(nameof(PooledEmbeddingsColumnName), PooledEmbeddingsColumnName, sdxlOnly);
+            NotFor(nameof(OriginalWidth), OriginalWidth, sdxlOnly);
+            NotFor(nameof(OriginalHeight), OriginalHeight, sdxlOnly);
+            NotFor(nameof(CropTop), CropTop, sdxlOnly);
+            NotFor(nameof(CropLeft), CropLeft, sdxlOnly);
+            NotFor(nameof(TargetWidth), TargetWidth, sdxlOnly);
+            NotFor(nameof(TargetHeight), TargetHeight, sdxlOnly);
+            NotFor(nameof(AestheticScore), AestheticScore, sdxlOnly);
+            NotFor(nameof(NegativeAestheticScore), NegativeAestheticScore, sdxlOnly);
+            return;
+        }
+        if (width == 6)
+        {
+            const string refinerOnly = "applies to refiner-style UNets, whose time_ids (5 values) end with an aesthetic score; this UNet's 6 end with the target size";
+            NotFor(nameof(AestheticScore), AestheticScore, refinerOnly);
+            NotFor(nameof(NegativeAestheticScore), NegativeAestheticScore, refinerOnly);
+        }
+        else
+        {
+            const string baseOnly = "applies to SDXL base UNets (6 time ids); this UNet's 5 time ids end with an aesthetic score instead of the target size";
+            NotFor(nameof(TargetWidth), TargetWidth, baseOnly);
+            NotFor(nameof(TargetHeight), TargetHeight, baseOnly);
+        }
+        if (PooledEmbeddingsColumnName is not null)
+            ArgumentException.ThrowIfNullOrWhiteSpace(PooledEmbeddingsColumnName, nameof(PooledEmbeddingsColumnName));
+        CheckPixels(nameof(OriginalWidth), OriginalWidth, 1);
+        CheckPixels(nameof(OriginalHeight), OriginalHeight, 1);
+        CheckPixels(nameof(TargetWidth), TargetWidth, 1);
+        CheckPixels(nameof(TargetHeight), TargetHeight, 1);
+        CheckPixels(nameof(CropTop), CropTop, 0);
+        CheckPixels(nameof(CropLeft), CropLeft, 0);
+        if (AestheticScore is float a && !float.IsFinite(a))
+            throw new ArgumentOutOfRangeException(nameof(AestheticScore), a, "AestheticScore must be a finite number (diffusers' default 6.0).");
+        if (NegativeAestheticScore is float n && !float.IsFinite(n))
+            throw new ArgumentOutOfRangeException(nameof(NegativeAestheticScore), n, "NegativeAestheticScore must be a finite number (diffusers' default 2.5).");
+    }
+
+    private static void CheckPixels(string name, int? value, int min)
+    {
+        if (value is int v && (v < min || v > 65536))
+            throw new ArgumentOutOfRangeException(name, v, $"{name} must be in [{min}, 65536] pixels.");
+    }
+
+    /// <summary>
+    /// SDXL <c>time_ids</c> of the conditional and unconditional rows, as diffusers' <c>_get_add_time_ids</c> builds them:
+    /// 6 values original size (h, w) + crop top-left (top, left) + target size (h, w), the same for both; or, for refiner-style
+    /// UNets, 5 values original size + crop top-left + aesthetic score (6.0 / 2.5).
+    /// </summary>
+    internal (float[] Cond, float[] Uncond) TimeIds(int width)
+    {
+        float oh = OriginalHeight ?? Height, ow = OriginalWidth ?? Width, top = CropTop ?? 0, left = CropLeft ?? 0;
+        if (width == 5)
+            return (new[] { oh, ow, top, left, AestheticScore ?? 6f }, new[] { oh, ow, top, left, NegativeAestheticScore ?? 2.5f });
+        var ids = new[] { oh, ow, top, left, TargetHeight ?? Height, TargetWidth ?? Width };
+        return (ids, ids);
+    }
+
     internal static void CheckSize(string name, int value, int factor)
     {
         if (value < 8 || value > 8192)
@@ -143,6 +254,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
     private readonly KeyValuePair<string, DataViewType>[] _outputs;
     private readonly DiffusionScheduler _scheduler;
     private readonly int _latentLength;
+    private readonly float[] _timeIds = Array.Empty<float>();
+    private readonly float[] _negativeTimeIds = Array.Empty<float>();
 
     internal LatentDenoisingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseOptions options)
         : base(model, "DenoiseLatents")
@@ -160,7 +273,15 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         int f = model.Info.VaeSpatialFactor, c = model.Info.LatentChannels;
         _latentLength = c * (options.Height / f) * (options.Width / f);
         _outputs = new[] { new KeyValuePair<string, DataViewType>(outputColumnName, new VectorDataViewType(NumberDataViewType.Single, c, options.Height / f, options.Width / f)) };
+        if (model.Info.TimeIdsWidth is int width)
+        {
+            PooledColumnName = options.PooledEmbeddingsColumnName ?? EncodePromptOptions.DefaultPooledColumnName;
+            (_timeIds, _negativeTimeIds) = options.TimeIds(width);
+        }
     }
+
+    /// <summary>SDXL: the pooled prompt column read (the option, or its default); null for SD 1.x/2.x.</summary>
+    internal string? PooledColumnName { get; }
 
     /// <summary>The latents output column.</summary>
     public string OutputColumnName { get; }
@@ -185,6 +306,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             names.Add(s);
         if (Options.InitialNoiseColumnName is { } n)
             names.Add(n);
+        if (PooledColumnName is { } p)
+            names.Add(p);
         if (Options.InitialLatentsColumnName is { } l)
             names.Add(l);
         DenoisingInpaintingColumns.AddInputColumnNames(Model.Info, Options, names);
@@ -205,6 +328,12 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             if (c.Type is VectorDataViewType nv && nv.Size > 0 && nv.Size != _latentLength)
                 throw SchemaMismatch(nameof(inputSchema), n, $"Vector<Single> of size {_latentLength} ({string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions)})", $"Vector<Single> of size {nv.Size}");
         }
+        if (PooledColumnName is { } p)
+        {
+            var c = ColumnChecks.Require(inputSchema, p, PooledDescription, ColumnChecks.IsFloatVector);
+            if (c.Type is VectorDataViewType pv && pv.Size > 0 && pv.Size != 2 * Model.Info.PooledSize)
+                throw SchemaMismatch(nameof(inputSchema), p, PooledDescription, $"Vector<Single> of size {pv.Size}");
+        }
         if (Options.InitialLatentsColumnName is { } l)
         {
             string expected = $"Vector<Single> of size {_latentLength} ({string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions)}) initial latents";
@@ -215,6 +344,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         DenoisingInpaintingColumns.ValidateSchema(Model.Info, Options, inputSchema, string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions));
     }
 
+    private string PooledDescription => $"Vector<Single> of [2, {Model.Info.PooledSize}] pooled prompt embeddings (EncodePrompt's pooled output, which the SDXL UNet takes as text_embeds)";
+
     internal override void ValidateInputShape(SchemaShape inputSchema)
     {
         ColumnChecks.Require(inputSchema, InputColumnName, "Vector<Single> prompt embeddings", ColumnChecks.IsFloatVector);
@@ -222,6 +353,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             ColumnChecks.Require(inputSchema, s, "an integer seed (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)", ColumnChecks.IsSeed);
         if (Options.InitialNoiseColumnName is { } n)
             ColumnChecks.Require(inputSchema, n, $"Vector<Single> of size {_latentLength}", ColumnChecks.IsFloatVector);
+        if (PooledColumnName is { } p)
+            ColumnChecks.Require(inputSchema, p, PooledDescription, ColumnChecks.IsFloatVector);
         if (Options.InitialLatentsColumnName is { } l)
             ColumnChecks.Require(inputSchema, l, $"Vector<Single> of size {_latentLength} initial latents", ColumnChecks.IsFloatVector);
         DenoisingInpaintingColumns.ValidateShape(Model.Info, Options, inputSchema);
@@ -237,6 +370,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private readonly ValueGetter<VBuffer<float>> _embeddingsGetter;
         private readonly Func<long>? _seedGetter;
         private readonly ValueGetter<VBuffer<float>>? _noiseGetter;
+        private readonly ValueGetter<VBuffer<float>>? _pooledGetter;
+        private readonly float[][] _pooled;
         private readonly ValueGetter<VBuffer<float>>? _initialGetter;
         private readonly DenoisingInpaintingColumns? _inpainting;
         private readonly float[]?[] _initial;
@@ -249,6 +384,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private VBuffer<float> _buffer;
         private float[] _batchEmbeddings = Array.Empty<float>();
         private float[] _batchLatents = Array.Empty<float>();
+        private float[] _batchPooled = Array.Empty<float>();
         private float[] _batchInitial = Array.Empty<float>();
 
         public Worker(LatentDenoisingTransformer stage, DataViewRow input)
@@ -262,9 +398,12 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 _seedGetter = SeedReader.Create(input, input.Schema[s]);
             if (o.InitialNoiseColumnName is { } n)
                 _noiseGetter = input.GetGetter<VBuffer<float>>(input.Schema[n]);
+            if (stage.PooledColumnName is { } p)
+                _pooledGetter = input.GetGetter<VBuffer<float>>(input.Schema[p]);
             if (o.InitialLatentsColumnName is { } l)
                 _initialGetter = input.GetGetter<VBuffer<float>>(input.Schema[l]);
             int b = stage.BatchSize;
+            _pooled = new float[b][];
             _inpainting = DenoisingInpaintingColumns.Create(stage.Model.Info, o, input, b);
             _initial = new float[b][];
             _embeddings = new float[b][];
@@ -294,6 +433,15 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                     throw new InvalidOperationException($"Row {position}: initial-noise column '{_stage.Options.InitialNoiseColumnName}' has {_buffer.Length} values; expected {_denoiser.LatentLength} ({string.Join("×", _denoiser.LatentShape)}).");
                 var n = _noise[slot] ??= new float[_denoiser.LatentLength];
                 _buffer.CopyTo(n);
+            }
+            if (_pooledGetter is not null)
+            {
+                _pooledGetter(ref _buffer);
+                int size = 2 * _stage.Model.Info.PooledSize!.Value;
+                if (_buffer.Length != size)
+                    throw new InvalidOperationException($"Row {position}: pooled column '{_stage.PooledColumnName}' has {_buffer.Length} values; expected [2, {size / 2}] pooled prompt embeddings from EncodePrompt.");
+                var p = _pooled[slot] ??= new float[size];
+                _buffer.CopyTo(p);
             }
             if (_initialGetter is not null)
             {
@@ -347,6 +495,15 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             var noise = new float[]?[count];
             if (_noiseGetter is not null)
                 Array.Copy(_noise, start, noise, 0, count);
+            if (_pooledGetter is not null)
+            {
+                int size = 2 * _stage.Model.Info.PooledSize!.Value;
+                if (_batchPooled.Length != count * size)
+                    _batchPooled = new float[count * size];
+                for (int r = 0; r < count; r++)
+                    _pooled[start + r].CopyTo(_batchPooled, r * size);
+                _denoiser.SetAddedConditioning(_batchPooled, _stage._timeIds, _stage._negativeTimeIds);
+            }
             if (_initialGetter is not null)
             {
                 if (_batchInitial.Length != count * len)
@@ -432,7 +589,7 @@ internal static class SeedReader
 /// |  |  |
 /// | -- | -- |
 /// | Does this estimator need to look at the data to train its parameters? | No |
-/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); optional seed (integer), optional initial noise, optional initial latents (image-to-image), optional latent mask and masked-image latents (inpainting) |
+/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); SDXL: Vector of Single [2, P] pooled embeddings; optional seed (integer), optional initial noise, optional initial latents (image-to-image), optional latent mask and masked-image latents (inpainting) |
 /// | Output column data type | Vector of Single [C, H/f, W/f] latents |
 /// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
 /// ]]></format>

@@ -66,7 +66,10 @@ public sealed class DiffusionStageDefinition
     /// <summary>The input column (every kind but EncodePrompt and PrepareInpainting).</summary>
     public string? InputColumnName { get; init; }
 
-    /// <summary>The definition of a fitted stage. A DenoiseLatents stage without a base seed gets the seed it actually uses.</summary>
+    /// <summary>
+    /// The definition of a fitted stage. A DenoiseLatents stage without a base seed gets the seed it actually uses, and an
+    /// SDXL one the name of the pooled column it reads; an SDXL EncodePrompt stage the name of the pooled column it writes.
+    /// </summary>
     /// <param name="stage">The stage.</param>
     public static DiffusionStageDefinition FromTransformer(DiffusionTransformer stage)
     {
@@ -79,7 +82,7 @@ public sealed class DiffusionStageDefinition
                 Kind = DiffusionStageKind.DenoiseLatents,
                 OutputColumnName = d.OutputColumnName,
                 InputColumnName = d.InputColumnName,
-                DenoiseOptions = CopyPersistent(d.Options, d.Options.Seed ?? d.Model.DefaultSeed),
+                DenoiseOptions = CopyPersistent(d.Options, d.Options.Seed ?? d.Model.DefaultSeed, pooledColumn: d.PooledColumnName),
             },
             LatentDecodingTransformer c => new DiffusionStageDefinition
             {
@@ -197,6 +200,7 @@ public sealed class DiffusionStageDefinition
                     InputColumnName = PersistenceSurrogate.Embeddings,
                     DenoiseOptions = CopyPersistent(d, d.Seed, seedColumn: d.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
                         noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1,
+                        pooledColumn: d.PooledEmbeddingsColumnName is null ? null : PersistenceSurrogate.Pooled,
                         initialLatentsColumn: d.InitialLatentsColumnName is null ? null : PersistenceSurrogate.InitialLatents,
                         maskColumn: d.MaskColumnName is null ? null : PersistenceSurrogate.Mask,
                         maskedLatentsColumn: d.MaskedImageLatentsColumnName is null ? null : PersistenceSurrogate.MaskedLatents),
@@ -259,8 +263,8 @@ public sealed class DiffusionStageDefinition
     }
 
     private static DenoiseOptions CopyPersistent(DenoiseOptions o, int? seed, IProgress<DenoiseProgress>? progress = null, CancellationToken cancellationToken = default,
-        string? seedColumn = null, string? noiseColumn = null, int? batchSize = null, string? initialLatentsColumn = null,
-        string? maskColumn = null, string? maskedLatentsColumn = null) => new()
+        string? seedColumn = null, string? noiseColumn = null, int? batchSize = null, string? pooledColumn = null,
+        string? initialLatentsColumn = null, string? maskColumn = null, string? maskedLatentsColumn = null) => new()
     {
         Steps = o.Steps,
         GuidanceScale = o.GuidanceScale,
@@ -275,6 +279,15 @@ public sealed class DiffusionStageDefinition
         MaskColumnName = maskColumn ?? o.MaskColumnName,
         MaskedImageLatentsColumnName = maskedLatentsColumn ?? o.MaskedImageLatentsColumnName,
         BatchSize = batchSize ?? o.BatchSize,
+        PooledEmbeddingsColumnName = pooledColumn ?? o.PooledEmbeddingsColumnName,
+        OriginalWidth = o.OriginalWidth,
+        OriginalHeight = o.OriginalHeight,
+        CropTop = o.CropTop,
+        CropLeft = o.CropLeft,
+        TargetWidth = o.TargetWidth,
+        TargetHeight = o.TargetHeight,
+        AestheticScore = o.AestheticScore,
+        NegativeAestheticScore = o.NegativeAestheticScore,
         Progress = progress,
         CancellationToken = cancellationToken,
     };

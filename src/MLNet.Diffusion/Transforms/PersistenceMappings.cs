@@ -44,6 +44,18 @@ internal sealed class SeededDenoiseSource : DenoiseSource
     public long __sd_seed { get; set; }
 }
 
+/// <summary>Input of the SDXL DenoiseLatents surrogate without a seed column: also the pooled prompt column.</summary>
+internal class SdxlDenoiseSource : DenoiseSource
+{
+    public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the SDXL DenoiseLatents surrogate with a seed column (converted to Int64).</summary>
+internal sealed class SeededSdxlDenoiseSource : SdxlDenoiseSource
+{
+    public long __sd_seed { get; set; }
+}
+
 /// <summary>Input of the image-to-image DenoiseLatents surrogate (initial latents) without a seed column.</summary>
 internal class ImageDenoiseSource : DenoiseSource
 {
@@ -56,12 +68,26 @@ internal sealed class SeededImageDenoiseSource : ImageDenoiseSource
     public long __sd_seed { get; set; }
 }
 
+/// <summary>Input of the SDXL image-to-image DenoiseLatents surrogate (initial latents and the pooled prompt column) without a seed column.</summary>
+internal class SdxlImageDenoiseSource : ImageDenoiseSource
+{
+    public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the SDXL image-to-image DenoiseLatents surrogate with a seed column.</summary>
+internal sealed class SeededSdxlImageDenoiseSource : SdxlImageDenoiseSource
+{
+    public long __sd_seed { get; set; }
+}
+
 /// <summary>Input of the inpainting DenoiseLatents surrogate (mask, masked-image latents) without a seed column.</summary>
 internal class InpaintDenoiseSource : ImageDenoiseSource
 {
     public float[] __sd_mask { get; set; } = Array.Empty<float>();
 
     public float[] __sd_masked { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_pooled { get; set; } = Array.Empty<float>();
 }
 
 /// <summary>Input of the inpainting DenoiseLatents surrogate with a seed column.</summary>
@@ -214,7 +240,7 @@ internal sealed class DenoiseMappingFactory : StatefulCustomMappingFactory<Denoi
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 
-    internal static void Map(DenoiseSource src, DenoiseResult dst, SurrogateState state, long? seed)
+    internal static void Map(DenoiseSource src, DenoiseResult dst, SurrogateState state, long? seed, float[]? pooled = null)
     {
         var runner = state.RunnerFor(FirstConfig(src.__sd_config));
         runner.Advance(state.Count++);
@@ -224,6 +250,8 @@ internal sealed class DenoiseMappingFactory : StatefulCustomMappingFactory<Denoi
         runner.Set(PersistenceSurrogate.Mask, src is InpaintDenoiseSource inpaint ? inpaint.__sd_mask : Array.Empty<float>());
         runner.Set(PersistenceSurrogate.MaskedLatents, src is InpaintDenoiseSource masked ? masked.__sd_masked : Array.Empty<float>());
         runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
+        if (pooled is not null)
+            runner.Set(PersistenceSurrogate.Pooled, pooled);
         dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
     }
 
@@ -236,6 +264,24 @@ internal sealed class SeededDenoiseMappingFactory : StatefulCustomMappingFactory
 {
     public override Action<SeededDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
         DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SdxlDenoiseContract)]
+internal sealed class SdxlDenoiseMappingFactory : StatefulCustomMappingFactory<SdxlDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SdxlDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, null, src.__sd_pooled);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededSdxlDenoiseContract)]
+internal sealed class SeededSdxlDenoiseMappingFactory : StatefulCustomMappingFactory<SeededSdxlDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SeededSdxlDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 }
@@ -343,10 +389,28 @@ internal sealed class SeededTimedNoiseMappingFactory : StatefulCustomMappingFact
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 }
 
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SdxlImageDenoiseContract)]
+internal sealed class SdxlImageDenoiseMappingFactory : StatefulCustomMappingFactory<SdxlImageDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SdxlImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, null, src.__sd_pooled);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
 [CustomMappingFactoryAttribute(PersistenceSurrogate.InpaintDenoiseContract)]
 internal sealed class InpaintDenoiseMappingFactory : StatefulCustomMappingFactory<InpaintDenoiseSource, DenoiseResult, SurrogateState>
 {
-    public override Action<InpaintDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => DenoiseMappingFactory.Map(src, dst, state, null);
+    public override Action<InpaintDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => DenoiseMappingFactory.Map(src, dst, state, null, src.__sd_pooled);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededSdxlImageDenoiseContract)]
+internal sealed class SeededSdxlImageDenoiseMappingFactory : StatefulCustomMappingFactory<SeededSdxlImageDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SeededSdxlImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 }
@@ -355,7 +419,7 @@ internal sealed class InpaintDenoiseMappingFactory : StatefulCustomMappingFactor
 internal sealed class SeededInpaintDenoiseMappingFactory : StatefulCustomMappingFactory<SeededInpaintDenoiseSource, DenoiseResult, SurrogateState>
 {
     public override Action<SeededInpaintDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed);
+        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 }

@@ -33,6 +33,7 @@ internal static class PersistenceSurrogate
     public const string Embeddings = "__sd_embeddings";
     public const string Seed = "__sd_seed";
     public const string Noise = "__sd_noise";
+    public const string Pooled = "__sd_pooled";
     public const string Latents = "__sd_latents";
     public const string Output0 = "__sd_out0";
     public const string Output1 = "__sd_out1";
@@ -47,9 +48,13 @@ internal static class PersistenceSurrogate
     public const string EncodeContract = "MLNet.Diffusion.EncodePrompt.v1";
     public const string DenoiseContract = "MLNet.Diffusion.DenoiseLatents.v1";
     public const string SeededDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Seeded.v1";
+    public const string SdxlDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Sdxl.v1";
+    public const string SeededSdxlDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Sdxl.Seeded.v1";
     public const string DecodeContract = "MLNet.Diffusion.DecodeLatents.v1";
     public const string ImageDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Image.v1";
     public const string SeededImageDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Image.Seeded.v1";
+    public const string SdxlImageDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Sdxl.Image.v1";
+    public const string SeededSdxlImageDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Sdxl.Image.Seeded.v1";
     public const string EncodeImageContract = "MLNet.Diffusion.EncodeImage.v1";
     public const string SeededEncodeImageContract = "MLNet.Diffusion.EncodeImage.Seeded.v1";
     public const string NoiseContract = "MLNet.Diffusion.AddDiffusionNoise.v1";
@@ -61,7 +66,7 @@ internal static class PersistenceSurrogate
     public const string PrepareInpaintingContract = "MLNet.Diffusion.PrepareInpainting.v1";
     public const string SeededPrepareInpaintingContract = "MLNet.Diffusion.PrepareInpainting.Seeded.v1";
 
-    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Latents, Output0, Output1, Image, InitialLatents, SourceImage, Timestep, Mask, MaskedLatents, MaskImage };
+    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Pooled, Latents, Output0, Output1, Image, InitialLatents, SourceImage, Timestep, Mask, MaskedLatents, MaskImage };
 
     /// <summary>Saves <paramref name="stage"/> as its surrogate chain.</summary>
     public static void Save(DiffusionTransformer stage, ModelSaveContext ctx)
@@ -99,32 +104,39 @@ internal static class PersistenceSurrogate
                 key = d.InputColumnName!;
                 copies.Add(new(Embeddings, d.InputColumnName!));
                 copies.Add(new(Noise, o.InitialNoiseColumnName ?? d.InputColumnName!));
+                // SDXL stages also read the pooled prompt column (saved resolved by DiffusionStageDefinition.FromTransformer).
+                if (o.PooledEmbeddingsColumnName is { } pooledColumn)
+                    copies.Add(new(Pooled, pooledColumn));
                 if (o.SeedColumnName is { } seed)
                     mapping.Add(ml.Transforms.Conversion.ConvertType(Seed, seed, DataKind.Int64));
+                // Each combination of the optional inputs has its own contract, so models saved before a combination existed keep theirs.
                 if (o.MaskColumnName is { } mask)
                 {
-                    // Inpainting: one layout for both UNet kinds; an input the stage does not use carries the embeddings.
+                    // Inpainting: one layout for both UNet kinds and SD/SDXL; an input the stage does not use carries the embeddings.
                     copies.Add(new(InitialLatents, o.InitialLatentsColumnName ?? d.InputColumnName!));
                     copies.Add(new(Mask, mask));
                     copies.Add(new(MaskedLatents, schema.GetColumnOrNull(o.MaskedImageLatentsColumnName ?? string.Empty) is null ? d.InputColumnName! : o.MaskedImageLatentsColumnName!));
+                    if (o.PooledEmbeddingsColumnName is null)
+                        copies.Add(new(Pooled, d.InputColumnName!));
                     mapping.Add(o.SeedColumnName is null
                         ? ml.Transforms.StatefulCustomMapping(new InpaintDenoiseMappingFactory().GetMapping(), SurrogateState.Init, InpaintDenoiseContract)
                         : ml.Transforms.StatefulCustomMapping(new SeededInpaintDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededInpaintDenoiseContract));
+                    outputs.Add(new(d.OutputColumnName!, Output0));
+                    break;
                 }
-                else if (o.InitialLatentsColumnName is { } initial)
-                {
-                    // Image-to-image has its own contracts, so text-to-image models saved before keep theirs.
+                if (o.InitialLatentsColumnName is { } initial)
                     copies.Add(new(InitialLatents, initial));
-                    mapping.Add(o.SeedColumnName is null
-                        ? ml.Transforms.StatefulCustomMapping(new ImageDenoiseMappingFactory().GetMapping(), SurrogateState.Init, ImageDenoiseContract)
-                        : ml.Transforms.StatefulCustomMapping(new SeededImageDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededImageDenoiseContract));
-                }
-                else
+                mapping.Add((o.SeedColumnName is not null, o.PooledEmbeddingsColumnName is not null, o.InitialLatentsColumnName is not null) switch
                 {
-                    mapping.Add(o.SeedColumnName is null
-                        ? ml.Transforms.StatefulCustomMapping(new DenoiseMappingFactory().GetMapping(), SurrogateState.Init, DenoiseContract)
-                        : ml.Transforms.StatefulCustomMapping(new SeededDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededDenoiseContract));
-                }
+                    (false, false, false) => ml.Transforms.StatefulCustomMapping(new DenoiseMappingFactory().GetMapping(), SurrogateState.Init, DenoiseContract),
+                    (true, false, false) => ml.Transforms.StatefulCustomMapping(new SeededDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededDenoiseContract),
+                    (false, true, false) => ml.Transforms.StatefulCustomMapping(new SdxlDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SdxlDenoiseContract),
+                    (true, true, false) => ml.Transforms.StatefulCustomMapping(new SeededSdxlDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededSdxlDenoiseContract),
+                    (false, false, true) => ml.Transforms.StatefulCustomMapping(new ImageDenoiseMappingFactory().GetMapping(), SurrogateState.Init, ImageDenoiseContract),
+                    (true, false, true) => ml.Transforms.StatefulCustomMapping(new SeededImageDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededImageDenoiseContract),
+                    (false, true, true) => ml.Transforms.StatefulCustomMapping(new SdxlImageDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SdxlImageDenoiseContract),
+                    (true, true, true) => ml.Transforms.StatefulCustomMapping(new SeededSdxlImageDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededSdxlImageDenoiseContract),
+                });
                 outputs.Add(new(d.OutputColumnName!, Output0));
                 break;
             case DiffusionStageKind.EncodeImage:
@@ -218,8 +230,9 @@ internal static class PersistenceSurrogate
     {
         DiffusionStageKind.EncodePrompt => name is Config or Prompt or Negative or Output0 or Output1,
         DiffusionStageKind.DenoiseLatents => name is Config or Embeddings or Noise or Output0 || (name == Seed && d.DenoiseOptions!.SeedColumnName is not null)
-            || (name == InitialLatents && (d.DenoiseOptions!.InitialLatentsColumnName is not null || d.DenoiseOptions.MaskColumnName is not null))
-            || (name is Mask or MaskedLatents && d.DenoiseOptions!.MaskColumnName is not null),
+            || (name == Pooled && d.DenoiseOptions!.PooledEmbeddingsColumnName is not null)
+            || (name == InitialLatents && d.DenoiseOptions!.InitialLatentsColumnName is not null)
+            || (name is InitialLatents or Pooled or Mask or MaskedLatents && d.DenoiseOptions!.MaskColumnName is not null),
         DiffusionStageKind.PrepareInpainting => name is Config or SourceImage or MaskImage or Output0 or Output1 || (name == Seed && d.PrepareInpaintingOptions!.SeedColumnName is not null),
         DiffusionStageKind.EncodeImage => name is Config or SourceImage or Output0 || (name == Seed && d.EncodeImageOptions!.SeedColumnName is not null),
         DiffusionStageKind.AddDiffusionNoise => name is Config or Latents or Output0 or Output1 || (name == Seed && d.AddNoiseOptions!.SeedColumnName is not null)
@@ -381,13 +394,16 @@ internal sealed class SurrogateRunner
                 columns.Add((PersistenceSurrogate.Prompt, TextDataViewType.Instance));
                 columns.Add((PersistenceSurrogate.Negative, TextDataViewType.Instance));
                 break;
-            case LatentDenoisingTransformer:
+            case LatentDenoisingTransformer denoise:
                 columns.Add((PersistenceSurrogate.Embeddings, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Noise, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.InitialLatents, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Mask, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.MaskedLatents, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Seed, NumberDataViewType.Int64));
+                // The inpainting contracts always carry a pooled slot; only an SDXL stage reads it.
+                if (denoise.PooledColumnName is not null || denoise.Options.MaskColumnName is not null)
+                    columns.Add((PersistenceSurrogate.Pooled, new VectorDataViewType(NumberDataViewType.Single)));
                 break;
             case InpaintingPreparationTransformer:
                 columns.Add((PersistenceSurrogate.SourceImage, new ImageDataViewType()));

@@ -11,7 +11,16 @@ namespace MLNet.Diffusion;
 /// <summary>Options of the EncodePrompt stage (<see cref="Microsoft.ML.DiffusionCatalog.EncodePrompt(TransformsCatalog, StableDiffusionModel, string, string?, string?)"/>).</summary>
 public sealed class EncodePromptOptions
 {
-    /// <summary>Name of the embeddings output column: float vector [2, S, D] (negative/unconditional states, then the prompt's).</summary>
+    /// <summary>The pooled output column SDXL models get when <see cref="PooledOutputColumnName"/> is null (DenoiseLatents reads it by default).</summary>
+    public const string DefaultPooledColumnName = "PooledEmbeddings";
+
+    private string? _pooledOutputColumnName;
+
+    /// <summary>
+    /// Name of the embeddings output column: float vector [2, S, D] (negative/unconditional states, then the prompt's). For
+    /// SDXL, D is both text encoders' penultimate hidden states side by side (768 + 1280 = 2048), and an empty negative
+    /// prompt gives zeros when the folder sets <c>force_zeros_for_empty_prompt</c> (<see cref="ModelInfo.ForceZerosForEmptyPrompt"/>).
+    /// </summary>
     public string OutputColumnName { get; init; } = "Embeddings";
 
     /// <summary>Name of the prompt input column (text).</summary>
@@ -20,8 +29,12 @@ public sealed class EncodePromptOptions
     /// <summary>Name of an optional negative-prompt column (text); when null, the unconditional prompt is the empty string.</summary>
     public string? NegativePromptColumnName { get; init; }
 
-    /// <summary>Name of an optional output column for the text encoder's pooled output, vector [2, P]; null for none.</summary>
-    public string? PooledOutputColumnName { get; init; }
+    /// <summary>
+    /// Name of an output column for the pooled prompt vector, [2, P] (unconditional, conditional): the text encoder's
+    /// <c>pooler_output</c> for SD 1.x/2.x, text_encoder_2's <c>text_embeds</c> for SDXL. Null gives none for SD 1.x/2.x
+    /// and <see cref="DefaultPooledColumnName"/> for SDXL, whose UNet needs it (DenoiseLatents reads that name by default).
+    /// </summary>
+    public string? PooledOutputColumnName { get => _pooledOutputColumnName; init => _pooledOutputColumnName = value; }
 
     /// <summary>Prompts per ONNX call (each row encodes its prompt and, when not empty, its negative prompt).</summary>
     public int BatchSize { get; init; } = 8;
@@ -30,12 +43,21 @@ public sealed class EncodePromptOptions
     /// Long prompts: when false (default), prompts are truncated to the model's 77 tokens with a warning in the MLContext
     /// log naming the row. When true, a prompt is split into 75-token windows, each encoded with start/end tokens, and the
     /// hidden states are concatenated along the sequence axis (the negative prompt padded to the same number of windows),
-    /// as widely used Stable Diffusion front ends do; the output column is then a variable-size vector.
+    /// as widely used Stable Diffusion front ends do; the output column is then a variable-size vector. For SDXL every
+    /// window runs through both text encoders, and the pooled vector is the first window's.
     /// </summary>
     public bool LongPrompt { get; init; }
 
     /// <summary>With <see cref="LongPrompt"/>, the most windows a prompt may use (each 75 tokens).</summary>
     public int MaxWindows { get; init; } = 8;
+
+    /// <summary>A copy with the pooled column's name set (the model-dependent default, resolved by the stage).</summary>
+    internal EncodePromptOptions WithPooledOutputColumnName(string name)
+    {
+        var copy = (EncodePromptOptions)MemberwiseClone();
+        copy._pooledOutputColumnName = name;
+        return copy;
+    }
 
     internal void Validate()
     {
@@ -60,8 +82,10 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         : base(model, "EncodePrompt")
     {
         options.Validate();
-        Options = options;
         var info = model.Info;
+        if (options.PooledOutputColumnName is null && info.Kind != ModelKind.StableDiffusion)
+            options = options.WithPooledOutputColumnName(EncodePromptOptions.DefaultPooledColumnName);
+        Options = options;
         if (options.LongPrompt && Onnx.OnnxComponent.StaticDim(model.Unet.Input("encoder_hidden_states"), 1) is int fixedLength)
             throw new ArgumentException($"LongPrompt needs a UNet whose encoder_hidden_states sequence axis is dynamic; '{model.Directory}' unet/model.onnx fixes it to {fixedLength} tokens.", nameof(options));
         var outputs = new List<KeyValuePair<string, DataViewType>>
@@ -78,7 +102,7 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         _outputs = outputs.ToArray();
     }
 
-    /// <summary>The stage's options.</summary>
+    /// <summary>The stage's options (for SDXL models, with the pooled column's default name filled in).</summary>
     public EncodePromptOptions Options { get; }
 
     internal override int BatchSize => Options.BatchSize;
@@ -118,6 +142,8 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         private readonly float[][] _pooled;
         private readonly int _length;
         private readonly int _hidden;
+        private readonly int _encoders;
+        private readonly bool _forceZeros;
         private float[]? _emptyState;
         private float[]? _emptyPooled;
 
@@ -137,6 +163,8 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             _pooled = new float[b][];
             _length = _encoder.SequenceLength;
             _hidden = _encoder.HiddenSize;
+            _encoders = _encoder.EncoderCount;
+            _forceZeros = stage.Model.Info.ForceZerosForEmptyPrompt;
         }
 
         public override void ReadRow(int slot, long position)
@@ -185,20 +213,34 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             for (int r = 0; r < count; r++)
             {
                 var e = _embeddings[r] ??= new float[2 * per];
-                CopyState(states, negativeSlots[r], per, e.AsSpan(0, per));
-                CopyState(states, promptSlots[r], per, e.AsSpan(per, per));
+                CopyState(states, negativeSlots[r], per, e.AsSpan(0, per), negative: true);
+                CopyState(states, promptSlots[r], per, e.AsSpan(per, per), negative: false);
                 if (_stage.Options.PooledOutputColumnName is not null)
                 {
                     var p = _pooled[r] ??= new float[2 * pooledSize];
-                    CopyPooled(pooled, negativeSlots[r], pooledSize, p.AsSpan(0, pooledSize));
-                    CopyPooled(pooled, promptSlots[r], pooledSize, p.AsSpan(pooledSize, pooledSize));
+                    CopyPooled(pooled, negativeSlots[r], pooledSize, p.AsSpan(0, pooledSize), negative: true);
+                    CopyPooled(pooled, promptSlots[r], pooledSize, p.AsSpan(pooledSize, pooledSize), negative: false);
                 }
             }
 
-            void CopyState(float[] all, int slot, int n, Span<float> dst) =>
-                (slot < 0 ? _emptyState.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
-            void CopyPooled(float[] all, int slot, int n, Span<float> dst) =>
-                (slot < 0 ? _emptyPooled.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
+            void CopyPooled(float[] all, int slot, int n, Span<float> dst, bool negative)
+            {
+                if (slot < 0 && negative && _forceZeros)
+                    dst.Clear();
+                else
+                    (slot < 0 ? _emptyPooled.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
+            }
+
+            // An empty prompt is the encoded empty string; an empty negative prompt is too, or zeros when the folder sets
+            // force_zeros_for_empty_prompt (diffusers StableDiffusionXLPipeline.encode_prompt: negative_prompt_embeds and
+            // negative_pooled_prompt_embeds = torch.zeros_like(...)).
+            void CopyState(float[] all, int slot, int n, Span<float> dst, bool negative)
+            {
+                if (slot < 0 && negative && _forceZeros)
+                    dst.Clear();
+                else
+                    (slot < 0 ? _emptyState.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
+            }
         }
 
         private void EnsureEmpty(int pooledSize)
@@ -212,16 +254,18 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         /// <summary>Tokenizes (truncating with a logged warning) and encodes texts in chunks of BatchSize.</summary>
         private float[] Encode(List<string> texts, Func<int, string> text, int pooledSize, out float[] pooled, bool log)
         {
-            int n = texts.Count, per = _length * _hidden;
+            int n = texts.Count, per = _length * _hidden, idsPer = _encoders * _length;
             var states = new float[n * per];
             pooled = new float[n * pooledSize];
             if (n == 0)
                 return states;
-            var ids = new int[n * _length];
-            var tokenizer = _stage.Model.Tokenizer;
+            // Each encoder gets its own tokenizer's ids (SDXL's tokenizer_2 pads with "!", tokenizer with <|endoftext|>).
+            var ids = new int[n * idsPer];
             for (int i = 0; i < n; i++)
             {
-                int dropped = tokenizer.EncodeToFixedLength(text(i), ids.AsSpan(i * _length, _length));
+                int dropped = 0;
+                for (int e = 0; e < _encoders; e++)
+                    dropped = Math.Max(dropped, _encoder.TokenizerOf(e).EncodeToFixedLength(text(i), ids.AsSpan((i * _encoders + e) * _length, _length)));
                 if (dropped > 0 && log)
                     WarnTruncated(text(i), dropped);
             }
@@ -229,7 +273,7 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             for (int start = 0; start < n; start += chunk)
             {
                 int m = Math.Min(chunk, n - start);
-                _encoder.Encode(ids.AsSpan(start * _length, m * _length), m, states.AsSpan(start * per, m * per),
+                _encoder.Encode(ids.AsSpan(start * idsPer, m * idsPer), m, states.AsSpan(start * per, m * per),
                     pooledSize > 0 ? pooled.AsSpan(start * pooledSize, m * pooledSize) : Span<float>.Empty);
             }
             return states;
@@ -248,24 +292,51 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             }
         }
 
-        /// <summary>LongPrompt: per row, as many 75-token windows as the longer of prompt and negative prompt needs.</summary>
+        /// <summary>
+        /// LongPrompt: per row, as many 75-token windows as the longer of prompt and negative prompt needs (with every
+        /// tokenizer, for SDXL's two); the pooled vector, when wanted, is the first window's.
+        /// </summary>
         private void ProcessLong(int count)
         {
-            var tokenizer = _stage.Model.Tokenizer;
             int per = _length * _hidden;
+            int pooledSize = _stage.Options.PooledOutputColumnName is null ? 0 : _encoder.PooledSize ?? 0;
             for (int r = 0; r < count; r++)
             {
-                int windows = Math.Max(tokenizer.CountWindows(_prompts[r]), tokenizer.CountWindows(_negatives[r]));
+                int windows = 1;
+                for (int e = 0; e < _encoders; e++)
+                    windows = Math.Max(windows, Math.Max(_encoder.TokenizerOf(e).CountWindows(_prompts[r]), _encoder.TokenizerOf(e).CountWindows(_negatives[r])));
                 if (windows > _stage.Options.MaxWindows)
                     throw new ArgumentOutOfRangeException(nameof(EncodePromptOptions.MaxWindows),
                         $"Row {_positions[r]}: the prompt needs {windows} windows of 75 tokens, more than MaxWindows = {_stage.Options.MaxWindows}.");
-                var ids = new int[2 * windows * _length];
-                tokenizer.EncodeWindows(_negatives[r], windows, ids.AsSpan(0, windows * _length));
-                tokenizer.EncodeWindows(_prompts[r], windows, ids.AsSpan(windows * _length, windows * _length));
+                // Rows [negative w0..wk, prompt w0..wk], each with one id row per encoder.
+                var ids = new int[2 * windows * _encoders * _length];
+                var block = new int[windows * _length];
+                for (int e = 0; e < _encoders; e++)
+                {
+                    for (int side = 0; side < 2; side++)
+                    {
+                        _encoder.TokenizerOf(e).EncodeWindows(side == 0 ? _negatives[r] : _prompts[r], windows, block);
+                        for (int w = 0; w < windows; w++)
+                            block.AsSpan(w * _length, _length).CopyTo(ids.AsSpan(((side * windows + w) * _encoders + e) * _length, _length));
+                    }
+                }
                 var states = new float[2 * windows * per];
-                _encoder.Encode(ids, 2 * windows, states, Span<float>.Empty);
+                var pooled = new float[2 * windows * pooledSize];
+                _encoder.Encode(ids, 2 * windows, states, pooled);
+                bool zeroNegative = _forceZeros && _negatives[r].Length == 0;
+                if (zeroNegative)
+                {
+                    states.AsSpan(0, windows * per).Clear();
+                    pooled.AsSpan(0, windows * pooledSize).Clear();
+                }
                 // Windows are already in order: [negative w0..wk, prompt w0..wk] = [2, k·L, D].
                 _embeddings[r] = states;
+                if (pooledSize > 0)
+                {
+                    var p = _pooled[r] ??= new float[2 * pooledSize];
+                    pooled.AsSpan(0, pooledSize).CopyTo(p);
+                    pooled.AsSpan(windows * pooledSize, pooledSize).CopyTo(p.AsSpan(pooledSize));
+                }
             }
         }
 
@@ -296,7 +367,7 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
 /// | -- | -- |
 /// | Does this estimator need to look at the data to train its parameters? | No |
 /// | Input column data type | Text (prompt), optional Text (negative prompt) |
-/// | Output column data type | Vector of Single [2, 77, D] (unconditional, conditional) |
+/// | Output column data type | Vector of Single [2, 77, D] (unconditional, conditional); SDXL also the pooled Vector of Single [2, P] |
 /// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
 /// ]]></format>
 /// </remarks>

@@ -78,7 +78,13 @@ public sealed class ShapesBuildTests
     public void Options_AreValidated()
     {
         string dir = Path.Combine(Path.GetTempPath(), "mlnet-shapes-never-" + Guid.NewGuid().ToString("N")[..8]);
-        Assert.ThrowsExactly<NotSupportedException>(() => ShapesModel.Build(dir, new ShapesModelOptions { Variant = ShapesVariant.Float16 }));
+        // A flag this version does not build (the first reserved one, or an undefined bit once all are built) is named.
+        var unbuilt = Enum.GetValues<ShapesVariant>().Where(v => v != 0 && (ShapesModelOptions.BuiltVariants & v) == 0)
+            .DefaultIfEmpty((ShapesVariant)(1 << 30)).First();
+        var e = Assert.ThrowsExactly<NotSupportedException>(() => ShapesModel.Build(dir, new ShapesModelOptions { Variant = ShapesVariant.Float16 | unbuilt }));
+        StringAssert.Contains(e.Message, $"'{unbuilt}'");
+        var both = Assert.ThrowsExactly<ArgumentException>(() => ShapesModel.Build(dir, new ShapesModelOptions { Variant = ShapesVariant.ExternalWeights | ShapesVariant.ExternalWeightsPb }));
+        Assert.AreEqual("Variant", both.ParamName);
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ShapesModel.Build(dir, new ShapesModelOptions { ImageSize = 100 }));
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ShapesModel.Build(dir, new ShapesModelOptions { MatchStrength = float.NaN }));
         Assert.IsFalse(Directory.Exists(dir));

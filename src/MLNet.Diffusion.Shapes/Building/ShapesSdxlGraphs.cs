@@ -1,0 +1,273 @@
+using System;
+using MLNet.Diffusion.Shapes.Onnx;
+using static MLNet.Diffusion.Shapes.Onnx.OnnxGraphBuilder;
+using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+
+namespace MLNet.Diffusion.Shapes.Building;
+
+/// <summary>
+/// The SDXL-shaped Shapes graphs (<see cref="ShapesVariant.Sdxl"/>, <see cref="ShapesVariant.SdxlRefiner"/>). The prompt's
+/// attributes are split over SDXL's conditioning paths so that every wiring mistake changes the picture:
+/// <code>
+/// text_encoder    penultimate hidden_states.1 [B,77,32]: shape and position (AttributeSpace layout)
+/// text_encoder_2  penultimate hidden_states.1 [B,77,40]: colour at 0…5, shape at 6…8, position at 9…11;
+///                 dim 39 marks each &lt;|endoftext|&gt; token (once with tokenizer_2's "!" padding)
+///                 text_embeds [B,24]: the background colour at 0…4
+/// other layers    hidden_states.0 and hidden_states.2 (= last_hidden_state) hold the same attributes rotated within
+///                 their blocks (a circle reads as a square…), so a pipeline using the wrong layer draws the wrong picture
+/// unet            base: encoder_hidden_states [B,S,72] = text_encoder's 32 then text_encoder_2's 40 features, reading
+///                 shape and position from the first and colour from the second; refiner: [B,S,40] from text_encoder_2
+///                 alone; both read the background from text_embeds, and the prompt counts only when time_ids are
+///                 those of an uncropped picture at the sample's own size (and, refiner, aesthetic score 6)
+/// </code>
+/// With these the match term equals the SD Shapes UNet's exactly, so a correctly wired SDXL pipeline draws the same
+/// pictures as the SD model for the same prompt and seed.
+/// </summary>
+internal static class ShapesSdxlGraphs
+{
+    /// <summary>Width of text_encoder's states (as the SD Shapes text encoder).</summary>
+    public const int Hidden1 = AttributeSpace.Dimensions;
+
+    /// <summary>Width of text_encoder_2's states.</summary>
+    public const int Hidden2 = 40;
+
+    /// <summary>Width of text_encoder_2's pooled <c>text_embeds</c>.</summary>
+    public const int Pooled = 24;
+
+    /// <summary>Encoder layers: outputs hidden_states.0 … hidden_states.Layers; the penultimate is Layers − 1.</summary>
+    public const int Layers = 2;
+
+    /// <summary>text_encoder_2 dimensions.</summary>
+    public const int Color2 = 0, Shape2 = 6, Position2 = 9, EndMarker2 = 39;
+
+    /// <summary>text_embeds dimension of the first background colour.</summary>
+    public const int PooledBackground = 0;
+
+    /// <summary>
+    /// text_encoder: <c>input_ids</c> [B,77] → <c>last_hidden_state</c> [B,77,32], <c>pooler_output</c> [B,32],
+    /// <c>hidden_states.0 … 2</c> [B,77,32] (optimum's CLIPTextModel export with output_hidden_states). With H the SD
+    /// Shapes text encoder's attribute states, hidden_states.k = H·M_k where M_1 keeps shape and position and M_0, M_2
+    /// also rotate them within their blocks; last_hidden_state = hidden_states.2; pooler_output = Σ_seq last_hidden_state.
+    /// </summary>
+    public static byte[] TextEncoder(ShapesTokenizerFiles vocab, bool int64Ids)
+    {
+        var g = new OnnxGraphBuilder("shapes_sdxl_text_encoder");
+        g.Input("input_ids", int64Ids ? DataType.Int64 : DataType.Int32, "batch", (long)ShapesTokenizerFiles.MaxLength);
+        string h = AttributeStates(g, vocab);
+        for (int k = 0; k <= Layers; k++)
+        {
+            var m = new float[AttributeSpace.Dimensions * Hidden1];
+            int shift = LayerShift(k);
+            for (int s = 0; s < 3; s++)
+                m[(AttributeSpace.ShapeOffset + s) * Hidden1 + AttributeSpace.ShapeOffset + (s + shift) % 3] = 1f;
+            for (int p = 0; p < 3; p++)
+                m[(AttributeSpace.PositionOffset + p) * Hidden1 + AttributeSpace.PositionOffset + (p + shift) % 3] = 1f;
+            g.Node("MatMul", [h, g.Initializer($"layer{k}.weight", m, AttributeSpace.Dimensions, Hidden1)], $"hidden_states.{k}");
+        }
+        g.Node("Identity", [$"hidden_states.{Layers}"], "last_hidden_state");
+        g.Node("ReduceSum", ["last_hidden_state", g.Ints("pool.axes", 1)], "pooler_output", Attr("keepdims", 0L));
+        g.Output("last_hidden_state", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)Hidden1);
+        g.Output("pooler_output", DataType.Float, "batch", (long)Hidden1);
+        for (int k = 0; k <= Layers; k++)
+            g.Output($"hidden_states.{k}", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)Hidden1);
+        return g.ToModelBytes("Shapes SDXL text encoder 1: shape and position in the penultimate hidden states; other layers rotated.");
+    }
+
+    /// <summary>
+    /// text_encoder_2: <c>input_ids</c> [B,77] → <c>text_embeds</c> [B,24], <c>last_hidden_state</c> [B,40],
+    /// <c>hidden_states.0 … 2</c> [B,77,40] (optimum's CLIPTextModelWithProjection export). hidden_states.k = H·B_k + E,
+    /// B_1 placing colour, shape and position at their text_encoder_2 dimensions (B_0, B_2 rotated), E marking
+    /// &lt;|endoftext|&gt; tokens at dimension 39; text_embeds = (Σ_seq H)·C, C taking the background colour.
+    /// </summary>
+    public static byte[] TextEncoder2(ShapesTokenizerFiles vocab, bool int64Ids)
+    {
+        var g = new OnnxGraphBuilder("shapes_sdxl_text_encoder_2");
+        g.Input("input_ids", int64Ids ? DataType.Int64 : DataType.Int32, "batch", (long)ShapesTokenizerFiles.MaxLength);
+        string h = AttributeStates(g, vocab);
+        var marker = new float[Hidden2];
+        marker[EndMarker2] = 1f;
+        string ids64 = g.Node("Cast", ["input_ids"], "ids_int64", Attr("to", (long)DataType.Int64));
+        string isEnd = g.Node("Cast", [g.Node("Equal", [ids64, g.Initializer("end_id", [(long)vocab.EndId])])], "is_end", Attr("to", (long)DataType.Float));
+        string ends = g.Mul(g.Node("Unsqueeze", [isEnd, g.Ints("marker.axes", 2)]), g.Initializer("marker", marker, Hidden2), "end_marker"); // [B,77,40]
+        for (int k = 0; k <= Layers; k++)
+        {
+            var m = new float[AttributeSpace.Dimensions * Hidden2];
+            int shift = LayerShift(k);
+            for (int c = 0; c < 6; c++)
+                m[(AttributeSpace.ColorOffset + c) * Hidden2 + Color2 + (c + shift) % 6] = 1f;
+            for (int s = 0; s < 3; s++)
+                m[(AttributeSpace.ShapeOffset + s) * Hidden2 + Shape2 + (s + shift) % 3] = 1f;
+            for (int p = 0; p < 3; p++)
+                m[(AttributeSpace.PositionOffset + p) * Hidden2 + Position2 + (p + shift) % 3] = 1f;
+            string states = g.Node("MatMul", [h, g.Initializer($"layer{k}.weight", m, AttributeSpace.Dimensions, Hidden2)]);
+            g.Add(states, ends, $"hidden_states.{k}");
+        }
+        g.Node("Identity", [$"hidden_states.{Layers}"], "last_hidden_state");
+        var projection = new float[AttributeSpace.Dimensions * Pooled];
+        for (int b = 0; b < 5; b++)
+            projection[(AttributeSpace.BackgroundOffset + b) * Pooled + PooledBackground + b] = 1f;
+        string sum = g.Node("ReduceSum", [h, g.Ints("pool.axes", 1)], "attribute_sum", Attr("keepdims", 0L));
+        g.Node("MatMul", [sum, g.Initializer("text_projection", projection, AttributeSpace.Dimensions, Pooled)], "text_embeds");
+        g.Output("text_embeds", DataType.Float, "batch", (long)Pooled);
+        g.Output("last_hidden_state", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)Hidden2);
+        for (int k = 0; k <= Layers; k++)
+            g.Output($"hidden_states.{k}", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)Hidden2);
+        return g.ToModelBytes("Shapes SDXL text encoder 2: colour (and shape, position) in the penultimate hidden states, background in text_embeds.");
+    }
+
+    /// <summary>
+    /// unet: the SD Shapes UNet's exact posterior-mean denoiser (<see cref="ShapesGraphs.Unet"/>) with SDXL's inputs:
+    /// <code>
+    /// match_k = gate · λ·(hw/s²)·(Σ_seq encoder_hidden_states · W_seq + text_embeds · W_pool)_k
+    /// gate    = 1 when every |time_ids − expected| &lt; ½, else 0 (the prompt is ignored: an unconditional sample)
+    /// expected = (8h, 8w, 0, 0, 8h, 8w)  base: original size, crop top-left, target size = the sample's size in pixels
+    ///          = (8h, 8w, 0, 0, 6)       refiner: original size, crop top-left, aesthetic score 6
+    /// </code>
+    /// W_seq reads shape and position from text_encoder's features and colour from text_encoder_2's (refiner: all from
+    /// text_encoder_2), W_pool the background from text_embeds, each ±λ as <see cref="AttributeSpace.ItemAttributes"/>.
+    /// </summary>
+    /// <param name="latents">Scaled item latents [K,4,s,s].</param>
+    /// <param name="itemCount">K.</param>
+    /// <param name="latentSize">s.</param>
+    /// <param name="sigmas">σ_t for t = 0 … T−1 from the scheduler's ᾱ table.</param>
+    /// <param name="matchStrength">λ.</param>
+    /// <param name="refiner">Whether to build the refiner-style UNet (text_encoder_2 states only, 5 time ids).</param>
+    public static byte[] Unet(float[] latents, int itemCount, int latentSize, float[] sigmas, float matchStrength, bool refiner)
+    {
+        int hidden = refiner ? Hidden2 : Hidden1 + Hidden2;
+        int slot2 = refiner ? 0 : Hidden1;
+        int timeIds = refiner ? 5 : 6;
+        var g = new OnnxGraphBuilder(refiner ? "shapes_sdxl_refiner_unet" : "shapes_sdxl_unet");
+        g.Input("sample", DataType.Float, "batch", 4L, "height", "width");
+        g.Input("timestep", DataType.Float, "batch");
+        g.Input("encoder_hidden_states", DataType.Float, "batch", "sequence", (long)hidden);
+        g.Input("text_embeds", DataType.Float, "batch", (long)Pooled);
+        g.Input("time_ids", DataType.Float, "batch", (long)timeIds);
+
+        string z = g.Initializer("item_latents", latents, itemCount, 4, latentSize, latentSize);
+        string sigmaTable = g.Initializer("sigmas", sigmas, sigmas.Length);
+        var seqWeights = new float[hidden * itemCount];
+        var pooledWeights = new float[Pooled * itemCount];
+        foreach (var item in ShapesDataset.Items)
+        {
+            float[] attr = AttributeSpace.ItemAttributes(item);
+            void Seq(int row, int attribute) => seqWeights[row * itemCount + item.Index] = matchStrength * attr[attribute];
+            for (int s = 0; s < 3; s++)
+                Seq(refiner ? Shape2 + s : AttributeSpace.ShapeOffset + s, AttributeSpace.ShapeOffset + s);
+            for (int p = 0; p < 3; p++)
+                Seq(refiner ? Position2 + p : AttributeSpace.PositionOffset + p, AttributeSpace.PositionOffset + p);
+            for (int c = 0; c < 6; c++)
+                Seq(slot2 + Color2 + c, AttributeSpace.ColorOffset + c);
+            for (int b = 0; b < 5; b++)
+                pooledWeights[(PooledBackground + b) * itemCount + item.Index] = matchStrength * attr[AttributeSpace.BackgroundOffset + b];
+        }
+        string seqAttr = g.Initializer("match_weights", seqWeights, hidden, itemCount);
+        string pooledAttr = g.Initializer("pooled_match_weights", pooledWeights, Pooled, itemCount);
+        string one = g.Scalar("one", 1f);
+
+        // 1. Noise level at a (possibly fractional) timestep, as ShapesGraphs.Unet.
+        string t = g.Node("Clip", ["timestep", g.Scalar("t_min", 0f), g.Scalar("t_max", sigmas.Length - 1)], "t");
+        string lo = g.Node("Floor", [t]);
+        string hi = g.Node("Ceil", [t]);
+        string frac = g.Sub(t, lo, "t_frac");
+        string sLo = g.Node("Gather", [sigmaTable, g.Node("Cast", [lo], null, Attr("to", (long)DataType.Int64))]);
+        string sHi = g.Node("Gather", [sigmaTable, g.Node("Cast", [hi], null, Attr("to", (long)DataType.Int64))]);
+        string sigma = g.Add(sLo, g.Mul(frac, g.Sub(sHi, sLo)), "sigma");
+        string sigma2 = g.Mul(sigma, sigma);
+        string onePlus = g.Add(one, sigma2);
+        string alphaBar = g.Node("Reciprocal", [onePlus], "alpha_bar");
+        string sqrtAlphaBar = g.Node("Sqrt", [alphaBar], "sqrt_alpha_bar");
+        string oneMinusAlphaBar = g.Div(sigma2, onePlus, "one_minus_alpha_bar");
+        string sqrtOneMinus = g.Mul(sigma, sqrtAlphaBar, "sqrt_one_minus_alpha_bar");
+        string axis1 = g.Ints("axes.1", 1);
+        string axes123 = g.Ints("axes.123", 1, 2, 3);
+        string sqrtAb2 = g.Node("Unsqueeze", [sqrtAlphaBar, axis1]);
+        string ab2 = g.Node("Unsqueeze", [alphaBar, axis1]);
+        string oneMinus2 = g.Node("Unsqueeze", [oneMinusAlphaBar, axis1]);
+        string sqrtAb4 = g.Node("Unsqueeze", [sqrtAlphaBar, axes123]);
+        string sqrtOneMinus4 = g.Node("Unsqueeze", [sqrtOneMinus, axes123]);
+
+        // 2. Item latents at the sample's spatial size, flattened to [K,N].
+        string hw = g.Node("Slice", [g.Node("Shape", ["sample"]), g.Ints("hw.starts", 2), g.Ints("hw.ends", 4)]);
+        string sizes = g.Node("Concat", [g.Ints("kc", itemCount, 4), hw], "resize_sizes", Attr("axis", 0L));
+        string zr = g.Node("Resize", [z, string.Empty, string.Empty, sizes], "item_latents_resized",
+            Attr("mode", "linear"), Attr("coordinate_transformation_mode", "half_pixel"));
+        string zf = g.Node("Flatten", [zr], "items_flat", Attr("axis", 1L));
+        string zz = g.Node("ReduceSumSquare", [zf], "items_norm2", Attr("axes", [1L]), Attr("keepdims", 0L));
+
+        // 3. Logits: (√ᾱ x·z_k − ½ ᾱ ‖z_k‖²)/(1 − ᾱ) + gate·match_k.
+        string xf = g.Node("Flatten", ["sample"], "sample_flat", Attr("axis", 1L));
+        string xz = g.Node("Gemm", [xf, zf], "dot", Attr("transB", 1L));
+        string quad = g.Mul(g.Mul(ab2, g.Scalar("half", 0.5f)), zz);
+        string fit = g.Div(g.Sub(g.Mul(sqrtAb2, xz), quad), oneMinus2, "log_likelihood");
+        string a = g.Node("ReduceSum", ["encoder_hidden_states", axis1], "prompt_attributes", Attr("keepdims", 0L)); // [B,D]
+        string prompt = g.Add(g.Node("MatMul", [a, seqAttr]), g.Node("MatMul", ["text_embeds", pooledAttr]), "prompt_match"); // [B,K]
+        string pixels = g.Node("Cast", [g.Node("ReduceProd", [hw], null, Attr("keepdims", 0L))], null, Attr("to", (long)DataType.Float));
+        string sizeScale = g.Div(pixels, g.Scalar("native_pixels", latentSize * latentSize), "prior_scale");
+
+        // The micro-conditioning gate: the expected time ids for this sample, compared value by value.
+        string sizePixels = g.Node("Cast", [g.Mul(hw, g.Ints("vae_factor", PatchPca.Patch))], "sample_pixels", Attr("to", (long)DataType.Float)); // (8h, 8w)
+        string tail = refiner ? g.Initializer("aesthetic_score", [6f], 1) : sizePixels;
+        string expected = g.Node("Concat", [sizePixels, g.Initializer("crop", [0f, 0f], 2), tail], "expected_time_ids", Attr("axis", 0L));
+        string off = g.Node("Abs", [g.Sub("time_ids", expected)]);
+        string ok = g.Node("Cast", [g.Node("Less", [off, g.Scalar("tolerance", 0.5f)])], null, Attr("to", (long)DataType.Float));
+        string gate = g.Node("ReduceMin", [ok], "time_ids_gate", Attr("axes", [1L]), Attr("keepdims", 1L)); // [B,1]
+        string match = g.Mul(g.Mul(prompt, sizeScale), gate, "match");
+        string logits = g.Add(fit, match, "logits");
+
+        // 4. Posterior mean x̂₀ and the noise prediction.
+        string weights = g.Node("Softmax", [logits], "posterior", Attr("axis", 1L));
+        string x0Flat = g.Node("MatMul", [weights, zf]);
+        string x0 = g.Node("Reshape", [x0Flat, g.Node("Shape", ["sample"])], "x0");
+        g.Div(g.Sub("sample", g.Mul(sqrtAb4, x0)), sqrtOneMinus4, "out_sample");
+        g.Output("out_sample", DataType.Float, "batch", 4L, "height", "width");
+        return g.ToModelBytes(refiner
+            ? "Shapes SDXL refiner UNet: exact posterior-mean denoiser conditioned on text_encoder_2 states, text_embeds and 5 time ids."
+            : "Shapes SDXL UNet: exact posterior-mean denoiser conditioned on both text encoders' states, text_embeds and 6 time ids.");
+    }
+
+    /// <summary>The rotation within each attribute block of layer k: none for the penultimate layer.</summary>
+    private static int LayerShift(int k) => (k - (Layers - 1) + 3) % 3;
+
+    /// <summary>
+    /// H [B,77,32], the SD Shapes text encoder's <c>last_hidden_state</c> (<see cref="ShapesGraphs.TextEncoder"/>): token
+    /// attribute embeddings where a colour after "on", or right before "background", is the background colour.
+    /// </summary>
+    private static string AttributeStates(OnnxGraphBuilder g, ShapesTokenizerFiles vocab)
+    {
+        const int d = AttributeSpace.Dimensions;
+        int v = vocab.Count;
+        var obj = new float[v * d];
+        var bg = new float[v * d];
+        var on = new float[v];
+        var backgroundWord = new float[v];
+        foreach (string word in ShapesDataset.PromptWords)
+        {
+            int id = vocab.Id(word + ShapesTokenizerFiles.EndOfWord);
+            if (ShapesDataset.TryParseShape(word, out var shape))
+                obj[id * d + AttributeSpace.Dim(shape)] = bg[id * d + AttributeSpace.Dim(shape)] = 1f;
+            if (ShapesDataset.TryParsePosition(word, out var position))
+                obj[id * d + AttributeSpace.Dim(position)] = bg[id * d + AttributeSpace.Dim(position)] = 1f;
+            bool isColor = ShapesDataset.TryParseColor(word, out var color);
+            bool isBackground = ShapesDataset.TryParseBackground(word, out var background);
+            if (isColor)
+                obj[id * d + AttributeSpace.Dim(color)] = 1f;
+            else if (isBackground)
+                obj[id * d + AttributeSpace.Dim(background)] = 1f;
+            if (isBackground)
+                bg[id * d + AttributeSpace.Dim(background)] = 1f;
+            on[id] = word == "on" ? 1f : 0f;
+            backgroundWord[id] = word == "background" ? 1f : 0f;
+        }
+        string objH = g.Node("Gather", [g.Initializer("embedding.object", obj, v, d), "input_ids"], "object_states");
+        string bgH = g.Node("Gather", [g.Initializer("embedding.background", bg, v, d), "input_ids"], "background_states");
+        string onI = g.Node("Gather", [g.Initializer("indicator.on", on, v), "input_ids"], "on_indicator");
+        string bwI = g.Node("Gather", [g.Initializer("indicator.background", backgroundWord, v), "input_ids"], "background_indicator");
+        string tail = g.Node("Slice", [bwI, g.Ints("slice.starts", 1), g.Ints("slice.ends", long.MaxValue), g.Ints("slice.axes", 1)]);
+        string before = g.Node("Pad", [tail, g.Ints("pad.pads", 0, 0, 0, 1)], "before_background");
+        string afterOn = g.Node("CumSum", [onI, g.Initializer("cumsum.axis", [1L])], "after_on");
+        string m = g.Node("Min", [g.Add(afterOn, before), g.Scalar("mask.one", 1f)], "background_mask");
+        string m3 = g.Node("Unsqueeze", [m, g.Ints("unsqueeze.axes", 2)]);
+        return g.Add(objH, g.Mul(m3, g.Sub(bgH, objH)), "attribute_states");
+    }
+}

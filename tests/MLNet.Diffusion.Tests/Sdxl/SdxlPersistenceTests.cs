@@ -1,0 +1,116 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.VisualStudio.TestTools.UnitTesting;
+
+namespace MLNet.Diffusion.Tests.Sdxl;
+
+/// <summary>SDXL pipelines saved to ML.NET's format and as a JSON definition: the pooled column and the time-ids options survive.</summary>
+[TestClass]
+public sealed class SdxlPersistenceTests
+{
+    public sealed class Row
+    {
+        public string Prompt { get; set; } = string.Empty;
+
+        public string NegativePrompt { get; set; } = string.Empty;
+
+        public int Seed { get; set; }
+    }
+
+    private static readonly Row[] s_rows =
+    {
+        new() { Prompt = "a red circle on a blue background", Seed = 3 },
+        new() { Prompt = "a yellow triangle", NegativePrompt = "green", Seed = 11 },
+    };
+
+    private static ITransformer Fit(StableDiffusionModel model, IDataView data, bool seedColumn, DenoiseOptions? options = null) =>
+        model.MLContext.Transforms.EncodePrompt(model, "Embeddings", "Prompt", "NegativePrompt")
+            .Append(model.MLContext.Transforms.DenoiseLatents(model, "Latents", "Embeddings", options ?? new DenoiseOptions
+            {
+                Steps = 4,
+                Width = 64,
+                Height = 64,
+                SeedColumnName = seedColumn ? "Seed" : null,
+                BatchSize = 2,
+            }))
+            .Append(model.MLContext.Transforms.DecodeLatents(model, "Image", "Latents"))
+            .Fit(data);
+
+    /// <summary>Each row's latents and pixels, read with one cursor (a loaded model's surrogate stages run when their output is read).</summary>
+    private static List<(float[] Latents, byte[] Pixels)> Read(IDataView view)
+    {
+        var result = new List<(float[], byte[])>();
+        using var cursor = view.GetRowCursor(new[] { view.Schema["Latents"], view.Schema["Image"] });
+        var latents = cursor.GetGetter<VBuffer<float>>(view.Schema["Latents"]);
+        var image = cursor.GetGetter<MLImage>(view.Schema["Image"]);
+        while (cursor.MoveNext())
+        {
+            VBuffer<float> l = default;
+            latents(ref l);
+            MLImage img = null!;
+            image(ref img);
+            result.Add((l.DenseValues().ToArray(), img.Pixels.ToArray()));
+        }
+        return result;
+    }
+
+    private static void AssertSame(List<(float[] Latents, byte[] Pixels)> expected, List<(float[] Latents, byte[] Pixels)> actual)
+    {
+        Assert.AreEqual(expected.Count, actual.Count);
+        for (int r = 0; r < expected.Count; r++)
+        {
+            CollectionAssert.AreEqual(expected[r].Latents, actual[r].Latents, $"row {r}: latents differ");
+            CollectionAssert.AreEqual(expected[r].Pixels, actual[r].Pixels, $"row {r}: pixels differ");
+        }
+        Assert.IsFalse(expected[0].Latents.SequenceEqual(expected[1].Latents), "rows with different prompts and seeds must differ");
+    }
+
+    [TestMethod]
+    public void ASavedSdxlPipelineLoadsInAFreshContextAndGivesIdenticalImages()
+    {
+        foreach (bool seedColumn in new[] { true, false })
+        {
+            string zip = Path.Combine(Path.GetTempPath(), $"mlnet-sdxl-{Guid.NewGuid():N}.zip");
+            try
+            {
+                List<(float[], byte[])> expected;
+                using (var model = SdxlTestModel.Load())
+                {
+                    var data = model.MLContext.Data.LoadFromEnumerable(s_rows);
+                    var fitted = Fit(model, data, seedColumn);
+                    expected = Read(fitted.Transform(data));
+                    model.MLContext.Model.Save(fitted, data.Schema, zip);
+                }
+                var ml = new MLContext(seed: 99);
+                var loaded = ml.Model.Load(zip, out _);
+                AssertSame(expected, Read(loaded.Transform(ml.Data.LoadFromEnumerable(s_rows))));
+            }
+            finally
+            {
+                File.Delete(zip);
+            }
+        }
+    }
+
+    [TestMethod]
+    public void TheJsonDefinitionKeepsThePooledColumnAndTheTimeIdsOptions()
+    {
+        using var model = SdxlTestModel.Load();
+        var data = model.MLContext.Data.LoadFromEnumerable(s_rows);
+        var options = new DenoiseOptions { Steps = 3, Width = 64, Height = 64, SeedColumnName = "Seed", OriginalWidth = 1024, OriginalHeight = 768, CropTop = 16 };
+        var fitted = Fit(model, data, seedColumn: true, options);
+        var expected = Read(fitted.Transform(data));
+        string json = DiffusionPipelineDefinition.FromTransformer(fitted).ToJson();
+        StringAssert.Contains(json, $"\"{EncodePromptOptions.DefaultPooledColumnName}\"");
+        StringAssert.Contains(json, "\"OriginalWidth\": 1024");
+        StringAssert.Contains(json, "\"CropTop\": 16");
+        var rebuilt = DiffusionPipelineDefinition.FromJson(json).Build(model);
+        var denoise = rebuilt.OfType<LatentDenoisingTransformer>().Single();
+        Assert.AreEqual(768, denoise.Options.OriginalHeight);
+        AssertSame(expected, Read(rebuilt.Transform(data)));
+    }
+}
