@@ -99,10 +99,6 @@ public sealed class ShapesModelOptions
     /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
     internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
 
-    /// <summary>The variant flags that change the UNet's graph, which the inpainting UNet does not take in this version.</summary>
-    private const ShapesVariant UnetForms =
-        ShapesVariant.Float16 | ShapesVariant.TimestepInt64 | ShapesVariant.TimestepScalar | ShapesVariant.VPrediction;
-
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
     /// <exception cref="NotSupportedException">The variant is not built by this version.</exception>
@@ -119,8 +115,6 @@ public sealed class ShapesModelOptions
             throw new ArgumentException($"Variant '{Variant}' names two external-data files; choose '{ShapesVariant.ExternalWeights}' (model.onnx_data) or '{ShapesVariant.ExternalWeightsPb}' (weights.pb).", nameof(Variant));
         if ((Variant & (ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner)) != 0 && (Variant & ~SdxlCombinations) != 0)
             throw new NotSupportedException($"Shapes model variant '{Variant & ~SdxlCombinations}' is not built together with '{ShapesVariant.Sdxl}' by this version; the SDXL-shaped folder combines with '{SdxlCombinations}'.");
-        if (Variant.HasFlag(ShapesVariant.Inpainting) && (Variant & UnetForms) != 0)
-            throw new NotSupportedException($"Shapes model variant '{ShapesVariant.Inpainting}' cannot be combined with '{Variant & UnetForms}' in this version.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>
