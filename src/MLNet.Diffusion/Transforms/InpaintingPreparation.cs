@@ -147,6 +147,8 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
 
     private sealed class Worker : StageWorker
     {
+        private static readonly ReadPlanes s_readLuma = InpaintingMask.ReadLuma;
+        private static readonly ReadPlanes s_readRgb = ImageTensor.ReadPlanes;
         private readonly InpaintingPreparationTransformer _stage;
         private readonly ImageEncoder? _encoder;
         private readonly IChannel _channel;
@@ -214,7 +216,7 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
                 _resampler = new ImageResampler(image.Width, image.Height, o.Width, o.Height);
 
             // 1. The mask: grayscale (resized like the image), binarised at 0.5, then downsampled to the latent grid.
-            Read(mask, 1, _mask, resize, InpaintingMask.ReadLuma);
+            Read(mask, 1, _mask, resize, s_readLuma);
             InpaintingMask.Binarize(_mask);
             InpaintingMask.ToLatent(_mask, o.Width, o.Height, _stage.Model.Info.VaeSpatialFactor, o.MaskDownsampling, _batchMasks.AsSpan(slot * _maskLength, _maskLength));
 
@@ -222,7 +224,7 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
             if (_encoder is not null)
             {
                 var pixels = _batchPixels.AsSpan(slot * _pixelLength, _pixelLength);
-                Read(image, 3, pixels, resize, ImageTensor.ReadPlanes);
+                Read(image, 3, pixels, resize, s_readRgb);
                 InpaintingMask.ApplyToImage(pixels, _mask);
                 _seeds[slot] = _seedGetter is null ? _baseSeed + position : SeedReader.Read(_seedGetter, position, o.SeedColumnName!);
             }
