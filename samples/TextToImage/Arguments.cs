@@ -29,8 +29,14 @@ internal sealed class Arguments
     /// <summary>Image-to-image: the picture to start from.</summary>
     public string? InitImage { get; private set; }
 
-    /// <summary>Image-to-image strength in [0, 1]; null for the default 0.8 (diffusers' default).</summary>
+    /// <summary>Image-to-image strength in [0, 1]; null for the default: 0.8, or 1 when inpainting (diffusers' defaults).</summary>
     public float? Strength { get; private set; }
+
+    /// <summary>Inpainting: a mask of the init image's size, white where the picture is repainted.</summary>
+    public string? Mask { get; private set; }
+
+    /// <summary>Outpainting: the margins (left, top, right, bottom) to add around the init image; null when not outpainting.</summary>
+    public (int Left, int Top, int Right, int Bottom)? Outpaint { get; private set; }
 
     public string? Scheduler { get; private set; }
 
@@ -98,6 +104,12 @@ internal sealed class Arguments
                 case "--strength":
                     a.Strength = Float(name, Value(), 0f, 1f);
                     break;
+                case "--mask":
+                    a.Mask = Value();
+                    break;
+                case "--outpaint":
+                    a.Outpaint = Margins(name, Value());
+                    break;
                 default:
                     throw new ArgumentException($"unknown argument '{name}'");
             }
@@ -114,6 +126,26 @@ internal sealed class Arguments
             throw new ArgumentException("--prompt is required");
         if (Strength is not null && InitImage is null)
             throw new ArgumentException("--strength needs --init-image (it says how much of the init image to change)");
+        if (Mask is not null && InitImage is null)
+            throw new ArgumentException("--mask needs --init-image (the mask says which part of that picture to repaint)");
+        if (Outpaint is not null && InitImage is null)
+            throw new ArgumentException("--outpaint needs --init-image (the picture to extend)");
+        if (Mask is not null && Outpaint is not null)
+            throw new ArgumentException("--mask and --outpaint cannot be combined: --outpaint makes its own mask (the new border)");
+    }
+
+    /// <summary>Four non-negative margins "left,top,right,bottom", at least one positive.</summary>
+    private static (int, int, int, int) Margins(string name, string text)
+    {
+        string[] parts = text.Split(',');
+        if (parts.Length != 4)
+            throw new ArgumentException($"{name} takes four margins in pixels, left,top,right,bottom (e.g. 0,0,64,0), not '{text}'");
+        var m = new int[4];
+        for (int i = 0; i < 4; i++)
+            m[i] = Int(name, parts[i].Trim(), 0, 4096);
+        if (m[0] + m[1] + m[2] + m[3] == 0)
+            throw new ArgumentException($"{name} needs at least one positive margin, not '{text}'");
+        return (m[0], m[1], m[2], m[3]);
     }
 
     private static bool Contains(System.Collections.Generic.IReadOnlyCollection<string> names, string value)

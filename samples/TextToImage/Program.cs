@@ -23,13 +23,20 @@ public static class Program
     private const string Usage = """
         Usage: TextToImage --prompt TEXT [--output out.png] [--model DIR] [--negative-prompt TEXT]
                            [--steps 20] [--guidance 7.5] [--seed N] [--width 512] [--height 512]
-                           [--scheduler NAME] [--count 1] [--init-image PATH [--strength 0.8]]
+                           [--scheduler NAME] [--count 1] [--init-image PATH [--strength 0.8]
+                           [--mask PATH | --outpaint LEFT,TOP,RIGHT,BOTTOM]]
           --model DIR        a Stable Diffusion ONNX folder (diffusers export layout); default: the embedded Shapes model
           --scheduler        one of: {0}
           --count N          N images with seeds seed, seed+1, …; files out-0.png, out-1.png, …
           --init-image PATH  image-to-image: start from this picture (PNG, JPEG, …); the size defaults to the
                              picture's, rounded down to a multiple of 8, and other sizes are stretched to fit
-          --strength S       with --init-image: how much to change it, from 0 (keep it) to 1 (ignore it); default 0.8
+          --strength S       with --init-image: how much to change it, from 0 (keep it) to 1 (ignore it); default 0.8,
+                             1 with --mask or --outpaint
+          --mask PATH        inpainting: repaint the white part of this mask (the init image's size) as the prompt says
+                             and keep the rest; works with ordinary and with inpainting (9-channel) UNets
+          --outpaint L,T,R,B outpainting: extend the init image by these margins in pixels (rounded up to multiples of 8)
+                             and paint the new border; writes the padded picture and its mask next to the output
+                             (NAME-canvas.png, NAME-mask.png)
         """;
 
     /// <summary>Entry point; returns 0 on success, 2 on bad arguments, 1 on a failure, 130 when cancelled.</summary>
@@ -85,14 +92,20 @@ public static class Program
         Console.Error.WriteLine($"Model: {sd.Directory} ({sd.Info.ExecutionProvider}), loaded in {total.Elapsed.TotalSeconds:F1} s");
 
         string? initImage = a.InitImage is null ? null : Path.GetFullPath(a.InitImage);
-        var (imageWidth, imageHeight) = initImage is null ? (512, 512) : ImageSize(initImage);
+        string? mask = a.Mask is null ? null : Path.GetFullPath(a.Mask);
+        if (mask is not null)
+            ImageSize(mask, "--mask");
+        if (a.Outpaint is { } margins)
+            (initImage, mask) = WriteCanvas(initImage!, margins, a.Output);
+        var (imageWidth, imageHeight) = initImage is null ? (512, 512) : ImageSize(initImage, "--init-image");
         int width = a.Width ?? Math.Max(8, imageWidth / 8 * 8);
         int height = a.Height ?? Math.Max(8, imageHeight / 8 * 8);
-        float strength = initImage is null ? 1f : a.Strength ?? 0.8f;
+        // diffusers' defaults: strength 0.8 for image-to-image, 1 for inpainting.
+        float strength = initImage is null ? 1f : a.Strength ?? (mask is null ? 0.8f : 1f);
 
         var rows = new List<PromptRow>();
         for (int i = 0; i < a.Count; i++)
-            rows.Add(new PromptRow { Prompt = a.Prompt, NegativePrompt = a.NegativePrompt, Seed = a.Seed + i, InitImagePath = initImage ?? string.Empty });
+            rows.Add(new PromptRow { Prompt = a.Prompt, NegativePrompt = a.NegativePrompt, Seed = a.Seed + i, InitImagePath = initImage ?? string.Empty, MaskPath = mask ?? string.Empty });
         var data = ml.Data.LoadFromEnumerable(rows);
 
         var progress = new ProgressBar(a.Count);
@@ -106,6 +119,9 @@ public static class Program
             SeedColumnName = nameof(PromptRow.Seed),
             InitialLatentsColumnName = initImage is null ? null : "InitialLatents",
             Strength = strength,
+            // Inpainting: an inpainting UNet (9 channels) reads both columns, an ordinary one blends with the initial latents.
+            MaskColumnName = mask is null ? null : "LatentMask",
+            MaskedImageLatentsColumnName = mask is null ? null : "MaskedImageLatents",
             BatchSize = 1,
             Progress = progress,
             CancellationToken = cancellationToken,
@@ -120,6 +136,21 @@ public static class Program
                 .Append<ITransformer>(ml.Transforms.LoadImages("InitImage", imageFolder: null, inputColumnName: nameof(PromptRow.InitImagePath)))
                 .Append<ITransformer>(ml.Transforms.EncodeImage(sd, "InitialLatents", "InitImage",
                     new EncodeImageOptions { Width = width, Height = height, SeedColumnName = nameof(PromptRow.Seed) }));
+        }
+        if (mask is not null)
+        {
+            // Inpainting: PrepareInpainting turns the picture and its mask into the latent mask and the masked image's
+            // latents (diffusers' StableDiffusionInpaintPipeline); the latter is computed only if the UNet reads it.
+            pipeline = pipeline
+                .Append<ITransformer>(ml.Transforms.LoadImages("MaskImage", imageFolder: null, inputColumnName: nameof(PromptRow.MaskPath)))
+                .Append<ITransformer>(ml.Transforms.PrepareInpainting(sd, new PrepareInpaintingOptions
+                {
+                    ImageColumnName = "InitImage",
+                    MaskColumnName = "MaskImage",
+                    Width = width,
+                    Height = height,
+                    SeedColumnName = nameof(PromptRow.Seed),
+                }));
         }
         pipeline = pipeline
             .Append<ITransformer>(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", options))
@@ -156,6 +187,10 @@ public static class Program
                 text["init_image"] = initImage;
                 text["strength"] = strength.ToString(CultureInfo.InvariantCulture);
             }
+            if (a.Outpaint is { } m)
+                text["outpaint"] = $"{m.Left},{m.Top},{m.Right},{m.Bottom}";
+            else if (mask is not null)
+                text["mask"] = mask;
             string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
             if (dir is not null)
                 Directory.CreateDirectory(dir);
@@ -169,11 +204,32 @@ public static class Program
         return 0;
     }
 
-    /// <summary>The init image's size, read with MLImage.CreateFromFile; the error names the file.</summary>
-    private static (int Width, int Height) ImageSize(string path)
+    /// <summary>
+    /// Outpainting: pads the init image (edge replication) and builds the mask of the new border with
+    /// <see cref="Outpainting.Prepare"/>, and writes both next to the output as NAME-canvas.png and NAME-mask.png.
+    /// </summary>
+    /// <returns>The paths of the padded picture and of its mask.</returns>
+    private static (string Canvas, string Mask) WriteCanvas(string initImage, (int Left, int Top, int Right, int Bottom) margins, string output)
+    {
+        ImageSize(initImage, "--init-image");
+        using var image = MLImage.CreateFromFile(initImage);
+        using var canvas = Outpainting.Prepare(image, margins.Left, margins.Top, margins.Right, margins.Bottom);
+        string stem = Path.ChangeExtension(Path.GetFullPath(output), null);
+        string? dir = Path.GetDirectoryName(stem);
+        if (dir is not null)
+            Directory.CreateDirectory(dir);
+        string canvasPath = stem + "-canvas.png", maskPath = stem + "-mask.png";
+        PngFile.Save(canvas.Image, canvasPath);
+        PngFile.Save(canvas.Mask, maskPath);
+        Console.Error.WriteLine($"Outpainting: {image.Width}×{image.Height} → {canvas.Width}×{canvas.Height} (margins {canvas.Left},{canvas.Top},{canvas.Right},{canvas.Bottom}): {canvasPath}, {maskPath}");
+        return (canvasPath, maskPath);
+    }
+
+    /// <summary>An image's size, read with MLImage.CreateFromFile; the error names the argument and the file.</summary>
+    private static (int Width, int Height) ImageSize(string path, string argument)
     {
         if (!File.Exists(path))
-            throw new FileNotFoundException($"--init-image '{path}' does not exist.", path);
+            throw new FileNotFoundException($"{argument} '{path}' does not exist.", path);
         using var image = MLImage.CreateFromFile(path);
         return (image.Width, image.Height);
     }
@@ -188,6 +244,9 @@ public static class Program
 
         /// <summary>Image-to-image: the init image's full path (the same for every row); empty otherwise.</summary>
         public string InitImagePath { get; set; } = string.Empty;
+
+        /// <summary>Inpainting and outpainting: the mask's full path (the same for every row); empty otherwise.</summary>
+        public string MaskPath { get; set; } = string.Empty;
     }
 
     /// <summary>A one-line console progress bar fed by the denoising loop (reports arrive on the generating thread).</summary>

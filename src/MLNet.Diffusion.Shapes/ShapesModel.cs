@@ -89,14 +89,17 @@ public static partial class ShapesModel
             WriteSdxl(directory, options, vocab, pca, latents, latentSize, sigmas, scalingFactor, schedulerJson);
             return;
         }
-        WriteText(Path.Combine(directory, "model_index.json"), ModelIndexJson());
+        bool inpainting = options.Variant.HasFlag(ShapesVariant.Inpainting);
+        WriteText(Path.Combine(directory, "model_index.json"), ModelIndexJson(inpainting));
         WriteText(Path.Combine(directory, "README.md"), Readme(options, scalingFactor));
         string scheduler = Path.Combine(directory, "scheduler");
         Directory.CreateDirectory(scheduler);
         WriteText(Path.Combine(scheduler, "scheduler_config.json"), schedulerJson);
         vocab.Write(Path.Combine(directory, "tokenizer"));
         WriteModel(directory, "text_encoder", ShapesGraphs.TextEncoder(vocab, options.Variant.HasFlag(ShapesVariant.Int64InputIds)));
-        WriteModel(directory, "unet", ShapesGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength));
+        WriteModel(directory, "unet", inpainting
+            ? ShapesInpaintingGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength)
+            : ShapesGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength));
         WriteModel(directory, "vae_encoder", ShapesGraphs.VaeEncoder(pca, options.Variant.HasFlag(ShapesVariant.LatentParameters)));
         WriteModel(directory, "vae_decoder", ShapesGraphs.VaeDecoder(pca));
         foreach (string vae in new[] { "vae_encoder", "vae_decoder" })
@@ -106,7 +109,7 @@ public static partial class ShapesModel
             w.WriteStartObject();
             w.WriteString("_class_name", "UNet2DConditionModel");
             w.WriteNumber("cross_attention_dim", AttributeSpace.Dimensions);
-            w.WriteNumber("in_channels", 4);
+            w.WriteNumber("in_channels", inpainting ? 9 : 4); // latents, mask, masked-image latents
             w.WriteNumber("out_channels", 4);
             w.WriteNumber("sample_size", latentSize);
             w.WriteEndObject();
@@ -257,10 +260,10 @@ public static partial class ShapesModel
         w.WriteEndObject();
     });
 
-    private static string ModelIndexJson() => Json(w =>
+    private static string ModelIndexJson(bool inpainting) => Json(w =>
     {
         w.WriteStartObject();
-        w.WriteString("_class_name", "OnnxStableDiffusionPipeline");
+        w.WriteString("_class_name", inpainting ? "OnnxStableDiffusionInpaintPipeline" : "OnnxStableDiffusionPipeline");
         w.WriteString("_diffusers_version", "0.35.2");
         w.WriteString("_name_or_path", "MLNet.Diffusion.Shapes");
         NullPair(w, "feature_extractor");
@@ -302,7 +305,7 @@ public static partial class ShapesModel
           blue, yellow, purple or orange, on the left, in the center or on the right, on a white, black, gray, blue or green background.
         - vae_encoder / vae_decoder: PCA of 8x8x3 patches to 4 channels; scaling_factor {scalingFactor.ToString("R", CultureInfo.InvariantCulture)}.
         - text_encoder: attribute embeddings (hidden size {AttributeSpace.Dimensions}); a colour after "on" or right before "background" is the background colour.
-        - unet: the exact posterior-mean denoiser over the item latents, prompt match strength {options.MatchStrength.ToString("R", CultureInfo.InvariantCulture)}.
+        - unet: the exact posterior-mean denoiser over the item latents, prompt match strength {options.MatchStrength.ToString("R", CultureInfo.InvariantCulture)}.{(options.Variant.HasFlag(ShapesVariant.Inpainting) ? " Inpainting: 9 input channels (latents, mask, masked-image latents)." : "")}
         - scheduler: DDIM with Stable Diffusion 1.5 settings.
 
         Try "a red circle on a blue background" with 20 steps and guidance 7.5.

@@ -93,7 +93,8 @@ public sealed class ShapesModelOptions
         | ShapesVariant.VPrediction
         | ShapesVariant.Sdxl
         | ShapesVariant.SdxlRefiner
-        | ShapesVariant.LatentParameters;
+        | ShapesVariant.LatentParameters
+        | ShapesVariant.Inpainting;
 
     /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
     internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;

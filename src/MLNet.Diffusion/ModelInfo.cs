@@ -25,6 +25,15 @@ public sealed class ModelInfo
     /// <summary>Channels of the latent space (4 for Stable Diffusion).</summary>
     public int LatentChannels { get; }
 
+    /// <summary>
+    /// Channels of the UNet's <c>sample</c> input: <see cref="LatentChannels"/> for text-to-image UNets, 2·C + 1 (9) for
+    /// inpainting UNets, which take the latents, the mask and the masked image's latents concatenated on the channel axis.
+    /// </summary>
+    public int UnetInputChannels { get; internal init; }
+
+    /// <summary>Whether the UNet is an inpainting UNet (<see cref="UnetInputChannels"/> = 2·C + 1).</summary>
+    public bool IsInpaintingUnet => UnetInputChannels == 2 * LatentChannels + 1;
+
     /// <summary>Pixels per latent along each axis (8 for Stable Diffusion's VAE).</summary>
     public int VaeSpatialFactor { get; }
 

@@ -272,11 +272,13 @@ public sealed class StableDiffusionModel : IDisposable
         }
 
         string vaeConfig = FindVaeConfig();
-        int latentChannels = OnnxComponent.StaticDim(Unet.Input("sample"), 1)
-            ?? OnnxComponent.StaticDim(Unet.Output(UnetOutputName), 1)
+        // The UNet's output (not its input: an inpainting UNet takes 2C + 1 channels) and the VAE state C.
+        int latentChannels = OnnxComponent.StaticDim(Unet.Output(UnetOutputName), 1)
             ?? OnnxComponent.StaticDim(VaeDecoder.Input("latent_sample"), 1)
             ?? (int?)ModelFolder.ReadNumber(vaeConfig, "latent_channels")
+            ?? OnnxComponent.StaticDim(Unet.Input("sample"), 1)
             ?? throw new ModelContractException("The number of latent channels is not stated by unet/model.onnx, vae_decoder/model.onnx or a VAE config.json.");
+        int unetInputChannels = ReadUnetInputChannels(latentChannels);
         int factor = ModelFolder.ReadArrayLength(vaeConfig, "block_out_channels") is int blocks and > 0
             ? 1 << (blocks - 1)
             : ProbeVaeFactor(latentChannels);
@@ -285,10 +287,26 @@ public sealed class StableDiffusionModel : IDisposable
             throw new InvalidDataException($"The VAE scaling factor must be a positive number, not {scaling}.");
         return new ModelInfo(Directory, latentChannels, factor, hidden, sequenceLength, pooled, scaling, schedulerConfig, _sessions.EffectiveProvider.ToString())
         {
+            UnetInputChannels = unetInputChannels,
             Kind = layout.Kind,
             TimeIdsWidth = timeIdsWidth,
             ForceZerosForEmptyPrompt = layout.ForceZerosForEmptyPrompt,
         };
+    }
+
+    /// <summary>
+    /// The UNet's <c>sample</c> channels: C for text-to-image, 2C + 1 for an inpainting UNet (latents, mask, masked-image
+    /// latents; diffusers StableDiffusionInpaintPipeline). From the model's metadata, else <c>unet/config.json</c>'s
+    /// <c>in_channels</c>, else C.
+    /// </summary>
+    private int ReadUnetInputChannels(int latentChannels)
+    {
+        int channels = OnnxComponent.StaticDim(Unet.Input("sample"), 1)
+            ?? (int?)ModelFolder.ReadNumber(Path.Combine(Directory, ModelFolder.Unet, "config.json"), "in_channels")
+            ?? latentChannels;
+        if (channels != latentChannels && channels != 2 * latentChannels + 1)
+            throw new ModelContractException($"unet/model.onnx input 'sample' has {channels} channels; expected {latentChannels} (the latent channels) or {2 * latentChannels + 1} (an inpainting UNet: latents, mask, masked-image latents).");
+        return channels;
     }
 
     /// <summary>

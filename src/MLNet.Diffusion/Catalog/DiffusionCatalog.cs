@@ -5,9 +5,9 @@ namespace Microsoft.ML;
 
 /// <summary>
 /// Stable Diffusion stages for <see cref="TransformsCatalog"/>: <c>mlContext.Transforms.EncodePrompt(…)</c>,
-/// <c>DenoiseLatents(…)</c>, <c>DecodeLatents(…)</c> and <c>EncodeImage(…)</c>, each running one component of a
-/// <see cref="StableDiffusionModel"/> loaded with <see cref="StableDiffusionModel.Load"/>, and <c>AddDiffusionNoise(…)</c>,
-/// the forward process of the model's noise schedule.
+/// <c>DenoiseLatents(…)</c>, <c>DecodeLatents(…)</c>, <c>EncodeImage(…)</c> and <c>PrepareInpainting(…)</c>, each running
+/// one component of a <see cref="StableDiffusionModel"/> loaded with <see cref="StableDiffusionModel.Load"/>, and
+/// <c>AddDiffusionNoise(…)</c>, the forward process of the model's noise schedule.
 /// </summary>
 public static class DiffusionCatalog
 {
@@ -93,6 +93,47 @@ public static class DiffusionCatalog
     {
         ArgumentNullException.ThrowIfNull(catalog);
         return new ImageEncodingEstimator(model, outputColumnName, inputColumnName, options ?? new EncodeImageOptions());
+    }
+
+    /// <summary>
+    /// Create an <see cref="InpaintingPreparationEstimator"/>, which turns an image column and a mask column
+    /// (<see cref="Microsoft.ML.Data.MLImage"/>s of the same size, white = repaint) into a latent mask [1, H/f, W/f] and
+    /// the masked image's latents [C, H/f, W/f]: what DenoiseLatents inpaints with
+    /// (<see cref="DenoiseOptions.MaskColumnName"/>, <see cref="DenoiseOptions.MaskedImageLatentsColumnName"/>).
+    /// </summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model; its folder must have vae_encoder/ unless the masked-image latents are not asked for.</param>
+    /// <param name="latentMaskColumnName">Name of the latent mask column to create.</param>
+    /// <param name="maskedImageLatentsColumnName">Name of the masked-image latents column to create, or null for none (ordinary UNets do not use it).</param>
+    /// <param name="imageColumnName">Name of the image column.</param>
+    /// <param name="maskColumnName">Name of the mask column.</param>
+    /// <param name="width">Width the image is worked at (DenoiseLatents' width).</param>
+    /// <param name="height">Height the image is worked at (DenoiseLatents' height).</param>
+    public static InpaintingPreparationEstimator PrepareInpainting(this TransformsCatalog catalog, StableDiffusionModel model,
+        string latentMaskColumnName = "LatentMask", string? maskedImageLatentsColumnName = "MaskedImageLatents",
+        string imageColumnName = "Image", string maskColumnName = "Mask", int width = 512, int height = 512)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new InpaintingPreparationEstimator(model, new PrepareInpaintingOptions
+        {
+            LatentMaskColumnName = latentMaskColumnName,
+            MaskedImageLatentsColumnName = maskedImageLatentsColumnName,
+            ImageColumnName = imageColumnName,
+            MaskColumnName = maskColumnName,
+            Width = width,
+            Height = height,
+        });
+    }
+
+    /// <summary>Create an <see cref="InpaintingPreparationEstimator"/> with all options (resizing, mask downsampling, sampling, seeds, batching).</summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model.</param>
+    /// <param name="options">Column names and settings.</param>
+    public static InpaintingPreparationEstimator PrepareInpainting(this TransformsCatalog catalog, StableDiffusionModel model, PrepareInpaintingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(options);
+        return new InpaintingPreparationEstimator(model, options);
     }
 
     /// <summary>

@@ -34,6 +34,7 @@ internal sealed class LatentDenoiser : IDisposable
     private readonly OnnxComponent _unet;
     private readonly DenoiseSettings _settings;
     private readonly int _channels;
+    private readonly int _unetChannels;
     private readonly int _latentHeight;
     private readonly int _latentWidth;
     private readonly bool _guidance;
@@ -55,6 +56,7 @@ internal sealed class LatentDenoiser : IDisposable
     private float[] _prediction = Array.Empty<float>();
     private float[] _guided = Array.Empty<float>();
     private float[] _noise = Array.Empty<float>();
+    private float[] _scaledLatents = Array.Empty<float>();
 
     // SDXL's added conditioning (diffusers StableDiffusionXLPipeline step 7): text_embeds [rows, P] and time_ids [rows, W],
     // written once per batch in the same [unconditional; conditional] order as the embeddings.
@@ -72,6 +74,7 @@ internal sealed class LatentDenoiser : IDisposable
         _unet = model.Unet;
         _settings = settings;
         _channels = model.Info.LatentChannels;
+        _unetChannels = model.Info.UnetInputChannels;
         _latentHeight = settings.Height / model.Info.VaeSpatialFactor;
         _latentWidth = settings.Width / model.Info.VaeSpatialFactor;
         _guidance = settings.GuidanceScale > 1f;
@@ -110,10 +113,13 @@ internal sealed class LatentDenoiser : IDisposable
     /// Denoises <paramref name="count"/> rows. <paramref name="embeddings"/> holds per row [2, S, D]: the unconditional
     /// (negative prompt) states, then the prompt's. Each row's noise comes from its own seed (or its given initial
     /// noise), so a row's result does not depend on its batch or position. With a strength below 1,
-    /// <paramref name="initialLatents"/> (per row [C, h, w]) is where image-to-image starts.
+    /// <paramref name="initialLatents"/> (per row [C, h, w]) is where image-to-image starts. With
+    /// <paramref name="inpainting"/> (its buffers filled for the batch) the loop inpaints: an inpainting UNet gets the
+    /// mask and the masked image's latents, an ordinary UNet keeps <paramref name="initialLatents"/> outside the mask.
     /// </summary>
     public void Run(int count, long firstRow, ReadOnlySpan<float> embeddings, int sequenceLength, ReadOnlySpan<long> seeds,
-        float[]?[] initialNoise, Span<float> latents, IChannel? channel, ReadOnlySpan<float> initialLatents = default)
+        float[]?[] initialNoise, Span<float> latents, IChannel? channel, ReadOnlySpan<float> initialLatents = default,
+        InpaintingConditioning? inpainting = null)
     {
         int len = LatentLength;
         int hidden = _model.Info.HiddenSize;
@@ -121,6 +127,11 @@ internal sealed class LatentDenoiser : IDisposable
             throw new ArgumentException($"Expected {count}×2×{sequenceLength}×{hidden} embedding values, got {embeddings.Length}.", nameof(embeddings));
         if (latents.Length != count * len)
             throw new ArgumentException($"Expected room for {count}×{len} latent values.", nameof(latents));
+        if ((inpainting?.UnetChannels ?? _channels) != _unetChannels || inpainting is not null && inpainting.Count != count)
+            throw new InvalidOperationException($"The UNet takes {_unetChannels} input channels; the run prepared {inpainting?.UnetChannels ?? _channels} for {inpainting?.Count ?? count} rows.");
+        bool blend = inpainting is { UnetTakesMask: false };
+        if (blend && initialLatents.Length != count * len)
+            throw new ArgumentException($"Inpainting with an ordinary UNet needs {count}×{len} initial latent values, got {initialLatents.Length}.", nameof(initialLatents));
         _model.ThrowIfDisposed();
 
         var scheduler = _settings.Scheduler.Clone();
@@ -147,6 +158,8 @@ internal sealed class LatentDenoiser : IDisposable
         }
         else
         {
+            if (blend)
+                KeepNoise(latents); // the known region is noised with the same ε at every step
             TensorPrimitives.Multiply(latents, scheduler.InitNoiseSigma, latents);
         }
 
@@ -157,16 +170,25 @@ internal sealed class LatentDenoiser : IDisposable
 
         int unetRows = _guidance ? 2 * count : count;
         int half = count * len;
-        var sampleIn = _sample!.ElementType == TensorElementType.Float ? _sample.FloatSpan : _scaled.AsSpan(0, unetRows * len);
+        var sampleIn = _sample!.ElementType == TensorElementType.Float ? _sample.FloatSpan : _scaled.AsSpan(0, _sample.Length);
         var stopwatch = Stopwatch.StartNew();
         for (int i = start; i < timesteps.Length; i++)
         {
             _settings.CancellationToken.ThrowIfCancellationRequested();
             float t = timesteps[i];
 
-            scheduler.ScaleModelInput(latents, sampleIn.Slice(0, half), i);
-            if (_guidance)
-                sampleIn.Slice(0, half).CopyTo(sampleIn.Slice(half, half));
+            if (inpainting is { UnetTakesMask: true })
+            {
+                // sample = concat(scale_model_input(latents), mask, masked-image latents) on the channel axis.
+                scheduler.ScaleModelInput(latents, _scaledLatents.AsSpan(0, half), i);
+                inpainting.WriteUnetSample(_scaledLatents.AsSpan(0, half), sampleIn, _guidance);
+            }
+            else
+            {
+                scheduler.ScaleModelInput(latents, sampleIn.Slice(0, half), i);
+                if (_guidance)
+                    sampleIn.Slice(0, half).CopyTo(sampleIn.Slice(half, half));
+            }
             if (_sample.ElementType != TensorElementType.Float)
                 _sample.Write(sampleIn);
             _timestep!.Fill(t);
@@ -190,6 +212,8 @@ internal sealed class LatentDenoiser : IDisposable
             CheckFinite(guided, count, len, firstRow, i, t);
 
             scheduler.Step(guided, i, latents, noise);
+            if (blend)
+                inpainting!.BlendKnownRegion(latents, initialLatents, _noise.AsSpan(0, half), scheduler, i);
 
             channel?.Trace(MessageSensitivity.None, $"Rows {firstRow}–{firstRow + count - 1}: step {i - start + 1}/{timesteps.Length - start} (t = {t}) done after {stopwatch.Elapsed.TotalMilliseconds:F0} ms.");
             _settings.Progress?.Report(new DenoiseProgress(i - start + 1, timesteps.Length - start, t, firstRow, count, stopwatch.Elapsed));
@@ -213,12 +237,18 @@ internal sealed class LatentDenoiser : IDisposable
             initialLatents.CopyTo(latents);
             return start;
         }
-        if (_noise.Length != count * len)
-            _noise = new float[count * len];
-        latents.CopyTo(_noise);
-        scheduler.AddNoise(initialLatents, _noise, start, latents);
+        KeepNoise(latents);
+        scheduler.AddNoise(initialLatents, _noise.AsSpan(0, latents.Length), start, latents);
         scheduler.SetBeginIndex(start);
         return start;
+    }
+
+    /// <summary>Keeps a copy of the batch's initial noise ε (before any scaling) for the forward process.</summary>
+    private void KeepNoise(ReadOnlySpan<float> noise)
+    {
+        if (_noise.Length != noise.Length)
+            _noise = new float[noise.Length];
+        noise.CopyTo(_noise);
     }
 
     /// <summary>
@@ -290,7 +320,7 @@ internal sealed class LatentDenoiser : IDisposable
         DisposeBuffers();
         int unetRows = _guidance ? 2 * count : count;
         long[] sampleShape = { unetRows, _channels, _latentHeight, _latentWidth };
-        _sample = new TensorBuffer(_unet.Input("sample").ElementDataType, sampleShape);
+        _sample = new TensorBuffer(_unet.Input("sample").ElementDataType, new long[] { unetRows, _unetChannels, _latentHeight, _latentWidth });
         long[] timestepShape = _timestepRank == 0 ? Array.Empty<long>() : new long[] { _timestepStaticDim == 1 ? 1 : unetRows };
         _timestep = new TensorBuffer(_timestepType, timestepShape);
         _embeddings = new TensorBuffer(_unet.Input("encoder_hidden_states").ElementDataType, new long[] { unetRows, sequenceLength, _model.Info.HiddenSize });
@@ -305,7 +335,8 @@ internal sealed class LatentDenoiser : IDisposable
         _outputs = new[] { _output.Value };
         int total = unetRows * LatentLength;
         if (_sample.ElementType != TensorElementType.Float)
-            _scaled = new float[total];
+            _scaled = new float[_sample.Length];
+        _scaledLatents = _unetChannels != _channels ? new float[count * LatentLength] : Array.Empty<float>();
         if (_output.ElementType != TensorElementType.Float)
             _prediction = new float[total];
         _guided = _guidance ? new float[count * LatentLength] : Array.Empty<float>();

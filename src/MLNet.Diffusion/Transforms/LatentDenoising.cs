@@ -64,6 +64,24 @@ public sealed class DenoiseOptions
     /// </remarks>
     public float Strength { get; init; } = 1f;
 
+    /// <summary>
+    /// Inpainting: name of an optional mask column, a float vector [1, h, w] (or [h, w]) at latent resolution with
+    /// values in [0, 1], 1 = repaint, 0 = keep — PrepareInpainting's latent mask. How it is used depends on the UNet
+    /// (<see cref="ModelInfo.UnetInputChannels"/>), as in diffusers' StableDiffusionInpaintPipeline: an inpainting UNet
+    /// (9 channels) takes it with <see cref="MaskedImageLatentsColumnName"/> as input; an ordinary UNet (4 channels)
+    /// keeps <see cref="InitialLatentsColumnName"/> outside the mask by blending after every step,
+    /// x = (1 − m)·AddNoise(initial latents, ε, t_next) + m·x, and the initial latents themselves after the last step,
+    /// so the result equals them outside the mask. <see cref="Strength"/> applies as in image-to-image.
+    /// </summary>
+    public string? MaskColumnName { get; init; }
+
+    /// <summary>
+    /// Inpainting UNets (9 input channels): name of the masked-image latents column, a float vector [C, h, w] —
+    /// PrepareInpainting's output (the scaled VAE latents of the image with the repainted pixels gray). Required with an
+    /// inpainting UNet; an ordinary UNet does not use it (the column is then not read), so one pipeline serves both.
+    /// </summary>
+    public string? MaskedImageLatentsColumnName { get; init; }
+
     /// <summary>Rows per UNet call (the guidance batch is twice as large).</summary>
     public int BatchSize { get; init; } = 4;
 
@@ -129,6 +147,27 @@ public sealed class DenoiseOptions
         if (Strength < 1f && InitialLatentsColumnName is null)
             throw new ArgumentException($"Strength {Strength} is below 1, which needs initial latents: set InitialLatentsColumnName (e.g. EncodeImage's output column), or leave Strength at 1 for text-to-image.", nameof(Strength));
         ValidateAddedConditioning(info);
+        ValidateInpainting(info);
+    }
+
+    /// <summary>Which inpainting columns the model's UNet needs (diffusers picks the path by <c>unet.config.in_channels</c>).</summary>
+    private void ValidateInpainting(ModelInfo info)
+    {
+        if (info.IsInpaintingUnet)
+        {
+            string? missing = MaskColumnName is null ? nameof(MaskColumnName) : MaskedImageLatentsColumnName is null ? nameof(MaskedImageLatentsColumnName) : null;
+            if (missing is not null)
+                throw new ArgumentException(
+                    $"The UNet of '{info.Directory}' is an inpainting UNet (unet in_channels {info.UnetInputChannels}: latents, mask, masked-image latents), so DenoiseLatents needs "
+                    + $"{nameof(MaskColumnName)} and {nameof(MaskedImageLatentsColumnName)}; {missing} is not set. Use PrepareInpainting's LatentMask and MaskedImageLatents columns.", missing);
+            return;
+        }
+        if (MaskColumnName is not null && InitialLatentsColumnName is null)
+            throw new ArgumentException(
+                $"MaskColumnName '{MaskColumnName}' needs InitialLatentsColumnName: the UNet of '{info.Directory}' takes {info.UnetInputChannels} channels (an ordinary UNet), "
+                + "which inpaints by keeping the initial latents (EncodeImage of the image) outside the mask.", nameof(InitialLatentsColumnName));
+        if (MaskedImageLatentsColumnName is not null && MaskColumnName is null)
+            throw new ArgumentException($"MaskedImageLatentsColumnName '{MaskedImageLatentsColumnName}' is set without MaskColumnName; inpainting needs the mask.", nameof(MaskColumnName));
     }
 
     /// <summary>SDXL options: valid values, and only those the model's UNet takes.</summary>
@@ -271,6 +310,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             names.Add(p);
         if (Options.InitialLatentsColumnName is { } l)
             names.Add(l);
+        DenoisingInpaintingColumns.AddInputColumnNames(Model.Info, Options, names);
         return names;
     }
 
@@ -301,6 +341,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             if (c.Type is VectorDataViewType lv && lv.Size > 0 && lv.Size != _latentLength)
                 throw SchemaMismatch(nameof(inputSchema), l, expected, $"Vector<Single> of size {lv.Size}");
         }
+        DenoisingInpaintingColumns.ValidateSchema(Model.Info, Options, inputSchema, string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions));
     }
 
     private string PooledDescription => $"Vector<Single> of [2, {Model.Info.PooledSize}] pooled prompt embeddings (EncodePrompt's pooled output, which the SDXL UNet takes as text_embeds)";
@@ -316,6 +357,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             ColumnChecks.Require(inputSchema, p, PooledDescription, ColumnChecks.IsFloatVector);
         if (Options.InitialLatentsColumnName is { } l)
             ColumnChecks.Require(inputSchema, l, $"Vector<Single> of size {_latentLength} initial latents", ColumnChecks.IsFloatVector);
+        DenoisingInpaintingColumns.ValidateShape(Model.Info, Options, inputSchema);
     }
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
@@ -331,6 +373,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private readonly ValueGetter<VBuffer<float>>? _pooledGetter;
         private readonly float[][] _pooled;
         private readonly ValueGetter<VBuffer<float>>? _initialGetter;
+        private readonly DenoisingInpaintingColumns? _inpainting;
         private readonly float[]?[] _initial;
         private readonly float[][] _embeddings;
         private readonly long[] _seeds;
@@ -361,6 +404,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 _initialGetter = input.GetGetter<VBuffer<float>>(input.Schema[l]);
             int b = stage.BatchSize;
             _pooled = new float[b][];
+            _inpainting = DenoisingInpaintingColumns.Create(stage.Model.Info, o, input, b);
             _initial = new float[b][];
             _embeddings = new float[b][];
             _seeds = new long[b];
@@ -407,6 +451,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 var l = _initial[slot] ??= new float[_denoiser.LatentLength];
                 _buffer.CopyTo(l);
             }
+            _inpainting?.ReadRow(slot, position);
         }
 
         private long ReadSeed(long position)
@@ -467,7 +512,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                     _initial[start + r]!.CopyTo(_batchInitial, r * len);
             }
             _denoiser.Run(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsSpan(start, count), noise, _batchLatents, _channel,
-                _initialGetter is null ? default : _batchInitial);
+                _initialGetter is null ? default : _batchInitial, _inpainting?.Prepare(start, count));
             for (int r = 0; r < count; r++)
             {
                 var l = _latents[start + r] ??= new float[len];
@@ -544,7 +589,7 @@ internal static class SeedReader
 /// |  |  |
 /// | -- | -- |
 /// | Does this estimator need to look at the data to train its parameters? | No |
-/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); SDXL: Vector of Single [2, P] pooled embeddings; optional seed (integer), optional initial noise, optional initial latents (image-to-image) |
+/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); SDXL: Vector of Single [2, P] pooled embeddings; optional seed (integer), optional initial noise, optional initial latents (image-to-image), optional latent mask and masked-image latents (inpainting) |
 /// | Output column data type | Vector of Single [C, H/f, W/f] latents |
 /// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
 /// ]]></format>

@@ -28,6 +28,9 @@ public enum DiffusionStageKind
 
     /// <summary>A <see cref="DiffusionNoisingTransformer"/> (AddDiffusionNoise).</summary>
     AddDiffusionNoise,
+
+    /// <summary>An <see cref="InpaintingPreparationTransformer"/> (PrepareInpainting).</summary>
+    PrepareInpainting,
 }
 
 /// <summary>
@@ -54,10 +57,13 @@ public sealed class DiffusionStageDefinition
     /// <summary>The options of an AddDiffusionNoise stage; null for other kinds. A null seed is saved resolved, so results repeat.</summary>
     public AddNoiseOptions? AddNoiseOptions { get; init; }
 
-    /// <summary>The output column (every kind but EncodePrompt, which keeps its names in its options).</summary>
+    /// <summary>The options of a PrepareInpainting stage (column names included); null for other kinds. A null seed is saved resolved.</summary>
+    public PrepareInpaintingOptions? PrepareInpaintingOptions { get; init; }
+
+    /// <summary>The output column (every kind but EncodePrompt and PrepareInpainting, which keep their names in their options).</summary>
     public string? OutputColumnName { get; init; }
 
-    /// <summary>The input column (every kind but EncodePrompt).</summary>
+    /// <summary>The input column (every kind but EncodePrompt and PrepareInpainting).</summary>
     public string? InputColumnName { get; init; }
 
     /// <summary>
@@ -99,6 +105,11 @@ public sealed class DiffusionStageDefinition
                 InputColumnName = n.InputColumnName,
                 AddNoiseOptions = Copy(n.Options, n.Options.Seed ?? n.Model.DefaultSeed),
             },
+            InpaintingPreparationTransformer p => new DiffusionStageDefinition
+            {
+                Kind = DiffusionStageKind.PrepareInpainting,
+                PrepareInpaintingOptions = Copy(p.Options, p.Options.Seed ?? p.Model.DefaultSeed),
+            },
             _ => throw new ArgumentException($"Unknown diffusion stage type {stage.GetType().Name}.", nameof(stage)),
         };
     }
@@ -127,6 +138,8 @@ public sealed class DiffusionStageDefinition
             case DiffusionStageKind.AddDiffusionNoise:
                 return new DiffusionNoisingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
                     AddNoiseOptions ?? throw Missing(nameof(AddNoiseOptions)));
+            case DiffusionStageKind.PrepareInpainting:
+                return new InpaintingPreparationTransformer(model, PrepareInpaintingOptions ?? throw Missing(nameof(PrepareInpaintingOptions)));
             default:
                 throw new InvalidDataException($"Unknown diffusion stage kind {Kind}.");
         }
@@ -188,7 +201,23 @@ public sealed class DiffusionStageDefinition
                     DenoiseOptions = CopyPersistent(d, d.Seed, seedColumn: d.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
                         noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1,
                         pooledColumn: d.PooledEmbeddingsColumnName is null ? null : PersistenceSurrogate.Pooled,
-                        initialLatentsColumn: d.InitialLatentsColumnName is null ? null : PersistenceSurrogate.InitialLatents),
+                        initialLatentsColumn: d.InitialLatentsColumnName is null ? null : PersistenceSurrogate.InitialLatents,
+                        maskColumn: d.MaskColumnName is null ? null : PersistenceSurrogate.Mask,
+                        maskedLatentsColumn: d.MaskedImageLatentsColumnName is null ? null : PersistenceSurrogate.MaskedLatents),
+                };
+            case DiffusionStageKind.PrepareInpainting:
+                var p = PrepareInpaintingOptions!;
+                return new DiffusionStageDefinition
+                {
+                    Kind = Kind,
+                    PrepareInpaintingOptions = Copy(p, p.Seed, batchSize: 1, columns: new PrepareInpaintingOptions
+                    {
+                        ImageColumnName = PersistenceSurrogate.SourceImage,
+                        MaskColumnName = PersistenceSurrogate.MaskImage,
+                        LatentMaskColumnName = PersistenceSurrogate.Output0,
+                        MaskedImageLatentsColumnName = p.MaskedImageLatentsColumnName is null ? null : PersistenceSurrogate.Output1,
+                        SeedColumnName = p.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
+                    }),
                 };
             case DiffusionStageKind.EncodeImage:
                 var i = EncodeImageOptions!;
@@ -235,7 +264,7 @@ public sealed class DiffusionStageDefinition
 
     private static DenoiseOptions CopyPersistent(DenoiseOptions o, int? seed, IProgress<DenoiseProgress>? progress = null, CancellationToken cancellationToken = default,
         string? seedColumn = null, string? noiseColumn = null, int? batchSize = null, string? pooledColumn = null,
-        string? initialLatentsColumn = null) => new()
+        string? initialLatentsColumn = null, string? maskColumn = null, string? maskedLatentsColumn = null) => new()
     {
         Steps = o.Steps,
         GuidanceScale = o.GuidanceScale,
@@ -247,6 +276,8 @@ public sealed class DiffusionStageDefinition
         InitialNoiseColumnName = noiseColumn ?? o.InitialNoiseColumnName,
         InitialLatentsColumnName = initialLatentsColumn ?? o.InitialLatentsColumnName,
         Strength = o.Strength,
+        MaskColumnName = maskColumn ?? o.MaskColumnName,
+        MaskedImageLatentsColumnName = maskedLatentsColumn ?? o.MaskedImageLatentsColumnName,
         BatchSize = batchSize ?? o.BatchSize,
         PooledEmbeddingsColumnName = pooledColumn ?? o.PooledEmbeddingsColumnName,
         OriginalWidth = o.OriginalWidth,
@@ -268,6 +299,23 @@ public sealed class DiffusionStageDefinition
         ResizeMode = o.ResizeMode,
         Sampling = o.Sampling,
         SeedColumnName = seedColumn ?? o.SeedColumnName,
+        Seed = seed,
+        BatchSize = batchSize ?? o.BatchSize,
+    };
+
+    /// <summary>A copy of PrepareInpainting's options with the seed (and optionally the batch size and the column names of <paramref name="columns"/>) replaced.</summary>
+    private static PrepareInpaintingOptions Copy(PrepareInpaintingOptions o, int? seed, int? batchSize = null, PrepareInpaintingOptions? columns = null) => new()
+    {
+        ImageColumnName = (columns ?? o).ImageColumnName,
+        MaskColumnName = (columns ?? o).MaskColumnName,
+        LatentMaskColumnName = (columns ?? o).LatentMaskColumnName,
+        MaskedImageLatentsColumnName = (columns ?? o).MaskedImageLatentsColumnName,
+        SeedColumnName = (columns ?? o).SeedColumnName,
+        Width = o.Width,
+        Height = o.Height,
+        ResizeMode = o.ResizeMode,
+        MaskDownsampling = o.MaskDownsampling,
+        Sampling = o.Sampling,
         Seed = seed,
         BatchSize = batchSize ?? o.BatchSize,
     };
@@ -321,7 +369,7 @@ public sealed class DiffusionPipelineDefinition
         var found = new List<(DiffusionStageDefinition Stage, string Folder)>();
         PersistenceSurrogate.Walk(transformer, inputSchema, (stage, folder, _) => found.Add((stage, folder)), _ => { });
         if (found.Count == 0)
-            throw new ArgumentException("The transformer holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents, EncodeImage, AddDiffusionNoise)"
+            throw new ArgumentException("The transformer holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents, EncodeImage, AddDiffusionNoise, PrepareInpainting)"
                 + (inputSchema is null ? "; for a model loaded with mlContext.Model.Load, pass the input schema Load returned." : "."), nameof(transformer));
         string folder = found[0].Folder;
         foreach (var f in found)
@@ -335,8 +383,8 @@ public sealed class DiffusionPipelineDefinition
 
     /// <summary>
     /// Builds the stages on <paramref name="model"/> as a chain of <see cref="PromptEncodingTransformer"/>,
-    /// <see cref="LatentDenoisingTransformer"/>, <see cref="LatentDecodingTransformer"/>, <see cref="ImageEncodingTransformer"/>
-    /// and <see cref="DiffusionNoisingTransformer"/>, in the saved order.
+    /// <see cref="LatentDenoisingTransformer"/>, <see cref="LatentDecodingTransformer"/>, <see cref="ImageEncodingTransformer"/>,
+    /// <see cref="DiffusionNoisingTransformer"/> and <see cref="InpaintingPreparationTransformer"/>, in the saved order.
     /// </summary>
     /// <param name="model">The loaded model (normally loaded from <see cref="ModelDirectory"/>; a different folder with the same layout works too).</param>
     /// <param name="progress">Runtime-only: receives DenoiseLatents' step reports.</param>

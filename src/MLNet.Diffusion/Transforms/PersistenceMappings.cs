@@ -80,6 +80,48 @@ internal sealed class SeededSdxlImageDenoiseSource : SdxlImageDenoiseSource
     public long __sd_seed { get; set; }
 }
 
+/// <summary>Input of the inpainting DenoiseLatents surrogate (mask, masked-image latents) without a seed column.</summary>
+internal class InpaintDenoiseSource : ImageDenoiseSource
+{
+    public float[] __sd_mask { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_masked { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>Input of the inpainting DenoiseLatents surrogate with a seed column.</summary>
+internal sealed class SeededInpaintDenoiseSource : InpaintDenoiseSource
+{
+    public long __sd_seed { get; set; }
+}
+
+/// <summary>Input of the PrepareInpainting surrogate (a scalar configuration, as EncodeImage's).</summary>
+internal class PrepareInpaintingSource
+{
+    public string __sd_config { get; set; } = string.Empty;
+
+    [AnySizeImageType]
+    public MLImage? __sd_source { get; set; }
+
+    [AnySizeImageType]
+    public MLImage? __sd_mask_image { get; set; }
+}
+
+/// <summary>Input of the PrepareInpainting surrogate with a seed column.</summary>
+internal sealed class SeededPrepareInpaintingSource : PrepareInpaintingSource
+{
+    public long __sd_seed { get; set; }
+}
+
+/// <summary>Output of the PrepareInpainting surrogate: the latent mask and the masked-image latents (empty when not configured).</summary>
+internal sealed class PrepareInpaintingResult
+{
+    public float[] __sd_out0 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_out1 { get; set; } = Array.Empty<float>();
+}
+
 /// <summary>Output of the DenoiseLatents, EncodeImage surrogates.</summary>
 internal sealed class DenoiseResult
 {
@@ -205,6 +247,8 @@ internal sealed class DenoiseMappingFactory : StatefulCustomMappingFactory<Denoi
         runner.Set(PersistenceSurrogate.Embeddings, src.__sd_embeddings);
         runner.Set(PersistenceSurrogate.Noise, src.__sd_noise);
         runner.Set(PersistenceSurrogate.InitialLatents, src is ImageDenoiseSource image ? image.__sd_init : Array.Empty<float>());
+        runner.Set(PersistenceSurrogate.Mask, src is InpaintDenoiseSource inpaint ? inpaint.__sd_mask : Array.Empty<float>());
+        runner.Set(PersistenceSurrogate.MaskedLatents, src is InpaintDenoiseSource masked ? masked.__sd_masked : Array.Empty<float>());
         runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
         if (pooled is not null)
             runner.Set(PersistenceSurrogate.Pooled, pooled);
@@ -354,11 +398,58 @@ internal sealed class SdxlImageDenoiseMappingFactory : StatefulCustomMappingFact
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 }
 
+[CustomMappingFactoryAttribute(PersistenceSurrogate.InpaintDenoiseContract)]
+internal sealed class InpaintDenoiseMappingFactory : StatefulCustomMappingFactory<InpaintDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<InpaintDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => DenoiseMappingFactory.Map(src, dst, state, null, src.__sd_pooled);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
 [CustomMappingFactoryAttribute(PersistenceSurrogate.SeededSdxlImageDenoiseContract)]
 internal sealed class SeededSdxlImageDenoiseMappingFactory : StatefulCustomMappingFactory<SeededSdxlImageDenoiseSource, DenoiseResult, SurrogateState>
 {
     public override Action<SeededSdxlImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
         DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededInpaintDenoiseContract)]
+internal sealed class SeededInpaintDenoiseMappingFactory : StatefulCustomMappingFactory<SeededInpaintDenoiseSource, DenoiseResult, SurrogateState>
+{
+    public override Action<SeededInpaintDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.PrepareInpaintingContract)]
+internal sealed class PrepareInpaintingMappingFactory : StatefulCustomMappingFactory<PrepareInpaintingSource, PrepareInpaintingResult, SurrogateState>
+{
+    public override Action<PrepareInpaintingSource, PrepareInpaintingResult, SurrogateState> GetMapping() => (src, dst, state) => Map(src, dst, state, null);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+
+    internal static void Map(PrepareInpaintingSource src, PrepareInpaintingResult dst, SurrogateState state, long? seed)
+    {
+        var runner = state.RunnerFor(src.__sd_config);
+        runner.Advance(state.Count++);
+        runner.Set(PersistenceSurrogate.SourceImage, src.__sd_source
+            ?? throw new InvalidOperationException($"Row {state.Count - 1}: the saved PrepareInpainting stage's image column has no image (null)."));
+        runner.Set(PersistenceSurrogate.MaskImage, src.__sd_mask_image
+            ?? throw new InvalidOperationException($"Row {state.Count - 1}: the saved PrepareInpainting stage's mask column has no image (null)."));
+        runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
+        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
+        dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
+    }
+}
+
+[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededPrepareInpaintingContract)]
+internal sealed class SeededPrepareInpaintingMappingFactory : StatefulCustomMappingFactory<SeededPrepareInpaintingSource, PrepareInpaintingResult, SurrogateState>
+{
+    public override Action<SeededPrepareInpaintingSource, PrepareInpaintingResult, SurrogateState> GetMapping() => (src, dst, state) =>
+        PrepareInpaintingMappingFactory.Map(src, dst, state, src.__sd_seed);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
 }

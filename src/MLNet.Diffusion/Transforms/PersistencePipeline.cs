@@ -41,7 +41,7 @@ public static class DiffusionPipeline
             result.Add(stage.Build(model, progress, cancellationToken));
         }, result.Add);
         if (!any)
-            throw new ArgumentException("The loaded model holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents, EncodeImage, AddDiffusionNoise).", nameof(loadedModel));
+            throw new ArgumentException("The loaded model holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents, EncodeImage, AddDiffusionNoise, PrepareInpainting).", nameof(loadedModel));
         return new TransformerChain<ITransformer>(result.ToArray());
     }
 

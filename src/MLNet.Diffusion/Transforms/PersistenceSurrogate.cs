@@ -41,6 +41,9 @@ internal static class PersistenceSurrogate
     public const string InitialLatents = "__sd_init";
     public const string SourceImage = "__sd_source";
     public const string Timestep = "__sd_timestep";
+    public const string Mask = "__sd_mask";
+    public const string MaskedLatents = "__sd_masked";
+    public const string MaskImage = "__sd_mask_image";
 
     public const string EncodeContract = "MLNet.Diffusion.EncodePrompt.v1";
     public const string DenoiseContract = "MLNet.Diffusion.DenoiseLatents.v1";
@@ -58,8 +61,12 @@ internal static class PersistenceSurrogate
     public const string SeededNoiseContract = "MLNet.Diffusion.AddDiffusionNoise.Seeded.v1";
     public const string TimedNoiseContract = "MLNet.Diffusion.AddDiffusionNoise.Timed.v1";
     public const string SeededTimedNoiseContract = "MLNet.Diffusion.AddDiffusionNoise.Seeded.Timed.v1";
+    public const string InpaintDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Inpaint.v1";
+    public const string SeededInpaintDenoiseContract = "MLNet.Diffusion.DenoiseLatents.Inpaint.Seeded.v1";
+    public const string PrepareInpaintingContract = "MLNet.Diffusion.PrepareInpainting.v1";
+    public const string SeededPrepareInpaintingContract = "MLNet.Diffusion.PrepareInpainting.Seeded.v1";
 
-    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Pooled, Latents, Output0, Output1, Image, InitialLatents, SourceImage, Timestep };
+    private static readonly string[] s_fixed = { Config, Prompt, Negative, Embeddings, Seed, Noise, Pooled, Latents, Output0, Output1, Image, InitialLatents, SourceImage, Timestep, Mask, MaskedLatents, MaskImage };
 
     /// <summary>Saves <paramref name="stage"/> as its surrogate chain.</summary>
     public static void Save(DiffusionTransformer stage, ModelSaveContext ctx)
@@ -103,6 +110,20 @@ internal static class PersistenceSurrogate
                 if (o.SeedColumnName is { } seed)
                     mapping.Add(ml.Transforms.Conversion.ConvertType(Seed, seed, DataKind.Int64));
                 // Each combination of the optional inputs has its own contract, so models saved before a combination existed keep theirs.
+                if (o.MaskColumnName is { } mask)
+                {
+                    // Inpainting: one layout for both UNet kinds and SD/SDXL; an input the stage does not use carries the embeddings.
+                    copies.Add(new(InitialLatents, o.InitialLatentsColumnName ?? d.InputColumnName!));
+                    copies.Add(new(Mask, mask));
+                    copies.Add(new(MaskedLatents, schema.GetColumnOrNull(o.MaskedImageLatentsColumnName ?? string.Empty) is null ? d.InputColumnName! : o.MaskedImageLatentsColumnName!));
+                    if (o.PooledEmbeddingsColumnName is null)
+                        copies.Add(new(Pooled, d.InputColumnName!));
+                    mapping.Add(o.SeedColumnName is null
+                        ? ml.Transforms.StatefulCustomMapping(new InpaintDenoiseMappingFactory().GetMapping(), SurrogateState.Init, InpaintDenoiseContract)
+                        : ml.Transforms.StatefulCustomMapping(new SeededInpaintDenoiseMappingFactory().GetMapping(), SurrogateState.Init, SeededInpaintDenoiseContract));
+                    outputs.Add(new(d.OutputColumnName!, Output0));
+                    break;
+                }
                 if (o.InitialLatentsColumnName is { } initial)
                     copies.Add(new(InitialLatents, initial));
                 mapping.Add((o.SeedColumnName is not null, o.PooledEmbeddingsColumnName is not null, o.InitialLatentsColumnName is not null) switch
@@ -132,6 +153,24 @@ internal static class PersistenceSurrogate
                     mapping.Add(ml.Transforms.StatefulCustomMapping(new EncodeImageMappingFactory().GetMapping(), SurrogateState.Init, EncodeImageContract));
                 }
                 outputs.Add(new(d.OutputColumnName!, Output0));
+                break;
+            case DiffusionStageKind.PrepareInpainting:
+                var p = d.PrepareInpaintingOptions!;
+                key = ScalarKey(schema, p.SeedColumnName, "PrepareInpainting");
+                copies.Add(new(SourceImage, p.ImageColumnName));
+                copies.Add(new(MaskImage, p.MaskColumnName));
+                if (p.SeedColumnName is { } inpaintSeed)
+                {
+                    mapping.Add(ml.Transforms.Conversion.ConvertType(Seed, inpaintSeed, DataKind.Int64));
+                    mapping.Add(ml.Transforms.StatefulCustomMapping(new SeededPrepareInpaintingMappingFactory().GetMapping(), SurrogateState.Init, SeededPrepareInpaintingContract));
+                }
+                else
+                {
+                    mapping.Add(ml.Transforms.StatefulCustomMapping(new PrepareInpaintingMappingFactory().GetMapping(), SurrogateState.Init, PrepareInpaintingContract));
+                }
+                outputs.Add(new(p.LatentMaskColumnName, Output0));
+                if (p.MaskedImageLatentsColumnName is { } masked)
+                    outputs.Add(new(masked, Output1));
                 break;
             case DiffusionStageKind.AddDiffusionNoise:
                 var n = d.AddNoiseOptions!;
@@ -192,7 +231,9 @@ internal static class PersistenceSurrogate
         DiffusionStageKind.EncodePrompt => name is Config or Prompt or Negative or Output0 or Output1,
         DiffusionStageKind.DenoiseLatents => name is Config or Embeddings or Noise or Output0 || (name == Seed && d.DenoiseOptions!.SeedColumnName is not null)
             || (name == Pooled && d.DenoiseOptions!.PooledEmbeddingsColumnName is not null)
-            || (name == InitialLatents && d.DenoiseOptions!.InitialLatentsColumnName is not null),
+            || (name == InitialLatents && d.DenoiseOptions!.InitialLatentsColumnName is not null)
+            || (name is InitialLatents or Pooled or Mask or MaskedLatents && d.DenoiseOptions!.MaskColumnName is not null),
+        DiffusionStageKind.PrepareInpainting => name is Config or SourceImage or MaskImage or Output0 or Output1 || (name == Seed && d.PrepareInpaintingOptions!.SeedColumnName is not null),
         DiffusionStageKind.EncodeImage => name is Config or SourceImage or Output0 || (name == Seed && d.EncodeImageOptions!.SeedColumnName is not null),
         DiffusionStageKind.AddDiffusionNoise => name is Config or Latents or Output0 or Output1 || (name == Seed && d.AddNoiseOptions!.SeedColumnName is not null)
             || (name == Timestep && d.AddNoiseOptions!.TimestepColumnName is not null),
@@ -207,7 +248,7 @@ internal static class PersistenceSurrogate
     /// The column the configuration constant is computed from, for a stage whose input ML.NET's Expression cannot read
     /// (an image): the seed column when it is of an Expression type, else the first visible one of the input schema.
     /// </summary>
-    private static string ScalarKey(DataViewSchema schema, string? preferred)
+    private static string ScalarKey(DataViewSchema schema, string? preferred, string stage = "EncodeImage")
     {
         if (preferred is not null && schema.GetColumnOrNull(preferred) is { } p && IsExpressionScalar(p.Type))
             return preferred;
@@ -215,8 +256,8 @@ internal static class PersistenceSurrogate
             if (!c.IsHidden && IsExpressionScalar(c.Type))
                 return c.Name;
         throw new InvalidOperationException(
-            "The EncodeImage stage can be saved with mlContext.Model.Save only when its input has a text, Single, Double, Int32, Int64 or Boolean column "
-            + "besides the image: the saved configuration is an Expression over such a column (ML.NET's Expression transform reads no images). "
+            $"The {stage} stage can be saved with mlContext.Model.Save only when its input has a text, Single, Double, Int32, Int64 or Boolean column "
+            + "besides the images: the saved configuration is an Expression over such a column (ML.NET's Expression transform reads no images). "
             + "Add one (a prompt or an id), or save a DiffusionPipelineDefinition instead. See docs/persistence.md.");
     }
 
@@ -244,12 +285,9 @@ internal static class PersistenceSurrogate
                 // ML.NET saves no image column in a model's input schema, so the schema Load returns lacks EncodeImage's
                 // input: its output is added by name, typed as the loaded surrogate types it.
                 if (saved.Kind == DiffusionStageKind.EncodeImage && schema.GetColumnOrNull(saved.InputColumnName!) is null)
-                {
-                    var builder = new DataViewSchema.Builder();
-                    builder.AddColumns(schema);
-                    builder.AddColumn(saved.OutputColumnName!, new VectorDataViewType(NumberDataViewType.Single));
-                    return builder.ToSchema();
-                }
+                    return WithVectors(schema, saved.OutputColumnName!);
+                if (saved.PrepareInpaintingOptions is { } p && schema.GetColumnOrNull(p.ImageColumnName) is null)
+                    return p.MaskedImageLatentsColumnName is { } masked ? WithVectors(schema, p.LatentMaskColumnName, masked) : WithVectors(schema, p.LatentMaskColumnName);
                 break;
             case IEnumerable<ITransformer> chain:
                 foreach (var inner in chain)
@@ -260,6 +298,16 @@ internal static class PersistenceSurrogate
                 break;
         }
         return schema is null ? null : t.GetOutputSchema(schema);
+    }
+
+    /// <summary><paramref name="schema"/> with float vector columns of the given names added (as a loaded surrogate types them).</summary>
+    private static DataViewSchema WithVectors(DataViewSchema schema, params string[] names)
+    {
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(schema);
+        foreach (string name in names)
+            builder.AddColumn(name, new VectorDataViewType(NumberDataViewType.Single));
+        return builder.ToSchema();
     }
 
     private static string? TryReadConfig(TransformerChain<ITransformer> chain, DataViewSchema schema)
@@ -350,9 +398,17 @@ internal sealed class SurrogateRunner
                 columns.Add((PersistenceSurrogate.Embeddings, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Noise, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.InitialLatents, new VectorDataViewType(NumberDataViewType.Single)));
+                columns.Add((PersistenceSurrogate.Mask, new VectorDataViewType(NumberDataViewType.Single)));
+                columns.Add((PersistenceSurrogate.MaskedLatents, new VectorDataViewType(NumberDataViewType.Single)));
                 columns.Add((PersistenceSurrogate.Seed, NumberDataViewType.Int64));
-                if (denoise.PooledColumnName is not null)
+                // The inpainting contracts always carry a pooled slot; only an SDXL stage reads it.
+                if (denoise.PooledColumnName is not null || denoise.Options.MaskColumnName is not null)
                     columns.Add((PersistenceSurrogate.Pooled, new VectorDataViewType(NumberDataViewType.Single)));
+                break;
+            case InpaintingPreparationTransformer:
+                columns.Add((PersistenceSurrogate.SourceImage, new ImageDataViewType()));
+                columns.Add((PersistenceSurrogate.MaskImage, new ImageDataViewType()));
+                columns.Add((PersistenceSurrogate.Seed, NumberDataViewType.Int64));
                 break;
             case ImageEncodingTransformer:
                 columns.Add((PersistenceSurrogate.SourceImage, new ImageDataViewType()));
