@@ -85,6 +85,31 @@ internal static class ShapesGraphs
     public static byte[] TextEncoder(ShapesTokenizerFiles vocab, bool int64Ids = false)
     {
         const int d = AttributeSpace.Dimensions;
+        var g = new OnnxGraphBuilder("shapes_text_encoder");
+        AttributeStates(g, vocab, int64Ids, "last_hidden_state", "one");
+        g.Node("ReduceSum", ["last_hidden_state", g.Ints("reduce.axes", 1)], "pooler_output", Attr("keepdims", 0L));
+        g.Output("last_hidden_state", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)d);
+        g.Output("pooler_output", DataType.Float, "batch", (long)d);
+        return g.ToModelBytes("Shapes text encoder: attribute embeddings; pooler_output is the sum over the sequence.");
+    }
+
+    /// <summary>
+    /// Declares the input <c>input_ids</c> [B,77] and adds the attribute states H [B,77,32] computed from it, as
+    /// <see cref="TextEncoder"/> describes (hidden = obj + m·(bg − obj)); the SDXL-shaped encoders
+    /// (<see cref="ShapesSdxlGraphs"/>) project H further.
+    /// </summary>
+    /// <param name="g">The graph.</param>
+    /// <param name="vocab">The generated vocabulary.</param>
+    /// <param name="int64Ids">Whether <c>input_ids</c> is int64 instead of int32.</param>
+    /// <param name="output">The name of H.</param>
+    /// <param name="oneName">
+    /// The name of the scalar 1 that caps the background mask. The SD and SDXL encoders were first written with different
+    /// names for it (and for H); they are kept, so that the built files, and so the Shapes cache key, stay the same.
+    /// </param>
+    /// <returns><paramref name="output"/>.</returns>
+    internal static string AttributeStates(OnnxGraphBuilder g, ShapesTokenizerFiles vocab, bool int64Ids, string output, string oneName)
+    {
+        const int d = AttributeSpace.Dimensions;
         int v = vocab.Count;
         var obj = new float[v * d];
         var bg = new float[v * d];
@@ -117,7 +142,6 @@ internal static class ShapesGraphs
                 backgroundWord[id] = 1f;
         }
 
-        var g = new OnnxGraphBuilder("shapes_text_encoder");
         g.Input("input_ids", int64Ids ? DataType.Int64 : DataType.Int32, "batch", (long)ShapesTokenizerFiles.MaxLength);
         string eObj = g.Initializer("embedding.object", obj, v, d);
         string eBg = g.Initializer("embedding.background", bg, v, d);
@@ -132,13 +156,9 @@ internal static class ShapesGraphs
         string tail = g.Node("Slice", [bwI, g.Ints("slice.starts", 1), g.Ints("slice.ends", long.MaxValue), g.Ints("slice.axes", 1)]);
         string before = g.Node("Pad", [tail, g.Ints("pad.pads", 0, 0, 0, 1)], "before_background");
         string afterOn = g.Node("CumSum", [onI, g.Initializer("cumsum.axis", [1L])], "after_on");
-        string m = g.Node("Min", [g.Add(afterOn, before), g.Scalar("one", 1f)], "background_mask");
+        string m = g.Node("Min", [g.Add(afterOn, before), g.Scalar(oneName, 1f)], "background_mask");
         string m3 = g.Node("Unsqueeze", [m, g.Ints("unsqueeze.axes", 2)]);
-        g.Add(objH, g.Mul(m3, g.Sub(bgH, objH)), "last_hidden_state");
-        g.Node("ReduceSum", ["last_hidden_state", g.Ints("reduce.axes", 1)], "pooler_output", Attr("keepdims", 0L));
-        g.Output("last_hidden_state", DataType.Float, "batch", (long)ShapesTokenizerFiles.MaxLength, (long)d);
-        g.Output("pooler_output", DataType.Float, "batch", (long)d);
-        return g.ToModelBytes("Shapes text encoder: attribute embeddings; pooler_output is the sum over the sequence.");
+        return g.Add(objH, g.Mul(m3, g.Sub(bgH, objH)), output);
     }
 
     /// <summary>
@@ -167,66 +187,24 @@ internal static class ShapesGraphs
 
         string z = g.Initializer("item_latents", latents, itemCount, 4, latentSize, latentSize);
         string sigmaTable = g.Initializer("sigmas", sigmas, sigmas.Length);
-        var attrT = new float[d * itemCount]; // λ·attrᵀ [D,K]
-        foreach (var item in ShapesDataset.Items)
-        {
-            float[] itemAttr = AttributeSpace.ItemAttributes(item);
-            for (int j = 0; j < d; j++)
-                attrT[j * itemCount + item.Index] = matchStrength * itemAttr[j];
-        }
-        string attr = g.Initializer("match_weights", attrT, d, itemCount);
+        string attr = UnetMath.MatchWeights(g, itemCount, matchStrength); // λ·attrᵀ [D,K]
         string one = g.Scalar("one", 1f);
 
-        // 1. Noise level at a (possibly fractional) timestep: σ is linear between integer steps, as sigma-based
-        //    samplers (Euler, Heun, LMS…) interpolate it; broadcastable as [T',1] and [T',1,1,1] (T' = B or 1).
-        string t = g.Node("Clip", ["timestep", g.Scalar("t_min", 0f), g.Scalar("t_max", sigmas.Length - 1)], "t");
-        string lo = g.Node("Floor", [t]);
-        string hi = g.Node("Ceil", [t]);
-        string frac = g.Sub(t, lo, "t_frac");
-        string sLo = g.Node("Gather", [sigmaTable, g.Node("Cast", [lo], null, Attr("to", (long)DataType.Int64))]);
-        string sHi = g.Node("Gather", [sigmaTable, g.Node("Cast", [hi], null, Attr("to", (long)DataType.Int64))]);
-        string sigma = g.Add(sLo, g.Mul(frac, g.Sub(sHi, sLo)), "sigma");
-        string sigma2 = g.Mul(sigma, sigma);
-        string onePlus = g.Add(one, sigma2);
-        string alphaBar = g.Node("Reciprocal", [onePlus], "alpha_bar");
-        string sqrtAlphaBar = g.Node("Sqrt", [alphaBar], "sqrt_alpha_bar");
-        string oneMinusAlphaBar = g.Div(sigma2, onePlus, "one_minus_alpha_bar");
-        string sqrtOneMinus = g.Mul(sigma, sqrtAlphaBar, "sqrt_one_minus_alpha_bar"); // σ/√(1+σ²)
-        string axis1 = g.Ints("axes.1", 1);
-        string axes123 = g.Ints("axes.123", 1, 2, 3);
-        string sqrtAb2 = g.Node("Unsqueeze", [sqrtAlphaBar, axis1]);
-        string ab2 = g.Node("Unsqueeze", [alphaBar, axis1]);
-        string oneMinus2 = g.Node("Unsqueeze", [oneMinusAlphaBar, axis1]);
-        string sqrtAb4 = g.Node("Unsqueeze", [sqrtAlphaBar, axes123]);
-        string sqrtOneMinus4 = g.Node("Unsqueeze", [sqrtOneMinus, axes123]);
+        // 1. Noise level at a (possibly fractional) timestep.
+        var noise = UnetMath.Noise(g, sigmaTable, sigmas.Length, one);
 
         // 2. Item latents at the sample's spatial size (identity at the native size), flattened to [K,N].
-        string hw = g.Node("Slice", [g.Node("Shape", ["sample"]), g.Ints("hw.starts", 2), g.Ints("hw.ends", 4)]);
-        string sizes = g.Node("Concat", [g.Ints("kc", itemCount, 4), hw], "resize_sizes", Attr("axis", 0L));
-        string zr = g.Node("Resize", [z, string.Empty, string.Empty, sizes], "item_latents_resized",
-            Attr("mode", "linear"), Attr("coordinate_transformation_mode", "half_pixel"));
-        string zf = g.Node("Flatten", [zr], "items_flat", Attr("axis", 1L));                  // [K,N]
-        string zz = g.Node("ReduceSumSquare", [zf], "items_norm2", Attr("axes", [1L]), Attr("keepdims", 0L)); // [K]
+        var items = UnetMath.Items(g, z, itemCount, g.Node("Shape", ["sample"]));
 
-        // 3. Logits: (√ᾱ x·z_k − ½ ᾱ ‖z_k‖²)/(1 − ᾱ) + match_k.
-        string xf = g.Node("Flatten", ["sample"], "sample_flat", Attr("axis", 1L));            // [B,N]
-        string xz = g.Node("Gemm", [xf, zf], "dot", Attr("transB", 1L));                      // [B,K]
-        string quad = g.Mul(g.Mul(ab2, g.Scalar("half", 0.5f)), zz);                          // [T',K]
-        string fit = g.Div(g.Sub(g.Mul(sqrtAb2, xz), quad), oneMinus2, "log_likelihood");
-        string a = g.Node("ReduceSum", ["encoder_hidden_states", axis1], "prompt_attributes", Attr("keepdims", 0L)); // [B,D]
-        // The image evidence (the Gemm above) grows with the number of latent pixels while the prompt's is fixed:
-        // scale the prior by hw/s² so that their balance, and so sampling, is the same at every output size.
-        string pixels = g.Node("Cast", [g.Node("ReduceProd", [hw], null, Attr("keepdims", 0L))], null, Attr("to", (long)DataType.Float));
-        string sizeScale = g.Div(pixels, g.Scalar("native_pixels", latentSize * latentSize), "prior_scale");
+        // 3. Logits: (√ᾱ x·z_k − ½ ᾱ ‖z_k‖²)/(1 − ᾱ) + match_k, the prior scaled by hw/s².
+        string fit = UnetMath.LogLikelihood(g, "sample", items, noise);
+        string a = UnetMath.PromptAttributes(g, noise);                                        // [B,D]
+        string sizeScale = UnetMath.PriorScale(g, items, latentSize);
         string match = g.Mul(g.Node("MatMul", [a, attr]), sizeScale, "match");                // [B,K]
         string logits = g.Add(fit, match, "logits");
 
         // 4. Posterior mean x̂₀ and the noise prediction.
-        string weights = g.Node("Softmax", [logits], "posterior", Attr("axis", 1L));
-        string x0Flat = g.Node("MatMul", [weights, zf]);
-        string x0 = g.Node("Reshape", [x0Flat, g.Node("Shape", ["sample"])], "x0");
-        g.Div(g.Sub("sample", g.Mul(sqrtAb4, x0)), sqrtOneMinus4, "out_sample");
-        g.Output("out_sample", DataType.Float, "batch", 4L, "height", "width");
+        UnetMath.NoisePrediction(g, logits, "sample", null, items, noise);
         return g.ToModelBytes("Shapes UNet: exact posterior-mean denoiser over the Shapes item latents (epsilon prediction).");
     }
 

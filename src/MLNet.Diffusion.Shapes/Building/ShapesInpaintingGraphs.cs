@@ -46,14 +46,7 @@ internal static class ShapesInpaintingGraphs
 
         string z = g.Initializer("item_latents", latents, itemCount, 4, latentSize, latentSize);
         string sigmaTable = g.Initializer("sigmas", sigmas, sigmas.Length);
-        var attrT = new float[d * itemCount]; // λ·attrᵀ [D,K]
-        foreach (var item in ShapesDataset.Items)
-        {
-            float[] itemAttr = AttributeSpace.ItemAttributes(item);
-            for (int j = 0; j < d; j++)
-                attrT[j * itemCount + item.Index] = matchStrength * itemAttr[j];
-        }
-        string attr = g.Initializer("match_weights", attrT, d, itemCount);
+        string attr = UnetMath.MatchWeights(g, itemCount, matchStrength); // λ·attrᵀ [D,K]
         string one = g.Scalar("one", 1f);
 
         // 0. The three parts of the input (channels 0–3, 4, 5–8).
@@ -63,45 +56,17 @@ internal static class ShapesInpaintingGraphs
         string y = g.Node("Slice", ["sample", g.Ints("y.starts", 5), g.Ints("y.ends", 9), channelAxis], "masked_image_latents");
 
         // 1. Noise level at a (possibly fractional) timestep, as in the text-to-image UNet.
-        string t = g.Node("Clip", ["timestep", g.Scalar("t_min", 0f), g.Scalar("t_max", sigmas.Length - 1)], "t");
-        string lo = g.Node("Floor", [t]);
-        string hi = g.Node("Ceil", [t]);
-        string frac = g.Sub(t, lo, "t_frac");
-        string sLo = g.Node("Gather", [sigmaTable, g.Node("Cast", [lo], null, Attr("to", (long)DataType.Int64))]);
-        string sHi = g.Node("Gather", [sigmaTable, g.Node("Cast", [hi], null, Attr("to", (long)DataType.Int64))]);
-        string sigma = g.Add(sLo, g.Mul(frac, g.Sub(sHi, sLo)), "sigma");
-        string sigma2 = g.Mul(sigma, sigma);
-        string onePlus = g.Add(one, sigma2);
-        string alphaBar = g.Node("Reciprocal", [onePlus], "alpha_bar");
-        string sqrtAlphaBar = g.Node("Sqrt", [alphaBar], "sqrt_alpha_bar");
-        string oneMinusAlphaBar = g.Div(sigma2, onePlus, "one_minus_alpha_bar");
-        string sqrtOneMinus = g.Mul(sigma, sqrtAlphaBar, "sqrt_one_minus_alpha_bar");
-        string axis1 = g.Ints("axes.1", 1);
-        string axes123 = g.Ints("axes.123", 1, 2, 3);
-        string sqrtAb2 = g.Node("Unsqueeze", [sqrtAlphaBar, axis1]);
-        string ab2 = g.Node("Unsqueeze", [alphaBar, axis1]);
-        string oneMinus2 = g.Node("Unsqueeze", [oneMinusAlphaBar, axis1]);
-        string sqrtAb4 = g.Node("Unsqueeze", [sqrtAlphaBar, axes123]);
-        string sqrtOneMinus4 = g.Node("Unsqueeze", [sqrtOneMinus, axes123]);
+        var noise = UnetMath.Noise(g, sigmaTable, sigmas.Length, one);
 
         // 2. Item latents at the sample's spatial size, flattened to [K,N], and their squares.
         string xShape = g.Node("Shape", [x], "latent_shape");
-        string hw = g.Node("Slice", [xShape, g.Ints("hw.starts", 2), g.Ints("hw.ends", 4)]);
-        string sizes = g.Node("Concat", [g.Ints("kc", itemCount, 4), hw], "resize_sizes", Attr("axis", 0L));
-        string zr = g.Node("Resize", [z, string.Empty, string.Empty, sizes], "item_latents_resized",
-            Attr("mode", "linear"), Attr("coordinate_transformation_mode", "half_pixel"));
-        string zf = g.Node("Flatten", [zr], "items_flat", Attr("axis", 1L));                  // [K,N]
-        string zz = g.Node("ReduceSumSquare", [zf], "items_norm2", Attr("axes", [1L]), Attr("keepdims", 0L)); // [K]
-        string zSquared = g.Mul(zf, zf, "items_squared");                                      // [K,N]
+        var items = UnetMath.Items(g, z, itemCount, xShape);
+        string zSquared = g.Mul(items.Flat, items.Flat, "items_squared");                      // [K,N]
 
         // 3. Logits of the noisy latents and the prompt (as the text-to-image UNet).
-        string xf = g.Node("Flatten", [x], "sample_flat", Attr("axis", 1L));                   // [B,N]
-        string xz = g.Node("Gemm", [xf, zf], "dot", Attr("transB", 1L));                      // [B,K]
-        string quad = g.Mul(g.Mul(ab2, g.Scalar("half", 0.5f)), zz);
-        string fit = g.Div(g.Sub(g.Mul(sqrtAb2, xz), quad), oneMinus2, "log_likelihood");
-        string a = g.Node("ReduceSum", ["encoder_hidden_states", axis1], "prompt_attributes", Attr("keepdims", 0L));
-        string pixels = g.Node("Cast", [g.Node("ReduceProd", [hw], null, Attr("keepdims", 0L))], null, Attr("to", (long)DataType.Float));
-        string sizeScale = g.Div(pixels, g.Scalar("native_pixels", latentSize * latentSize), "prior_scale");
+        string fit = UnetMath.LogLikelihood(g, x, items, noise);
+        string a = UnetMath.PromptAttributes(g, noise);
+        string sizeScale = UnetMath.PriorScale(g, items, latentSize);
         string match = g.Mul(g.Node("MatMul", [a, attr]), sizeScale, "match");                // [B,K]
 
         // 4. The known region: w = (1 − m)² broadcast over the 4 channels; known_k = (2 (w⊙y)·z_k − w·z_k²) / (2τ²).
@@ -109,16 +74,13 @@ internal static class ShapesInpaintingGraphs
         string w = g.Node("Expand", [g.Mul(keep, keep), xShape], "known_weight");             // [B,4,h,w]
         string wf = g.Node("Flatten", [w], "known_weight_flat", Attr("axis", 1L));            // [B,N]
         string yf = g.Node("Flatten", [y], "masked_image_flat", Attr("axis", 1L));            // [B,N]
-        string cross = g.Node("Gemm", [g.Mul(wf, yf), zf], "known_cross", Attr("transB", 1L), Attr("alpha", 2f)); // [B,K]
+        string cross = g.Node("Gemm", [g.Mul(wf, yf), items.Flat], "known_cross", Attr("transB", 1L), Attr("alpha", 2f)); // [B,K]
         string norm = g.Node("Gemm", [wf, zSquared], "known_norm", Attr("transB", 1L));       // [B,K]
         string known = g.Mul(g.Sub(cross, norm), g.Scalar("inv_two_tau2", 1f / (2f * KnownRegionSigma * KnownRegionSigma)), "known_region");
         string logits = g.Add(g.Add(fit, match), known, "logits");
 
         // 5. Posterior mean x̂₀ and the noise prediction.
-        string weights = g.Node("Softmax", [logits], "posterior", Attr("axis", 1L));
-        string x0 = g.Node("Reshape", [g.Node("MatMul", [weights, zf]), xShape], "x0");
-        g.Div(g.Sub(x, g.Mul(sqrtAb4, x0)), sqrtOneMinus4, "out_sample");
-        g.Output("out_sample", DataType.Float, "batch", 4L, "height", "width");
+        UnetMath.NoisePrediction(g, logits, x, xShape, items, noise);
         return g.ToModelBytes("Shapes inpainting UNet: exact posterior-mean denoiser given the noisy latents and the known region (9 input channels; epsilon prediction).");
     }
 }

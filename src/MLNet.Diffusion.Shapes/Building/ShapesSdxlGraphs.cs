@@ -1,4 +1,3 @@
-using System;
 using MLNet.Diffusion.Shapes.Onnx;
 using static MLNet.Diffusion.Shapes.Onnx.OnnxGraphBuilder;
 using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
@@ -52,8 +51,7 @@ internal static class ShapesSdxlGraphs
     public static byte[] TextEncoder(ShapesTokenizerFiles vocab, bool int64Ids)
     {
         var g = new OnnxGraphBuilder("shapes_sdxl_text_encoder");
-        g.Input("input_ids", int64Ids ? DataType.Int64 : DataType.Int32, "batch", (long)ShapesTokenizerFiles.MaxLength);
-        string h = AttributeStates(g, vocab);
+        string h = ShapesGraphs.AttributeStates(g, vocab, int64Ids, "attribute_states", "mask.one");
         for (int k = 0; k <= Layers; k++)
         {
             var m = new float[AttributeSpace.Dimensions * Hidden1];
@@ -82,8 +80,7 @@ internal static class ShapesSdxlGraphs
     public static byte[] TextEncoder2(ShapesTokenizerFiles vocab, bool int64Ids)
     {
         var g = new OnnxGraphBuilder("shapes_sdxl_text_encoder_2");
-        g.Input("input_ids", int64Ids ? DataType.Int64 : DataType.Int32, "batch", (long)ShapesTokenizerFiles.MaxLength);
-        string h = AttributeStates(g, vocab);
+        string h = ShapesGraphs.AttributeStates(g, vocab, int64Ids, "attribute_states", "mask.one");
         var marker = new float[Hidden2];
         marker[EndMarker2] = 1f;
         string ids64 = g.Node("Cast", ["input_ids"], "ids_int64", Attr("to", (long)DataType.Int64));
@@ -166,47 +163,19 @@ internal static class ShapesSdxlGraphs
         string one = g.Scalar("one", 1f);
 
         // 1. Noise level at a (possibly fractional) timestep, as ShapesGraphs.Unet.
-        string t = g.Node("Clip", ["timestep", g.Scalar("t_min", 0f), g.Scalar("t_max", sigmas.Length - 1)], "t");
-        string lo = g.Node("Floor", [t]);
-        string hi = g.Node("Ceil", [t]);
-        string frac = g.Sub(t, lo, "t_frac");
-        string sLo = g.Node("Gather", [sigmaTable, g.Node("Cast", [lo], null, Attr("to", (long)DataType.Int64))]);
-        string sHi = g.Node("Gather", [sigmaTable, g.Node("Cast", [hi], null, Attr("to", (long)DataType.Int64))]);
-        string sigma = g.Add(sLo, g.Mul(frac, g.Sub(sHi, sLo)), "sigma");
-        string sigma2 = g.Mul(sigma, sigma);
-        string onePlus = g.Add(one, sigma2);
-        string alphaBar = g.Node("Reciprocal", [onePlus], "alpha_bar");
-        string sqrtAlphaBar = g.Node("Sqrt", [alphaBar], "sqrt_alpha_bar");
-        string oneMinusAlphaBar = g.Div(sigma2, onePlus, "one_minus_alpha_bar");
-        string sqrtOneMinus = g.Mul(sigma, sqrtAlphaBar, "sqrt_one_minus_alpha_bar");
-        string axis1 = g.Ints("axes.1", 1);
-        string axes123 = g.Ints("axes.123", 1, 2, 3);
-        string sqrtAb2 = g.Node("Unsqueeze", [sqrtAlphaBar, axis1]);
-        string ab2 = g.Node("Unsqueeze", [alphaBar, axis1]);
-        string oneMinus2 = g.Node("Unsqueeze", [oneMinusAlphaBar, axis1]);
-        string sqrtAb4 = g.Node("Unsqueeze", [sqrtAlphaBar, axes123]);
-        string sqrtOneMinus4 = g.Node("Unsqueeze", [sqrtOneMinus, axes123]);
+        var noise = UnetMath.Noise(g, sigmaTable, sigmas.Length, one);
 
         // 2. Item latents at the sample's spatial size, flattened to [K,N].
-        string hw = g.Node("Slice", [g.Node("Shape", ["sample"]), g.Ints("hw.starts", 2), g.Ints("hw.ends", 4)]);
-        string sizes = g.Node("Concat", [g.Ints("kc", itemCount, 4), hw], "resize_sizes", Attr("axis", 0L));
-        string zr = g.Node("Resize", [z, string.Empty, string.Empty, sizes], "item_latents_resized",
-            Attr("mode", "linear"), Attr("coordinate_transformation_mode", "half_pixel"));
-        string zf = g.Node("Flatten", [zr], "items_flat", Attr("axis", 1L));
-        string zz = g.Node("ReduceSumSquare", [zf], "items_norm2", Attr("axes", [1L]), Attr("keepdims", 0L));
+        var items = UnetMath.Items(g, z, itemCount, g.Node("Shape", ["sample"]));
 
         // 3. Logits: (√ᾱ x·z_k − ½ ᾱ ‖z_k‖²)/(1 − ᾱ) + gate·match_k.
-        string xf = g.Node("Flatten", ["sample"], "sample_flat", Attr("axis", 1L));
-        string xz = g.Node("Gemm", [xf, zf], "dot", Attr("transB", 1L));
-        string quad = g.Mul(g.Mul(ab2, g.Scalar("half", 0.5f)), zz);
-        string fit = g.Div(g.Sub(g.Mul(sqrtAb2, xz), quad), oneMinus2, "log_likelihood");
-        string a = g.Node("ReduceSum", ["encoder_hidden_states", axis1], "prompt_attributes", Attr("keepdims", 0L)); // [B,D]
+        string fit = UnetMath.LogLikelihood(g, "sample", items, noise);
+        string a = UnetMath.PromptAttributes(g, noise); // [B,D]
         string prompt = g.Add(g.Node("MatMul", [a, seqAttr]), g.Node("MatMul", ["text_embeds", pooledAttr]), "prompt_match"); // [B,K]
-        string pixels = g.Node("Cast", [g.Node("ReduceProd", [hw], null, Attr("keepdims", 0L))], null, Attr("to", (long)DataType.Float));
-        string sizeScale = g.Div(pixels, g.Scalar("native_pixels", latentSize * latentSize), "prior_scale");
+        string sizeScale = UnetMath.PriorScale(g, items, latentSize);
 
         // The micro-conditioning gate: the expected time ids for this sample, compared value by value.
-        string sizePixels = g.Node("Cast", [g.Mul(hw, g.Ints("vae_factor", PatchPca.Patch))], "sample_pixels", Attr("to", (long)DataType.Float)); // (8h, 8w)
+        string sizePixels = g.Node("Cast", [g.Mul(items.Hw, g.Ints("vae_factor", PatchPca.Patch))], "sample_pixels", Attr("to", (long)DataType.Float)); // (8h, 8w)
         string tail = refiner ? g.Initializer("aesthetic_score", [6f], 1) : sizePixels;
         string expected = g.Node("Concat", [sizePixels, g.Initializer("crop", [0f, 0f], 2), tail], "expected_time_ids", Attr("axis", 0L));
         string off = g.Node("Abs", [g.Sub("time_ids", expected)]);
@@ -216,11 +185,7 @@ internal static class ShapesSdxlGraphs
         string logits = g.Add(fit, match, "logits");
 
         // 4. Posterior mean x̂₀ and the noise prediction.
-        string weights = g.Node("Softmax", [logits], "posterior", Attr("axis", 1L));
-        string x0Flat = g.Node("MatMul", [weights, zf]);
-        string x0 = g.Node("Reshape", [x0Flat, g.Node("Shape", ["sample"])], "x0");
-        g.Div(g.Sub("sample", g.Mul(sqrtAb4, x0)), sqrtOneMinus4, "out_sample");
-        g.Output("out_sample", DataType.Float, "batch", 4L, "height", "width");
+        UnetMath.NoisePrediction(g, logits, "sample", null, items, noise);
         return g.ToModelBytes(refiner
             ? "Shapes SDXL refiner UNet: exact posterior-mean denoiser conditioned on text_encoder_2 states, text_embeds and 5 time ids."
             : "Shapes SDXL UNet: exact posterior-mean denoiser conditioned on both text encoders' states, text_embeds and 6 time ids.");
@@ -228,46 +193,4 @@ internal static class ShapesSdxlGraphs
 
     /// <summary>The rotation within each attribute block of layer k: none for the penultimate layer.</summary>
     private static int LayerShift(int k) => (k - (Layers - 1) + 3) % 3;
-
-    /// <summary>
-    /// H [B,77,32], the SD Shapes text encoder's <c>last_hidden_state</c> (<see cref="ShapesGraphs.TextEncoder"/>): token
-    /// attribute embeddings where a colour after "on", or right before "background", is the background colour.
-    /// </summary>
-    private static string AttributeStates(OnnxGraphBuilder g, ShapesTokenizerFiles vocab)
-    {
-        const int d = AttributeSpace.Dimensions;
-        int v = vocab.Count;
-        var obj = new float[v * d];
-        var bg = new float[v * d];
-        var on = new float[v];
-        var backgroundWord = new float[v];
-        foreach (string word in ShapesDataset.PromptWords)
-        {
-            int id = vocab.Id(word + ShapesTokenizerFiles.EndOfWord);
-            if (ShapesDataset.TryParseShape(word, out var shape))
-                obj[id * d + AttributeSpace.Dim(shape)] = bg[id * d + AttributeSpace.Dim(shape)] = 1f;
-            if (ShapesDataset.TryParsePosition(word, out var position))
-                obj[id * d + AttributeSpace.Dim(position)] = bg[id * d + AttributeSpace.Dim(position)] = 1f;
-            bool isColor = ShapesDataset.TryParseColor(word, out var color);
-            bool isBackground = ShapesDataset.TryParseBackground(word, out var background);
-            if (isColor)
-                obj[id * d + AttributeSpace.Dim(color)] = 1f;
-            else if (isBackground)
-                obj[id * d + AttributeSpace.Dim(background)] = 1f;
-            if (isBackground)
-                bg[id * d + AttributeSpace.Dim(background)] = 1f;
-            on[id] = word == "on" ? 1f : 0f;
-            backgroundWord[id] = word == "background" ? 1f : 0f;
-        }
-        string objH = g.Node("Gather", [g.Initializer("embedding.object", obj, v, d), "input_ids"], "object_states");
-        string bgH = g.Node("Gather", [g.Initializer("embedding.background", bg, v, d), "input_ids"], "background_states");
-        string onI = g.Node("Gather", [g.Initializer("indicator.on", on, v), "input_ids"], "on_indicator");
-        string bwI = g.Node("Gather", [g.Initializer("indicator.background", backgroundWord, v), "input_ids"], "background_indicator");
-        string tail = g.Node("Slice", [bwI, g.Ints("slice.starts", 1), g.Ints("slice.ends", long.MaxValue), g.Ints("slice.axes", 1)]);
-        string before = g.Node("Pad", [tail, g.Ints("pad.pads", 0, 0, 0, 1)], "before_background");
-        string afterOn = g.Node("CumSum", [onI, g.Initializer("cumsum.axis", [1L])], "after_on");
-        string m = g.Node("Min", [g.Add(afterOn, before), g.Scalar("mask.one", 1f)], "background_mask");
-        string m3 = g.Node("Unsqueeze", [m, g.Ints("unsqueeze.axes", 2)]);
-        return g.Add(objH, g.Mul(m3, g.Sub(bgH, objH)), "attribute_states");
-    }
 }
