@@ -3,7 +3,6 @@ using System.Collections.Generic;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
-using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Transforms;
 
@@ -68,14 +67,8 @@ public sealed class EncodeImageOptions
 
     internal void Validate(ModelInfo info)
     {
-        DenoiseOptions.CheckSize(nameof(Width), Width, info.VaeSpatialFactor);
-        DenoiseOptions.CheckSize(nameof(Height), Height, info.VaeSpatialFactor);
-        if (!Enum.IsDefined(ResizeMode))
-            throw new ArgumentOutOfRangeException(nameof(ResizeMode), ResizeMode, "ResizeMode must be Stretch or None.");
-        if (!Enum.IsDefined(Sampling))
-            throw new ArgumentOutOfRangeException(nameof(Sampling), Sampling, "Sampling must be Sample or Mean.");
-        if (BatchSize < 1 || BatchSize > 256)
-            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 256].");
+        ImageStageInput.ValidateSize(info, Width, Height, ResizeMode);
+        ImageStageInput.ValidateEncoding(Sampling, BatchSize);
     }
 }
 
@@ -140,16 +133,14 @@ public sealed class ImageEncodingTransformer : DiffusionTransformer
         private readonly ImageEncoder _encoder;
         private readonly IChannel _channel;
         private readonly ValueGetter<MLImage> _imageGetter;
-        private readonly Func<long>? _seedGetter;
+        private readonly ImageStageInput _images;
+        private readonly RowSeeds _rowSeeds;
         private readonly long[] _seeds;
         private readonly long[] _positions;
         private readonly float[] _batchPixels;
         private readonly float[] _batchLatents;
         private readonly int _pixelLength;
         private readonly int _latentLength;
-        private readonly int _baseSeed;
-        private float[] _source = Array.Empty<float>();
-        private ImageResampler? _resampler;
 
         public Worker(ImageEncodingTransformer stage, DataViewRow input)
         {
@@ -158,46 +149,25 @@ public sealed class ImageEncodingTransformer : DiffusionTransformer
             _encoder = new ImageEncoder(stage.Model, o.Sampling);
             _channel = stage.StartChannel();
             _imageGetter = input.GetGetter<MLImage>(input.Schema[stage.InputColumnName]);
-            if (o.SeedColumnName is { } s)
-                _seedGetter = SeedReader.Create(input, input.Schema[s]);
+            _images = new ImageStageInput(o.Width, o.Height, o.ResizeMode, nameof(EncodeImageOptions), "to resize it, or resize it before this stage.");
+            _rowSeeds = new RowSeeds(input, o.SeedColumnName, o.Seed, stage.Model);
             _pixelLength = 3 * o.Width * o.Height;
             _latentLength = _encoder.LatentLength(o.Height, o.Width);
             _batchPixels = new float[stage.BatchSize * _pixelLength];
             _batchLatents = new float[stage.BatchSize * _latentLength];
             _seeds = new long[stage.BatchSize];
             _positions = new long[stage.BatchSize];
-            _baseSeed = o.Seed ?? stage.Model.DefaultSeed;
         }
 
         public override void ReadRow(int slot, long position)
         {
-            var o = _stage.Options;
             _positions[slot] = position;
             MLImage? image = null;
             _imageGetter(ref image!);
             _ = image ?? throw new InvalidOperationException($"Row {position}: image column '{_stage.InputColumnName}' has no image (null).");
-            var pixels = _batchPixels.AsSpan(slot * _pixelLength, _pixelLength);
-            if (image.Width == o.Width && image.Height == o.Height)
-            {
-                ImageTensor.FromImage(image, o.Width, o.Height, pixels);
-            }
-            else if (o.ResizeMode == ImageResizeMode.None)
-            {
-                throw new InvalidOperationException(
-                    $"Row {position}: the image in column '{_stage.InputColumnName}' is {image.Width}×{image.Height}; expected {o.Width}×{o.Height} "
-                    + "(EncodeImageOptions.Width × Height). Set ResizeMode = ImageResizeMode.Stretch to resize it, or resize it before this stage.");
-            }
-            else
-            {
-                if (_resampler is null || _resampler.SourceWidth != image.Width || _resampler.SourceHeight != image.Height)
-                    _resampler = new ImageResampler(image.Width, image.Height, o.Width, o.Height);
-                int sourceLength = 3 * image.Width * image.Height;
-                if (_source.Length != sourceLength)
-                    _source = new float[sourceLength];
-                ImageTensor.ReadPlanes(image, _source);
-                _resampler.Resize(_source, pixels, 3);
-            }
-            _seeds[slot] = _seedGetter is null ? _baseSeed + position : SeedReader.Read(_seedGetter, position, o.SeedColumnName!);
+            bool resize = _images.NeedsResize(image, position, _stage.InputColumnName);
+            _images.Read(image, 3, _batchPixels.AsSpan(slot * _pixelLength, _pixelLength), resize, ImageStageInput.Rgb);
+            _seeds[slot] = _rowSeeds.Read(position);
         }
 
         public override void Process(int count)

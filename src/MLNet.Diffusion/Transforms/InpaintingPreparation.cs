@@ -74,16 +74,10 @@ public sealed class PrepareInpaintingOptions
         ArgumentException.ThrowIfNullOrWhiteSpace(LatentMaskColumnName, nameof(LatentMaskColumnName));
         if (MaskedImageLatentsColumnName is { } m && (string.IsNullOrWhiteSpace(m) || m == LatentMaskColumnName))
             throw new ArgumentException($"MaskedImageLatentsColumnName '{m}' must be a non-empty name other than LatentMaskColumnName (or null for none).", nameof(MaskedImageLatentsColumnName));
-        DenoiseOptions.CheckSize(nameof(Width), Width, info.VaeSpatialFactor);
-        DenoiseOptions.CheckSize(nameof(Height), Height, info.VaeSpatialFactor);
-        if (!Enum.IsDefined(ResizeMode))
-            throw new ArgumentOutOfRangeException(nameof(ResizeMode), ResizeMode, "ResizeMode must be Stretch or None.");
+        ImageStageInput.ValidateSize(info, Width, Height, ResizeMode);
         if (!Enum.IsDefined(MaskDownsampling))
             throw new ArgumentOutOfRangeException(nameof(MaskDownsampling), MaskDownsampling, "MaskDownsampling must be Nearest or Any.");
-        if (!Enum.IsDefined(Sampling))
-            throw new ArgumentOutOfRangeException(nameof(Sampling), Sampling, "Sampling must be Sample or Mean.");
-        if (BatchSize < 1 || BatchSize > 256)
-            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 256].");
+        ImageStageInput.ValidateEncoding(Sampling, BatchSize);
     }
 }
 
@@ -147,14 +141,14 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
 
     private sealed class Worker : StageWorker
     {
-        private static readonly ReadPlanes s_readLuma = InpaintingMask.ReadLuma;
-        private static readonly ReadPlanes s_readRgb = ImageTensor.ReadPlanes;
+        private static readonly ImageStageInput.ReadPlanes s_readLuma = InpaintingMask.ReadLuma;
         private readonly InpaintingPreparationTransformer _stage;
         private readonly ImageEncoder? _encoder;
         private readonly IChannel _channel;
         private readonly ValueGetter<MLImage> _imageGetter;
         private readonly ValueGetter<MLImage> _maskGetter;
-        private readonly Func<long>? _seedGetter;
+        private readonly ImageStageInput _images;
+        private readonly RowSeeds _rowSeeds;
         private readonly long[] _seeds;
         private readonly long[] _positions;
         private readonly float[] _batchPixels;
@@ -164,9 +158,6 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
         private readonly int _pixelLength;
         private readonly int _maskLength;
         private readonly int _latentLength;
-        private readonly int _baseSeed;
-        private float[] _source = Array.Empty<float>();
-        private ImageResampler? _resampler;
 
         public Worker(InpaintingPreparationTransformer stage, DataViewRow input, bool encode)
         {
@@ -175,8 +166,9 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
             _channel = stage.StartChannel();
             _imageGetter = input.GetGetter<MLImage>(input.Schema[o.ImageColumnName]);
             _maskGetter = input.GetGetter<MLImage>(input.Schema[o.MaskColumnName]);
-            if (o.SeedColumnName is { } s)
-                _seedGetter = SeedReader.Create(input, input.Schema[s]);
+            _images = new ImageStageInput(o.Width, o.Height, o.ResizeMode, nameof(PrepareInpaintingOptions),
+                "to resize it and its mask, or resize them before this stage.");
+            _rowSeeds = new RowSeeds(input, o.SeedColumnName, o.Seed, stage.Model);
             int f = stage.Model.Info.VaeSpatialFactor, b = stage.BatchSize;
             _pixelLength = 3 * o.Width * o.Height;
             _maskLength = o.Height / f * (o.Width / f);
@@ -191,7 +183,6 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
             _batchLatents = new float[b * _latentLength];
             _seeds = new long[b];
             _positions = new long[b];
-            _baseSeed = o.Seed ?? stage.Model.DefaultSeed;
         }
 
         public override void ReadRow(int slot, long position)
@@ -207,16 +198,10 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
                 throw new InvalidOperationException(
                     $"Row {position}: the mask in column '{o.MaskColumnName}' is {mask.Width}×{mask.Height} but the image in column '{o.ImageColumnName}' is {image.Width}×{image.Height}; "
                     + "a mask must have its image's size (white = repaint, black = keep).");
-            bool resize = image.Width != o.Width || image.Height != o.Height;
-            if (resize && o.ResizeMode == ImageResizeMode.None)
-                throw new InvalidOperationException(
-                    $"Row {position}: the image in column '{o.ImageColumnName}' is {image.Width}×{image.Height}; expected {o.Width}×{o.Height} "
-                    + "(PrepareInpaintingOptions.Width × Height). Set ResizeMode = ImageResizeMode.Stretch to resize it and its mask, or resize them before this stage.");
-            if (resize && (_resampler is null || _resampler.SourceWidth != image.Width || _resampler.SourceHeight != image.Height))
-                _resampler = new ImageResampler(image.Width, image.Height, o.Width, o.Height);
+            bool resize = _images.NeedsResize(image, position, o.ImageColumnName);
 
             // 1. The mask: grayscale (resized like the image), binarised at 0.5, then downsampled to the latent grid.
-            Read(mask, 1, _mask, resize, s_readLuma);
+            _images.Read(mask, 1, _mask, resize, s_readLuma);
             InpaintingMask.Binarize(_mask);
             InpaintingMask.ToLatent(_mask, o.Width, o.Height, _stage.Model.Info.VaeSpatialFactor, o.MaskDownsampling, _batchMasks.AsSpan(slot * _maskLength, _maskLength));
 
@@ -224,28 +209,11 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
             if (_encoder is not null)
             {
                 var pixels = _batchPixels.AsSpan(slot * _pixelLength, _pixelLength);
-                Read(image, 3, pixels, resize, s_readRgb);
+                _images.Read(image, 3, pixels, resize, ImageStageInput.Rgb);
                 InpaintingMask.ApplyToImage(pixels, _mask);
-                _seeds[slot] = _seedGetter is null ? _baseSeed + position : SeedReader.Read(_seedGetter, position, o.SeedColumnName!);
+                _seeds[slot] = _rowSeeds.Read(position);
             }
         }
-
-        /// <summary>Reads an image's planes into <paramref name="destination"/> (at the stage's size), through the resampler when the sizes differ.</summary>
-        private void Read(MLImage image, int channels, Span<float> destination, bool resize, ReadPlanes read)
-        {
-            if (!resize)
-            {
-                read(image, destination);
-                return;
-            }
-            int length = channels * image.Width * image.Height;
-            if (_source.Length < length)
-                _source = new float[length];
-            read(image, _source.AsSpan(0, length));
-            _resampler!.Resize(_source.AsSpan(0, length), destination, channels);
-        }
-
-        private delegate void ReadPlanes(MLImage image, Span<float> destination);
 
         public override void Process(int count)
         {
