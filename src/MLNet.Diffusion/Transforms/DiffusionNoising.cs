@@ -127,8 +127,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
         private readonly DiffusionNoisingTransformer _stage;
         private readonly ValueGetter<VBuffer<float>> _inputGetter;
         private readonly Func<long>? _timestepGetter;
-        private readonly Func<long>? _seedGetter;
-        private readonly int _baseSeed;
+        private readonly RowSeeds _rowSeeds;
         private VBuffer<float> _buffer;
         private float[] _clean = Array.Empty<float>();
         private float[] _noise = Array.Empty<float>();
@@ -142,9 +141,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
             _inputGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
             if (o.TimestepColumnName is { } t)
                 _timestepGetter = SeedReader.Create(input, input.Schema[t]);
-            if (o.SeedColumnName is { } s)
-                _seedGetter = SeedReader.Create(input, input.Schema[s]);
-            _baseSeed = o.Seed ?? stage.Model.DefaultSeed;
+            _rowSeeds = new RowSeeds(input, o.SeedColumnName, o.Seed, stage.Model);
         }
 
         public override void ReadRow(int slot, long position)
@@ -164,7 +161,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
             long t = o.Timestep ?? ReadTimestep(position);
             if (t < 0 || t > last)
                 throw new InvalidOperationException($"Row {position}: timestep {t} in column '{o.TimestepColumnName}' is out of range [0, {last}].");
-            long seed = _seedGetter is null ? _baseSeed + position : SeedReader.Read(_seedGetter, position, o.SeedColumnName!);
+            long seed = _rowSeeds.Read(position);
 
             // x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4).
             new GaussianNoise(seed).NextGaussian(_noise);
