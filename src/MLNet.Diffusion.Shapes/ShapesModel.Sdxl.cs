@@ -24,11 +24,7 @@ public static partial class ShapesModel
         bool refiner = options.Variant.HasFlag(ShapesVariant.SdxlRefiner);
         bool int64Ids = options.Variant.HasFlag(ShapesVariant.Int64InputIds);
         var items = ShapesDataset.Items;
-        WriteText(Path.Combine(directory, "model_index.json"), SdxlModelIndexJson(refiner));
-        WriteText(Path.Combine(directory, "README.md"), SdxlReadme(options, refiner));
-        string scheduler = Path.Combine(directory, "scheduler");
-        Directory.CreateDirectory(scheduler);
-        WriteText(Path.Combine(scheduler, "scheduler_config.json"), schedulerJson);
+        WriteFolderFiles(directory, SdxlModelIndexJson(refiner), SdxlReadme(options, refiner), schedulerJson);
         if (!refiner)
         {
             vocab.Write(Path.Combine(directory, "tokenizer"));
@@ -41,10 +37,7 @@ public static partial class ShapesModel
         // Library: z = encoder(x)·0.13025 and decoder(z / 0.13025); the items are s·z_pca (s = scalingFactor). So the encoder
         // outputs z_pca·s/0.13025 and the decoder reads its input × 0.13025/s.
         double ratio = scalingFactor / SdxlScalingFactor;
-        WriteModel(directory, "vae_encoder", ShapesGraphs.VaeEncoder(pca.Scaled(ratio)));
-        WriteModel(directory, "vae_decoder", ShapesGraphs.VaeDecoder(pca.Scaled(1.0 / ratio)));
-        foreach (string vae in new[] { "vae_encoder", "vae_decoder" })
-            JsonFiles.Write(Path.Combine(directory, vae, "config.json"), w => VaeConfig(w, options.ImageSize, SdxlScalingFactor));
+        WriteVae(directory, ShapesGraphs.VaeEncoder(pca.Scaled(ratio)), ShapesGraphs.VaeDecoder(pca.Scaled(1.0 / ratio)), options.ImageSize, SdxlScalingFactor);
         JsonFiles.Write(Path.Combine(directory, "unet", "config.json"), w =>
         {
             w.WriteStartObject();
@@ -82,9 +75,7 @@ public static partial class ShapesModel
         }
         Pair(w, "text_encoder_2", "diffusers", "OnnxRuntimeModel");
         Pair(w, "tokenizer_2", "transformers", "CLIPTokenizer");
-        Pair(w, "unet", "diffusers", "OnnxRuntimeModel");
-        Pair(w, "vae_decoder", "diffusers", "OnnxRuntimeModel");
-        Pair(w, "vae_encoder", "diffusers", "OnnxRuntimeModel");
+        UnetAndVaePairs(w);
         w.WriteEndObject();
     });
 

@@ -90,20 +90,13 @@ public static partial class ShapesModel
             return;
         }
         bool inpainting = options.Variant.HasFlag(ShapesVariant.Inpainting);
-        WriteText(Path.Combine(directory, "model_index.json"), ModelIndexJson(inpainting));
-        WriteText(Path.Combine(directory, "README.md"), Readme(options, scalingFactor));
-        string scheduler = Path.Combine(directory, "scheduler");
-        Directory.CreateDirectory(scheduler);
-        WriteText(Path.Combine(scheduler, "scheduler_config.json"), schedulerJson);
+        WriteFolderFiles(directory, ModelIndexJson(inpainting), Readme(options, scalingFactor), schedulerJson);
         vocab.Write(Path.Combine(directory, "tokenizer"));
         WriteModel(directory, "text_encoder", ShapesGraphs.TextEncoder(vocab, options.Variant.HasFlag(ShapesVariant.Int64InputIds)));
         WriteModel(directory, "unet", inpainting
             ? ShapesInpaintingGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength)
             : ShapesGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength));
-        WriteModel(directory, "vae_encoder", ShapesGraphs.VaeEncoder(pca, options.Variant.HasFlag(ShapesVariant.LatentParameters)));
-        WriteModel(directory, "vae_decoder", ShapesGraphs.VaeDecoder(pca));
-        foreach (string vae in new[] { "vae_encoder", "vae_decoder" })
-            JsonFiles.Write(Path.Combine(directory, vae, "config.json"), w => VaeConfig(w, size, scalingFactor));
+        WriteVae(directory, ShapesGraphs.VaeEncoder(pca, options.Variant.HasFlag(ShapesVariant.LatentParameters)), ShapesGraphs.VaeDecoder(pca), size, scalingFactor);
         JsonFiles.Write(Path.Combine(directory, "unet", "config.json"), w =>
         {
             w.WriteStartObject();
@@ -217,6 +210,25 @@ public static partial class ShapesModel
 
     private static void WriteText(string path, string text) => File.WriteAllBytes(path, new UTF8Encoding(false).GetBytes(text));
 
+    /// <summary>Writes the files every layout has: model_index.json, README.md and scheduler/scheduler_config.json.</summary>
+    private static void WriteFolderFiles(string directory, string modelIndexJson, string readme, string schedulerJson)
+    {
+        WriteText(Path.Combine(directory, "model_index.json"), modelIndexJson);
+        WriteText(Path.Combine(directory, "README.md"), readme);
+        string scheduler = Path.Combine(directory, "scheduler");
+        Directory.CreateDirectory(scheduler);
+        WriteText(Path.Combine(scheduler, "scheduler_config.json"), schedulerJson);
+    }
+
+    /// <summary>Writes vae_encoder/ and vae_decoder/: the graphs and the same config.json (<see cref="VaeConfig"/>) in each.</summary>
+    private static void WriteVae(string directory, byte[] encoder, byte[] decoder, int size, float scalingFactor)
+    {
+        WriteModel(directory, "vae_encoder", encoder);
+        WriteModel(directory, "vae_decoder", decoder);
+        foreach (string vae in new[] { "vae_encoder", "vae_decoder" })
+            JsonFiles.Write(Path.Combine(directory, vae, "config.json"), w => VaeConfig(w, size, scalingFactor));
+    }
+
     private static void VaeConfig(System.Text.Json.Utf8JsonWriter w, int size, float scalingFactor)
     {
         w.WriteStartObject();
@@ -272,11 +284,17 @@ public static partial class ShapesModel
         Pair(w, "scheduler", "diffusers", "DDIMScheduler");
         Pair(w, "text_encoder", "diffusers", "OnnxRuntimeModel");
         Pair(w, "tokenizer", "transformers", "CLIPTokenizer");
+        UnetAndVaePairs(w);
+        w.WriteEndObject();
+    });
+
+    /// <summary>model_index.json's last components, the same in every layout (keys in alphabetical order, as diffusers writes them).</summary>
+    private static void UnetAndVaePairs(System.Text.Json.Utf8JsonWriter w)
+    {
         Pair(w, "unet", "diffusers", "OnnxRuntimeModel");
         Pair(w, "vae_decoder", "diffusers", "OnnxRuntimeModel");
         Pair(w, "vae_encoder", "diffusers", "OnnxRuntimeModel");
-        w.WriteEndObject();
-    });
+    }
 
     private static void Pair(System.Text.Json.Utf8JsonWriter w, string name, string library, string type)
     {
