@@ -160,13 +160,7 @@ public sealed class DiffusionStageDefinition
             Kind = Kind,
             OutputColumnName = OutputColumnName,
             InputColumnName = InputColumnName,
-            DecodeLatentsOptions = new DecodeLatentsOptions
-            {
-                LatentHeight = v.Dimensions[1],
-                LatentWidth = v.Dimensions[2],
-                PixelsColumnName = c.PixelsColumnName,
-                BatchSize = c.BatchSize,
-            },
+            DecodeLatentsOptions = Copy(c, latentWidth: v.Dimensions[2], latentHeight: v.Dimensions[1]),
         };
     }
 
@@ -184,8 +178,8 @@ public sealed class DiffusionStageDefinition
                     {
                         OutputColumnName = PersistenceSurrogate.Output0,
                         InputColumnName = PersistenceSurrogate.Prompt,
-                        NegativePromptColumnName = e.NegativePromptColumnName is null ? null : PersistenceSurrogate.Negative,
-                        PooledOutputColumnName = e.PooledOutputColumnName is null ? null : PersistenceSurrogate.Output1,
+                        NegativePromptColumnName = IfSet(e.NegativePromptColumnName, PersistenceSurrogate.Negative),
+                        PooledOutputColumnName = IfSet(e.PooledOutputColumnName, PersistenceSurrogate.Output1),
                         BatchSize = 1,
                         LongPrompt = e.LongPrompt,
                         MaxWindows = e.MaxWindows,
@@ -198,12 +192,12 @@ public sealed class DiffusionStageDefinition
                     Kind = Kind,
                     OutputColumnName = PersistenceSurrogate.Output0,
                     InputColumnName = PersistenceSurrogate.Embeddings,
-                    DenoiseOptions = CopyPersistent(d, d.Seed, seedColumn: d.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
-                        noiseColumn: d.InitialNoiseColumnName is null ? null : PersistenceSurrogate.Noise, batchSize: 1,
-                        pooledColumn: d.PooledEmbeddingsColumnName is null ? null : PersistenceSurrogate.Pooled,
-                        initialLatentsColumn: d.InitialLatentsColumnName is null ? null : PersistenceSurrogate.InitialLatents,
-                        maskColumn: d.MaskColumnName is null ? null : PersistenceSurrogate.Mask,
-                        maskedLatentsColumn: d.MaskedImageLatentsColumnName is null ? null : PersistenceSurrogate.MaskedLatents),
+                    DenoiseOptions = CopyPersistent(d, d.Seed, seedColumn: IfSet(d.SeedColumnName, PersistenceSurrogate.Seed),
+                        noiseColumn: IfSet(d.InitialNoiseColumnName, PersistenceSurrogate.Noise), batchSize: 1,
+                        pooledColumn: IfSet(d.PooledEmbeddingsColumnName, PersistenceSurrogate.Pooled),
+                        initialLatentsColumn: IfSet(d.InitialLatentsColumnName, PersistenceSurrogate.InitialLatents),
+                        maskColumn: IfSet(d.MaskColumnName, PersistenceSurrogate.Mask),
+                        maskedLatentsColumn: IfSet(d.MaskedImageLatentsColumnName, PersistenceSurrogate.MaskedLatents)),
                 };
             case DiffusionStageKind.PrepareInpainting:
                 var p = PrepareInpaintingOptions!;
@@ -215,8 +209,8 @@ public sealed class DiffusionStageDefinition
                         ImageColumnName = PersistenceSurrogate.SourceImage,
                         MaskColumnName = PersistenceSurrogate.MaskImage,
                         LatentMaskColumnName = PersistenceSurrogate.Output0,
-                        MaskedImageLatentsColumnName = p.MaskedImageLatentsColumnName is null ? null : PersistenceSurrogate.Output1,
-                        SeedColumnName = p.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
+                        MaskedImageLatentsColumnName = IfSet(p.MaskedImageLatentsColumnName, PersistenceSurrogate.Output1),
+                        SeedColumnName = IfSet(p.SeedColumnName, PersistenceSurrogate.Seed),
                     }),
                 };
             case DiffusionStageKind.EncodeImage:
@@ -226,7 +220,7 @@ public sealed class DiffusionStageDefinition
                     Kind = Kind,
                     OutputColumnName = PersistenceSurrogate.Output0,
                     InputColumnName = PersistenceSurrogate.SourceImage,
-                    EncodeImageOptions = Copy(i, i.Seed, seedColumn: i.SeedColumnName is null ? null : PersistenceSurrogate.Seed, batchSize: 1),
+                    EncodeImageOptions = Copy(i, i.Seed, seedColumn: IfSet(i.SeedColumnName, PersistenceSurrogate.Seed), batchSize: 1),
                 };
             case DiffusionStageKind.AddDiffusionNoise:
                 var n = AddNoiseOptions!;
@@ -235,14 +229,8 @@ public sealed class DiffusionStageDefinition
                     Kind = Kind,
                     OutputColumnName = PersistenceSurrogate.Output0,
                     InputColumnName = PersistenceSurrogate.Latents,
-                    AddNoiseOptions = new AddNoiseOptions
-                    {
-                        Timestep = n.Timestep,
-                        TimestepColumnName = n.TimestepColumnName is null ? null : PersistenceSurrogate.Timestep,
-                        SeedColumnName = n.SeedColumnName is null ? null : PersistenceSurrogate.Seed,
-                        Seed = n.Seed,
-                        NoiseOutputColumnName = n.NoiseOutputColumnName is null ? null : PersistenceSurrogate.Output1,
-                    },
+                    AddNoiseOptions = Copy(n, n.Seed, timestepColumn: IfSet(n.TimestepColumnName, PersistenceSurrogate.Timestep),
+                        seedColumn: IfSet(n.SeedColumnName, PersistenceSurrogate.Seed), noiseOutputColumn: IfSet(n.NoiseOutputColumnName, PersistenceSurrogate.Output1)),
                 };
             default:
                 var c = DecodeLatentsOptions!;
@@ -251,13 +239,7 @@ public sealed class DiffusionStageDefinition
                     Kind = Kind,
                     OutputColumnName = PersistenceSurrogate.Image,
                     InputColumnName = PersistenceSurrogate.Latents,
-                    DecodeLatentsOptions = new DecodeLatentsOptions
-                    {
-                        LatentWidth = c.LatentWidth,
-                        LatentHeight = c.LatentHeight,
-                        PixelsColumnName = c.PixelsColumnName is null ? null : PersistenceSurrogate.Output1,
-                        BatchSize = 1,
-                    },
+                    DecodeLatentsOptions = Copy(c, pixelsColumn: IfSet(c.PixelsColumnName, PersistenceSurrogate.Output1), batchSize: 1),
                 };
         }
     }
@@ -320,14 +302,25 @@ public sealed class DiffusionStageDefinition
         BatchSize = batchSize ?? o.BatchSize,
     };
 
-    private static AddNoiseOptions Copy(AddNoiseOptions o, int? seed) => new()
+    private static AddNoiseOptions Copy(AddNoiseOptions o, int? seed, string? timestepColumn = null, string? seedColumn = null, string? noiseOutputColumn = null) => new()
     {
         Timestep = o.Timestep,
-        TimestepColumnName = o.TimestepColumnName,
-        SeedColumnName = o.SeedColumnName,
+        TimestepColumnName = timestepColumn ?? o.TimestepColumnName,
+        SeedColumnName = seedColumn ?? o.SeedColumnName,
         Seed = seed,
-        NoiseOutputColumnName = o.NoiseOutputColumnName,
+        NoiseOutputColumnName = noiseOutputColumn ?? o.NoiseOutputColumnName,
     };
+
+    private static DecodeLatentsOptions Copy(DecodeLatentsOptions o, int? latentWidth = null, int? latentHeight = null, string? pixelsColumn = null, int? batchSize = null) => new()
+    {
+        LatentWidth = latentWidth ?? o.LatentWidth,
+        LatentHeight = latentHeight ?? o.LatentHeight,
+        PixelsColumnName = pixelsColumn ?? o.PixelsColumnName,
+        BatchSize = batchSize ?? o.BatchSize,
+    };
+
+    /// <summary>The surrogate's fixed <paramref name="name"/> for an optional column that is set, null for one that is not.</summary>
+    private static string? IfSet(string? column, string name) => column is null ? null : name;
 
     private InvalidDataException Missing(string what) => new($"The {Kind} stage definition has no {what}.");
 }
