@@ -7,6 +7,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Transforms.Image;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
 
 namespace MLNet.Diffusion.Tests.ImageToImage;
 
@@ -62,86 +63,29 @@ public sealed class ImageToImagePersistenceTests
             .Fit(data);
     }
 
-    /// <summary>
-    /// Every output of every row, read by one cursor: a loaded model's cursor must ask for an output of each saved
-    /// diffusion stage it passes (ML.NET's StatefulCustomMapping binds its inputs even when none of its outputs is read).
-    /// </summary>
-    private static (List<float[]> Vectors, List<byte[]> Pixels) Read(IDataView view)
-    {
-        var vectors = new List<float[]>();
-        var pixels = new List<byte[]>();
-        var columns = s_outputs.Select(c => view.Schema[c]).Append(view.Schema["Output"]).ToArray();
-        using var cursor = view.GetRowCursor(columns);
-        var getters = s_outputs.Select(c => cursor.GetGetter<VBuffer<float>>(view.Schema[c])).ToArray();
-        var image = cursor.GetGetter<MLImage>(view.Schema["Output"]);
-        while (cursor.MoveNext())
-        {
-            foreach (var getter in getters)
-            {
-                VBuffer<float> v = default;
-                getter(ref v);
-                vectors.Add(v.DenseValues().ToArray());
-            }
-            MLImage img = null!;
-            image(ref img);
-            pixels.Add(img.Pixels.ToArray());
-        }
-        return (vectors, pixels);
-    }
-
-    private static void AssertSame((List<float[]> Vectors, List<byte[]> Pixels) expected, (List<float[]> Vectors, List<byte[]> Pixels) actual)
-    {
-        Assert.AreEqual(expected.Vectors.Count, actual.Vectors.Count);
-        for (int i = 0; i < expected.Vectors.Count; i++)
-            CollectionAssert.AreEqual(expected.Vectors[i], actual.Vectors[i], $"row {i / s_outputs.Length}, {s_outputs[i % s_outputs.Length]}");
-        for (int i = 0; i < expected.Pixels.Count; i++)
-            CollectionAssert.AreEqual(expected.Pixels[i], actual.Pixels[i], $"image of row {i}");
-    }
-
-    private static string TempFile(string name) => Path.Combine(Path.GetTempPath(), $"mlnet-diffusion-{Guid.NewGuid():N}-{name}");
+    private static PipelineOutputs Read(IDataView view) => PersistenceRoundTrip.Read(view, "Output", s_outputs);
 
     [TestMethod]
     public void AnImageToImagePipelineRoundTripsThroughModelSaveAndLoad()
     {
-        string zip = TempFile("img2img.zip");
-        try
-        {
-            (List<float[]>, List<byte[]>) expected;
-            using (var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesVariantModels.LatentParameters))
-            {
-                var data = model.MLContext.Data.LoadFromEnumerable(Rows());
-                var fitted = Fit(model, data);
-                expected = Read(fitted.Transform(data));
-                model.MLContext.Model.Save(fitted, data.Schema, zip);
-            }
+        using var saved = PersistenceRoundTrip.SaveAndLoad(() => StableDiffusionModel.Load(new MLContext(seed: 1), ShapesVariantModels.LatentParameters), Rows(), Fit, Read, loadSeed: 42);
 
-            // A fresh context with another seed: the same values, row at a time through ML.NET's own transforms.
-            var ml = new MLContext(seed: 42);
-            var loaded = ml.Model.Load(zip, out var inputSchema);
-            var rows = ml.Data.LoadFromEnumerable(Rows());
-            AssertSame(expected, Read(loaded.Transform(rows)));
-
-            // And back to the batched stages, with their options.
-            var definition = DiffusionPipelineDefinition.FromTransformer(loaded, inputSchema);
-            CollectionAssert.AreEqual(
-                new[] { DiffusionStageKind.EncodePrompt, DiffusionStageKind.EncodeImage, DiffusionStageKind.DenoiseLatents, DiffusionStageKind.DecodeLatents, DiffusionStageKind.AddDiffusionNoise },
-                definition.Stages.Select(s => s.Kind).ToArray());
-            using var sd = DiffusionPipeline.LoadModel(ml, loaded, inputSchema, out var pipeline);
-            var stages = pipeline.ToArray();
-            var encode = (ImageEncodingTransformer)stages[1];
-            Assert.IsNotNull(encode.Options.Seed, "the base seed of a stage without a seed column is saved resolved");
-            var denoise = (LatentDenoisingTransformer)stages[2];
-            Assert.AreEqual(0.7f, denoise.Options.Strength);
-            Assert.AreEqual("InitialLatents", denoise.Options.InitialLatentsColumnName);
-            var noise = (DiffusionNoisingTransformer)stages[4];
-            Assert.AreEqual("T", noise.Options.TimestepColumnName);
-            Assert.AreEqual("Noise", noise.Options.NoiseOutputColumnName);
-            AssertSame(expected, Read(pipeline.Transform(rows)));
-        }
-        finally
-        {
-            File.Delete(zip);
-        }
+        // And back to the batched stages, with their options.
+        var definition = DiffusionPipelineDefinition.FromTransformer(saved.Loaded, saved.InputSchema);
+        CollectionAssert.AreEqual(
+            new[] { DiffusionStageKind.EncodePrompt, DiffusionStageKind.EncodeImage, DiffusionStageKind.DenoiseLatents, DiffusionStageKind.DecodeLatents, DiffusionStageKind.AddDiffusionNoise },
+            definition.Stages.Select(s => s.Kind).ToArray());
+        using var sd = DiffusionPipeline.LoadModel(saved.MLContext, saved.Loaded, saved.InputSchema, out var pipeline);
+        var stages = pipeline.ToArray();
+        var encode = (ImageEncodingTransformer)stages[1];
+        Assert.IsNotNull(encode.Options.Seed, "the base seed of a stage without a seed column is saved resolved");
+        var denoise = (LatentDenoisingTransformer)stages[2];
+        Assert.AreEqual(0.7f, denoise.Options.Strength);
+        Assert.AreEqual("InitialLatents", denoise.Options.InitialLatentsColumnName);
+        var noise = (DiffusionNoisingTransformer)stages[4];
+        Assert.AreEqual("T", noise.Options.TimestepColumnName);
+        Assert.AreEqual("Noise", noise.Options.NoiseOutputColumnName);
+        PersistenceRoundTrip.AssertSame(saved.Expected, Read(pipeline.Transform(saved.Input)));
     }
 
     [TestMethod]
@@ -157,7 +101,7 @@ public sealed class ImageToImagePersistenceTests
         StringAssert.Contains(json, "\"InitialLatentsColumnName\": \"InitialLatents\"");
         StringAssert.Contains(json, "\"TimestepColumnName\": \"T\"");
         using var again = StableDiffusionModel.Load(new MLContext(seed: 5), model.Directory);
-        AssertSame(expected, Read(DiffusionPipelineDefinition.FromJson(json).Build(again).Transform(again.MLContext.Data.LoadFromEnumerable(Rows()))));
+        PersistenceRoundTrip.AssertSame(expected, Read(DiffusionPipelineDefinition.FromJson(json).Build(again).Transform(again.MLContext.Data.LoadFromEnumerable(Rows()))));
     }
 
     public sealed class ImageOnly
@@ -173,7 +117,7 @@ public sealed class ImageToImagePersistenceTests
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(new[] { new ImageOnly { Image = Rows()[0].Image } });
         var fitted = ml.Transforms.EncodeImage(model, "Latents", "Image", new EncodeImageOptions { Width = Size, Height = Size }).Fit(data);
-        string zip = TempFile("image-only.zip");
+        string zip = PersistenceRoundTrip.TempFile("image-only.zip");
         try
         {
             var e = Assert.ThrowsExactly<InvalidOperationException>(() => ml.Model.Save(fitted, data.Schema, zip));

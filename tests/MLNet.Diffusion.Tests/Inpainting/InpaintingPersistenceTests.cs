@@ -10,6 +10,7 @@ using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Shapes;
 using MLNet.Diffusion.Tests.ImageToImage;
 using MLNet.Diffusion.Tests.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
 
 namespace MLNet.Diffusion.Tests.Inpainting;
 
@@ -73,83 +74,31 @@ public sealed class InpaintingPersistenceTests
             .Fit(data);
     }
 
-    /// <summary>Every output of every row, read by one cursor (a loaded model's cursor must ask for an output of each saved stage).</summary>
-    private static (List<float[]> Vectors, List<byte[]> Pixels) Read(IDataView view)
-    {
-        var vectors = new List<float[]>();
-        var pixels = new List<byte[]>();
-        var columns = s_outputs.Select(c => view.Schema[c]).Append(view.Schema["Output"]).ToArray();
-        using var cursor = view.GetRowCursor(columns);
-        var getters = s_outputs.Select(c => cursor.GetGetter<VBuffer<float>>(view.Schema[c])).ToArray();
-        var image = cursor.GetGetter<MLImage>(view.Schema["Output"]);
-        while (cursor.MoveNext())
-        {
-            foreach (var getter in getters)
-            {
-                VBuffer<float> v = default;
-                getter(ref v);
-                vectors.Add(v.DenseValues().ToArray());
-            }
-            MLImage img = null!;
-            image(ref img);
-            pixels.Add(img.Pixels.ToArray());
-        }
-        return (vectors, pixels);
-    }
-
-    private static void AssertSame((List<float[]> Vectors, List<byte[]> Pixels) expected, (List<float[]> Vectors, List<byte[]> Pixels) actual)
-    {
-        Assert.AreEqual(expected.Vectors.Count, actual.Vectors.Count);
-        for (int i = 0; i < expected.Vectors.Count; i++)
-            CollectionAssert.AreEqual(expected.Vectors[i], actual.Vectors[i], $"row {i / s_outputs.Length}, {s_outputs[i % s_outputs.Length]}");
-        for (int i = 0; i < expected.Pixels.Count; i++)
-            CollectionAssert.AreEqual(expected.Pixels[i], actual.Pixels[i], $"image of row {i}");
-    }
+    private static PipelineOutputs Read(IDataView view) => PersistenceRoundTrip.Read(view, "Output", s_outputs);
 
     [TestMethod]
     [DataRow(true)]
     [DataRow(false)]
     public void AnInpaintingPipelineRoundTripsThroughModelSaveAndLoad(bool inpaintingUnet)
     {
-        string zip = Path.Combine(Path.GetTempPath(), $"mlnet-diffusion-{Guid.NewGuid():N}-inpaint.zip");
         string folder = inpaintingUnet ? InpaintingTestModel.Folder : ShapesTestModel.Folder;
-        try
-        {
-            (List<float[]>, List<byte[]>) expected;
-            using (var model = StableDiffusionModel.Load(new MLContext(seed: 1), folder))
-            {
-                var data = model.MLContext.Data.LoadFromEnumerable(Rows());
-                var fitted = Fit(model, data);
-                expected = Read(fitted.Transform(data));
-                model.MLContext.Model.Save(fitted, data.Schema, zip);
-            }
+        using var saved = PersistenceRoundTrip.SaveAndLoad(() => StableDiffusionModel.Load(new MLContext(seed: 1), folder), Rows(), Fit, Read, loadSeed: 42);
 
-            // A fresh context with another seed: the same values, row at a time through ML.NET's own transforms.
-            var ml = new MLContext(seed: 42);
-            var loaded = ml.Model.Load(zip, out var inputSchema);
-            var rows = ml.Data.LoadFromEnumerable(Rows());
-            AssertSame(expected, Read(loaded.Transform(rows)));
-
-            // And back to the batched stages, with their options.
-            var definition = DiffusionPipelineDefinition.FromTransformer(loaded, inputSchema);
-            CollectionAssert.AreEqual(
-                new[] { DiffusionStageKind.EncodePrompt, DiffusionStageKind.EncodeImage, DiffusionStageKind.PrepareInpainting, DiffusionStageKind.DenoiseLatents, DiffusionStageKind.DecodeLatents },
-                definition.Stages.Select(s => s.Kind).ToArray());
-            using var sd = DiffusionPipeline.LoadModel(ml, loaded, inputSchema, out var pipeline);
-            var stages = pipeline.ToArray();
-            var prepare = (InpaintingPreparationTransformer)stages[2];
-            Assert.AreEqual(MaskDownsampling.Any, prepare.Options.MaskDownsampling);
-            Assert.AreEqual(("Image", "Mask", "LatentMask", "MaskedImageLatents", "Seed"),
-                (prepare.Options.ImageColumnName, prepare.Options.MaskColumnName, prepare.Options.LatentMaskColumnName, prepare.Options.MaskedImageLatentsColumnName, prepare.Options.SeedColumnName));
-            var denoise = (LatentDenoisingTransformer)stages[3];
-            Assert.AreEqual(("LatentMask", "MaskedImageLatents"), (denoise.Options.MaskColumnName, denoise.Options.MaskedImageLatentsColumnName));
-            Assert.IsNotNull(denoise.Options.Seed, "the base seed of a stage without a seed column is saved resolved");
-            AssertSame(expected, Read(pipeline.Transform(rows)));
-        }
-        finally
-        {
-            File.Delete(zip);
-        }
+        // And back to the batched stages, with their options.
+        var definition = DiffusionPipelineDefinition.FromTransformer(saved.Loaded, saved.InputSchema);
+        CollectionAssert.AreEqual(
+            new[] { DiffusionStageKind.EncodePrompt, DiffusionStageKind.EncodeImage, DiffusionStageKind.PrepareInpainting, DiffusionStageKind.DenoiseLatents, DiffusionStageKind.DecodeLatents },
+            definition.Stages.Select(s => s.Kind).ToArray());
+        using var sd = DiffusionPipeline.LoadModel(saved.MLContext, saved.Loaded, saved.InputSchema, out var pipeline);
+        var stages = pipeline.ToArray();
+        var prepare = (InpaintingPreparationTransformer)stages[2];
+        Assert.AreEqual(MaskDownsampling.Any, prepare.Options.MaskDownsampling);
+        Assert.AreEqual(("Image", "Mask", "LatentMask", "MaskedImageLatents", "Seed"),
+            (prepare.Options.ImageColumnName, prepare.Options.MaskColumnName, prepare.Options.LatentMaskColumnName, prepare.Options.MaskedImageLatentsColumnName, prepare.Options.SeedColumnName));
+        var denoise = (LatentDenoisingTransformer)stages[3];
+        Assert.AreEqual(("LatentMask", "MaskedImageLatents"), (denoise.Options.MaskColumnName, denoise.Options.MaskedImageLatentsColumnName));
+        Assert.IsNotNull(denoise.Options.Seed, "the base seed of a stage without a seed column is saved resolved");
+        PersistenceRoundTrip.AssertSame(saved.Expected, Read(pipeline.Transform(saved.Input)));
     }
 
     [TestMethod]
@@ -165,6 +114,6 @@ public sealed class InpaintingPersistenceTests
         StringAssert.Contains(json, "\"MaskColumnName\": \"LatentMask\"");
         StringAssert.Contains(json, "\"MaskedImageLatentsColumnName\": \"MaskedImageLatents\"");
         using var again = StableDiffusionModel.Load(new MLContext(seed: 5), model.Directory);
-        AssertSame(expected, Read(DiffusionPipelineDefinition.FromJson(json).Build(again).Transform(again.MLContext.Data.LoadFromEnumerable(Rows()))));
+        PersistenceRoundTrip.AssertSame(expected, Read(DiffusionPipelineDefinition.FromJson(json).Build(again).Transform(again.MLContext.Data.LoadFromEnumerable(Rows()))));
     }
 }

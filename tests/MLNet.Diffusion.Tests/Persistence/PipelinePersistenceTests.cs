@@ -7,6 +7,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Tests.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
 
 namespace MLNet.Diffusion.Tests.Persistence;
 
@@ -49,139 +50,63 @@ public sealed class PipelinePersistenceTests
             .Append(model.MLContext.Transforms.DecodeLatents(model, "Image", "Latents"))
             .Fit(data);
 
-    /// <summary>Each row's latents and the image's pixel bytes.</summary>
-    private static List<(float[] Latents, byte[] Pixels)> Read(IDataView view)
+    /// <summary>Each row's latents and the image's pixel bytes; the images have the pipeline's size.</summary>
+    private static PipelineOutputs Read(IDataView view)
     {
-        var result = new List<(float[], byte[])>();
-        using var cursor = view.GetRowCursor(new[] { view.Schema["Latents"], view.Schema["Image"] });
-        var latents = cursor.GetGetter<VBuffer<float>>(view.Schema["Latents"]);
-        var image = cursor.GetGetter<MLImage>(view.Schema["Image"]);
-        while (cursor.MoveNext())
-        {
-            VBuffer<float> l = default;
-            latents(ref l);
-            MLImage img = null!;
-            image(ref img);
-            Assert.AreEqual(Size, img.Width);
-            result.Add((l.DenseValues().ToArray(), img.Pixels.ToArray()));
-        }
-        return result;
+        var outputs = PersistenceRoundTrip.Read(view, "Image", "Latents");
+        foreach (var row in outputs.Rows)
+            Assert.AreEqual(Size, row.Width);
+        return outputs;
     }
-
-    private static void AssertSame(List<(float[] Latents, byte[] Pixels)> expected, List<(float[] Latents, byte[] Pixels)> actual)
-    {
-        Assert.AreEqual(expected.Count, actual.Count);
-        for (int r = 0; r < expected.Count; r++)
-        {
-            CollectionAssert.AreEqual(expected[r].Latents, actual[r].Latents, $"row {r}: latents differ");
-            CollectionAssert.AreEqual(expected[r].Pixels, actual[r].Pixels, $"row {r}: pixels differ");
-        }
-        Assert.IsFalse(expected[0].Latents.SequenceEqual(expected[1].Latents), "rows with different prompts and seeds must differ");
-    }
-
-    private static string TempFile(string name) => Path.Combine(Path.GetTempPath(), $"mlnet-diffusion-{Guid.NewGuid():N}-{name}");
 
     [TestMethod]
     public void SavedPipelineLoadsInAFreshContextAndGivesIdenticalImages()
     {
-        string zip = TempFile("pipeline.zip");
-        try
-        {
-            List<(float[], byte[])> expected;
-            DataViewSchema schema;
-            using (var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder))
-            {
-                var data = model.MLContext.Data.LoadFromEnumerable(s_rows);
-                var fitted = Fit(model, data);
-                expected = Read(fitted.Transform(data));
-                schema = data.Schema;
-                model.MLContext.Model.Save(fitted, schema, zip);
-            }
+        using var saved = PersistenceRoundTrip.SaveAndLoad(() => StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder), s_rows,
+            (model, data) => Fit(model, data), Read, loadSeed: 99);
+        Assert.IsFalse(Flatten(saved.Loaded).OfType<DiffusionTransformer>().Any(), "the loaded model is made of ML.NET's own transforms");
 
-            var ml = new MLContext(seed: 99);
-            var loaded = ml.Model.Load(zip, out var loadedSchema);
-            Assert.IsFalse(Flatten(loaded).OfType<DiffusionTransformer>().Any(), "the loaded model is made of ML.NET's own transforms");
-            var rows = ml.Data.LoadFromEnumerable(s_rows);
-            AssertSame(expected, Read(loaded.Transform(rows)));
-
-            using var archive = ZipFile.OpenRead(zip);
-            Assert.IsFalse(archive.Entries.Any(e => e.FullName.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)), "no ONNX file in the zip");
-            long size = new FileInfo(zip).Length;
-            Assert.IsTrue(size < 64 * 1024, $"the saved pipeline is {size} bytes; it must hold configuration only");
-        }
-        finally
-        {
-            File.Delete(zip);
-        }
+        using var archive = ZipFile.OpenRead(saved.ZipPath);
+        Assert.IsFalse(archive.Entries.Any(e => e.FullName.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)), "no ONNX file in the zip");
+        long size = new FileInfo(saved.ZipPath).Length;
+        Assert.IsTrue(size < 64 * 1024, $"the saved pipeline is {size} bytes; it must hold configuration only");
     }
 
     [TestMethod]
     public void WithoutASeedColumnTheResolvedSeedIsSavedAndRowsAreNumberedInOrder()
     {
-        string zip = TempFile("unseeded.zip");
-        try
-        {
-            List<(float[], byte[])> expected;
-            using (var model = StableDiffusionModel.Load(new MLContext(seed: 5), ShapesTestModel.Folder))
-            {
-                var data = model.MLContext.Data.LoadFromEnumerable(s_rows);
-                var fitted = Fit(model, data, seedColumn: false);
-                expected = Read(fitted.Transform(data));
-                model.MLContext.Model.Save(fitted, data.Schema, zip);
-            }
-            var ml = new MLContext(seed: 6);
-            var loaded = ml.Model.Load(zip, out _);
-            AssertSame(expected, Read(loaded.Transform(ml.Data.LoadFromEnumerable(s_rows))));
-        }
-        finally
-        {
-            File.Delete(zip);
-        }
+        // SaveAndLoad compares the loaded model's outputs with the fitted pipeline's.
+        using var saved = PersistenceRoundTrip.SaveAndLoad(() => StableDiffusionModel.Load(new MLContext(seed: 5), ShapesTestModel.Folder), s_rows,
+            (model, data) => Fit(model, data, seedColumn: false), Read, loadSeed: 6);
     }
 
     [TestMethod]
     public void FromLoadedModelRebuildsTheBatchedStages()
     {
-        string zip = TempFile("rebuild.zip");
-        try
-        {
-            List<(float[], byte[])> expected;
-            using (var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder))
-            {
-                var data = model.MLContext.Data.LoadFromEnumerable(s_rows);
-                var fitted = Fit(model, data);
-                expected = Read(fitted.Transform(data));
-                model.MLContext.Model.Save(fitted, data.Schema, zip);
-            }
-            var ml = new MLContext(seed: 2);
-            var loaded = ml.Model.Load(zip, out var inputSchema);
-            var definition = DiffusionPipelineDefinition.FromTransformer(loaded, inputSchema);
-            Assert.AreEqual(Path.GetFullPath(ShapesTestModel.Folder).TrimEnd(Path.DirectorySeparatorChar), definition.ModelDirectory.TrimEnd(Path.DirectorySeparatorChar));
-            CollectionAssert.AreEqual(new[] { DiffusionStageKind.EncodePrompt, DiffusionStageKind.DenoiseLatents, DiffusionStageKind.DecodeLatents },
-                definition.Stages.Select(s => s.Kind).ToArray());
+        using var saved = PersistenceRoundTrip.SaveAndLoad(() => StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder), s_rows,
+            (model, data) => Fit(model, data), Read, loadSeed: 2);
+        var definition = DiffusionPipelineDefinition.FromTransformer(saved.Loaded, saved.InputSchema);
+        Assert.AreEqual(Path.GetFullPath(ShapesTestModel.Folder).TrimEnd(Path.DirectorySeparatorChar), definition.ModelDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        CollectionAssert.AreEqual(new[] { DiffusionStageKind.EncodePrompt, DiffusionStageKind.DenoiseLatents, DiffusionStageKind.DecodeLatents },
+            definition.Stages.Select(s => s.Kind).ToArray());
 
-            using var sd = DiffusionPipeline.LoadModel(ml, loaded, inputSchema, out var pipeline);
-            var stages = pipeline.ToArray();
-            Assert.AreEqual(3, stages.Length, string.Join(", ", stages.Select(s => s.GetType().Name)));
-            Assert.IsInstanceOfType<PromptEncodingTransformer>(stages[0]);
-            var denoise = (LatentDenoisingTransformer)stages[1];
-            Assert.AreEqual(Steps, denoise.Options.Steps);
-            Assert.AreEqual("Seed", denoise.Options.SeedColumnName);
-            Assert.IsInstanceOfType<LatentDecodingTransformer>(stages[2]);
-            var output = pipeline.Transform(ml.Data.LoadFromEnumerable(s_rows));
-            Assert.AreEqual(4 * (Size / 8) * (Size / 8), ((VectorDataViewType)output.Schema["Latents"].Type).Size, "fixed-size latents again");
-            AssertSame(expected, Read(output));
-        }
-        finally
-        {
-            File.Delete(zip);
-        }
+        using var sd = DiffusionPipeline.LoadModel(saved.MLContext, saved.Loaded, saved.InputSchema, out var pipeline);
+        var stages = pipeline.ToArray();
+        Assert.AreEqual(3, stages.Length, string.Join(", ", stages.Select(s => s.GetType().Name)));
+        Assert.IsInstanceOfType<PromptEncodingTransformer>(stages[0]);
+        var denoise = (LatentDenoisingTransformer)stages[1];
+        Assert.AreEqual(Steps, denoise.Options.Steps);
+        Assert.AreEqual("Seed", denoise.Options.SeedColumnName);
+        Assert.IsInstanceOfType<LatentDecodingTransformer>(stages[2]);
+        var output = pipeline.Transform(saved.Input);
+        Assert.AreEqual(4 * (Size / 8) * (Size / 8), ((VectorDataViewType)output.Schema["Latents"].Type).Size, "fixed-size latents again");
+        PersistenceRoundTrip.AssertSame(saved.Expected, Read(output));
     }
 
     [TestMethod]
     public void JsonDefinitionRoundTripsAndRebuildsTheSameStages()
     {
-        string path = TempFile("pipeline.json");
+        string path = PersistenceRoundTrip.TempFile("pipeline.json");
         try
         {
             using var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder);
@@ -199,7 +124,7 @@ public sealed class PipelinePersistenceTests
             Assert.AreEqual(model.Directory, read.ModelDirectory);
             using var again = StableDiffusionModel.Load(new MLContext(seed: 42), read.ModelDirectory);
             var rebuilt = read.Build(again);
-            AssertSame(expected, Read(rebuilt.Transform(again.MLContext.Data.LoadFromEnumerable(s_rows))));
+            PersistenceRoundTrip.AssertSame(expected, Read(rebuilt.Transform(again.MLContext.Data.LoadFromEnumerable(s_rows))));
         }
         finally
         {
@@ -210,8 +135,8 @@ public sealed class PipelinePersistenceTests
     [TestMethod]
     public void AMovedModelFolderGivesAClearErrorNamingThePath()
     {
-        string folder = TempFile("model");
-        string zip = TempFile("moved.zip");
+        string folder = PersistenceRoundTrip.TempFile("model");
+        string zip = PersistenceRoundTrip.TempFile("moved.zip");
         try
         {
             CopyDirectory(ShapesTestModel.Folder, folder);
@@ -250,7 +175,7 @@ public sealed class PipelinePersistenceTests
         var data = model.MLContext.Data.LoadFromEnumerable(s_rows);
         var definition = DiffusionPipelineDefinition.FromTransformer(Fit(model, data));
         var built = definition.Build(model);
-        string zip = TempFile("unused.zip");
+        string zip = PersistenceRoundTrip.TempFile("unused.zip");
         try
         {
             var e = Assert.ThrowsExactly<InvalidOperationException>(() => model.MLContext.Model.Save(built, data.Schema, zip));

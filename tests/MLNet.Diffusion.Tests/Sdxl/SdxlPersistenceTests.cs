@@ -6,6 +6,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Schedulers;
+using MLNet.Diffusion.Tests.TestSupport;
 
 namespace MLNet.Diffusion.Tests.Sdxl;
 
@@ -42,58 +43,15 @@ public sealed class SdxlPersistenceTests
             .Fit(data);
 
     /// <summary>Each row's latents and pixels, read with one cursor (a loaded model's surrogate stages run when their output is read).</summary>
-    private static List<(float[] Latents, byte[] Pixels)> Read(IDataView view)
-    {
-        var result = new List<(float[], byte[])>();
-        using var cursor = view.GetRowCursor(new[] { view.Schema["Latents"], view.Schema["Image"] });
-        var latents = cursor.GetGetter<VBuffer<float>>(view.Schema["Latents"]);
-        var image = cursor.GetGetter<MLImage>(view.Schema["Image"]);
-        while (cursor.MoveNext())
-        {
-            VBuffer<float> l = default;
-            latents(ref l);
-            MLImage img = null!;
-            image(ref img);
-            result.Add((l.DenseValues().ToArray(), img.Pixels.ToArray()));
-        }
-        return result;
-    }
-
-    private static void AssertSame(List<(float[] Latents, byte[] Pixels)> expected, List<(float[] Latents, byte[] Pixels)> actual)
-    {
-        Assert.AreEqual(expected.Count, actual.Count);
-        for (int r = 0; r < expected.Count; r++)
-        {
-            CollectionAssert.AreEqual(expected[r].Latents, actual[r].Latents, $"row {r}: latents differ");
-            CollectionAssert.AreEqual(expected[r].Pixels, actual[r].Pixels, $"row {r}: pixels differ");
-        }
-        Assert.IsFalse(expected[0].Latents.SequenceEqual(expected[1].Latents), "rows with different prompts and seeds must differ");
-    }
+    private static PipelineOutputs Read(IDataView view) => PersistenceRoundTrip.Read(view, "Image", "Latents");
 
     [TestMethod]
     public void ASavedSdxlPipelineLoadsInAFreshContextAndGivesIdenticalImages()
     {
         foreach (bool seedColumn in new[] { true, false })
         {
-            string zip = Path.Combine(Path.GetTempPath(), $"mlnet-sdxl-{Guid.NewGuid():N}.zip");
-            try
-            {
-                List<(float[], byte[])> expected;
-                using (var model = SdxlTestModel.Load())
-                {
-                    var data = model.MLContext.Data.LoadFromEnumerable(s_rows);
-                    var fitted = Fit(model, data, seedColumn);
-                    expected = Read(fitted.Transform(data));
-                    model.MLContext.Model.Save(fitted, data.Schema, zip);
-                }
-                var ml = new MLContext(seed: 99);
-                var loaded = ml.Model.Load(zip, out _);
-                AssertSame(expected, Read(loaded.Transform(ml.Data.LoadFromEnumerable(s_rows))));
-            }
-            finally
-            {
-                File.Delete(zip);
-            }
+            // SaveAndLoad compares the loaded model's outputs with the fitted pipeline's.
+            using var saved = PersistenceRoundTrip.SaveAndLoad(SdxlTestModel.Load, s_rows, (model, data) => Fit(model, data, seedColumn), Read, loadSeed: 99);
         }
     }
 
@@ -112,7 +70,7 @@ public sealed class SdxlPersistenceTests
         var rebuilt = DiffusionPipelineDefinition.FromJson(json).Build(model);
         var denoise = rebuilt.OfType<LatentDenoisingTransformer>().Single();
         Assert.AreEqual(768, denoise.Options.OriginalHeight);
-        AssertSame(expected, Read(rebuilt.Transform(data)));
+        PersistenceRoundTrip.AssertSame(expected, Read(rebuilt.Transform(data)));
     }
 
     public sealed class ImageRow
@@ -141,34 +99,17 @@ public sealed class SdxlPersistenceTests
         };
         foreach (bool seedColumn in new[] { true, false })
         {
-            string zip = Path.Combine(Path.GetTempPath(), $"mlnet-sdxl-i2i-{Guid.NewGuid():N}.zip");
-            try
+            var options = new DenoiseOptions
             {
-                List<(float[], byte[])> expected;
-                using (var model = SdxlTestModel.Load())
-                {
-                    var data = model.MLContext.Data.LoadFromEnumerable(rows);
-                    var fitted = Fit(model, data, seedColumn, new DenoiseOptions
-                    {
-                        Steps = 4,
-                        Width = 64,
-                        Height = 64,
-                        SeedColumnName = seedColumn ? "Seed" : null,
-                        InitialLatentsColumnName = "Init",
-                        Strength = 0.5f,
-                        BatchSize = 2,
-                    });
-                    expected = Read(fitted.Transform(data));
-                    model.MLContext.Model.Save(fitted, data.Schema, zip);
-                }
-                var ml = new MLContext(seed: 99);
-                var loaded = ml.Model.Load(zip, out _);
-                AssertSame(expected, Read(loaded.Transform(ml.Data.LoadFromEnumerable(rows))));
-            }
-            finally
-            {
-                File.Delete(zip);
-            }
+                Steps = 4,
+                Width = 64,
+                Height = 64,
+                SeedColumnName = seedColumn ? "Seed" : null,
+                InitialLatentsColumnName = "Init",
+                Strength = 0.5f,
+                BatchSize = 2,
+            };
+            using var saved = PersistenceRoundTrip.SaveAndLoad(SdxlTestModel.Load, rows, (model, data) => Fit(model, data, seedColumn, options), Read, loadSeed: 99);
         }
     }
 }
