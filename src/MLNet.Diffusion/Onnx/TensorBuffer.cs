@@ -1,4 +1,6 @@
 using System;
+using System.Buffers;
+using System.Threading;
 using System.Runtime.InteropServices;
 using System.Numerics.Tensors;
 using Microsoft.ML.OnnxRuntime;
@@ -11,15 +13,27 @@ namespace MLNet.Diffusion.Onnx;
 /// the element type the model declares. Callers write and read float32 (or int ids); fp16/int64 conversion happens
 /// here, at the model boundary. Reused across steps: created once per batch shape.
 /// </summary>
+/// <remarks>
+/// The storage is rented from <see cref="ArrayPool{T}.Shared"/> and returned by <see cref="Dispose"/>: every cursor
+/// creates its stages' buffers anew, and at 512×512 the VAE output alone is 3 MiB per row, so fresh arrays were
+/// large-object-heap allocations per generation (each cursor), which grew the working set and triggered gen2
+/// collections during the next UNet loop. Rented storage is cleared unless the caller says ONNX Runtime overwrites
+/// it (an output), so a buffer always starts as zeros, as a new array did.
+/// </remarks>
 internal sealed class TensorBuffer : IDisposable
 {
-    private readonly float[]? _float;
-    private readonly Float16[]? _half;
-    private readonly long[]? _long;
-    private readonly int[]? _int;
-    private readonly double[]? _double;
+    private float[]? _float;
+    private Float16[]? _half;
+    private long[]? _long;
+    private int[]? _int;
+    private double[]? _double;
+    private int _disposed;
 
-    public TensorBuffer(TensorElementType type, long[] shape)
+    /// <summary>Creates the buffer.</summary>
+    /// <param name="type">The element type the model declares.</param>
+    /// <param name="shape">The tensor's shape.</param>
+    /// <param name="clear">False for a buffer ONNX Runtime writes completely before anyone reads it (an output): skips zeroing the rented storage.</param>
+    public TensorBuffer(TensorElementType type, long[] shape, bool clear = true)
     {
         ElementType = type;
         Shape = shape;
@@ -31,13 +45,22 @@ internal sealed class TensorBuffer : IDisposable
         Length = (int)n;
         Value = type switch
         {
-            TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(_float = new float[Length], shape),
-            TensorElementType.Float16 => OrtValue.CreateTensorValueFromMemory(_half = new Float16[Length], shape),
-            TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(_long = new long[Length], shape),
-            TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(_int = new int[Length], shape),
-            TensorElementType.Double => OrtValue.CreateTensorValueFromMemory(_double = new double[Length], shape),
+            TensorElementType.Float => Create(ref _float, shape, clear),
+            TensorElementType.Float16 => Create(ref _half, shape, clear),
+            TensorElementType.Int64 => Create(ref _long, shape, clear),
+            TensorElementType.Int32 => Create(ref _int, shape, clear),
+            TensorElementType.Double => Create(ref _double, shape, clear),
             _ => throw new NotSupportedException($"Tensor element type {type} is not supported."),
         };
+    }
+
+    private OrtValue Create<T>(ref T[]? storage, long[] shape, bool clear)
+        where T : unmanaged
+    {
+        storage = ArrayPool<T>.Shared.Rent(Math.Max(Length, 1));
+        if (clear)
+            storage.AsSpan(0, Length).Clear();
+        return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, storage.AsMemory(0, Length), shape);
     }
 
     public TensorElementType ElementType { get; }
@@ -49,15 +72,16 @@ internal sealed class TensorBuffer : IDisposable
     public OrtValue Value { get; }
 
     /// <summary>The float32 storage when the element type is float (for zero-copy writes), else empty.</summary>
-    public Span<float> FloatSpan => _float;
+    public Span<float> FloatSpan => _float.AsSpan(0, _float is null ? 0 : Length);
 
-    /// <summary>The float32 storage as memory (valid after <see cref="Dispose"/> too: it is a managed array), else empty.</summary>
-    public Memory<float> FloatMemory => _float;
+    /// <summary>The float32 storage as memory (valid until <see cref="Dispose"/>, which returns it to the pool), else empty.</summary>
+    public Memory<float> FloatMemory => _float.AsMemory(0, _float is null ? 0 : Length);
 
     public bool ShapeEquals(ReadOnlySpan<long> shape) => shape.SequenceEqual(Shape);
 
     public void Write(ReadOnlySpan<float> values, int offset = 0)
     {
+        CheckRange(offset, values.Length);
         if (_float is not null)
             values.CopyTo(_float.AsSpan(offset));
         else if (_half is not null)
@@ -75,6 +99,7 @@ internal sealed class TensorBuffer : IDisposable
 
     public void Write(ReadOnlySpan<int> values, int offset = 0)
     {
+        CheckRange(offset, values.Length);
         if (_int is not null)
             values.CopyTo(_int.AsSpan(offset));
         else if (_long is not null)
@@ -86,20 +111,22 @@ internal sealed class TensorBuffer : IDisposable
 
     public void Fill(float value)
     {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
         if (_float is not null)
-            _float.AsSpan().Fill(value);
+            _float.AsSpan(0, Length).Fill(value);
         else if (_half is not null)
-            _half.AsSpan().Fill((Float16)value);
+            _half.AsSpan(0, Length).Fill((Float16)value);
         else if (_double is not null)
-            _double.AsSpan().Fill(value);
+            _double.AsSpan(0, Length).Fill(value);
         else if (_long is not null)
-            _long.AsSpan().Fill((long)MathF.Round(value));
+            _long.AsSpan(0, Length).Fill((long)MathF.Round(value));
         else
-            _int!.AsSpan().Fill((int)MathF.Round(value));
+            _int!.AsSpan(0, Length).Fill((int)MathF.Round(value));
     }
 
     public void Read(Span<float> destination, int offset = 0)
     {
+        CheckRange(offset, destination.Length);
         if (_float is not null)
             _float.AsSpan(offset, destination.Length).CopyTo(destination);
         else if (_half is not null)
@@ -109,6 +136,14 @@ internal sealed class TensorBuffer : IDisposable
                 destination[i] = (float)_double[offset + i];
         else
             throw new NotSupportedException($"A {ElementType} tensor cannot be read as float.");
+    }
+
+    /// <summary>The rented storage may be longer than the tensor: a range outside [0, Length) is an error, as on an exact array.</summary>
+    private void CheckRange(int offset, int count)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if ((uint)offset > (uint)Length || (uint)count > (uint)(Length - offset))
+            throw new ArgumentOutOfRangeException(nameof(offset), $"Values [{offset}, {(long)offset + count}) do not fit the tensor [{string.Join(",", Shape)}] of {Length} values.");
     }
 
     /// <summary>Copies any float/float16/double ONNX Runtime output into float32.</summary>
@@ -135,5 +170,23 @@ internal sealed class TensorBuffer : IDisposable
         }
     }
 
-    public void Dispose() => Value.Dispose();
+    /// <summary>Releases the OrtValue, then returns the storage to the pool (once; later calls do nothing).</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        Value.Dispose();
+        Return(ref _float);
+        Return(ref _half);
+        Return(ref _long);
+        Return(ref _int);
+        Return(ref _double);
+    }
+
+    private static void Return<T>(ref T[]? storage)
+    {
+        if (storage is not null)
+            ArrayPool<T>.Shared.Return(storage);
+        storage = null;
+    }
 }

@@ -44,7 +44,7 @@ internal sealed class LatentDecoder : IDisposable
         {
             Dispose();
             _input = new TensorBuffer(_decoder.Input("latent_sample").ElementDataType, inShape);
-            _output = new TensorBuffer(_decoder.Output(_outputNames[0]).ElementDataType, outShape);
+            _output = new TensorBuffer(_decoder.Output(_outputNames[0]).ElementDataType, outShape, clear: false);
             _inputs = new[] { _input.Value };
             _outputs = new[] { _output.Value };
             _scaled = _input.ElementType == TensorElementType.Float ? Array.Empty<float>() : new float[count * len];
