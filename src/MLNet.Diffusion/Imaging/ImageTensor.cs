@@ -1,4 +1,8 @@
 using System;
+using System.Buffers;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Microsoft.ML.Data;
 
 namespace MLNet.Diffusion.Imaging;
@@ -19,9 +23,19 @@ public static class ImageTensor
     /// <returns>A new image; the caller owns it.</returns>
     public static MLImage ToImage(ReadOnlySpan<float> chw, int width, int height)
     {
-        var rgba = new byte[width * height * 4];
-        ToRgba(chw, width, height, rgba);
-        return MLImage.CreateFromPixels(width, height, MLPixelFormat.Rgba32, rgba);
+        // MLImage copies the pixels into its own bitmap, so the RGBA bytes are a pooled scratch (a 512×512 image's
+        // 1 MiB would otherwise be a large-object-heap allocation per image).
+        int bytes = checked(width * height * 4);
+        byte[] rgba = ArrayPool<byte>.Shared.Rent(bytes);
+        try
+        {
+            ToRgba(chw, width, height, rgba.AsSpan(0, bytes));
+            return MLImage.CreateFromPixels(width, height, MLPixelFormat.Rgba32, rgba.AsSpan(0, bytes));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(rgba);
+        }
     }
 
     /// <summary>Writes RGBA bytes for a planar [3, height, width] tensor in [−1, 1].</summary>
@@ -39,13 +53,40 @@ public static class ImageTensor
         var r = chw.Slice(0, plane);
         var g = chw.Slice(plane, plane);
         var b = chw.Slice(2 * plane, plane);
-        for (int i = 0; i < plane; i++)
+        // One RGBA pixel is one little-endian uint: R | G << 8 | B << 16 | 255 << 24. Vectorised over Vector<float>.Count
+        // pixels with the scalar ToByte's exact arithmetic (multiply, then add: no fused multiply-add; NaN → 0).
+        var pixels = MemoryMarshal.Cast<byte, uint>(rgba);
+        int i = 0;
+        if (Vector.IsHardwareAccelerated && BitConverter.IsLittleEndian)
+        {
+            int n = Vector<float>.Count;
+            var alpha = new Vector<uint>(0xFF000000u);
+            for (; i <= plane - n; i += n)
+            {
+                var v = ToBytes(new Vector<float>(r.Slice(i, n)))
+                    | Vector.ShiftLeft(ToBytes(new Vector<float>(g.Slice(i, n))), 8)
+                    | Vector.ShiftLeft(ToBytes(new Vector<float>(b.Slice(i, n))), 16)
+                    | alpha;
+                v.CopyTo(pixels.Slice(i, n));
+            }
+        }
+        for (; i < plane; i++)
         {
             rgba[4 * i] = ToByte(r[i]);
             rgba[4 * i + 1] = ToByte(g[i]);
             rgba[4 * i + 2] = ToByte(b[i]);
             rgba[4 * i + 3] = 255;
         }
+    }
+
+    /// <summary>The vector form of <see cref="ToByte"/>: x·127.5 + 127.5; not above 0 (or NaN) → 0; from 255 on → 255; else rounded half up.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<uint> ToBytes(Vector<float> v)
+    {
+        var x = v * new Vector<float>(127.5f) + new Vector<float>(127.5f);
+        x = Vector.ConditionalSelect(Vector.GreaterThan(x, Vector<float>.Zero), x, Vector<float>.Zero); // NaN compares false → 0
+        x = Vector.Min(x, new Vector<float>(255f)) + new Vector<float>(0.5f);
+        return Vector.AsVectorUInt32(Vector.ConvertToInt32(x)); // x in [0.5, 255.5]: truncation = the scalar (byte) cast
     }
 
     /// <summary>
