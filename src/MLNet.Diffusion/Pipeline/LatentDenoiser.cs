@@ -44,6 +44,7 @@ internal sealed class LatentDenoiser : IDisposable
     private readonly int _timestepRank;
     private readonly int? _timestepStaticDim;
 
+    private DiffusionScheduler? _scheduler;
     private int _rows = -1;
     private int _sequence = -1;
     private TensorBuffer? _sample;
@@ -134,7 +135,9 @@ internal sealed class LatentDenoiser : IDisposable
             throw new ArgumentException($"Inpainting with an ordinary UNet needs {count}×{len} initial latent values, got {initialLatents.Length}.", nameof(initialLatents));
         _model.ThrowIfDisposed();
 
-        var scheduler = _settings.Scheduler.Clone();
+        // One clone per denoiser, reused batch after batch: SetTimesteps resets all per-run state (scheduler contract),
+        // and the clone's scratch and history buffers are then allocated once per cursor instead of once per batch.
+        var scheduler = _scheduler ??= _settings.Scheduler.Clone();
         scheduler.SetTimesteps(_settings.Steps);
         var timesteps = scheduler.Timesteps;
 

@@ -386,6 +386,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private float[] _batchLatents = Array.Empty<float>();
         private float[] _batchPooled = Array.Empty<float>();
         private float[] _batchInitial = Array.Empty<float>();
+        private float[]?[] _runNoise = Array.Empty<float[]?>();
 
         public Worker(LatentDenoisingTransformer stage, DataViewRow input)
         {
@@ -492,7 +493,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             int len = _denoiser.LatentLength;
             if (_batchLatents.Length != count * len)
                 _batchLatents = new float[count * len];
-            var noise = new float[]?[count];
+            var noise = _runNoise.Length == count ? _runNoise : _runNoise = new float[]?[count];
             if (_noiseGetter is not null)
                 Array.Copy(_noise, start, noise, 0, count);
             if (_pooledGetter is not null)

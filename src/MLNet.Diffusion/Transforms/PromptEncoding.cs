@@ -144,6 +144,13 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         private readonly int _hidden;
         private readonly int _encoders;
         private readonly bool _forceZeros;
+        private readonly List<string> _texts = new();
+        private readonly Dictionary<string, int> _textIndex = new(StringComparer.Ordinal);
+        private readonly int[] _promptSlots;
+        private readonly int[] _negativeSlots;
+        private float[] _states = Array.Empty<float>();
+        private float[] _pooledStates = Array.Empty<float>();
+        private int[] _ids = Array.Empty<int>();
         private float[]? _emptyState;
         private float[]? _emptyPooled;
 
@@ -159,6 +166,8 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             _prompts = new string[b];
             _negatives = new string[b];
             _positions = new long[b];
+            _promptSlots = new int[b];
+            _negativeSlots = new int[b];
             _embeddings = new float[b][];
             _pooled = new float[b][];
             _length = _encoder.SequenceLength;
@@ -186,61 +195,63 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
                 return;
             }
             // One ONNX call for every distinct non-empty text of the batch; the empty prompt is encoded once per cursor.
-            var texts = new List<string>(2 * count);
-            var index = new Dictionary<string, int>(StringComparer.Ordinal);
-            int Slot(string t)
-            {
-                if (t.Length == 0)
-                    return -1;
-                if (!index.TryGetValue(t, out int i))
-                {
-                    index[t] = i = texts.Count;
-                    texts.Add(t);
-                }
-                return i;
-            }
-            var promptSlots = new int[count];
-            var negativeSlots = new int[count];
+            // The texts, their index and the id/state buffers are the worker's, reused batch after batch.
+            _texts.Clear();
+            _textIndex.Clear();
             for (int r = 0; r < count; r++)
             {
-                promptSlots[r] = Slot(_prompts[r]);
-                negativeSlots[r] = Slot(_negatives[r]);
+                _promptSlots[r] = TextSlot(_prompts[r]);
+                _negativeSlots[r] = TextSlot(_negatives[r]);
             }
             int per = _length * _hidden;
             int pooledSize = _encoder.PooledSize ?? 0;
-            float[] states = Encode(texts, r => texts[r], pooledSize, out float[] pooled, log: true);
-            EnsureEmpty(pooledSize);
+            EnsureEmpty(pooledSize); // first: it encodes into the same buffers
+            Encode(_texts, pooledSize, log: true);
+            float[] states = _states, pooled = _pooledStates;
             for (int r = 0; r < count; r++)
             {
                 var e = _embeddings[r] ??= new float[2 * per];
-                CopyState(states, negativeSlots[r], per, e.AsSpan(0, per), negative: true);
-                CopyState(states, promptSlots[r], per, e.AsSpan(per, per), negative: false);
+                CopyState(states, _negativeSlots[r], per, e.AsSpan(0, per), negative: true);
+                CopyState(states, _promptSlots[r], per, e.AsSpan(per, per), negative: false);
                 if (_stage.Options.PooledOutputColumnName is not null)
                 {
                     var p = _pooled[r] ??= new float[2 * pooledSize];
-                    CopyPooled(pooled, negativeSlots[r], pooledSize, p.AsSpan(0, pooledSize), negative: true);
-                    CopyPooled(pooled, promptSlots[r], pooledSize, p.AsSpan(pooledSize, pooledSize), negative: false);
+                    CopyPooled(pooled, _negativeSlots[r], pooledSize, p.AsSpan(0, pooledSize), negative: true);
+                    CopyPooled(pooled, _promptSlots[r], pooledSize, p.AsSpan(pooledSize, pooledSize), negative: false);
                 }
             }
+        }
 
-            void CopyPooled(float[] all, int slot, int n, Span<float> dst, bool negative)
+        /// <summary>The index of a non-empty text among the batch's distinct texts (added when new); −1 for the empty text.</summary>
+        private int TextSlot(string t)
+        {
+            if (t.Length == 0)
+                return -1;
+            if (!_textIndex.TryGetValue(t, out int i))
             {
-                if (slot < 0 && negative && _forceZeros)
-                    dst.Clear();
-                else
-                    (slot < 0 ? _emptyPooled.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
+                _textIndex[t] = i = _texts.Count;
+                _texts.Add(t);
             }
+            return i;
+        }
 
-            // An empty prompt is the encoded empty string; an empty negative prompt is too, or zeros when the folder sets
-            // force_zeros_for_empty_prompt (diffusers StableDiffusionXLPipeline.encode_prompt: negative_prompt_embeds and
-            // negative_pooled_prompt_embeds = torch.zeros_like(...)).
-            void CopyState(float[] all, int slot, int n, Span<float> dst, bool negative)
-            {
-                if (slot < 0 && negative && _forceZeros)
-                    dst.Clear();
-                else
-                    (slot < 0 ? _emptyState.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
-            }
+        private void CopyPooled(float[] all, int slot, int n, Span<float> dst, bool negative)
+        {
+            if (slot < 0 && negative && _forceZeros)
+                dst.Clear();
+            else
+                (slot < 0 ? _emptyPooled.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
+        }
+
+        // An empty prompt is the encoded empty string; an empty negative prompt is too, or zeros when the folder sets
+        // force_zeros_for_empty_prompt (diffusers StableDiffusionXLPipeline.encode_prompt: negative_prompt_embeds and
+        // negative_pooled_prompt_embeds = torch.zeros_like(...)).
+        private void CopyState(float[] all, int slot, int n, Span<float> dst, bool negative)
+        {
+            if (slot < 0 && negative && _forceZeros)
+                dst.Clear();
+            else
+                (slot < 0 ? _emptyState.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(dst);
         }
 
         private void EnsureEmpty(int pooledSize)
@@ -248,35 +259,46 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             if (_emptyState is not null)
                 return;
             var empty = new List<string> { string.Empty };
-            _emptyState = Encode(empty, i => empty[i], pooledSize, out _emptyPooled, log: false);
+            Encode(empty, pooledSize, log: false);
+            _emptyState = _states.AsSpan(0, _length * _hidden).ToArray();
+            _emptyPooled = _pooledStates.AsSpan(0, pooledSize).ToArray();
         }
 
-        /// <summary>Tokenizes (truncating with a logged warning) and encodes texts in chunks of BatchSize.</summary>
-        private float[] Encode(List<string> texts, Func<int, string> text, int pooledSize, out float[] pooled, bool log)
+        /// <summary>
+        /// Tokenizes (truncating with a logged warning) and encodes texts in chunks of BatchSize into
+        /// <see cref="_states"/> [n, L, D] and <see cref="_pooledStates"/> [n, P] (the worker's buffers, grown when needed).
+        /// </summary>
+        private void Encode(List<string> texts, int pooledSize, bool log)
         {
             int n = texts.Count, per = _length * _hidden, idsPer = _encoders * _length;
-            var states = new float[n * per];
-            pooled = new float[n * pooledSize];
+            Grow(ref _states, n * per);
+            Grow(ref _pooledStates, n * pooledSize);
             if (n == 0)
-                return states;
+                return;
             // Each encoder gets its own tokenizer's ids (SDXL's tokenizer_2 pads with "!", tokenizer with <|endoftext|>).
-            var ids = new int[n * idsPer];
+            var ids = Grow(ref _ids, n * idsPer);
             for (int i = 0; i < n; i++)
             {
                 int dropped = 0;
                 for (int e = 0; e < _encoders; e++)
-                    dropped = Math.Max(dropped, _encoder.TokenizerOf(e).EncodeToFixedLength(text(i), ids.AsSpan((i * _encoders + e) * _length, _length)));
+                    dropped = Math.Max(dropped, _encoder.TokenizerOf(e).EncodeToFixedLength(texts[i], ids.AsSpan((i * _encoders + e) * _length, _length)));
                 if (dropped > 0 && log)
-                    WarnTruncated(text(i), dropped);
+                    WarnTruncated(texts[i], dropped);
             }
             int chunk = Math.Max(1, _stage.BatchSize);
             for (int start = 0; start < n; start += chunk)
             {
                 int m = Math.Min(chunk, n - start);
-                _encoder.Encode(ids.AsSpan(start * idsPer, m * idsPer), m, states.AsSpan(start * per, m * per),
-                    pooledSize > 0 ? pooled.AsSpan(start * pooledSize, m * pooledSize) : Span<float>.Empty);
+                _encoder.Encode(ids.AsSpan(start * idsPer, m * idsPer), m, _states.AsSpan(start * per, m * per),
+                    pooledSize > 0 ? _pooledStates.AsSpan(start * pooledSize, m * pooledSize) : Span<float>.Empty);
             }
-            return states;
+        }
+
+        private static T[] Grow<T>(ref T[] buffer, int length)
+        {
+            if (buffer.Length < length)
+                buffer = new T[length];
+            return buffer;
         }
 
         private void WarnTruncated(string text, int dropped)
