@@ -189,7 +189,7 @@ internal static class PipelineHarness
                 s.Add("unet", aUnet);
                 s.Add("vae", aVae);
                 s.Add("ratio", aMl / aRaw);
-                Console.WriteLine(string.Create(Inv, $"overhead N={n} rep {rep}: ML.NET {s["ml"][^1]:F1} ms, raw {s["raw"][^1]:F1} ms"));
+                Console.WriteLine(string.Create(Inv, $"overhead N={n} rep {rep}: ML.NET {s["ml"][^1]:F1} ms, raw {s["raw"][^1]:F1} ms, GCs {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}"));
             }
             double mlMs = s.Median("ml"), rawMs = s.Median("raw");
             double te = s.Median("te"), unet = s.Median("unet"), vae = s.Median("vae");
@@ -363,37 +363,49 @@ internal static class PipelineHarness
         md.AppendLine("### Working set while generating " + o.MemoryImages + " images in a row");
         md.AppendLine();
         md.AppendLine($"A child process (`pipeline-memory`) loads the model and reads {o.MemoryImages} images of {o.MemorySize}×{o.MemorySize} "
-            + $"({o.Steps} steps, guidance 7.5, DenoiseLatents BatchSize 4, other stages at their defaults) through one cursor, disposing each image. "
-            + "Working set sampled after every batch of 4 images (`Process.WorkingSet64`); peak = `Process.PeakWorkingSet64` at the end; "
-            + "allocated = `GC.GetTotalAllocatedBytes` during the generation; committed = `GC.GetGCMemoryInfo().TotalCommittedBytes`. "
-            + "Run twice: with the default GC settings, and with the gen0 budget capped at 4 MiB (`DOTNET_GCgen0size=0x400000`), "
-            + "which separates garbage not yet collected from memory that is kept.");
+            + $"({o.Steps} steps, guidance 7.5, DenoiseLatents BatchSize 4, other stages at their defaults) through one cursor, disposing each image; "
+            + $"then, in the same process, another {o.MemoryImages} through a second cursor of the same pipeline. The first pass (*cold*) includes the "
+            + "runtime's one-time warm-up (tiered JIT recompiling the hot methods after 30 calls); the second (*warm*) is the steady state. "
+            + "Working set sampled after every batch of 4 images (`Process.WorkingSet64`); growth = max after a batch − after batch 1; "
+            + "peak = `Process.PeakWorkingSet64` at the end of the pass; allocated = `GC.GetTotalAllocatedBytes` during the pass; "
+            + "committed = `GC.GetGCMemoryInfo().TotalCommittedBytes` (as of the last GC). "
+            + "Runs: default GC settings; the gen0 budget capped at 4 MiB (`DOTNET_GCgen0size=0x400000`), which separates garbage not yet "
+            + "collected from memory that is kept; and, as a diagnosis of the cold pass, tiered compilation off (`DOTNET_TieredCompilation=0`, "
+            + "every method compiled once, fully optimised).");
         md.AppendLine();
-        md.AppendLine("| GC | images | seconds | WS after batch 1 MiB | max WS after batch 1 MiB | WS at end MiB | peak WS MiB | allocated MiB | committed after batch 1 / end MiB | gen0/1/2 GCs |");
-        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+        md.AppendLine("| run | pass | images | seconds | WS after batch 1 MiB | max WS after a batch MiB | growth MiB | WS at end MiB | peak WS MiB | allocated MiB | committed after batch 1 / end MiB | gen0/1/2 GCs in the pass |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
         var traces = new List<string>();
-        foreach (var (label, gen0) in new[] { ("default", (string?)null), ("gen0 budget 4 MiB", "0x400000") })
+        foreach (var (label, variable, value) in new[]
+        {
+            ("default GC", (string?)null, (string?)null),
+            ("gen0 budget 4 MiB", "DOTNET_GCgen0size", "0x400000"),
+            ("tiered compilation off", "DOTNET_TieredCompilation", "0"),
+        })
         {
             var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
             if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
                 psi.ArgumentList.Add(typeof(PipelineHarness).Assembly.Location);
             foreach (string a in new[] { "pipeline-memory", o.MemoryImages.ToString(Inv), o.MemorySize.ToString(Inv), o.Steps.ToString(Inv) })
                 psi.ArgumentList.Add(a);
-            if (gen0 is not null)
-                psi.Environment["DOTNET_GCgen0size"] = gen0;
+            if (variable is not null)
+                psi.Environment[variable] = value;
             using var child = Process.Start(psi)!;
             string text = child.StandardOutput.ReadToEnd();
             child.WaitForExit();
             Console.Write(text);
-            string? result = text.Split('\n').LastOrDefault(l => l.StartsWith("MEMORY ", StringComparison.Ordinal));
-            if (result is null)
+            var results = text.Split('\n').Where(l => l.StartsWith("MEMORY ", StringComparison.Ordinal)).ToList();
+            if (results.Count == 0)
             {
                 md.AppendLine($"| {label} | the child process produced no result (exit code {child.ExitCode}) |");
                 continue;
             }
-            var f = result.Substring(7).Split(' ').Select(kv => kv.Split('=')).ToDictionary(kv => kv[0], kv => kv[1]);
-            md.AppendLine($"| {label} | {f["images"]} | {f["seconds"]} | {f["ws1"]} | {f["wsmax"]} | {f["wsend"]} | {f["peak"]} | {f["allocated"]} | {f["committed1"]} / {f["committed"]} | {f["gcs"]} |");
-            traces.Add($"- {label}: " + f["trace"].Replace(",", ", ", StringComparison.Ordinal));
+            foreach (string result in results)
+            {
+                var f = result.Substring(7).Split(' ').Select(kv => kv.Split('=')).ToDictionary(kv => kv[0], kv => kv[1]);
+                md.AppendLine($"| {label} | {f["pass"]} | {f["images"]} | {f["seconds"]} | {f["ws1"]} | {f["wsmax"]} | {f["growth"]} | {f["wsend"]} | {f["peak"]} | {f["allocated"]} | {f["committed1"]} / {f["committed"]} | {f["gcs"]} |");
+                traces.Add($"- {label}, {f["pass"]}: " + f["trace"].Replace(",", ", ", StringComparison.Ordinal));
+            }
         }
         md.AppendLine();
         md.AppendLine("Working set after every 5th batch (MiB):");
@@ -403,7 +415,7 @@ internal static class PipelineHarness
         md.AppendLine();
     }
 
-    /// <summary>The child of <see cref="WorkingSet"/>: arguments images, size, steps.</summary>
+    /// <summary>The child of <see cref="WorkingSet"/>: arguments images, size, steps. Runs a cold pass, then a warm one.</summary>
     public static int MemoryChild(string[] args)
     {
         int images = int.Parse(args[0], Inv), size = int.Parse(args[1], Inv), steps = int.Parse(args[2], Inv);
@@ -419,34 +431,81 @@ internal static class PipelineHarness
             .Append(ml.Transforms.DecodeLatents(sd, "Image", "Latents"))
             .Fit(data);
         using var self = Process.GetCurrentProcess();
-        var trace = new List<long>();
-        long committed1 = 0;
-        long allocated0 = GC.GetTotalAllocatedBytes(precise: true);
-        long Ws()
-        {
-            self.Refresh();
-            return self.WorkingSet64;
-        }
-        var sw = Stopwatch.StartNew();
-        int n = Generate(pipeline, data, row =>
-        {
-            if (row % batch == 0)
-                trace.Add(Ws());
-            if (row == batch)
-                committed1 = GC.GetGCMemoryInfo().TotalCommittedBytes;
-        });
-        double seconds = sw.Elapsed.TotalSeconds;
-        long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated0;
-        long end = Ws();
-        self.Refresh();
+        using var rss = new ResidentSetReader();
+        long Ws() => rss.Read();
         static string Mib(long bytes) => (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
-        string gcs = $"{GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}";
-        // Every 5th sample keeps the line short; the first and last are always there.
-        var shown = trace.Where((_, i) => i % 5 == 0 || i == trace.Count - 1).Select(Mib);
-        Console.WriteLine($"MEMORY images={n} seconds={seconds.ToString("F1", CultureInfo.InvariantCulture)} ws1={Mib(trace[0])} wsmax={Mib(trace.Max())} "
-            + $"wsend={Mib(end)} peak={Mib(self.PeakWorkingSet64)} allocated={Mib(allocated)} committed1={Mib(committed1)} committed={Mib(GC.GetGCMemoryInfo().TotalCommittedBytes)} "
-            + $"gcs={gcs} trace={string.Join(",", shown)}");
+        foreach (string pass in new[] { "cold", "warm" })
+        {
+            var trace = new List<long>();
+            long committed1 = 0;
+            int[] gcs0 = { GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2) };
+            long allocated0 = GC.GetTotalAllocatedBytes(precise: true);
+            var sw = Stopwatch.StartNew();
+            int n = Generate(pipeline, data, row =>
+            {
+                if (row % batch == 0)
+                {
+                    trace.Add(Ws());
+                }
+                if (row == batch)
+                    committed1 = GC.GetGCMemoryInfo().TotalCommittedBytes;
+            });
+            double seconds = sw.Elapsed.TotalSeconds;
+            long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated0;
+            long end = Ws();
+            self.Refresh();
+            string gcs = $"{GC.CollectionCount(0) - gcs0[0]}/{GC.CollectionCount(1) - gcs0[1]}/{GC.CollectionCount(2) - gcs0[2]}";
+            // Every 5th sample keeps the line short; the first and last are always there.
+            var shown = trace.Where((_, i) => i % 5 == 0 || i == trace.Count - 1).Select(Mib);
+            Console.WriteLine($"MEMORY pass={pass} images={n} seconds={seconds.ToString("F1", CultureInfo.InvariantCulture)} ws1={Mib(trace[0])} wsmax={Mib(trace.Max())} "
+                + $"growth={Mib(trace.Max() - trace[0])} wsend={Mib(end)} peak={Mib(self.PeakWorkingSet64)} allocated={Mib(allocated)} committed1={Mib(committed1)} "
+                + $"committed={Mib(GC.GetGCMemoryInfo().TotalCommittedBytes)} gcs={gcs} trace={string.Join(",", shown)}");
+        }
         return 0;
+    }
+
+    /// <summary>
+    /// The resident set size (what <see cref="Process.WorkingSet64"/> reports on Linux) read from /proc/self/statm
+    /// without allocating: <see cref="Process.Refresh"/> + WorkingSet64 parse /proc files into new strings, ~12 KB of
+    /// garbage per sample, which would be part of the growth this section measures. Elsewhere: Environment.WorkingSet.
+    /// </summary>
+    private sealed class ResidentSetReader : IDisposable
+    {
+        private readonly FileStream? _statm;
+        private readonly byte[] _buffer = new byte[128];
+        private readonly long _pageSize = Environment.SystemPageSize;
+
+        public ResidentSetReader()
+        {
+            try
+            {
+                _statm = new FileStream("/proc/self/statm", FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0);
+            }
+            catch (IOException)
+            {
+            }
+            catch (UnauthorizedAccessException)
+            {
+            }
+        }
+
+        public long Read()
+        {
+            if (_statm is null)
+                return Environment.WorkingSet;
+            _statm.Position = 0;
+            int n = _statm.Read(_buffer, 0, _buffer.Length);
+            // "size resident shared text lib data dt", in pages: the second field.
+            int i = 0;
+            while (i < n && _buffer[i] != (byte)' ')
+                i++;
+            long pages = 0;
+            for (i++; i < n && _buffer[i] >= (byte)'0' && _buffer[i] <= (byte)'9'; i++)
+                pages = pages * 10 + (_buffer[i] - '0');
+            return pages * _pageSize;
+        }
+
+        public void Dispose() => _statm?.Dispose();
     }
 
     private static void Write(string path, string section)
