@@ -205,14 +205,17 @@ internal sealed class LatentDenoiser : IDisposable
             Span<float> guided;
             if (_guidance)
             {
+                // The guidance combine and the finite check in one pass (GuidanceMath).
                 guided = _guided.AsSpan(0, half);
-                CombineGuidance(prediction.Slice(0, 2 * half), _settings.GuidanceScale, guided);
+                int bad = GuidanceMath.Combine(prediction.Slice(0, 2 * half), _settings.GuidanceScale, guided, count, len);
+                if (bad >= 0)
+                    throw GuidanceMath.NonFinite(firstRow + bad, i, t);
             }
             else
             {
                 guided = prediction.Slice(0, half);
+                CheckFinite(guided, count, len, firstRow, i, t);
             }
-            CheckFinite(guided, count, len, firstRow, i, t);
 
             scheduler.Step(guided, i, latents, noise);
             if (blend)
@@ -258,24 +261,14 @@ internal sealed class LatentDenoiser : IDisposable
     /// Classifier-free guidance on a 2N batch: rows [0, n) of <paramref name="prediction"/> are unconditional, [n, 2n)
     /// conditional; writes ε = ε_u + g·(ε_c − ε_u) into <paramref name="guided"/> (half the prediction's length).
     /// </summary>
-    internal static void CombineGuidance(ReadOnlySpan<float> prediction, float guidanceScale, Span<float> guided)
-    {
-        int half = prediction.Length / 2;
-        var uncond = prediction.Slice(0, half);
-        TensorPrimitives.Subtract(prediction.Slice(half, half), uncond, guided);
-        TensorPrimitives.MultiplyAdd(guided, guidanceScale, uncond, guided);
-    }
+    internal static void CombineGuidance(ReadOnlySpan<float> prediction, float guidanceScale, Span<float> guided) =>
+        GuidanceMath.Combine(prediction, guidanceScale, guided, 1, guided.Length);
 
     internal static void CheckFinite(ReadOnlySpan<float> values, int count, int len, long firstRow, int step, float t)
     {
-        for (int r = 0; r < count; r++)
-        {
-            float sum = TensorPrimitives.Sum(values.Slice(r * len, len));
-            if (!float.IsFinite(sum))
-                throw new InvalidOperationException(
-                    $"The UNet produced non-finite values (NaN or infinity) for row {firstRow + r} at step {step + 1} (timestep {t}). "
-                    + "Check the model (an fp16 model overflowing, or a broken export) and the inputs of that row.");
-        }
+        int bad = GuidanceMath.FirstNonFiniteRow(values, count, len);
+        if (bad >= 0)
+            throw GuidanceMath.NonFinite(firstRow + bad, step, t);
     }
 
     private void WriteEmbeddings(int count, ReadOnlySpan<float> embeddings, int perState)
