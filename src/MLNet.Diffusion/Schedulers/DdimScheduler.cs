@@ -1,4 +1,5 @@
 using System;
+using System.Numerics;
 using System.Numerics.Tensors;
 
 namespace MLNet.Diffusion.Schedulers;
@@ -72,12 +73,20 @@ public sealed class DdimScheduler : DiffusionScheduler
         float alphaProdPrev = prevT >= 0 ? ac[prevT] : FinalAlphaCumprod;
         float betaProdT = 1f - alphaProdT;
 
+        float variance = GetVariance(t, prevT);
+        if (_eta == 0 && !Config.ClipSample && Config.PredictionType == "epsilon")
+        {
+            // The common case (SD's DDIM: ε-prediction, no clipping, η = 0) in one pass over memory, with the same float32
+            // operations per element as the span form below: x̂₀ = (x − √(1−ᾱ)·ε) / √ᾱ; x = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev)·ε.
+            StepEpsilon(modelOutput, sample, predictedOriginalSample, MathF.Sqrt(alphaProdT), MathF.Sqrt(betaProdT),
+                MathF.Sqrt(alphaProdPrev), MathF.Sqrt(1f - alphaProdPrev - 0f * 0f));
+            return;
+        }
         Span<float> x0 = predictedOriginalSample.Length == n ? predictedOriginalSample : Ensure(ref _x0, n);
         Span<float> eps = Ensure(ref _eps, n);
         PredictionMath.OriginalAndEpsilon(Config.PredictionType, modelOutput, sample, MathF.Sqrt(alphaProdT), MathF.Sqrt(betaProdT), x0, eps);
         PredictionMath.Clip(Config, x0);
 
-        float variance = GetVariance(t, prevT);
         float stdDev = _eta * MathF.Sqrt(variance);
         // x_{t−1} = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev − σ_t²)·ε̂ (+ σ_t·z)   (eq. 12)
         float dirCoeff = MathF.Sqrt(1f - alphaProdPrev - stdDev * stdDev);
@@ -90,6 +99,36 @@ public sealed class DdimScheduler : DiffusionScheduler
             noise!.NextGaussian(z);
             TensorPrimitives.Multiply(z, MathF.Sqrt(variance) * _eta, z);
             TensorPrimitives.Add(sample, z, sample);
+        }
+    }
+
+    private static void StepEpsilon(ReadOnlySpan<float> eps, Span<float> sample, Span<float> x0Out, float sqrtAlpha, float sqrtBeta, float sqrtAlphaPrev, float dirCoeff)
+    {
+        int i = 0, length = sample.Length;
+        bool keepX0 = x0Out.Length == length;
+        if (Vector.IsHardwareAccelerated)
+        {
+            int n = Vector<float>.Count;
+            var a = new Vector<float>(sqrtAlpha);
+            var b = new Vector<float>(sqrtBeta);
+            var ap = new Vector<float>(sqrtAlphaPrev);
+            var d = new Vector<float>(dirCoeff);
+            for (; i <= length - n; i += n)
+            {
+                var e = new Vector<float>(eps.Slice(i, n));
+                var x0 = (new Vector<float>(sample.Slice(i, n)) - e * b) / a;
+                if (keepX0)
+                    x0.CopyTo(x0Out.Slice(i, n));
+                (x0 * ap + e * d).CopyTo(sample.Slice(i, n));
+            }
+        }
+        for (; i < length; i++)
+        {
+            float e = eps[i];
+            float x0 = (sample[i] - e * sqrtBeta) / sqrtAlpha;
+            if (keepX0)
+                x0Out[i] = x0;
+            sample[i] = x0 * sqrtAlphaPrev + e * dirCoeff;
         }
     }
 

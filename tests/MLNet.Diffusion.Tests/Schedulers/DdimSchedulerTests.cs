@@ -29,6 +29,55 @@ public sealed class DdimSchedulerTests : SchedulerTestBase
         AssertSequence(new double[] { 801, 601, 401, 201, 1 }, s.Timesteps);
     }
 
+    /// <summary>
+    /// The one-pass step (ε-prediction, no clipping, η = 0) must give the bits of the span formula it replaces:
+    /// x̂₀ = (x − √(1−ᾱ)·ε) / √ᾱ, then x = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev − 0²)·ε, one float32 operation at a time.
+    /// </summary>
+    [TestMethod]
+    public void OnePassEpsilonStep_EqualsTheSpanFormula_BitForBit()
+    {
+        var config = SchedulerConfig.StableDiffusion1 with { ClipSample = false, SetAlphaToOne = false };
+        foreach (int length in new[] { 1, 7, 8, 9, 31, 4 * 64 * 64 + 3 })
+        {
+            var scheduler = new DdimScheduler(config);
+            scheduler.SetTimesteps(20);
+            var random = new Random(length);
+            var sample = new float[length];
+            var eps = new float[length];
+            for (int i = 0; i < length; i++)
+            {
+                sample[i] = (float)(random.NextDouble() * 4 - 2);
+                eps[i] = (float)(random.NextDouble() * 2 - 1);
+            }
+            foreach (int step in new[] { 0, 7, 19 })
+            {
+                int t = (int)scheduler.Timesteps[step];
+                int prevT = t - config.NumTrainTimesteps / 20;
+                var ac = scheduler.Schedule.AlphasCumprod;
+                float a = ac[t], aPrev = prevT >= 0 ? ac[prevT] : scheduler.FinalAlphaCumprod;
+                var x0 = new float[length];
+                System.Numerics.Tensors.TensorPrimitives.Multiply(eps, MathF.Sqrt(1f - a), x0);
+                System.Numerics.Tensors.TensorPrimitives.Subtract(sample, x0, x0);
+                System.Numerics.Tensors.TensorPrimitives.Divide(x0, MathF.Sqrt(a), x0);
+                var dir = new float[length];
+                float stdDev = 0f * MathF.Sqrt(scheduler.GetVariance(t, prevT));
+                System.Numerics.Tensors.TensorPrimitives.Multiply(eps, MathF.Sqrt(1f - aPrev - stdDev * stdDev), dir);
+                var expected = new float[length];
+                System.Numerics.Tensors.TensorPrimitives.Multiply(x0, MathF.Sqrt(aPrev), expected);
+                System.Numerics.Tensors.TensorPrimitives.Add(expected, dir, expected);
+
+                var actual = (float[])sample.Clone();
+                var predicted = new float[length];
+                scheduler.Step(eps, step, actual, null, predicted);
+                for (int i = 0; i < length; i++)
+                {
+                    Assert.AreEqual(BitConverter.SingleToInt32Bits(expected[i]), BitConverter.SingleToInt32Bits(actual[i]), $"length {length}, step {step}: sample {i}");
+                    Assert.AreEqual(BitConverter.SingleToInt32Bits(x0[i]), BitConverter.SingleToInt32Bits(predicted[i]), $"length {length}, step {step}: x̂₀ {i}");
+                }
+            }
+        }
+    }
+
     [TestMethod]
     public void Variance_MatchesPublished()
     {
