@@ -29,6 +29,7 @@ public sealed class StableDiffusionModel : IDisposable
 
     private readonly IHost _host;
     private readonly OnnxSessionFactory _sessions;
+    private readonly bool _textEncoderThreadsSpin;
     private readonly Lazy<OnnxComponent?> _vaeEncoder;
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
     private int _disposed;
@@ -43,6 +44,7 @@ public sealed class StableDiffusionModel : IDisposable
             ?? (mlContext.GpuDeviceId is int gpu ? ExecutionProvider.Cuda(gpu) : ExecutionProvider.Cpu);
         bool fallback = options.FallbackToCpu ?? mlContext.FallbackToCpu;
         _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn) { ProfilingFilePrefix = options.ProfilingFilePrefix };
+        _textEncoderThreadsSpin = options.TextEncoderThreadsSpin;
 
         var layout = ModelFolder.Validate(directory);
         Directory = layout.Directory;
@@ -183,7 +185,12 @@ public sealed class StableDiffusionModel : IDisposable
     private OnnxComponent Open(string component)
     {
         string path = ModelFolder.ModelPath(Directory, component);
-        return new OnnxComponent(component, path, _sessions.Create(path));
+        // Spinning after a run only pays when the same session runs again at once: the UNet (step after step) and, by
+        // default, the text encoders (EncodePrompt's chunks). The VAE runs once per batch, and its spinning threads took
+        // cores from the next batch's UNet steps (StableDiffusionModelOptions.TextEncoderThreadsSpin).
+        bool stop = component == ModelFolder.VaeDecoder || component == ModelFolder.VaeEncoder
+            || (component == ModelFolder.TextEncoder || component == ModelFolder.TextEncoder2) && !_textEncoderThreadsSpin;
+        return new OnnxComponent(component, path, _sessions.Create(path, stop));
     }
 
     private ModelInfo ReadInfo(SchedulerConfig schedulerConfig, StableDiffusionModelOptions options, FolderLayout layout, out TextEncoderBinding[] bindings)

@@ -33,13 +33,21 @@ internal sealed class OnnxSessionFactory
     /// <summary>The provider sessions actually run on (CPU after a fallback).</summary>
     public ExecutionProvider EffectiveProvider { get; private set; } = ExecutionProvider.Cpu;
 
-    public InferenceSession Create(string modelPath)
+    /// <summary>Creates the session of one model file.</summary>
+    /// <param name="modelPath">The ONNX file.</param>
+    /// <param name="stopSpinningAfterRun">
+    /// Whether the session's intra-op threads stop spinning as soon as a run returns (<c>session.force_spinning_stop</c>)
+    /// instead of spinning on for a while (ONNX Runtime's default, which makes the next run of the same session start
+    /// faster). Each session has its own threads: the spinning threads of one model compete with the next model's run
+    /// for the cores (docs/benchmarks.md, "What the profile showed").
+    /// </param>
+    public InferenceSession Create(string modelPath, bool stopSpinningAfterRun = false)
     {
         if (_provider is CudaExecutionProvider cuda)
         {
             try
             {
-                var session = CreateCore(modelPath, cuda);
+                var session = CreateCore(modelPath, cuda, stopSpinningAfterRun);
                 EffectiveProvider = cuda;
                 return session;
             }
@@ -52,10 +60,10 @@ internal sealed class OnnxSessionFactory
             }
         }
         EffectiveProvider = ExecutionProvider.Cpu;
-        return CreateCore(modelPath, null);
+        return CreateCore(modelPath, null, stopSpinningAfterRun);
     }
 
-    private InferenceSession CreateCore(string modelPath, CudaExecutionProvider? cuda)
+    private InferenceSession CreateCore(string modelPath, CudaExecutionProvider? cuda, bool stopSpinningAfterRun)
     {
         var options = new SessionOptions
         {
@@ -66,6 +74,8 @@ internal sealed class OnnxSessionFactory
         {
             if (_intraOpThreads is { } n)
                 options.IntraOpNumThreads = n;
+            if (stopSpinningAfterRun)
+                options.AddSessionConfigEntry("session.force_spinning_stop", "1");
             if (ProfilingFilePrefix is { } prefix)
             {
                 options.EnableProfiling = true;

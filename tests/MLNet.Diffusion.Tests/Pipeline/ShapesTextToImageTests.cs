@@ -55,6 +55,29 @@ public sealed class ShapesTextToImageTests
         Assert.IsTrue(model.HasVaeEncoder);
     }
 
+    /// <summary>
+    /// The sessions' thread policy (the VAE's threads stop spinning after a run, the text encoders' per
+    /// <see cref="StableDiffusionModelOptions.TextEncoderThreadsSpin"/>) changes when threads sleep, never a value: the
+    /// same rows give the same latents bit for bit either way. The option is on by default.
+    /// </summary>
+    [TestMethod]
+    public void TextEncoderThreadsSpin_ChangesNoValue()
+    {
+        Assert.IsTrue(new StableDiffusionModelOptions().TextEncoderThreadsSpin);
+        var rows = new[] { new Row { Prompt = "a red circle on the left on a blue background", Seed = 3 }, new Row { Prompt = "a green square", Seed = 4 } };
+        float[] Latents(bool spin)
+        {
+            using var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder, new StableDiffusionModelOptions { TextEncoderThreadsSpin = spin });
+            var options = new DenoiseOptions { Width = 64, Height = 64, Steps = 5, SeedColumnName = "Seed" };
+            return Generate(model, rows, options).GetColumn<VBuffer<float>>("Latents").SelectMany(v => v.DenseValues()).ToArray();
+        }
+        var spinning = Latents(spin: true);
+        var stopping = Latents(spin: false);
+        Assert.AreEqual(spinning.Length, stopping.Length);
+        for (int i = 0; i < spinning.Length; i++)
+            Assert.AreEqual(BitConverter.SingleToInt32Bits(spinning[i]), BitConverter.SingleToInt32Bits(stopping[i]), $"latent value {i}");
+    }
+
     [TestMethod]
     public void EveryPromptOfAGridGetsItsColours()
     {
