@@ -147,6 +147,7 @@ internal static class PipelineHarness
         md.AppendLine("| N | ML.NET ms | raw ms | ratio of medians | median of per-rep ratios | ratio of minima | text encoder | UNet loop | VAE | other | UNet loop in ML.NET ms | target ≤ 1.05 |");
         md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
         var raw = new List<string>();
+        var jitLines = new List<string>();
         foreach (int n in new[] { 1, 4 })
         {
             var data = Rows(ml, n);
@@ -161,6 +162,8 @@ internal static class PipelineHarness
             if (counts != $"2/{o.Steps}/1")
                 throw new InvalidOperationException($"The ML.NET run made text encoder/UNet/VAE calls {counts}, not 2/{o.Steps}/1: the raw baseline would not be the same calls.");
             direct.Run();
+            string jit = WarmJit(ml, sd, data, n, o, pipeline, direct);
+            long jitBefore = System.Runtime.JitInfo.GetCompiledMethodCount();
 
             var s = new Samples();
             for (int rep = 0; rep < o.Reps; rep++)
@@ -171,6 +174,7 @@ internal static class PipelineHarness
                 void MlNet()
                 {
                     aMl += Ms(() => Generate(pipeline, data)) / 2;
+
                     aMlUnet += progress.UnetLoopMs / 2;
                 }
                 void Raw()
@@ -191,6 +195,7 @@ internal static class PipelineHarness
                 s.Add("ratio", aMl / aRaw);
                 Console.WriteLine(string.Create(Inv, $"overhead N={n} rep {rep}: ML.NET {s["ml"][^1]:F1} ms, raw {s["raw"][^1]:F1} ms, GCs {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}"));
             }
+            jitLines.Add($"N = {n}: {jit}; {System.Runtime.JitInfo.GetCompiledMethodCount() - jitBefore} methods compiled during the measured repetitions");
             double mlMs = s.Median("ml"), rawMs = s.Median("raw");
             double te = s.Median("te"), unet = s.Median("unet"), vae = s.Median("vae");
             double ratio = mlMs / rawMs;
@@ -200,11 +205,41 @@ internal static class PipelineHarness
                 + $"per-repetition ratios [{Raw(s["ratio"], 3)}] (median {F(s.Median("ratio"), 3)}); UNet loop in ML.NET [{Raw(s["mlunet"])}]; calls per generation text encoder/UNet/VAE = {counts}.");
         }
         md.AppendLine();
+        md.AppendLine("JIT warm-up before the repetitions (a long-running process's steady state): " + string.Join("; ", jitLines) + ".");
+        md.AppendLine();
         md.AppendLine("Raw figures:");
         md.AppendLine();
         foreach (string line in raw)
             md.AppendLine(line);
         md.AppendLine();
+    }
+
+    /// <summary>
+    /// Brings the ML.NET side to its steady-state code before timing: the stages' per-generation methods run once per
+    /// generation, so after a few warm-up generations they are still tier-0 code that tiered compilation recompiles
+    /// (on a background thread: on 2 cores it takes CPU from ONNX Runtime's threads) in the middle of the repetitions.
+    /// The same stages at 128×128 run 80 generations (call counts are per method, not per size), then 512×512
+    /// generations (ML.NET and raw) repeat until one compiles no method, at most 10.
+    /// </summary>
+    private static string WarmJit(MLContext ml, StableDiffusionModel sd, IDataView data, int n, Options o, ITransformer pipeline, RawOnnxPipeline direct)
+    {
+        long start = System.Runtime.JitInfo.GetCompiledMethodCount();
+        var small = Generation(ml, sd, data, n, 128, o.Steps);
+        for (int i = 0; i < 80; i++)
+            Generate(small, data);
+        int rounds = 0;
+        long last = -1;
+        while (rounds < 10 && last != 0)
+        {
+            System.Threading.Thread.Sleep(200); // the tiering delay (100 ms without new tier-0 code) and background compiles
+            long c0 = System.Runtime.JitInfo.GetCompiledMethodCount();
+            Generate(pipeline, data);
+            direct.Run();
+            last = System.Runtime.JitInfo.GetCompiledMethodCount() - c0;
+            rounds++;
+        }
+        return $"80 generations at 128×128 and {rounds} at {o.Size}×{o.Size} compiled {System.Runtime.JitInfo.GetCompiledMethodCount() - start} methods"
+            + (last == 0 ? ", the last none" : $", the last still {last}");
     }
 
     // ---------------------------------------------------------------------------------------------------------------
