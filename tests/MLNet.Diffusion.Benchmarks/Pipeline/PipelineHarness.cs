@@ -114,7 +114,7 @@ internal static class PipelineHarness
         md.AppendLine(Inv, $"| date (UTC) | {DateTime.UtcNow:yyyy-MM-dd HH:mm} |");
         md.AppendLine(Inv, $"| machine | {Environment.ProcessorCount} logical cores visible ({cpu}), {RuntimeInformation.OSDescription} {RuntimeInformation.OSArchitecture} |");
         md.AppendLine(Inv, $"| .NET | {RuntimeInformation.FrameworkDescription}, Server GC {System.Runtime.GCSettings.IsServerGC}, tiered PGO default |");
-        md.AppendLine(Inv, $"| ONNX Runtime | {OrtEnv.Instance().GetVersionString()} (CPU execution provider, default intra-op threads) |");
+        md.AppendLine(Inv, $"| ONNX Runtime | {OrtEnv.Instance().GetVersionString()} (CPU execution provider, default intra-op threads; VAE threads stop spinning after a run, text encoder and UNet keep ONNX Runtime's spinning) |");
         md.AppendLine(Inv, $"| model | Shapes ({Path.GetFileName(modelDir)}): text encoder D = {sd.Info.HiddenSize}, {sd.Info.LatentChannels} latent channels, VAE factor {sd.Info.VaeSpatialFactor}, scheduler {sd.Info.SchedulerConfig.ClassName} |");
         md.AppendLine(Inv, $"| settings | {o.Size}×{o.Size}, {o.Steps} steps, guidance 7.5 (2N UNet batch); {o.Reps} interleaved repetitions per comparison after one warm-up (overhead and profile: ABBA order within each repetition), medians |");
         md.AppendLine();
@@ -399,13 +399,14 @@ internal static class PipelineHarness
         md.AppendLine();
         md.AppendLine($"A child process (`pipeline-memory`) loads the model and reads {o.MemoryImages} images of {o.MemorySize}×{o.MemorySize} "
             + $"({o.Steps} steps, guidance 7.5, DenoiseLatents BatchSize 4, other stages at their defaults) through one cursor, disposing each image; "
-            + $"then, in the same process, another {o.MemoryImages} through a second cursor of the same pipeline. The first pass (*cold*) includes the "
-            + "runtime's one-time warm-up (tiered JIT recompiling the hot methods after 30 calls); the second (*warm*) is the steady state. "
-            + "Working set sampled after every batch of 4 images (`Process.WorkingSet64`); growth = max after a batch − after batch 1; "
-            + "peak = `Process.PeakWorkingSet64` at the end of the pass; allocated = `GC.GetTotalAllocatedBytes` during the pass; "
-            + "committed = `GC.GetGCMemoryInfo().TotalCommittedBytes` (as of the last GC). "
+            + $"then, in the same process, twice more {o.MemoryImages} through new cursors of the same pipeline. Pass 1 (*cold*) includes the "
+            + "runtime's one-time warm-up: tiered compilation recompiles the methods called once per batch after 30 calls, and with tiered PGO "
+            + "once more after another 30 (so still during pass 2); pass 3 is the steady state. "
+            + "Working set sampled after every batch of 4 images (resident set from /proc/self/statm, read without allocating; = `Process.WorkingSet64`); "
+            + "growth = max after a batch − after batch 1; peak = `Process.PeakWorkingSet64` at the end of the pass; "
+            + "allocated = `GC.GetTotalAllocatedBytes` during the pass; committed = `GC.GetGCMemoryInfo().TotalCommittedBytes` (as of the last GC). "
             + "Runs: default GC settings; the gen0 budget capped at 4 MiB (`DOTNET_GCgen0size=0x400000`), which separates garbage not yet "
-            + "collected from memory that is kept; and, as a diagnosis of the cold pass, tiered compilation off (`DOTNET_TieredCompilation=0`, "
+            + "collected from memory that is kept; and, as a diagnosis of pass 1, tiered compilation off (`DOTNET_TieredCompilation=0`, "
             + "every method compiled once, fully optimised).");
         md.AppendLine();
         md.AppendLine("| run | pass | images | seconds | WS after batch 1 MiB | max WS after a batch MiB | growth MiB | WS at end MiB | peak WS MiB | allocated MiB | committed after batch 1 / end MiB | gen0/1/2 GCs in the pass |");
@@ -439,7 +440,7 @@ internal static class PipelineHarness
             {
                 var f = result.Substring(7).Split(' ').Select(kv => kv.Split('=')).ToDictionary(kv => kv[0], kv => kv[1]);
                 md.AppendLine($"| {label} | {f["pass"]} | {f["images"]} | {f["seconds"]} | {f["ws1"]} | {f["wsmax"]} | {f["growth"]} | {f["wsend"]} | {f["peak"]} | {f["allocated"]} | {f["committed1"]} / {f["committed"]} | {f["gcs"]} |");
-                traces.Add($"- {label}, {f["pass"]}: " + f["trace"].Replace(",", ", ", StringComparison.Ordinal));
+                traces.Add($"- {label}, pass {f["pass"]}: " + f["trace"].Replace(",", ", ", StringComparison.Ordinal));
             }
         }
         md.AppendLine();
@@ -469,7 +470,7 @@ internal static class PipelineHarness
         using var rss = new ResidentSetReader();
         long Ws() => rss.Read();
         static string Mib(long bytes) => (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
-        foreach (string pass in new[] { "cold", "warm" })
+        foreach (string pass in new[] { "1 (cold)", "2", "3" })
         {
             var trace = new List<long>();
             long committed1 = 0;
@@ -492,7 +493,7 @@ internal static class PipelineHarness
             string gcs = $"{GC.CollectionCount(0) - gcs0[0]}/{GC.CollectionCount(1) - gcs0[1]}/{GC.CollectionCount(2) - gcs0[2]}";
             // Every 5th sample keeps the line short; the first and last are always there.
             var shown = trace.Where((_, i) => i % 5 == 0 || i == trace.Count - 1).Select(Mib);
-            Console.WriteLine($"MEMORY pass={pass} images={n} seconds={seconds.ToString("F1", CultureInfo.InvariantCulture)} ws1={Mib(trace[0])} wsmax={Mib(trace.Max())} "
+            Console.WriteLine($"MEMORY pass={pass.Replace(" ", "\u00a0", StringComparison.Ordinal)} images={n} seconds={seconds.ToString("F1", CultureInfo.InvariantCulture)} ws1={Mib(trace[0])} wsmax={Mib(trace.Max())} "
                 + $"growth={Mib(trace.Max() - trace[0])} wsend={Mib(end)} peak={Mib(self.PeakWorkingSet64)} allocated={Mib(allocated)} committed1={Mib(committed1)} "
                 + $"committed={Mib(GC.GetGCMemoryInfo().TotalCommittedBytes)} gcs={gcs} trace={string.Join(",", shown)}");
         }
