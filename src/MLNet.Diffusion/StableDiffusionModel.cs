@@ -183,7 +183,8 @@ public sealed class StableDiffusionModel : IDisposable
     private OnnxComponent Open(string component)
     {
         string path = ModelFolder.ModelPath(Directory, component);
-        return new OnnxComponent(component, path, _sessions.Create(path));
+        var session = _sessions.Create(path);
+        return new OnnxComponent(component, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider);
     }
 
     private ModelInfo ReadInfo(SchedulerConfig schedulerConfig, StableDiffusionModelOptions options, FolderLayout layout, out TextEncoderBinding[] bindings)
