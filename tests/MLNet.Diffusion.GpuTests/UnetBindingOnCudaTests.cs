@@ -6,6 +6,7 @@ using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
 
 namespace MLNet.Diffusion.GpuTests;
 
@@ -36,13 +37,7 @@ public sealed class UnetBindingOnCudaTests
         Assert.AreEqual(2 * 2 * Steps, stepBinds, "sample and timestep copied in at every step of both batches");
         for (int b = 0; b < s_batches.Length; b++)
         {
-            double err = 0, norm = 0;
-            for (int k = 0; k < cpu[b].Length; k++)
-            {
-                err += Math.Pow(cuda[b][k] - cpu[b][k], 2);
-                norm += Math.Pow(cpu[b][k], 2);
-            }
-            double relative = Math.Sqrt(err / norm);
+            double relative = ImageChecks.RelativeL2(cuda[b], cpu[b]);
             Console.WriteLine($"batch {b}: latents relative L2 {relative:E2}");
             Assert.IsTrue(relative <= 0.01, $"batch {b}: CUDA latents differ from the CPU's by {relative:E2} (relative L2)");
         }
