@@ -190,7 +190,8 @@ public sealed class StableDiffusionModel : IDisposable
         // cores from the next batch's UNet steps (StableDiffusionModelOptions.TextEncoderThreadsSpin).
         bool stop = component == ModelFolder.VaeDecoder || component == ModelFolder.VaeEncoder
             || (component == ModelFolder.TextEncoder || component == ModelFolder.TextEncoder2) && !_textEncoderThreadsSpin;
-        return new OnnxComponent(component, path, _sessions.Create(path, stop));
+        var session = _sessions.Create(path, stop);
+        return new OnnxComponent(component, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider);
     }
 
     private ModelInfo ReadInfo(SchedulerConfig schedulerConfig, StableDiffusionModelOptions options, FolderLayout layout, out TextEncoderBinding[] bindings)

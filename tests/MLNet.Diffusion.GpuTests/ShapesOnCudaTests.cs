@@ -135,13 +135,7 @@ public sealed class ShapesOnCudaTests
         for (int i = 0; i < s_items.Length; i++)
         {
             string prompt = s_items[i].Prompt;
-            double err = 0, norm = 0;
-            for (int k = 0; k < cpu.Latents[i].Length; k++)
-            {
-                err += Math.Pow(cuda.Latents[i][k] - cpu.Latents[i][k], 2);
-                norm += Math.Pow(cpu.Latents[i][k], 2);
-            }
-            double relative = Math.Sqrt(err / norm);
+            double relative = ImageChecks.RelativeL2(cuda.Latents[i], cpu.Latents[i]);
             long sum = 0;
             int max = 0;
             for (int k = 0; k < cpu.Rgb[i].Length; k++)

@@ -7,6 +7,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
 
 namespace MLNet.Diffusion.GpuTests;
 
@@ -45,7 +46,7 @@ public sealed class SyntheticUnetOnCudaTests
             using var sd = GpuEnvironment.Load(folder, GpuEnvironment.Cuda, Path.Combine(profiles, name));
             Assert.AreEqual(GpuEnvironment.Cuda.ToString(), sd.Info.ExecutionProvider);
             var output = Unet(sd, sample, timesteps, states);
-            double relative = RelativeL2(output, reference);
+            double relative = ImageChecks.RelativeL2(output, reference);
             Console.WriteLine($"{name} on {sd.Info.ExecutionProvider}: out_sample relative L2 vs float32 CPU {relative:E2}");
             Assert.IsTrue(output.All(float.IsFinite), $"{name}: non-finite output on CUDA");
             Assert.IsTrue(relative <= tolerance, $"{name}: relative L2 {relative:E2} > {tolerance}");
@@ -112,14 +113,4 @@ public sealed class SyntheticUnetOnCudaTests
         return a;
     }
 
-    private static double RelativeL2(float[] a, float[] reference)
-    {
-        double err = 0, norm = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            err += Math.Pow(a[i] - reference[i], 2);
-            norm += Math.Pow(reference[i], 2);
-        }
-        return Math.Sqrt(err / norm);
-    }
 }

@@ -15,12 +15,19 @@ internal sealed class OnnxComponent : IDisposable
     private int _inFlight;
     private volatile bool _disposed;
 
-    public OnnxComponent(string name, string path, InferenceSession session)
+    public OnnxComponent(string name, string path, InferenceSession session, bool runsOnDevice = false)
     {
         Name = name;
         Path = path;
         _session = session;
+        RunsOnDevice = runsOnDevice;
     }
+
+    /// <summary>
+    /// Whether the session runs on a device provider (CUDA): inputs bound through <see cref="OrtIoBinding"/> are then
+    /// device copies, made at bind time.
+    /// </summary>
+    public bool RunsOnDevice { get; }
 
     /// <summary>The folder name of the component, e.g. <c>unet</c>.</summary>
     public string Name { get; }
@@ -106,8 +113,36 @@ internal sealed class OnnxComponent : IDisposable
         }
     }
 
+    /// <summary>An IO binding on this session (<see cref="UnetBinding"/>); the caller disposes it.</summary>
+    public OrtIoBinding CreateIoBinding()
+    {
+        Enter(countRun: false);
+        try
+        {
+            return _session.CreateIoBinding();
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
+    /// <summary>Runs the model on bound inputs and outputs (counted like <see cref="Run(RunOptions?, IReadOnlyCollection{string}, IReadOnlyCollection{OrtValue}, IReadOnlyCollection{string}, IReadOnlyCollection{OrtValue})"/>).</summary>
+    public void RunWithBinding(OrtIoBinding binding, RunOptions? runOptions = null)
+    {
+        Enter();
+        try
+        {
+            _session.RunWithBinding(runOptions ?? s_defaultRunOptions, binding);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
     /// <summary>Counts a run in flight so that <see cref="Dispose"/> never frees the session under a running call (a native crash otherwise).</summary>
-    private void Enter()
+    private void Enter(bool countRun = true)
     {
         Interlocked.Increment(ref _inFlight);
         if (_disposed)
@@ -115,7 +150,8 @@ internal sealed class OnnxComponent : IDisposable
             Interlocked.Decrement(ref _inFlight);
             throw new ObjectDisposedException(Name, $"The {Name} model of '{Path}' was disposed with its StableDiffusionModel; load the model again to use it.");
         }
-        Interlocked.Increment(ref _runCount);
+        if (countRun)
+            Interlocked.Increment(ref _runCount);
     }
 
     private static readonly RunOptions s_defaultRunOptions = new();

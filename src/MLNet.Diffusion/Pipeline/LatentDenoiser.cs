@@ -19,14 +19,24 @@ internal sealed record DenoiseSettings(
     DiffusionScheduler Scheduler,
     IProgress<DenoiseProgress>? Progress,
     CancellationToken CancellationToken,
-    float Strength = 1f);
+    float Strength = 1f)
+{
+    /// <summary>
+    /// Re-bind (copy) the UNet's per-step inputs at every step; null: when the UNet runs on a device. A test hook that
+    /// runs the device path of <see cref="UnetBinding"/> on the CPU.
+    /// </summary>
+    public bool? CopyUnetInputsPerStep { get; init; }
+}
 
 /// <summary>
 /// The denoising loop of diffusers' StableDiffusionPipeline (steps 5–7 of its recipe): seeded initial noise scaled by
 /// the scheduler's init sigma, then for every timestep one UNet call on the batch — with classifier-free guidance the
 /// batch is [unconditional rows; conditional rows], 2N in one call — the guidance combine
 /// ε = ε_u + g·(ε_c − ε_u) (Ho &amp; Salimans 2022, eq. 6) and the scheduler step. Buffers are allocated once per batch
-/// shape and reused across steps; ONNX Runtime reads and writes them in place (no copies at Run).
+/// shape and reused across steps; ONNX Runtime reads and writes them in place (no copies at Run). The UNet runs through
+/// an IO binding (<see cref="UnetBinding"/>): the embeddings are bound once per batch (on CUDA: copied to the device once
+/// and kept there for every step), the output once per batch shape, and on a device only the sample and timestep are
+/// copied in and the prediction out per step.
 /// </summary>
 internal sealed class LatentDenoiser : IDisposable
 {
@@ -39,7 +49,7 @@ internal sealed class LatentDenoiser : IDisposable
     private readonly int _latentWidth;
     private readonly bool _guidance;
     private readonly string[] _inputNames = { "sample", "timestep", "encoder_hidden_states" };
-    private readonly string[] _outputNames;
+    private readonly string _outputName;
     private readonly TensorElementType _timestepType;
     private readonly int _timestepRank;
     private readonly int? _timestepStaticDim;
@@ -51,8 +61,7 @@ internal sealed class LatentDenoiser : IDisposable
     private TensorBuffer? _timestep;
     private TensorBuffer? _embeddings;
     private TensorBuffer? _output;
-    private OrtValue[] _inputs = Array.Empty<OrtValue>();
-    private OrtValue[] _outputs = Array.Empty<OrtValue>();
+    private UnetBinding? _binding;
     private float[] _scaled = Array.Empty<float>();
     private float[] _prediction = Array.Empty<float>();
     private float[] _guided = Array.Empty<float>();
@@ -79,7 +88,7 @@ internal sealed class LatentDenoiser : IDisposable
         _latentHeight = settings.Height / model.Info.VaeSpatialFactor;
         _latentWidth = settings.Width / model.Info.VaeSpatialFactor;
         _guidance = settings.GuidanceScale > 1f;
-        _outputNames = new[] { model.UnetOutputName };
+        _outputName = model.UnetOutputName;
         var ts = _unet.Input("timestep");
         _timestepType = ts.ElementDataType;
         _timestepRank = ts.Dimensions.Length;
@@ -104,6 +113,9 @@ internal sealed class LatentDenoiser : IDisposable
         _condTimeIds = timeIds;
         _uncondTimeIds = negativeTimeIds;
     }
+
+    /// <summary>The UNet's IO binding for the current batch shape (null before the first run).</summary>
+    internal UnetBinding? Binding => _binding;
 
     /// <summary>Values per row of the latent tensor [C, h, w].</summary>
     public int LatentLength => _channels * _latentHeight * _latentWidth;
@@ -170,6 +182,7 @@ internal sealed class LatentDenoiser : IDisposable
         WriteEmbeddings(count, embeddings, sequenceLength * hidden);
         if (_timeIdsWidth > 0)
             WriteAddedConditioning(count);
+        _binding!.BindBatch();
 
         int unetRows = _guidance ? 2 * count : count;
         int half = count * len;
@@ -196,7 +209,7 @@ internal sealed class LatentDenoiser : IDisposable
                 _sample.Write(sampleIn);
             _timestep!.Fill(t);
 
-            _unet.Run(null, _inputNames, _inputs, _outputNames, _outputs);
+            _binding.Run();
 
             Span<float> prediction = _output!.ElementType == TensorElementType.Float ? _output.FloatSpan : _prediction.AsSpan(0, unetRows * len);
             if (_output.ElementType != TensorElementType.Float)
@@ -320,15 +333,16 @@ internal sealed class LatentDenoiser : IDisposable
         long[] timestepShape = _timestepRank == 0 ? Array.Empty<long>() : new long[] { _timestepStaticDim == 1 ? 1 : unetRows };
         _timestep = new TensorBuffer(_timestepType, timestepShape);
         _embeddings = new TensorBuffer(_unet.Input("encoder_hidden_states").ElementDataType, new long[] { unetRows, sequenceLength, _model.Info.HiddenSize });
-        _output = new TensorBuffer(_unet.Output(_outputNames[0]).ElementDataType, sampleShape);
-        _inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value };
+        _output = new TensorBuffer(_unet.Output(_outputName).ElementDataType, sampleShape);
+        var inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value };
         if (_timeIdsWidth > 0)
         {
             _textEmbeds = new TensorBuffer(_unet.Input("text_embeds").ElementDataType, new long[] { unetRows, _pooledSize });
             _timeIds = new TensorBuffer(_unet.Input("time_ids").ElementDataType, new long[] { unetRows, _timeIdsWidth });
-            _inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value, _textEmbeds.Value, _timeIds.Value };
+            inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value, _textEmbeds.Value, _timeIds.Value };
         }
-        _outputs = new[] { _output.Value };
+        // sample (0) and timestep (1) change every step; the rest once per batch.
+        _binding = new UnetBinding(_unet, _inputNames, inputs, _outputName, _output.Value, s_perStepInputs, _settings.CopyUnetInputsPerStep);
         int total = unetRows * LatentLength;
         if (_sample.ElementType != TensorElementType.Float)
             _scaled = new float[_sample.Length];
@@ -340,8 +354,12 @@ internal sealed class LatentDenoiser : IDisposable
         _sequence = sequenceLength;
     }
 
+    private static readonly int[] s_perStepInputs = { 0, 1 };
+
     private void DisposeBuffers()
     {
+        _binding?.Dispose();
+        _binding = null;
         _sample?.Dispose();
         _timestep?.Dispose();
         _embeddings?.Dispose();

@@ -133,13 +133,7 @@ public sealed class EncodeImageTests
         var direct = Encode(model, Rows(ml, 64), new EncodeImageOptions { Width = 64, Height = 64 });
         for (int r = 0; r < s_items.Length; r++)
         {
-            double diff = 0, norm = 0;
-            for (int k = 0; k < direct[r].Length; k++)
-            {
-                diff += Math.Pow(resized[r][k] - direct[r][k], 2);
-                norm += Math.Pow(direct[r][k], 2);
-            }
-            double relative = Math.Sqrt(diff / norm);
+            double relative = ImageChecks.RelativeL2(resized[r], direct[r]);
             Console.WriteLine($"{s_items[r].Prompt}: relative latent difference {relative:F4}");
             Assert.IsTrue(relative < 0.1, $"{s_items[r].Prompt}: relative difference {relative}");
         }

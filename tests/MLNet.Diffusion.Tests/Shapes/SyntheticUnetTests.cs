@@ -9,6 +9,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
 
 namespace MLNet.Diffusion.Tests.Shapes;
 
@@ -90,13 +91,7 @@ public sealed class SyntheticUnetTests
             using var session32 = new InferenceSession(Path.Combine(dir32, "model.onnx"));
             var full = Run(session32, sample, new[] { 981f, 981f }, context);
             var half = RunHalf(session, sample, new[] { 981f, 981f }, context);
-            double err = 0, norm = 0;
-            for (int i = 0; i < full.Length; i++)
-            {
-                err += Math.Pow(half[i] - full[i], 2);
-                norm += (double)full[i] * full[i];
-            }
-            double relative = Math.Sqrt(err / norm);
+            double relative = ImageChecks.RelativeL2(half, full);
             Console.WriteLine($"float16 vs float32 output: relative L2 error {relative:E2}");
             Assert.IsTrue(half.All(float.IsFinite), "non-finite float16 output");
             Assert.IsTrue(relative < 0.02, $"relative error {relative}");

@@ -4,9 +4,24 @@ using MLNet.Diffusion.Shapes;
 
 namespace MLNet.Diffusion.Tests.TestSupport;
 
-/// <summary>Reads what a generated Shapes image shows: the mean colour inside and outside a shape's region.</summary>
+/// <summary>Reads what a generated Shapes image shows (the mean colour inside and outside a shape's region) and compares results.</summary>
 internal static class ImageChecks
 {
+    /// <summary>‖actual − expected‖₂ / ‖expected‖₂, accumulated in double.</summary>
+    public static double RelativeL2(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
+    {
+        if (actual.Length != expected.Length)
+            throw new ArgumentException($"Lengths differ: {actual.Length} and {expected.Length}.", nameof(actual));
+        double err = 0, norm = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double d = (double)actual[i] - expected[i];
+            err += d * d;
+            norm += (double)expected[i] * expected[i];
+        }
+        return Math.Sqrt(err / norm);
+    }
+
     /// <summary>Mean RGB of the pixels well inside (<c>inside</c>) and well outside the shape at a position, eroded by <paramref name="margin"/> pixels.</summary>
     public static (double[] Inside, double[] Outside) RegionMeans(MLImage image, ShapeKind shape, ShapePosition position, int margin)
     {
