@@ -361,7 +361,7 @@ internal static class PipelineHarness
         md.AppendLine("### Managed allocations per denoising step (steady state)");
         md.AppendLine();
         md.AppendLine($"`GC.GetAllocatedBytesForCurrentThread()` around the steps of LatentDenoiser's second run ({o.Size}×{o.Size}, {o.Steps} steps, guidance, the stage's channel), "
-            + "and around each part alone on the same shapes (averaged over the step count). Schedulers: a fresh clone per pass as LatentDenoiser makes per batch; second pass measured.");
+            + "and around each part alone on the same shapes (averaged over the step count). Schedulers: a fresh clone per pass, as LatentDenoiser makes one per cursor (then reused for its batches: SetTimesteps resets it); second pass measured.");
         md.AppendLine();
         md.AppendLine("| N | whole step: median bytes (min–max over steps 2…" + o.Steps + ") | part | bytes per call |");
         md.AppendLine("|---|---|---|---|");
@@ -385,7 +385,7 @@ internal static class PipelineHarness
         }
         md.AppendLine();
         md.AppendLine($"Scheduler ScaleModelInput + Step: largest bytes of one step from step {StepAllocations.SteadyFrom + 1} on (target 0), and in parentheses the total of steps 1…{StepAllocations.SteadyFrom} "
-            + "(scratch buffers and multistep history, allocated once per scheduler clone, i.e. once per batch):");
+            + "(scratch buffers and multistep history, allocated once per scheduler clone, i.e. once per cursor):");
         md.AppendLine();
         foreach (string line in schedulerLines)
             md.AppendLine(line);

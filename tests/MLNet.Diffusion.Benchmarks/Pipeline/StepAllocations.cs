@@ -62,13 +62,15 @@ internal static class StepAllocations
         new GaussianNoise(3).NextGaussian(prediction);
         var guided = new float[rows * len];
         LatentDenoiser.CombineGuidance(prediction, 7.5f, guided);
-        parts.Add(("guidance combine ε_u + g·(ε_c − ε_u)", PerCall(steps, () => LatentDenoiser.CombineGuidance(prediction, 7.5f, guided))));
+        parts.Add(("guidance combine ε_u + g·(ε_c − ε_u) with the finite check, one pass (GuidanceMath)", PerCall(steps, () => LatentDenoiser.CombineGuidance(prediction, 7.5f, guided))));
         LatentDenoiser.CheckFinite(guided, rows, len, 0, 0, 1f);
-        parts.Add(("finite check (per-row sums)", PerCall(steps, () => LatentDenoiser.CheckFinite(guided, rows, len, 0, 0, 1f))));
+        parts.Add(("finite check alone (unguided steps, final latents)", PerCall(steps, () => LatentDenoiser.CheckFinite(guided, rows, len, 0, 0, 1f))));
 
         using (var unet = new UnetCall(sd, rows, size, embeddings))
         {
             unet.Run();
+            unet.RunBound();
+            parts.Add(("UNet call through the IO binding (UnetBinding.Run, as LatentDenoiser makes it)", PerCall(steps, unet.RunBound)));
             parts.Add(("UNet call (OnnxComponent.Run → InferenceSession.Run, OrtValues)", PerCall(steps, unet.Run)));
             parts.Add(("UNet call, raw InferenceSession.Run (same OrtValues)", PerCall(steps, unet.RunRaw)));
         }
@@ -156,7 +158,13 @@ internal static class StepAllocations
             _output = new TensorBuffer(_unet.Output(_out[0]).ElementDataType, shape);
             _inputs = new[] { _sample.Value, _timestep.Value, _states.Value };
             _outputs = new[] { _output.Value };
+            _binding = new UnetBinding(_unet, _in, _inputs, _out[0], _output.Value, new[] { 0, 1 });
+            _binding.BindBatch();
         }
+
+        private readonly UnetBinding _binding;
+
+        public void RunBound() => _binding.Run();
 
         public void Run() => _unet.Run(null, _in, _inputs, _out, _outputs);
 
@@ -164,6 +172,7 @@ internal static class StepAllocations
 
         public void Dispose()
         {
+            _binding.Dispose();
             _sample.Dispose();
             _timestep.Dispose();
             _states.Dispose();
