@@ -407,10 +407,12 @@ internal static class PipelineHarness
             + "allocated = `GC.GetTotalAllocatedBytes` during the pass; committed = `GC.GetGCMemoryInfo().TotalCommittedBytes` (as of the last GC). "
             + "Runs: default GC settings; the gen0 budget capped at 4 MiB (`DOTNET_GCgen0size=0x400000`), which separates garbage not yet "
             + "collected from memory that is kept; and, as a diagnosis of pass 1, tiered compilation off (`DOTNET_TieredCompilation=0`, "
-            + "every method compiled once, fully optimised).");
+            + "every method compiled once, fully optimised). The leak check: the managed heap that survives a full blocking collection "
+            + "(`GC.GetTotalMemory(forceFullCollection: true)`) after batch 1 and at the end of the pass — memory the pipeline keeps, as opposed "
+            + "to garbage not collected yet — and the working set right after that final collection.");
         md.AppendLine();
-        md.AppendLine("| run | pass | images | seconds | WS after batch 1 MiB | max WS after a batch MiB | growth MiB | WS at end MiB | peak WS MiB | allocated MiB | committed after batch 1 / end MiB | gen0/1/2 GCs in the pass |");
-        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        md.AppendLine("| run | pass | images | seconds | WS after batch 1 MiB | max WS after a batch MiB | growth MiB | WS at end MiB | peak WS MiB | allocated MiB | committed after batch 1 / end MiB | gen0/1/2 GCs in the pass (with the forced one after batch 1) | retained after full GC: batch 1 / end KiB | retained growth KiB | WS after the final full GC MiB |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         var traces = new List<string>();
         foreach (var (label, variable, value) in new[]
         {
@@ -439,7 +441,7 @@ internal static class PipelineHarness
             foreach (string result in results)
             {
                 var f = result.Substring(7).Split(' ').Select(kv => kv.Split('=')).ToDictionary(kv => kv[0], kv => kv[1]);
-                md.AppendLine($"| {label} | {f["pass"]} | {f["images"]} | {f["seconds"]} | {f["ws1"]} | {f["wsmax"]} | {f["growth"]} | {f["wsend"]} | {f["peak"]} | {f["allocated"]} | {f["committed1"]} / {f["committed"]} | {f["gcs"]} |");
+                md.AppendLine($"| {label} | {f["pass"]} | {f["images"]} | {f["seconds"]} | {f["ws1"]} | {f["wsmax"]} | {f["growth"]} | {f["wsend"]} | {f["peak"]} | {f["allocated"]} | {f["committed1"]} / {f["committed"]} | {f["gcs"]} | {f["retained1"]} / {f["retained"]} | {f["retainedgrowth"]} | {f["wsgc"]} |");
                 traces.Add($"- {label}, pass {f["pass"]}: " + f["trace"].Replace(",", ", ", StringComparison.Ordinal));
             }
         }
@@ -470,10 +472,11 @@ internal static class PipelineHarness
         using var rss = new ResidentSetReader();
         long Ws() => rss.Read();
         static string Mib(long bytes) => (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
+        static string Kib(long bytes) => (bytes / 1024.0).ToString("F0", CultureInfo.InvariantCulture);
         foreach (string pass in new[] { "1 (cold)", "2", "3" })
         {
             var trace = new List<long>();
-            long committed1 = 0;
+            long committed1 = 0, retained1 = 0;
             int[] gcs0 = { GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2) };
             long allocated0 = GC.GetTotalAllocatedBytes(precise: true);
             var sw = Stopwatch.StartNew();
@@ -484,17 +487,24 @@ internal static class PipelineHarness
                     trace.Add(Ws());
                 }
                 if (row == batch)
+                {
                     committed1 = GC.GetGCMemoryInfo().TotalCommittedBytes;
+                    retained1 = GC.GetTotalMemory(forceFullCollection: true);
+                }
             });
             double seconds = sw.Elapsed.TotalSeconds;
             long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated0;
             long end = Ws();
-            self.Refresh();
+            // The pass's collections, the leak check's forced one after batch 1 included (a gen2, counted in all three).
             string gcs = $"{GC.CollectionCount(0) - gcs0[0]}/{GC.CollectionCount(1) - gcs0[1]}/{GC.CollectionCount(2) - gcs0[2]}";
+            long retainedEnd = GC.GetTotalMemory(forceFullCollection: true);
+            long wsAfterGc = Ws();
+            self.Refresh();
             // Every 5th sample keeps the line short; the first and last are always there.
             var shown = trace.Where((_, i) => i % 5 == 0 || i == trace.Count - 1).Select(Mib);
             Console.WriteLine($"MEMORY pass={pass.Replace(" ", "\u00a0", StringComparison.Ordinal)} images={n} seconds={seconds.ToString("F1", CultureInfo.InvariantCulture)} ws1={Mib(trace[0])} wsmax={Mib(trace.Max())} "
                 + $"growth={Mib(trace.Max() - trace[0])} wsend={Mib(end)} peak={Mib(self.PeakWorkingSet64)} allocated={Mib(allocated)} committed1={Mib(committed1)} "
+                + $"retained1={Kib(retained1)} retained={Kib(retainedEnd)} retainedgrowth={Kib(retainedEnd - retained1)} wsgc={Mib(wsAfterGc)} "
                 + $"committed={Mib(GC.GetGCMemoryInfo().TotalCommittedBytes)} gcs={gcs} trace={string.Join(",", shown)}");
         }
         return 0;
