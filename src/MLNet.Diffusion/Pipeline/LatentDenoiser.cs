@@ -270,13 +270,7 @@ internal sealed class LatentDenoiser : IDisposable
         noise.CopyTo(_noise);
     }
 
-    /// <summary>
-    /// Classifier-free guidance on a 2N batch: rows [0, n) of <paramref name="prediction"/> are unconditional, [n, 2n)
-    /// conditional; writes ε = ε_u + g·(ε_c − ε_u) into <paramref name="guided"/> (half the prediction's length).
-    /// </summary>
-    internal static void CombineGuidance(ReadOnlySpan<float> prediction, float guidanceScale, Span<float> guided) =>
-        GuidanceMath.Combine(prediction, guidanceScale, guided, 1, guided.Length);
-
+    /// <summary>Throws, naming the row, step and timestep, when a row of <paramref name="values"/> holds a NaN or an infinity.</summary>
     internal static void CheckFinite(ReadOnlySpan<float> values, int count, int len, long firstRow, int step, float t)
     {
         int bad = GuidanceMath.FirstNonFiniteRow(values, count, len);

@@ -61,8 +61,8 @@ internal static class StepAllocations
         var prediction = new float[2 * rows * len];
         new GaussianNoise(3).NextGaussian(prediction);
         var guided = new float[rows * len];
-        LatentDenoiser.CombineGuidance(prediction, 7.5f, guided);
-        parts.Add(("guidance combine ε_u + g·(ε_c − ε_u) with the finite check, one pass (GuidanceMath)", PerCall(steps, () => LatentDenoiser.CombineGuidance(prediction, 7.5f, guided))));
+        GuidanceMath.Combine(prediction, 7.5f, guided, rows, len);
+        parts.Add(("guidance combine ε_u + g·(ε_c − ε_u) with the finite check, one pass (GuidanceMath)", PerCall(steps, () => GuidanceMath.Combine(prediction, 7.5f, guided, rows, len))));
         LatentDenoiser.CheckFinite(guided, rows, len, 0, 0, 1f);
         parts.Add(("finite check alone (unguided steps, final latents)", PerCall(steps, () => LatentDenoiser.CheckFinite(guided, rows, len, 0, 0, 1f))));
 
