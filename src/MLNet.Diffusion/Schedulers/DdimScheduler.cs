@@ -73,13 +73,12 @@ public sealed class DdimScheduler : DiffusionScheduler
         float alphaProdPrev = prevT >= 0 ? ac[prevT] : FinalAlphaCumprod;
         float betaProdT = 1f - alphaProdT;
 
-        float variance = GetVariance(t, prevT);
         if (_eta == 0 && !Config.ClipSample && Config.PredictionType == "epsilon")
         {
             // The common case (SD's DDIM: ε-prediction, no clipping, η = 0) in one pass over memory, with the same float32
             // operations per element as the span form below: x̂₀ = (x − √(1−ᾱ)·ε) / √ᾱ; x = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev)·ε.
             StepEpsilon(modelOutput, sample, predictedOriginalSample, MathF.Sqrt(alphaProdT), MathF.Sqrt(betaProdT),
-                MathF.Sqrt(alphaProdPrev), MathF.Sqrt(1f - alphaProdPrev - 0f * 0f));
+                MathF.Sqrt(alphaProdPrev), MathF.Sqrt(1f - alphaProdPrev)); // σ_t = η·… = 0
             return;
         }
         Span<float> x0 = predictedOriginalSample.Length == n ? predictedOriginalSample : Ensure(ref _x0, n);
@@ -87,6 +86,7 @@ public sealed class DdimScheduler : DiffusionScheduler
         PredictionMath.OriginalAndEpsilon(Config.PredictionType, modelOutput, sample, MathF.Sqrt(alphaProdT), MathF.Sqrt(betaProdT), x0, eps);
         PredictionMath.Clip(Config, x0);
 
+        float variance = GetVariance(t, prevT);
         float stdDev = _eta * MathF.Sqrt(variance);
         // x_{t−1} = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev − σ_t²)·ε̂ (+ σ_t·z)   (eq. 12)
         float dirCoeff = MathF.Sqrt(1f - alphaProdPrev - stdDev * stdDev);
