@@ -88,61 +88,36 @@ internal sealed class OnnxComponent : IDisposable
     public void Run(RunOptions? runOptions, IReadOnlyCollection<string> inputNames, IReadOnlyCollection<OrtValue> inputs,
         IReadOnlyCollection<string> outputNames, IReadOnlyCollection<OrtValue> outputs)
     {
-        Enter();
-        try
-        {
-            _session.Run(runOptions ?? s_defaultRunOptions, inputNames, inputs, outputNames, outputs);
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _inFlight);
-        }
+        using var scope = Enter();
+        _session.Run(runOptions ?? s_defaultRunOptions, inputNames, inputs, outputNames, outputs);
     }
 
     public IDisposableReadOnlyCollection<OrtValue> Run(RunOptions? runOptions, IReadOnlyCollection<string> inputNames,
         IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<string> outputNames)
     {
-        Enter();
-        try
-        {
-            return _session.Run(runOptions ?? s_defaultRunOptions, inputNames, inputs, outputNames);
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _inFlight);
-        }
+        using var scope = Enter();
+        return _session.Run(runOptions ?? s_defaultRunOptions, inputNames, inputs, outputNames);
     }
 
     /// <summary>An IO binding on this session (<see cref="UnetBinding"/>); the caller disposes it.</summary>
     public OrtIoBinding CreateIoBinding()
     {
-        Enter(countRun: false);
-        try
-        {
-            return _session.CreateIoBinding();
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _inFlight);
-        }
+        using var scope = Enter(countRun: false);
+        return _session.CreateIoBinding();
     }
 
     /// <summary>Runs the model on bound inputs and outputs (counted like <see cref="Run(RunOptions?, IReadOnlyCollection{string}, IReadOnlyCollection{OrtValue}, IReadOnlyCollection{string}, IReadOnlyCollection{OrtValue})"/>).</summary>
     public void RunWithBinding(OrtIoBinding binding, RunOptions? runOptions = null)
     {
-        Enter();
-        try
-        {
-            _session.RunWithBinding(runOptions ?? s_defaultRunOptions, binding);
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _inFlight);
-        }
+        using var scope = Enter();
+        _session.RunWithBinding(runOptions ?? s_defaultRunOptions, binding);
     }
 
-    /// <summary>Counts a run in flight so that <see cref="Dispose"/> never frees the session under a running call (a native crash otherwise).</summary>
-    private void Enter(bool countRun = true)
+    /// <summary>
+    /// Counts a call in flight until the returned scope is disposed, so that <see cref="Dispose"/> never frees the
+    /// session under a running call (a native crash otherwise). A struct: no allocation per UNet step.
+    /// </summary>
+    private InFlightScope Enter(bool countRun = true)
     {
         Interlocked.Increment(ref _inFlight);
         if (_disposed)
@@ -152,6 +127,16 @@ internal sealed class OnnxComponent : IDisposable
         }
         if (countRun)
             Interlocked.Increment(ref _runCount);
+        return new InFlightScope(this);
+    }
+
+    private readonly struct InFlightScope : IDisposable
+    {
+        private readonly OnnxComponent _component;
+
+        public InFlightScope(OnnxComponent component) => _component = component;
+
+        public void Dispose() => Interlocked.Decrement(ref _component._inFlight);
     }
 
     private static readonly RunOptions s_defaultRunOptions = new();
