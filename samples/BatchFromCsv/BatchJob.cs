@@ -41,7 +41,7 @@ internal static class BatchJob
         var ml = model.MLContext;
         var data = ml.Data.LoadFromTextFile<PromptRow>(s.Input, separatorChar: ',', hasHeader: true, allowQuoting: true, trimWhitespace: true);
         var pipeline = ml.Transforms.EncodePrompt(model, "Embeddings", nameof(PromptRow.Prompt), nameof(PromptRow.NegativePrompt))
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions
             {
                 Steps = s.Steps,
                 GuidanceScale = s.Guidance,

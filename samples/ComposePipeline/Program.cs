@@ -56,7 +56,7 @@ public static class Program
                 new PromptRow { Prompt = "a yellow triangle on a green background", Seed = 3 },
             });
             var pipeline = ml.Transforms.EncodePrompt(sd, "Embeddings", nameof(PromptRow.Prompt))
-                .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions { Width = 256, Height = 256, SeedColumnName = nameof(PromptRow.Seed) }))
+                .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 256, Height = 256, SeedColumnName = nameof(PromptRow.Seed) }))
                 .Append(ml.Transforms.DecodeLatents(sd, "Image", "Latents"))
                 .Append(ml.Transforms.ResizeImages("Thumb", thumb, thumb, "Image"))
                 .Append(ml.Transforms.ExtractPixels("Pixels", "Thumb"))                    // planar R, G, B floats in [0, 255]

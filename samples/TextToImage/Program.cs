@@ -109,7 +109,7 @@ public static class Program
         var data = ml.Data.LoadFromEnumerable(rows);
 
         var progress = new ProgressBar(a.Count);
-        var options = new DenoiseOptions
+        var options = new DenoiseLatentsOptions
         {
             Steps = a.Steps,
             GuidanceScale = a.Guidance,

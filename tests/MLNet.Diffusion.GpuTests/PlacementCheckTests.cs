@@ -24,7 +24,7 @@ public sealed class PlacementCheckTests
         var ml = sd.MLContext;
         var data = ml.Data.LoadFromEnumerable(new[] { new Row { Prompt = "a red circle on a blue background" } });
         var latents = ml.Transforms.EncodePrompt(sd, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 2 }))
+            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 2 }))
             .Fit(data).Transform(data).GetColumn<VBuffer<float>>("Latents").ToArray();
         Assert.AreEqual(1, latents.Length);
 

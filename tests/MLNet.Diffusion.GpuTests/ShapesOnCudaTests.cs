@@ -107,7 +107,7 @@ public sealed class ShapesOnCudaTests
         var ml = sd.MLContext;
         var data = ml.Data.LoadFromEnumerable(items.Select((it, i) => new Row { Prompt = it.Prompt, Seed = 500 + i }).ToArray());
         var view = ml.Transforms.EncodePrompt(sd, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions { Width = Size, Height = Size, Steps = steps, SeedColumnName = "Seed" }))
+            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = Size, Height = Size, Steps = steps, SeedColumnName = "Seed" }))
             .Append(ml.Transforms.DecodeLatents(sd, "Image", "Latents"))
             .Fit(data).Transform(data);
         var latents = new List<float[]>();

@@ -63,7 +63,7 @@ public sealed class SyntheticUnetOnCudaTests
         var ml = sd.MLContext;
         var data = ml.Data.LoadFromEnumerable(new[] { new Row { Prompt = "a red circle" }, new Row { Prompt = "a blue square" } });
         var view = ml.Transforms.EncodePrompt(sd, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions { Width = 8 * Latent, Height = 8 * Latent, Steps = 3 }))
+            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 8 * Latent, Height = 8 * Latent, Steps = 3 }))
             .Append(ml.Transforms.DecodeLatents(sd, "Image", "Latents"))
             .Fit(data).Transform(data);
         foreach (var latents in view.GetColumn<VBuffer<float>>("Latents"))

@@ -55,10 +55,10 @@ public static class DiffusionCatalog
     /// <param name="inputColumnName">Name of the embeddings column (EncodePrompt's output); defaults to "Embeddings".</param>
     /// <param name="options">Steps, guidance, size, scheduler, seeds, batching, progress; defaults when null.</param>
     public static LatentDenoisingEstimator DenoiseLatents(this TransformsCatalog catalog, StableDiffusionModel model,
-        string outputColumnName = "Latents", string inputColumnName = "Embeddings", DenoiseOptions? options = null)
+        string outputColumnName = "Latents", string inputColumnName = "Embeddings", DenoiseLatentsOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(catalog);
-        return new LatentDenoisingEstimator(model, outputColumnName, inputColumnName, options ?? new DenoiseOptions());
+        return new LatentDenoisingEstimator(model, outputColumnName, inputColumnName, options ?? new DenoiseLatentsOptions());
     }
 
     /// <summary>
@@ -80,7 +80,7 @@ public static class DiffusionCatalog
     /// <summary>
     /// Create an <see cref="ImageEncodingEstimator"/>, which encodes an <see cref="Microsoft.ML.Data.MLImage"/> column with the
     /// VAE encoder into a latents column [C, H/f, W/f] scaled by the VAE scaling factor: the initial latents of
-    /// image-to-image (<see cref="DenoiseOptions.InitialLatentsColumnName"/>), and what DecodeLatents reads.
+    /// image-to-image (<see cref="DenoiseLatentsOptions.InitialLatentsColumnName"/>), and what DecodeLatents reads.
     /// </summary>
     /// <param name="catalog">The transform catalog.</param>
     /// <param name="model">The loaded model; its folder must have vae_encoder/.</param>
@@ -99,7 +99,7 @@ public static class DiffusionCatalog
     /// Create an <see cref="InpaintingPreparationEstimator"/>, which turns an image column and a mask column
     /// (<see cref="Microsoft.ML.Data.MLImage"/>s of the same size, white = repaint) into a latent mask [1, H/f, W/f] and
     /// the masked image's latents [C, H/f, W/f]: what DenoiseLatents inpaints with
-    /// (<see cref="DenoiseOptions.MaskColumnName"/>, <see cref="DenoiseOptions.MaskedImageLatentsColumnName"/>).
+    /// (<see cref="DenoiseLatentsOptions.MaskColumnName"/>, <see cref="DenoiseLatentsOptions.MaskedImageLatentsColumnName"/>).
     /// </summary>
     /// <param name="catalog">The transform catalog.</param>
     /// <param name="model">The loaded model; its folder must have vae_encoder/ unless the masked-image latents are not asked for.</param>
@@ -147,7 +147,7 @@ public static class DiffusionCatalog
     /// <param name="inputColumnName">Name of the clean column x₀ (a float vector, e.g. EncodeImage's latents).</param>
     /// <param name="options">The timestep (fixed or per row), seeds, and the optional noise output.</param>
     public static DiffusionNoisingEstimator AddDiffusionNoise(this TransformsCatalog catalog, StableDiffusionModel model,
-        string outputColumnName, string inputColumnName, AddNoiseOptions options)
+        string outputColumnName, string inputColumnName, AddDiffusionNoiseOptions options)
     {
         ArgumentNullException.ThrowIfNull(catalog);
         return new DiffusionNoisingEstimator(model, outputColumnName, inputColumnName, options);

@@ -20,7 +20,7 @@ public sealed class OutpaintOptions
 {
     /// <summary>
     /// How the new border is filled; default <see cref="OutpaintFill.Edge"/>. The fill is what image-to-image starts from
-    /// in the border (it matters when <see cref="DenoiseOptions"/>' strength is below 1); an inpainting UNet never sees it,
+    /// in the border (it matters when <see cref="DenoiseLatentsOptions"/>' strength is below 1); an inpainting UNet never sees it,
     /// because the masked image is gray wherever the mask repaints.
     /// </summary>
     public OutpaintFill Fill { get; init; } = OutpaintFill.Edge;
@@ -94,7 +94,7 @@ public sealed class OutpaintCanvas : IDisposable
 /// </summary>
 public static class Outpainting
 {
-    /// <summary>Largest canvas side, in pixels (as <see cref="DenoiseOptions"/> accepts).</summary>
+    /// <summary>Largest canvas side, in pixels (as <see cref="DenoiseLatentsOptions"/> accepts).</summary>
     public const int MaxCanvasSize = 8192;
 
     /// <summary>

@@ -8,13 +8,13 @@ using MLNet.Diffusion.Pipeline;
 namespace MLNet.Diffusion.Transforms;
 
 /// <summary>
-/// DenoiseLatents' inpainting inputs (<see cref="DenoiseOptions.MaskColumnName"/>, and for inpainting UNets
-/// <see cref="DenoiseOptions.MaskedImageLatentsColumnName"/>): their schema checks, and per cursor the rows' values
+/// DenoiseLatents' inpainting inputs (<see cref="DenoiseLatentsOptions.MaskColumnName"/>, and for inpainting UNets
+/// <see cref="DenoiseLatentsOptions.MaskedImageLatentsColumnName"/>): their schema checks, and per cursor the rows' values
 /// gathered into an <see cref="InpaintingConditioning"/> for each run of the loop.
 /// </summary>
 internal sealed class DenoisingInpaintingColumns
 {
-    private readonly DenoiseOptions _options;
+    private readonly DenoiseLatentsOptions _options;
     private readonly ValueGetter<VBuffer<float>> _maskGetter;
     private readonly ValueGetter<VBuffer<float>>? _maskedGetter;
     private readonly float[][] _masks;
@@ -23,7 +23,7 @@ internal sealed class DenoisingInpaintingColumns
     private readonly int _latentLength;
     private VBuffer<float> _buffer;
 
-    private DenoisingInpaintingColumns(ModelInfo info, DenoiseOptions options, DataViewRow input, int batchSize)
+    private DenoisingInpaintingColumns(ModelInfo info, DenoiseLatentsOptions options, DataViewRow input, int batchSize)
     {
         _options = options;
         int f = info.VaeSpatialFactor;
@@ -41,11 +41,11 @@ internal sealed class DenoisingInpaintingColumns
     public InpaintingConditioning Conditioning { get; }
 
     /// <summary>The columns for a cursor, or null when the stage does not inpaint.</summary>
-    public static DenoisingInpaintingColumns? Create(ModelInfo info, DenoiseOptions options, DataViewRow input, int batchSize) =>
+    public static DenoisingInpaintingColumns? Create(ModelInfo info, DenoiseLatentsOptions options, DataViewRow input, int batchSize) =>
         options.MaskColumnName is null ? null : new DenoisingInpaintingColumns(info, options, input, batchSize);
 
     /// <summary>The inpainting columns the stage reads (the masked-image latents only for an inpainting UNet).</summary>
-    public static void AddInputColumnNames(ModelInfo info, DenoiseOptions options, List<string> names)
+    public static void AddInputColumnNames(ModelInfo info, DenoiseLatentsOptions options, List<string> names)
     {
         if (options.MaskColumnName is { } m)
             names.Add(m);
@@ -54,7 +54,7 @@ internal sealed class DenoisingInpaintingColumns
     }
 
     /// <summary>Checks the inpainting columns' presence and sizes; throws naming the column.</summary>
-    public static void ValidateSchema(ModelInfo info, DenoiseOptions options, DataViewSchema schema, string latentShape)
+    public static void ValidateSchema(ModelInfo info, DenoiseLatentsOptions options, DataViewSchema schema, string latentShape)
     {
         int f = info.VaeSpatialFactor, h = options.Height / f, w = options.Width / f;
         if (options.MaskColumnName is { } m)
@@ -64,7 +64,7 @@ internal sealed class DenoisingInpaintingColumns
     }
 
     /// <summary>Checks the inpainting columns of a <see cref="SchemaShape"/>.</summary>
-    public static void ValidateShape(ModelInfo info, DenoiseOptions options, SchemaShape shape)
+    public static void ValidateShape(ModelInfo info, DenoiseLatentsOptions options, SchemaShape shape)
     {
         if (options.MaskColumnName is { } m)
             ColumnChecks.Require(shape, m, "Vector<Single> latent mask (PrepareInpainting's output)", ColumnChecks.IsFloatVector);

@@ -8,7 +8,7 @@ using MLNet.Diffusion.Transforms;
 namespace MLNet.Diffusion;
 
 /// <summary>Settings of the AddDiffusionNoise stage. Set exactly one of <see cref="Timestep"/> and <see cref="TimestepColumnName"/>.</summary>
-public sealed class AddNoiseOptions
+public sealed class AddDiffusionNoiseOptions
 {
     /// <summary>The training timestep t in [0, T − 1] (T = the scheduler's <c>num_train_timesteps</c>) for every row.</summary>
     public int? Timestep { get; init; }
@@ -50,7 +50,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
 {
     private readonly NoiseSchedule _schedule;
 
-    internal DiffusionNoisingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, AddNoiseOptions options)
+    internal DiffusionNoisingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, AddDiffusionNoiseOptions options)
         : base(model, "AddDiffusionNoise")
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(outputColumnName);
@@ -72,7 +72,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
     public string InputColumnName { get; }
 
     /// <summary>The stage's settings.</summary>
-    public AddNoiseOptions Options { get; }
+    public AddDiffusionNoiseOptions Options { get; }
 
     /// <summary>Rows are independent and cheap: one at a time.</summary>
     internal override int BatchSize => 1;
@@ -210,7 +210,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
 /// </remarks>
 public sealed class DiffusionNoisingEstimator : DiffusionEstimator<DiffusionNoisingTransformer>
 {
-    internal DiffusionNoisingEstimator(StableDiffusionModel model, string outputColumnName, string inputColumnName, AddNoiseOptions options)
+    internal DiffusionNoisingEstimator(StableDiffusionModel model, string outputColumnName, string inputColumnName, AddDiffusionNoiseOptions options)
         : base(new DiffusionNoisingTransformer(model, outputColumnName, inputColumnName, options))
     {
     }

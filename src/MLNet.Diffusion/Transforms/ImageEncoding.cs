@@ -192,7 +192,7 @@ public sealed class ImageEncodingTransformer : DiffusionTransformer
 
 /// <summary>
 /// Create an <see cref="ImageEncodingEstimator"/>, which encodes images with the model's VAE encoder into scaled
-/// latents, the starting point of image-to-image (DenoiseLatents' <see cref="DenoiseOptions.InitialLatentsColumnName"/>).
+/// latents, the starting point of image-to-image (DenoiseLatents' <see cref="DenoiseLatentsOptions.InitialLatentsColumnName"/>).
 /// </summary>
 /// <remarks>
 /// <format type="text/markdown"><![CDATA[

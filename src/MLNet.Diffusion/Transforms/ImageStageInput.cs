@@ -43,8 +43,8 @@ internal sealed class ImageStageInput
     /// <summary>Checks the options every fixed-size image stage has: a size the VAE can encode and a known resize mode.</summary>
     public static void ValidateSize(ModelInfo info, int width, int height, ImageResizeMode resizeMode)
     {
-        DenoiseOptions.CheckSize("Width", width, info.VaeSpatialFactor);
-        DenoiseOptions.CheckSize("Height", height, info.VaeSpatialFactor);
+        DenoiseLatentsOptions.CheckSize("Width", width, info.VaeSpatialFactor);
+        DenoiseLatentsOptions.CheckSize("Height", height, info.VaeSpatialFactor);
         if (!Enum.IsDefined(resizeMode))
             throw new ArgumentOutOfRangeException("ResizeMode", resizeMode, "ResizeMode must be Stretch or None.");
     }

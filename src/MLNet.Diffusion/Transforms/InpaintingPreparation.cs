@@ -23,14 +23,14 @@ public sealed class PrepareInpaintingOptions
 
     /// <summary>
     /// Name of the latent mask output column: float vector [1, Height/f, Width/f] of 0 (keep) and 1 (repaint), for
-    /// <see cref="DenoiseOptions.MaskColumnName"/>.
+    /// <see cref="DenoiseLatentsOptions.MaskColumnName"/>.
     /// </summary>
     public string LatentMaskColumnName { get; init; } = "LatentMask";
 
     /// <summary>
     /// Name of the masked-image latents output column: float vector [C, Height/f, Width/f], the VAE encoding (× scaling
     /// factor) of the image with the repainted pixels set to mid gray (diffusers: <c>image · (mask &lt; 0.5)</c>), for
-    /// <see cref="DenoiseOptions.MaskedImageLatentsColumnName"/> (inpainting UNets). Null for none: ordinary UNets do not
+    /// <see cref="DenoiseLatentsOptions.MaskedImageLatentsColumnName"/> (inpainting UNets). Null for none: ordinary UNets do not
     /// use it. Computed only when a cursor reads it.
     /// </summary>
     public string? MaskedImageLatentsColumnName { get; init; } = "MaskedImageLatents";

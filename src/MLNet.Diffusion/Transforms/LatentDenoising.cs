@@ -11,7 +11,7 @@ using MLNet.Diffusion.Schedulers;
 namespace MLNet.Diffusion;
 
 /// <summary>Settings of the DenoiseLatents stage.</summary>
-public sealed class DenoiseOptions
+public sealed class DenoiseLatentsOptions
 {
     /// <summary>Number of denoising steps.</summary>
     public int Steps { get; init; } = 20;
@@ -257,7 +257,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
     private readonly float[] _timeIds = Array.Empty<float>();
     private readonly float[] _negativeTimeIds = Array.Empty<float>();
 
-    internal LatentDenoisingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseOptions options)
+    internal LatentDenoisingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseLatentsOptions options)
         : base(model, "DenoiseLatents")
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(outputColumnName);
@@ -290,7 +290,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
     public string InputColumnName { get; }
 
     /// <summary>The stage's settings.</summary>
-    public DenoiseOptions Options { get; }
+    public DenoiseLatentsOptions Options { get; }
 
     /// <summary>The name of the scheduler in use.</summary>
     public string SchedulerName => _scheduler.Name;
@@ -597,7 +597,7 @@ internal static class SeedReader
 /// </remarks>
 public sealed class LatentDenoisingEstimator : DiffusionEstimator<LatentDenoisingTransformer>
 {
-    internal LatentDenoisingEstimator(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseOptions options)
+    internal LatentDenoisingEstimator(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseLatentsOptions options)
         : base(new LatentDenoisingTransformer(model, outputColumnName, inputColumnName, options))
     {
     }

@@ -35,7 +35,7 @@ public enum DiffusionStageKind
 
 /// <summary>
 /// The configuration of one diffusion stage: its kind, column names and options, without the model. Runtime-only
-/// settings (<see cref="DenoiseOptions.Progress"/>, <see cref="DenoiseOptions.CancellationToken"/>) are not part of it.
+/// settings (<see cref="DenoiseLatentsOptions.Progress"/>, <see cref="DenoiseLatentsOptions.CancellationToken"/>) are not part of it.
 /// </summary>
 public sealed class DiffusionStageDefinition
 {
@@ -46,7 +46,7 @@ public sealed class DiffusionStageDefinition
     public EncodePromptOptions? EncodePromptOptions { get; init; }
 
     /// <summary>The options of a DenoiseLatents stage; null for other kinds. A null seed is saved resolved, so results repeat.</summary>
-    public DenoiseOptions? DenoiseOptions { get; init; }
+    public DenoiseLatentsOptions? DenoiseOptions { get; init; }
 
     /// <summary>The options of a DecodeLatents stage; null for other kinds.</summary>
     public DecodeLatentsOptions? DecodeLatentsOptions { get; init; }
@@ -55,7 +55,7 @@ public sealed class DiffusionStageDefinition
     public EncodeImageOptions? EncodeImageOptions { get; init; }
 
     /// <summary>The options of an AddDiffusionNoise stage; null for other kinds. A null seed is saved resolved, so results repeat.</summary>
-    public AddNoiseOptions? AddNoiseOptions { get; init; }
+    public AddDiffusionNoiseOptions? AddNoiseOptions { get; init; }
 
     /// <summary>The options of a PrepareInpainting stage (column names included); null for other kinds. A null seed is saved resolved.</summary>
     public PrepareInpaintingOptions? PrepareInpaintingOptions { get; init; }
@@ -244,7 +244,7 @@ public sealed class DiffusionStageDefinition
         }
     }
 
-    private static DenoiseOptions CopyPersistent(DenoiseOptions o, int? seed, IProgress<DenoiseProgress>? progress = null, CancellationToken cancellationToken = default,
+    private static DenoiseLatentsOptions CopyPersistent(DenoiseLatentsOptions o, int? seed, IProgress<DenoiseProgress>? progress = null, CancellationToken cancellationToken = default,
         string? seedColumn = null, string? noiseColumn = null, int? batchSize = null, string? pooledColumn = null,
         string? initialLatentsColumn = null, string? maskColumn = null, string? maskedLatentsColumn = null) => new()
     {
@@ -302,7 +302,7 @@ public sealed class DiffusionStageDefinition
         BatchSize = batchSize ?? o.BatchSize,
     };
 
-    private static AddNoiseOptions Copy(AddNoiseOptions o, int? seed, string? timestepColumn = null, string? seedColumn = null, string? noiseOutputColumn = null) => new()
+    private static AddDiffusionNoiseOptions Copy(AddDiffusionNoiseOptions o, int? seed, string? timestepColumn = null, string? seedColumn = null, string? noiseOutputColumn = null) => new()
     {
         Timestep = o.Timestep,
         TimestepColumnName = timestepColumn ?? o.TimestepColumnName,

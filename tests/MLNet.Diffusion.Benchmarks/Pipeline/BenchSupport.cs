@@ -54,7 +54,7 @@ internal static class BenchSupport
     public static ITransformer Generation(MLContext ml, StableDiffusionModel sd, IDataView data, int batch, int size, int steps,
         IProgress<DenoiseProgress>? progress = null) =>
         ml.Transforms.EncodePrompt(sd, new EncodePromptOptions { OutputColumnName = "Embeddings", InputColumnName = "Prompt", BatchSize = batch })
-            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions
+            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseLatentsOptions
             {
                 Steps = steps, GuidanceScale = 7.5f, Width = size, Height = size, SeedColumnName = "Seed", BatchSize = batch, Progress = progress,
             }))

@@ -462,7 +462,7 @@ internal static class PipelineHarness
         using var sd = StableDiffusionModel.Load(ml, ShapesModel.EnsureBuilt());
         var data = Rows(ml, images);
         var pipeline = ml.Transforms.EncodePrompt(sd, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions
+            .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseLatentsOptions
             {
                 Steps = steps, GuidanceScale = 7.5f, Width = size, Height = size, SeedColumnName = "Seed", BatchSize = batch,
             }))

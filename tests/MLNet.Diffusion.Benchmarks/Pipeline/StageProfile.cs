@@ -19,7 +19,7 @@ internal static class StageProfile
         var data = Rows(ml, n);
         var encode = ml.Transforms.EncodePrompt(sd, new EncodePromptOptions { OutputColumnName = "Embeddings", InputColumnName = "Prompt", BatchSize = n }).Fit(data);
         var embeddings = ml.Data.Cache(encode.Transform(data), "Embeddings");
-        var denoise = ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions
+        var denoise = ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseLatentsOptions
         {
             Steps = steps, GuidanceScale = 7.5f, Width = size, Height = size, SeedColumnName = "Seed", BatchSize = n,
         }).Fit(embeddings);

@@ -49,7 +49,7 @@ public sealed class AddDiffusionNoiseTests
         var ml = model.MLContext;
         var rows = Rows((1, 0), (2, 250), (3, 999), (4, 500));
         var data = ml.Data.LoadFromEnumerable(rows);
-        var view = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions { TimestepColumnName = "T", SeedColumnName = "Seed", NoiseOutputColumnName = "Noise" })
+        var view = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions { TimestepColumnName = "T", SeedColumnName = "Seed", NoiseOutputColumnName = "Noise" })
             .Fit(data).Transform(data);
         var noisy = view.GetColumn<VBuffer<float>>("Noisy").Select(v => v.DenseValues().ToArray()).ToArray();
         var noise = view.GetColumn<VBuffer<float>>("Noise").Select(v => v.DenseValues().ToArray()).ToArray();
@@ -80,7 +80,7 @@ public sealed class AddDiffusionNoiseTests
         foreach (int t in new[] { 0, 100, 500, 999 })
         {
             var data = ml.Data.LoadFromEnumerable(new[] { new VarRow { Clean = Enumerable.Repeat(c, n).ToArray() } });
-            var x = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions { Timestep = t, Seed = 1000 + t })
+            var x = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions { Timestep = t, Seed = 1000 + t })
                 .Fit(data).Transform(data).GetColumn<VBuffer<float>>("Noisy").Single().DenseValues().ToArray();
             double mean = x.Average(v => (double)v);
             double variance = x.Sum(v => (v - mean) * (v - mean)) / (n - 1);
@@ -96,7 +96,7 @@ public sealed class AddDiffusionNoiseTests
     {
         using var model = Load();
         var ml = model.MLContext;
-        var options = new AddNoiseOptions { Timestep = 10, NoiseOutputColumnName = "Noise" };
+        var options = new AddDiffusionNoiseOptions { Timestep = 10, NoiseOutputColumnName = "Noise" };
         var fixedData = ml.Data.LoadFromEnumerable(Rows((1, 1)));
         var fixedView = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", options).Fit(fixedData).Transform(fixedData);
         Assert.AreEqual(fixedData.Schema["Clean"].Type, fixedView.Schema["Noisy"].Type);
@@ -106,7 +106,7 @@ public sealed class AddDiffusionNoiseTests
         Assert.AreEqual(0, ((VectorDataViewType)varView.Schema["Noisy"].Type).Size);
         CollectionAssert.AreEqual(new[] { 3, 1 }, varView.GetColumn<VBuffer<float>>("Noisy").Select(v => v.Length).ToArray());
 
-        EstimatorConformance.Check(ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions { TimestepColumnName = "T", SeedColumnName = "Seed", NoiseOutputColumnName = "Noise" }),
+        EstimatorConformance.Check(ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions { TimestepColumnName = "T", SeedColumnName = "Seed", NoiseOutputColumnName = "Noise" }),
             ml.Data.LoadFromEnumerable(Rows((1, 1), (2, 2))), "Noisy", "Noise");
         EstimatorConformance.Check(ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", options), varData, "Noisy", "Noise");
     }
@@ -117,7 +117,7 @@ public sealed class AddDiffusionNoiseTests
         using var model = Load();
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(Rows((0, 0), (0, 0), (0, 0)));
-        var noise = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions { Timestep = 300, Seed = 77, NoiseOutputColumnName = "Noise" })
+        var noise = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions { Timestep = 300, Seed = 77, NoiseOutputColumnName = "Noise" })
             .Fit(data).Transform(data).GetColumn<VBuffer<float>>("Noise").Select(v => v.DenseValues().ToArray()).ToArray();
         for (int r = 0; r < 3; r++)
         {
@@ -132,26 +132,26 @@ public sealed class AddDiffusionNoiseTests
     {
         using var model = Load();
         var ml = model.MLContext;
-        var neither = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions()));
+        var neither = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions()));
         StringAssert.Contains(neither.Message, "TimestepColumnName");
-        var both = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions { Timestep = 3, TimestepColumnName = "T" }));
+        var both = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions { Timestep = 3, TimestepColumnName = "T" }));
         StringAssert.Contains(both.Message, "not both");
-        var range = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions { Timestep = 1000 }));
+        var range = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions { Timestep = 1000 }));
         Assert.AreEqual("Timestep", range.ParamName);
         StringAssert.Contains(range.Message, "[0, 999]");
 
         var data = ml.Data.LoadFromEnumerable(Rows((1, 5), (2, 1000)));
-        var view = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions { TimestepColumnName = "T" }).Fit(data).Transform(data);
+        var view = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions { TimestepColumnName = "T" }).Fit(data).Transform(data);
         var e = Assert.ThrowsExactly<InvalidOperationException>(() => view.GetColumn<VBuffer<float>>("Noisy").ToArray());
         StringAssert.Contains(e.Message, "Row 1");
         StringAssert.Contains(e.Message, "1000");
         StringAssert.Contains(e.Message, "'T'");
 
-        var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Latents", new AddNoiseOptions { Timestep = 1 }).Fit(data));
+        var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Latents", new AddDiffusionNoiseOptions { Timestep = 1 }).Fit(data));
         StringAssert.Contains(missing.Message, "'Latents'");
-        var mistyped = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Seed", new AddNoiseOptions { Timestep = 1 }).Fit(data));
+        var mistyped = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Seed", new AddDiffusionNoiseOptions { Timestep = 1 }).Fit(data));
         StringAssert.Contains(mistyped.Message, "'Seed'");
-        var timestepType = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddNoiseOptions { TimestepColumnName = "Clean" }).Fit(data));
+        var timestepType = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.AddDiffusionNoise(model, "Noisy", "Clean", new AddDiffusionNoiseOptions { TimestepColumnName = "Clean" }).Fit(data));
         StringAssert.Contains(timestepType.Message, "'Clean'");
     }
 }

@@ -29,7 +29,7 @@ public sealed class ImageToImageInputTests
         public float[] Variable { get; set; } = new float[Latent];
     }
 
-    private static DenoiseOptions Options(float strength, string? column = "Initial") => new()
+    private static DenoiseLatentsOptions Options(float strength, string? column = "Initial") => new()
     {
         Width = 64,
         Height = 64,

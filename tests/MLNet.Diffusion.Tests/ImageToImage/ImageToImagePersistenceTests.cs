@@ -47,7 +47,7 @@ public sealed class ImageToImagePersistenceTests
         var ml = model.MLContext;
         return ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
             .Append(ml.Transforms.EncodeImage(model, "InitialLatents", "Image", new EncodeImageOptions { Width = Size, Height = Size, BatchSize = 2 }))
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions
             {
                 Width = Size,
                 Height = Size,
@@ -59,7 +59,7 @@ public sealed class ImageToImagePersistenceTests
                 BatchSize = 2,
             }))
             .Append(ml.Transforms.DecodeLatents(model, "Output", "Latents"))
-            .Append(ml.Transforms.AddDiffusionNoise(model, "Noisy", "InitialLatents", new AddNoiseOptions { TimestepColumnName = "T", SeedColumnName = "Seed", NoiseOutputColumnName = "Noise" }))
+            .Append(ml.Transforms.AddDiffusionNoise(model, "Noisy", "InitialLatents", new AddDiffusionNoiseOptions { TimestepColumnName = "T", SeedColumnName = "Seed", NoiseOutputColumnName = "Noise" }))
             .Fit(data);
     }
 

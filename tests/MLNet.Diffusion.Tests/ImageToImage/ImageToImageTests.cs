@@ -29,7 +29,7 @@ public sealed class ImageToImageTests
         var ml = model.MLContext;
         var pipeline = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
             .Append(ml.Transforms.EncodeImage(model, "InitialLatents", "Image", new EncodeImageOptions { Width = size, Height = size, SeedColumnName = "Seed" }))
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions
             {
                 Width = size,
                 Height = size,
@@ -122,7 +122,7 @@ public sealed class ImageToImageTests
         var data = RedCircle64(model, "a green square");
         var withImage = Vectors(Run(model, data, 64, 1f, steps: 8), "Latents").Single();
         var textToImage = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed", BatchSize = 2 }))
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed", BatchSize = 2 }))
             .Fit(data).Transform(data);
         CollectionAssert.AreEqual(Vectors(textToImage, "Latents").Single(), withImage);
     }

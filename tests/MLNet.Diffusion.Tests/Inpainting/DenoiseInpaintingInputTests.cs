@@ -32,7 +32,7 @@ public sealed class DenoiseInpaintingInputTests
             .Fit(data).Transform(data);
     }
 
-    private static DenoiseOptions Options(int batch = 2, bool masked = true, bool initial = true, string mask = "LatentMask") => new()
+    private static DenoiseLatentsOptions Options(int batch = 2, bool masked = true, bool initial = true, string mask = "LatentMask") => new()
     {
         Width = Size,
         Height = Size,
@@ -44,7 +44,7 @@ public sealed class DenoiseInpaintingInputTests
         BatchSize = batch,
     };
 
-    private static float[][] Latents(StableDiffusionModel model, IDataView data, DenoiseOptions options) =>
+    private static float[][] Latents(StableDiffusionModel model, IDataView data, DenoiseLatentsOptions options) =>
         model.MLContext.Transforms.DenoiseLatents(model, "Latents", "Embeddings", options).Fit(data).Transform(data)
             .GetColumn<VBuffer<float>>("Latents").Select(v => v.DenseValues().ToArray()).ToArray();
 
@@ -68,7 +68,7 @@ public sealed class DenoiseInpaintingInputTests
     {
         using var model = InpaintingPipelineTests.LoadInpainting();
         var ml = model.MLContext;
-        var plain = new DenoiseOptions { Width = Size, Height = Size };
+        var plain = new DenoiseLatentsOptions { Width = Size, Height = Size };
         var e = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", plain));
         StringAssert.Contains(e.Message, "in_channels 9");
         StringAssert.Contains(e.Message, "MaskColumnName is not set");
@@ -80,7 +80,7 @@ public sealed class DenoiseInpaintingInputTests
 
         // Below strength 1 the inpainting UNet starts from the initial latents too (diffusers: image + noise).
         var noInitial = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings",
-            new DenoiseOptions { Width = Size, Height = Size, Strength = 0.5f, MaskColumnName = "LatentMask", MaskedImageLatentsColumnName = "MaskedImageLatents" }));
+            new DenoiseLatentsOptions { Width = Size, Height = Size, Strength = 0.5f, MaskColumnName = "LatentMask", MaskedImageLatentsColumnName = "MaskedImageLatents" }));
         StringAssert.Contains(noInitial.Message, "InitialLatentsColumnName");
     }
 
@@ -93,7 +93,7 @@ public sealed class DenoiseInpaintingInputTests
         Assert.AreEqual("InitialLatentsColumnName", e.ParamName);
         StringAssert.Contains(e.Message, "takes 4 channels");
         var maskless = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings",
-            new DenoiseOptions { Width = Size, Height = Size, MaskedImageLatentsColumnName = "MaskedImageLatents" }));
+            new DenoiseLatentsOptions { Width = Size, Height = Size, MaskedImageLatentsColumnName = "MaskedImageLatents" }));
         Assert.AreEqual("MaskColumnName", maskless.ParamName);
     }
 
@@ -114,7 +114,7 @@ public sealed class DenoiseInpaintingInputTests
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => text.Fit(data)).Message, "'Prompt'");
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => text.GetOutputSchema(MLNet.Diffusion.Transforms.SchemaShapes.FromSchema(ml, data.Schema))).Message, "'Prompt'");
         // A missing masked-image latents column.
-        var missing = ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = Size, Height = Size, MaskColumnName = "LatentMask", MaskedImageLatentsColumnName = "Nope" });
+        var missing = ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = Size, Height = Size, MaskColumnName = "LatentMask", MaskedImageLatentsColumnName = "Nope" });
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => missing.Fit(data)).Message, "'Nope'");
     }
 
@@ -138,7 +138,7 @@ public sealed class DenoiseInpaintingInputTests
         var bad = new MaskRow();
         bad.Mask[5] = 255f;
         var data = ml.Data.LoadFromEnumerable(new[] { new MaskRow(), bad });
-        var view = ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions
+        var view = ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions
         {
             Width = Size, Height = Size, Steps = 2, BatchSize = 1, InitialLatentsColumnName = "Initial", MaskColumnName = "Mask",
         }).Fit(data).Transform(data);

@@ -59,7 +59,7 @@ public sealed class InpaintingPersistenceTests
                 MaskDownsampling = MaskDownsampling.Any,
                 BatchSize = 2,
             }))
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions
             {
                 Width = Size,
                 Height = Size,

@@ -35,7 +35,7 @@ public sealed class InpaintingPipelineTests
         var pipeline = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
             .Append(ml.Transforms.EncodeImage(model, "InitialLatents", "Image", new EncodeImageOptions { Width = size, Height = size, SeedColumnName = "Seed" }))
             .Append(ml.Transforms.PrepareInpainting(model, new PrepareInpaintingOptions { Width = size, Height = size, SeedColumnName = "Seed" }))
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions
             {
                 Width = size,
                 Height = size,

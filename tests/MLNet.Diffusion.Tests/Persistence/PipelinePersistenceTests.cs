@@ -38,7 +38,7 @@ public sealed class PipelinePersistenceTests
 
     private static ITransformer Fit(StableDiffusionModel model, IDataView data, bool seedColumn = true) =>
         model.MLContext.Transforms.EncodePrompt(model, "Embeddings", "Prompt", "NegativePrompt")
-            .Append(model.MLContext.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions
+            .Append(model.MLContext.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions
             {
                 Steps = Steps,
                 Width = Size,

@@ -40,7 +40,7 @@ public sealed class EverySchedulerTests
             int steps = name == "lcm" ? 4 : 20;
             float guidance = name == "lcm" ? 1.5f : 7.5f;
             var images = ml.Transforms.EncodePrompt(model, "E", "Prompt")
-                .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Width = 128, Height = 128, Steps = steps, GuidanceScale = guidance, Scheduler = name, SeedColumnName = "Seed", BatchSize = 2 }))
+                .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Width = 128, Height = 128, Steps = steps, GuidanceScale = guidance, Scheduler = name, SeedColumnName = "Seed", BatchSize = 2 }))
                 .Append(ml.Transforms.DecodeLatents(model, "Image", "L"))
                 .Fit(data).Transform(data).GetColumn<MLImage>("Image").ToArray();
             for (int i = 0; i < items.Length; i++)

@@ -32,11 +32,11 @@ public sealed class ShapesTextToImageTests
 
     private static StableDiffusionModel Load() => StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder);
 
-    private static IDataView Generate(StableDiffusionModel model, IEnumerable<Row> rows, DenoiseOptions? options = null)
+    private static IDataView Generate(StableDiffusionModel model, IEnumerable<Row> rows, DenoiseLatentsOptions? options = null)
     {
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(rows);
-        options ??= new DenoiseOptions { Width = Size, Height = Size, SeedColumnName = "Seed" };
+        options ??= new DenoiseLatentsOptions { Width = Size, Height = Size, SeedColumnName = "Seed" };
         var pipeline = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt", "NegativePrompt")
             .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", options))
             .Append(ml.Transforms.DecodeLatents(model, "Image", "Latents"));
@@ -68,7 +68,7 @@ public sealed class ShapesTextToImageTests
         float[] Latents(bool spin)
         {
             using var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder, new StableDiffusionModelOptions { TextEncoderThreadsSpin = spin });
-            var options = new DenoiseOptions { Width = 64, Height = 64, Steps = 5, SeedColumnName = "Seed" };
+            var options = new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 5, SeedColumnName = "Seed" };
             return Generate(model, rows, options).GetColumn<VBuffer<float>>("Latents").SelectMany(v => v.DenseValues()).ToArray();
         }
         var spinning = Latents(spin: true);
@@ -121,9 +121,9 @@ public sealed class ShapesTextToImageTests
         using var model = Load();
         var batch = new[] { "a red square", "a blue circle on a black background", "a green triangle", "a purple circle", "an orange square" }
             .Select((prompt, i) => new Row { Prompt = prompt, Seed = 10 + i }).ToArray();
-        var options = new DenoiseOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed", BatchSize = 5 };
+        var options = new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed", BatchSize = 5 };
         var together = Generate(model, batch, options).GetColumn<MLImage>("Image").Select(i => i.Pixels.ToArray()).ToArray();
-        var aloneOptions = new DenoiseOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed", BatchSize = 1 };
+        var aloneOptions = new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed", BatchSize = 1 };
         var alone = Generate(model, new[] { batch[3] }, aloneOptions).GetColumn<MLImage>("Image").Single().Pixels.ToArray();
         CollectionAssert.AreEqual(alone, together[3]);
     }
@@ -139,9 +139,9 @@ public sealed class ShapesTextToImageTests
         var data = ml.Data.LoadFromEnumerable(new[] { new NoiseRow { Prompt = "a red circle", Seed = 1234, Noise = noise } },
             SchemaDefinitionFor(len));
         var seeded = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 5, SeedColumnName = "Seed" }));
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 5, SeedColumnName = "Seed" }));
         var given = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 5, Seed = 99, InitialNoiseColumnName = "Noise" }));
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 5, Seed = 99, InitialNoiseColumnName = "Noise" }));
         var a = seeded.Fit(data).Transform(data).GetColumn<VBuffer<float>>("Latents").Single().DenseValues().ToArray();
         var b = given.Fit(data).Transform(data).GetColumn<VBuffer<float>>("Latents").Single().DenseValues().ToArray();
         CollectionAssert.AreEqual(a, b, "the seeded noise of seed 1234 given as a column must reproduce the seeded run exactly");
@@ -159,7 +159,7 @@ public sealed class ShapesTextToImageTests
 
         var text = ml.Data.LoadFromEnumerable(new[] { new { Prompt = "a circle", Seed = "x" } });
         var chain = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { SeedColumnName = "Seed" }));
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { SeedColumnName = "Seed" }));
         var e2 = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => chain.Fit(text));
         StringAssert.Contains(e2.Message, "'Seed'");
     }

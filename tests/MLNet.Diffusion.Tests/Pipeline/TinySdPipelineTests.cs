@@ -53,7 +53,7 @@ public sealed class TinySdPipelineTests
         };
         var data = ml.Data.LoadFromEnumerable(rows);
         var pipeline = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Steps = 3, Width = 8 * f, Height = 16 * f, SeedColumnName = "Seed", BatchSize = 2 }))
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Steps = 3, Width = 8 * f, Height = 16 * f, SeedColumnName = "Seed", BatchSize = 2 }))
             .Append(ml.Transforms.DecodeLatents(model, "Image", "Latents", new DecodeLatentsOptions { PixelsColumnName = "Pixels" }));
         var result = pipeline.Fit(data).Transform(data);
 

@@ -29,9 +29,9 @@ public sealed class SdxlPersistenceTests
         new() { Prompt = "a yellow triangle", NegativePrompt = "green", Seed = 11 },
     };
 
-    private static ITransformer Fit(StableDiffusionModel model, IDataView data, bool seedColumn, DenoiseOptions? options = null) =>
+    private static ITransformer Fit(StableDiffusionModel model, IDataView data, bool seedColumn, DenoiseLatentsOptions? options = null) =>
         model.MLContext.Transforms.EncodePrompt(model, "Embeddings", "Prompt", "NegativePrompt")
-            .Append(model.MLContext.Transforms.DenoiseLatents(model, "Latents", "Embeddings", options ?? new DenoiseOptions
+            .Append(model.MLContext.Transforms.DenoiseLatents(model, "Latents", "Embeddings", options ?? new DenoiseLatentsOptions
             {
                 Steps = 4,
                 Width = 64,
@@ -60,7 +60,7 @@ public sealed class SdxlPersistenceTests
     {
         using var model = SdxlTestModel.Load();
         var data = model.MLContext.Data.LoadFromEnumerable(s_rows);
-        var options = new DenoiseOptions { Steps = 3, Width = 64, Height = 64, SeedColumnName = "Seed", OriginalWidth = 1024, OriginalHeight = 768, CropTop = 16 };
+        var options = new DenoiseLatentsOptions { Steps = 3, Width = 64, Height = 64, SeedColumnName = "Seed", OriginalWidth = 1024, OriginalHeight = 768, CropTop = 16 };
         var fitted = Fit(model, data, seedColumn: true, options);
         var expected = Read(fitted.Transform(data));
         string json = DiffusionPipelineDefinition.FromTransformer(fitted).ToJson();
@@ -99,7 +99,7 @@ public sealed class SdxlPersistenceTests
         };
         foreach (bool seedColumn in new[] { true, false })
         {
-            var options = new DenoiseOptions
+            var options = new DenoiseLatentsOptions
             {
                 Steps = 4,
                 Width = 64,

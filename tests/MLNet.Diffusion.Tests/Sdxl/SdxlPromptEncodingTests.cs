@@ -171,7 +171,7 @@ public sealed class SdxlPromptEncodingTests
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(new[] { new Row { Prompt = prompt } });
         var image = ml.Transforms.EncodePrompt(model, longOptions)
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 10, Seed = 3 }))
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 10, Seed = 3 }))
             .Append(ml.Transforms.DecodeLatents(model, "Image", "Latents"))
             .Fit(data).Transform(data).GetColumn<MLImage>("Image").Single();
         // The colour word is in the second window: kept, the circle is red (text_encoder_2's states carry colour).

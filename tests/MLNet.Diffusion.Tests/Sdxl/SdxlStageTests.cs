@@ -38,7 +38,7 @@ public sealed class SdxlStageTests
         public float[] Pooled { get; set; } = Array.Empty<float>();
     }
 
-    private static readonly DenoiseOptions s_small = new() { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", BatchSize = 2 };
+    private static readonly DenoiseLatentsOptions s_small = new() { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", BatchSize = 2 };
 
     private static Row[] Rows(int n) => Enumerable.Range(0, n)
         .Select(i => new Row { Prompt = i % 2 == 0 ? "a red circle" : "a blue square on a white background", Negative = i == 1 ? "yellow" : "", Seed = i })
@@ -73,7 +73,7 @@ public sealed class SdxlStageTests
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(Rows(5));
         float[][] Latents(int batch) => ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt", "Negative")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", BatchSize = batch }))
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", BatchSize = batch }))
             .Fit(data).Transform(data).GetColumn<VBuffer<float>>("Latents").Select(v => v.DenseValues().ToArray()).ToArray();
         var one = Latents(1);
         var three = Latents(3);
@@ -88,20 +88,20 @@ public sealed class SdxlStageTests
         using var sdxl = SdxlTestModel.Load();
         using var refiner = SdxlTestModel.LoadRefiner();
         using var sd = StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder);
-        void Expect(StableDiffusionModel model, string name, DenoiseOptions options)
+        void Expect(StableDiffusionModel model, string name, DenoiseLatentsOptions options)
         {
             var e = Assert.ThrowsExactly<ArgumentException>(() => model.MLContext.Transforms.DenoiseLatents(model, "L", "E", options), name);
             Assert.AreEqual(name, e.ParamName);
         }
-        Expect(sd, "PooledEmbeddingsColumnName", new DenoiseOptions { PooledEmbeddingsColumnName = "Pooled" });
-        Expect(sd, "TargetWidth", new DenoiseOptions { TargetWidth = 512 });
-        Expect(sd, "AestheticScore", new DenoiseOptions { AestheticScore = 6f });
-        Expect(sdxl, "AestheticScore", new DenoiseOptions { AestheticScore = 6f });
-        Expect(sdxl, "NegativeAestheticScore", new DenoiseOptions { NegativeAestheticScore = 2.5f });
-        Expect(refiner, "TargetHeight", new DenoiseOptions { TargetHeight = 512 });
-        var range = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => sdxl.MLContext.Transforms.DenoiseLatents(sdxl, "L", "E", new DenoiseOptions { CropTop = -8 }));
+        Expect(sd, "PooledEmbeddingsColumnName", new DenoiseLatentsOptions { PooledEmbeddingsColumnName = "Pooled" });
+        Expect(sd, "TargetWidth", new DenoiseLatentsOptions { TargetWidth = 512 });
+        Expect(sd, "AestheticScore", new DenoiseLatentsOptions { AestheticScore = 6f });
+        Expect(sdxl, "AestheticScore", new DenoiseLatentsOptions { AestheticScore = 6f });
+        Expect(sdxl, "NegativeAestheticScore", new DenoiseLatentsOptions { NegativeAestheticScore = 2.5f });
+        Expect(refiner, "TargetHeight", new DenoiseLatentsOptions { TargetHeight = 512 });
+        var range = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => sdxl.MLContext.Transforms.DenoiseLatents(sdxl, "L", "E", new DenoiseLatentsOptions { CropTop = -8 }));
         Assert.AreEqual("CropTop", range.ParamName);
-        var score = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => refiner.MLContext.Transforms.DenoiseLatents(refiner, "L", "E", new DenoiseOptions { AestheticScore = float.NaN }));
+        var score = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => refiner.MLContext.Transforms.DenoiseLatents(refiner, "L", "E", new DenoiseLatentsOptions { AestheticScore = float.NaN }));
         Assert.AreEqual("AestheticScore", score.ParamName);
     }
 
@@ -119,7 +119,7 @@ public sealed class SdxlStageTests
         StringAssert.Contains(missing.Message, "text_embeds");
         // Told where it is, it runs.
         var told = ml.Transforms.EncodePrompt(model, new EncodePromptOptions { InputColumnName = "Prompt", PooledOutputColumnName = "Pooled" })
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 2, PooledEmbeddingsColumnName = "Pooled" }));
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 2, PooledEmbeddingsColumnName = "Pooled" }));
         Assert.AreEqual(4 * 8 * 8, told.Fit(data).Transform(data).GetColumn<VBuffer<float>>("Latents").Single().Length);
 
         var def = SchemaDefinition.Create(typeof(ConditioningRow));
@@ -127,7 +127,7 @@ public sealed class SdxlStageTests
         def[nameof(ConditioningRow.Pooled)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, 2, 32);
         var wrong = ml.Data.LoadFromEnumerable(new[] { new ConditioningRow { Embeddings = new float[2 * L * D], Pooled = new float[64] } }, def);
         var size = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() =>
-            ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { PooledEmbeddingsColumnName = "Pooled" }).Fit(wrong));
+            ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { PooledEmbeddingsColumnName = "Pooled" }).Fit(wrong));
         StringAssert.Contains(size.Message, "'Pooled'");
         StringAssert.Contains(size.Message, "[2, 24]");
     }
@@ -193,7 +193,7 @@ public sealed class SdxlStageTests
         def[nameof(ConditioningRow.Embeddings)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, 2, L, D);
         def[nameof(ConditioningRow.Pooled)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, 2, P);
         var data = ml.Data.LoadFromEnumerable(new[] { new ConditioningRow { Embeddings = embeddings, Pooled = pooled } }, def);
-        return ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 128, Height = 128, Steps = 20, Seed = 7, PooledEmbeddingsColumnName = "Pooled" })
+        return ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 128, Height = 128, Steps = 20, Seed = 7, PooledEmbeddingsColumnName = "Pooled" })
             .Append(ml.Transforms.DecodeLatents(model, "Image", "Latents"))
             .Fit(data).Transform(data).GetColumn<MLImage>("Image").Single();
     }

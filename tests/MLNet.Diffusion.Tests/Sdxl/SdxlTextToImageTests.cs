@@ -27,7 +27,7 @@ public sealed class SdxlTextToImageTests
         public int Seed { get; set; }
     }
 
-    internal static IDataView Generate(StableDiffusionModel model, IEnumerable<Row> rows, DenoiseOptions options)
+    internal static IDataView Generate(StableDiffusionModel model, IEnumerable<Row> rows, DenoiseLatentsOptions options)
     {
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(rows);
@@ -37,7 +37,7 @@ public sealed class SdxlTextToImageTests
         return pipeline.Fit(data).Transform(data);
     }
 
-    internal static float[][] Latents(StableDiffusionModel model, DenoiseOptions options, params Row[] rows) =>
+    internal static float[][] Latents(StableDiffusionModel model, DenoiseLatentsOptions options, params Row[] rows) =>
         Generate(model, rows, options).GetColumn<VBuffer<float>>("Latents").Select(v => v.DenseValues().ToArray()).ToArray();
 
     [TestMethod]
@@ -53,7 +53,7 @@ public sealed class SdxlTextToImageTests
         };
         using var model = SdxlTestModel.Load();
         var rows = items.Select((it, i) => new Row { Prompt = it.Prompt, Seed = 40 + i }).ToArray();
-        var options = new DenoiseOptions { Width = 128, Height = 128, Steps = 20, SeedColumnName = "Seed" };
+        var options = new DenoiseLatentsOptions { Width = 128, Height = 128, Steps = 20, SeedColumnName = "Seed" };
         var images = Generate(model, rows, options).GetColumn<MLImage>("Image").ToArray();
         for (int i = 0; i < items.Length; i++)
         {
@@ -70,7 +70,7 @@ public sealed class SdxlTextToImageTests
         // The Shapes SDXL UNet's prompt term equals the SD Shapes UNet's when each path carries its part of the prompt,
         // and force_zeros_for_empty_prompt's zeros equal the SD text encoder's (attribute-free) empty prompt; the VAE
         // folds SDXL's scaling factor in. So correctly wired stages give the SD model's latents, up to float rounding.
-        var options = new DenoiseOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed" };
+        var options = new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed" };
         var rows = new[]
         {
             new Row { Prompt = "a green triangle on the right on a white background", Seed = 5 },
@@ -98,22 +98,22 @@ public sealed class SdxlTextToImageTests
         using var model = SdxlTestModel.Load();
         var prompt = new Row { Prompt = "a red circle on a blue background", Seed = 9 };
         var empty = new Row { Prompt = string.Empty, Seed = 9 };
-        var right = new DenoiseOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed" };
+        var right = new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed" };
         var unconditional = Latents(model, right, empty)[0];
         Assert.IsFalse(Latents(model, right, prompt)[0].SequenceEqual(unconditional), "with the default time ids the prompt must count");
-        var wrong = new (string Name, DenoiseOptions Options)[]
+        var wrong = new (string Name, DenoiseLatentsOptions Options)[]
         {
-            ("OriginalHeight", new DenoiseOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", OriginalHeight = 1024 }),
-            ("OriginalWidth", new DenoiseOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", OriginalWidth = 32 }),
-            ("CropTop", new DenoiseOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", CropTop = 8 }),
-            ("CropLeft", new DenoiseOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", CropLeft = 8 }),
-            ("TargetHeight", new DenoiseOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", TargetHeight = 128 }),
-            ("TargetWidth", new DenoiseOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", TargetWidth = 128 }),
+            ("OriginalHeight", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", OriginalHeight = 1024 }),
+            ("OriginalWidth", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", OriginalWidth = 32 }),
+            ("CropTop", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", CropTop = 8 }),
+            ("CropLeft", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", CropLeft = 8 }),
+            ("TargetHeight", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", TargetHeight = 128 }),
+            ("TargetWidth", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", TargetWidth = 128 }),
         };
         foreach (var (name, options) in wrong)
             CollectionAssert.AreEqual(unconditional, Latents(model, options, prompt)[0], $"{name}: time ids of another picture must turn the prompt off");
         // Explicit values equal to the defaults change nothing.
-        var explicitIds = new DenoiseOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", OriginalWidth = 64, OriginalHeight = 64, CropTop = 0, CropLeft = 0, TargetWidth = 64, TargetHeight = 64 };
+        var explicitIds = new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, SeedColumnName = "Seed", OriginalWidth = 64, OriginalHeight = 64, CropTop = 0, CropLeft = 0, TargetWidth = 64, TargetHeight = 64 };
         CollectionAssert.AreEqual(Latents(model, right, prompt)[0], Latents(model, explicitIds, prompt)[0]);
     }
 
@@ -123,7 +123,7 @@ public sealed class SdxlTextToImageTests
         // diffusers: original_size = target_size = (height, width). Written as (width, height) the Shapes UNet's gate
         // would close for a non-square picture and the prompt would be ignored.
         using var model = SdxlTestModel.Load();
-        var options = new DenoiseOptions { Width = 64, Height = 128, Steps = 12, SeedColumnName = "Seed" };
+        var options = new DenoiseLatentsOptions { Width = 64, Height = 128, Steps = 12, SeedColumnName = "Seed" };
         var rows = new[] { new Row { Prompt = "a yellow circle in the center on a blue background", Seed = 21 } };
         var image = Generate(model, rows, options).GetColumn<MLImage>("Image").Single();
         Assert.AreEqual((64, 128), (image.Width, image.Height));
@@ -141,16 +141,16 @@ public sealed class SdxlTextToImageTests
         using var model = SdxlTestModel.LoadRefiner();
         Assert.AreEqual(5, model.Info.TimeIdsWidth);
         var item = ShapesDataset.GetItem(ShapeKind.Square, ShapeColor.Orange, BackgroundColor.Green, ShapePosition.Left);
-        var options = new DenoiseOptions { Width = 128, Height = 128, Steps = 20, SeedColumnName = "Seed" };
+        var options = new DenoiseLatentsOptions { Width = 128, Height = 128, Steps = 20, SeedColumnName = "Seed" };
         var image = Generate(model, new[] { new Row { Prompt = item.Prompt, Seed = 2 } }, options).GetColumn<MLImage>("Image").Single();
         var (inside, outside) = ImageChecks.RegionMeans(image, item.Shape, item.Position, margin: 6);
         Assert.AreEqual(item.Color, ImageChecks.NearestShapeColor(inside));
         Assert.AreEqual(item.Background, ImageChecks.NearestBackground(outside));
         Assert.IsTrue(ImageChecks.Distance(inside, ShapesDataset.GetRgb(item.Color)) < 40, "the square is not on the left");
 
-        var small = new DenoiseOptions { Width = 64, Height = 64, Steps = 6, Seed = 4 };
+        var small = new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, Seed = 4 };
         var unconditional = Latents(model, small, new Row { Prompt = string.Empty })[0];
-        var lowScore = new DenoiseOptions { Width = 64, Height = 64, Steps = 6, Seed = 4, AestheticScore = 2.5f };
+        var lowScore = new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 6, Seed = 4, AestheticScore = 2.5f };
         CollectionAssert.AreEqual(unconditional, Latents(model, lowScore, new Row { Prompt = item.Prompt })[0], "aesthetic score 2.5 must turn the prompt off");
         Assert.IsFalse(Latents(model, small, new Row { Prompt = item.Prompt })[0].SequenceEqual(unconditional));
     }

@@ -134,7 +134,7 @@ public sealed class SyntheticUnetTests
             Assert.AreEqual(Context, sd.Info.PooledSize);
             var data = ml.Data.LoadFromEnumerable(new[] { new PromptRow { Prompt = "a red circle" }, new PromptRow { Prompt = "a blue square" } });
             var pipeline = ml.Transforms.EncodePrompt(sd, "Embeddings", "Prompt")
-                .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 2 }))
+                .Append(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 2 }))
                 .Append(ml.Transforms.DecodeLatents(sd, "Image", "Latents"));
             var output = pipeline.Fit(data).Transform(data);
             var latents = output.GetColumn<VBuffer<float>>("Latents").ToArray();

@@ -115,20 +115,20 @@ public sealed class BadInputTests
     {
         using var model = StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder);
         var ml = model.MLContext;
-        void Expect(string name, DenoiseOptions options)
+        void Expect(string name, DenoiseLatentsOptions options)
         {
             var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.DenoiseLatents(model, "L", "E", options), name);
             Assert.AreEqual(name, e.ParamName);
         }
-        Expect("Width", new DenoiseOptions { Width = 100 });
-        Expect("Height", new DenoiseOptions { Height = 0 });
-        Expect("Width", new DenoiseOptions { Width = 1 << 20 });
-        Expect("Steps", new DenoiseOptions { Steps = 0 });
-        Expect("Steps", new DenoiseOptions { Steps = -3 });
-        Expect("GuidanceScale", new DenoiseOptions { GuidanceScale = float.NaN });
-        Expect("GuidanceScale", new DenoiseOptions { GuidanceScale = -1 });
-        Expect("BatchSize", new DenoiseOptions { BatchSize = 0 });
-        var unknown = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Scheduler = "warp-drive" }));
+        Expect("Width", new DenoiseLatentsOptions { Width = 100 });
+        Expect("Height", new DenoiseLatentsOptions { Height = 0 });
+        Expect("Width", new DenoiseLatentsOptions { Width = 1 << 20 });
+        Expect("Steps", new DenoiseLatentsOptions { Steps = 0 });
+        Expect("Steps", new DenoiseLatentsOptions { Steps = -3 });
+        Expect("GuidanceScale", new DenoiseLatentsOptions { GuidanceScale = float.NaN });
+        Expect("GuidanceScale", new DenoiseLatentsOptions { GuidanceScale = -1 });
+        Expect("BatchSize", new DenoiseLatentsOptions { BatchSize = 0 });
+        var unknown = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Scheduler = "warp-drive" }));
         StringAssert.Contains(unknown.Message, "warp-drive");
         StringAssert.Contains(unknown.Message, "ddim");
     }
@@ -164,7 +164,7 @@ public sealed class BadInputTests
         def[nameof(NoiseRow.Noise)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, len);
         var data = ml.Data.LoadFromEnumerable(new[] { new NoiseRow { Prompt = "a red circle", Noise = good }, new NoiseRow { Prompt = "a red circle", Noise = bad } }, def);
         var result = ml.Transforms.EncodePrompt(model, "E", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Width = 64, Height = 64, Steps = 3, InitialNoiseColumnName = "Noise", BatchSize = 2 }))
+            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 3, InitialNoiseColumnName = "Noise", BatchSize = 2 }))
             .Fit(data).Transform(data);
         var e = Assert.ThrowsExactly<InvalidOperationException>(() => result.GetColumn<VBuffer<float>>("L").ToArray());
         StringAssert.Contains(e.Message, "row 1");
@@ -194,7 +194,7 @@ public sealed class BadInputTests
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 3).Select(i => new Row { Prompt = "a green square", Seed = i }).ToArray());
         var transformer = ml.Transforms.EncodePrompt(model, "E", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", Scheduler = "euler-a" }))
+            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", Scheduler = "euler-a" }))
             .Fit(data);
         float[][] Run() => transformer.Transform(data).GetColumn<VBuffer<float>>("L").Select(v => v.DenseValues().ToArray()).ToArray();
         var expected = Run();

@@ -44,7 +44,7 @@ public sealed class ProgressAndCancellationTests
         var recorder = new Recorder();
         var data = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 3).Select(_ => new Row { Prompt = "a circle" }).ToArray());
         _ = ml.Transforms.EncodePrompt(model, "E", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Width = 64, Height = 64, Steps = 5, BatchSize = 2, Progress = recorder }))
+            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 5, BatchSize = 2, Progress = recorder }))
             .Fit(data).Transform(data).GetColumn<VBuffer<float>>("L").ToArray();
         // Two batches (2 rows, then 1) × 5 steps.
         Assert.AreEqual(10, recorder.Reports.Count);
@@ -67,7 +67,7 @@ public sealed class ProgressAndCancellationTests
         });
         var data = ml.Data.LoadFromEnumerable(new[] { new Row { Prompt = "a circle" } });
         var result = ml.Transforms.EncodePrompt(model, "E", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Width = 64, Height = 64, Steps = 10, Progress = recorder, CancellationToken = cts.Token }))
+            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 10, Progress = recorder, CancellationToken = cts.Token }))
             .Fit(data).Transform(data);
         long before = model.Unet.RunCount;
         Assert.ThrowsExactly<OperationCanceledException>(() => result.GetColumn<VBuffer<float>>("L").ToArray());
@@ -76,7 +76,7 @@ public sealed class ProgressAndCancellationTests
 
         // The model stays usable: a new run without the cancelled token works.
         var again = ml.Transforms.EncodePrompt(model, "E", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseOptions { Width = 64, Height = 64, Steps = 2 }))
+            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 2 }))
             .Fit(data).Transform(data).GetColumn<VBuffer<float>>("L").Single();
         Assert.AreEqual(4 * 8 * 8, again.Length);
     }

@@ -92,7 +92,7 @@ public sealed class PromptEncodingTests
 
         var data = ml.Data.LoadFromEnumerable(rows);
         var latents = ml.Transforms.EncodePrompt(model, new EncodePromptOptions { InputColumnName = "Prompt", LongPrompt = true })
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 10, Seed = 3 }))
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 10, Seed = 3 }))
             .Append(ml.Transforms.DecodeLatents(model, "Image", "Latents"))
             .Fit(data).Transform(data);
         var image = latents.GetColumn<MLImage>("Image").Single();

@@ -31,7 +31,7 @@ public sealed class StageConformanceTests
         public float[] Latents { get; set; } = Array.Empty<float>();
     }
 
-    private static readonly DenoiseOptions s_small = new() { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", BatchSize = 2 };
+    private static readonly DenoiseLatentsOptions s_small = new() { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", BatchSize = 2 };
 
     private static Row[] Rows(int n) => Enumerable.Range(0, n)
         .Select(i => new Row { Prompt = i % 2 == 0 ? "a red circle" : "a blue square on a white background", Negative = i == 1 ? "yellow" : "", Seed = i, Extra = i * 1.5f })
@@ -144,7 +144,7 @@ public sealed class StageConformanceTests
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(Rows(5));
         float[][] Latents(int batch) => ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt", "Negative")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", BatchSize = batch }))
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 4, SeedColumnName = "Seed", BatchSize = batch }))
             .Fit(data).Transform(data).GetColumn<VBuffer<float>>("Latents").Select(v => v.DenseValues().ToArray()).ToArray();
         var one = Latents(1);
         var three = Latents(3);
@@ -154,7 +154,7 @@ public sealed class StageConformanceTests
 
         // Pass-through values stay aligned with their rows across batch boundaries.
         var result = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseOptions { Width = 64, Height = 64, Steps = 2, SeedColumnName = "Seed", BatchSize = 3 }))
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 2, SeedColumnName = "Seed", BatchSize = 3 }))
             .Fit(data).Transform(data);
         using var c = result.GetRowCursor(result.Schema);
         var extra = c.GetGetter<float>(result.Schema["Extra"]);

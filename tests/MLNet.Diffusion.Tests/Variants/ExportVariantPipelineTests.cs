@@ -43,7 +43,7 @@ public sealed class ExportVariantPipelineTests
         var data = ml.Data.LoadFromEnumerable(s_items.Select((it, i) => new Row { Prompt = it.Prompt, Seed = 21 + i }).ToArray());
         var output = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
             .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings",
-                new DenoiseOptions { Width = Size, Height = Size, Steps = Steps, Scheduler = "ddim", SeedColumnName = "Seed", BatchSize = 2 }))
+                new DenoiseLatentsOptions { Width = Size, Height = Size, Steps = Steps, Scheduler = "ddim", SeedColumnName = "Seed", BatchSize = 2 }))
             .Append(ml.Transforms.DecodeLatents(model, "Image", "Latents"))
             .Fit(data).Transform(data);
         var latents = output.GetColumn<VBuffer<float>>("Latents").Select(v => v.DenseValues().ToArray()).ToArray();

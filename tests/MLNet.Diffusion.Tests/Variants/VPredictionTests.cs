@@ -101,7 +101,7 @@ public sealed class VPredictionTests
             // As EverySchedulerTests: LCM samples in 4 steps at low guidance.
             int steps = name == "lcm" ? 4 : 20;
             float guidance = name == "lcm" ? 1.5f : 7.5f;
-            var options = new DenoiseOptions { Width = Size, Height = Size, Steps = steps, GuidanceScale = guidance, Scheduler = name, SeedColumnName = "Seed", BatchSize = 2 };
+            var options = new DenoiseLatentsOptions { Width = Size, Height = Size, Steps = steps, GuidanceScale = guidance, Scheduler = name, SeedColumnName = "Seed", BatchSize = 2 };
             var (vLatents, vImages) = Generate(vModel, options);
             var (epsLatents, _) = Generate(epsModel, options);
             for (int r = 0; r < s_items.Length; r++)
@@ -124,7 +124,7 @@ public sealed class VPredictionTests
         Assert.AreEqual(0, failures.Count, string.Join("\n", failures));
     }
 
-    private static (float[][] Latents, MLImage[] Images) Generate(StableDiffusionModel model, DenoiseOptions options)
+    private static (float[][] Latents, MLImage[] Images) Generate(StableDiffusionModel model, DenoiseLatentsOptions options)
     {
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(s_items.Select((it, i) => new Row { Prompt = it.Prompt, Seed = 5 + i }).ToArray());
