@@ -4,6 +4,7 @@ using System.IO;
 using System.Threading;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MLNet.Diffusion.Persistence;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -35,10 +36,48 @@ public static class DiffusionPipeline
         ArgumentNullException.ThrowIfNull(inputSchema);
         var result = new List<ITransformer>();
         bool any = false;
-        PersistenceSurrogate.Walk(loadedModel, inputSchema, (stage, folder, _) =>
+        SurrogateChain.Walk(loadedModel, inputSchema, (stage, folder, _) =>
         {
             any = true;
             result.Add(stage.Build(model, progress, cancellationToken));
+        }, result.Add);
+        if (!any)
+            throw new ArgumentException("The loaded model holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents, EncodeImage, AddDiffusionNoise, PrepareInpainting).", nameof(loadedModel));
+        return new TransformerChain<ITransformer>(result.ToArray());
+    }
+
+    /// <summary>
+    /// Points a model loaded with <c>mlContext.Model.Load</c> at another model folder (the saved one moved, or the
+    /// pipeline was saved on another machine): every saved diffusion stage is saved again, in this library's current
+    /// format, on <paramref name="modelDirectory"/>; every other transformer is kept as loaded. The result runs like the
+    /// loaded model (ML.NET's own transforms, one row at a time) and can be saved with <c>mlContext.Model.Save</c>, which
+    /// also upgrades a model saved by an earlier version. Only load models from trusted sources.
+    /// </summary>
+    /// <param name="mlContext">The context to build the re-saved stages with.</param>
+    /// <param name="loadedModel">The transformer <c>mlContext.Model.Load</c> returned.</param>
+    /// <param name="inputSchema">
+    /// The schema of the data the model will transform. For a pipeline with EncodeImage or PrepareInpainting stages pass
+    /// your data's schema: the input schema <c>mlContext.Model.Load</c> returns lacks image columns (ML.NET saves none).
+    /// </param>
+    /// <param name="modelDirectory">The model folder to use from now on.</param>
+    /// <returns>A flat chain of the re-saved stages and the other transformers, in order.</returns>
+    /// <exception cref="DirectoryNotFoundException"><paramref name="modelDirectory"/> does not exist.</exception>
+    /// <exception cref="ArgumentException">The loaded model holds no diffusion stage.</exception>
+    public static TransformerChain<ITransformer> WithModelDirectory(MLContext mlContext, ITransformer loadedModel, DataViewSchema inputSchema, string modelDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        ArgumentNullException.ThrowIfNull(loadedModel);
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelDirectory);
+        string folder = Path.GetFullPath(modelDirectory);
+        if (!Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"The model folder '{folder}' does not exist.");
+        var result = new List<ITransformer>();
+        bool any = false;
+        SurrogateChain.Walk(loadedModel, inputSchema, (stage, _, schema) =>
+        {
+            any = true;
+            result.Add(SurrogateChain.Build(mlContext, stage, folder, schema!));
         }, result.Add);
         if (!any)
             throw new ArgumentException("The loaded model holds no diffusion stage (EncodePrompt, DenoiseLatents, DecodeLatents, EncodeImage, AddDiffusionNoise, PrepareInpainting).", nameof(loadedModel));
@@ -63,7 +102,7 @@ public static class DiffusionPipeline
         ArgumentNullException.ThrowIfNull(mlContext);
         var definition = DiffusionPipelineDefinition.FromTransformer(loadedModel, inputSchema);
         if (!Directory.Exists(definition.ModelDirectory))
-            throw new DirectoryNotFoundException(PersistenceSurrogate.MovedMessage(definition.ModelDirectory));
+            throw new DirectoryNotFoundException(SurrogateChain.MovedMessage(definition.ModelDirectory));
         var model = StableDiffusionModel.Load(mlContext, definition.ModelDirectory, options);
         try
         {

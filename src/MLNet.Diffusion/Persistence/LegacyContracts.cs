@@ -1,17 +1,51 @@
 using System;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
-using Microsoft.ML.Transforms.Image;
 
-namespace MLNet.Diffusion.Transforms;
+namespace MLNet.Diffusion.Persistence;
 
-// The row types and factories of the saved surrogates (PersistenceSurrogate). ML.NET finds a factory by its contract
-// name in this assembly when a saved model is loaded, in any MLContext, with no registration. Member names are the
-// surrogate's fixed column names; changing them breaks saved models, so a new layout gets a new contract (".v2").
-#pragma warning disable SA1300, IDE1006 // Member names are column names.
+// The version-1 contracts: before each stage had one contract, a saved stage's contract name spelled out which optional
+// inputs it had (`MLNet.Diffusion.DenoiseLatents.Sdxl.Image.Seeded.v1`, …), with a row type per combination. This library
+// no longer writes them; they stay registered as aliases so that models saved by earlier versions load: ML.NET finds a
+// factory by its contract name in this assembly. Each one only copies its row into the slots of the stage's one reader
+// (SurrogateRunner), which learns from the saved configuration which inputs the stage reads. Member names are the
+// saved rows' column names and must not change. Pinned by tests/MLNet.Diffusion.Tests/Persistence/Fixtures.
+#pragma warning disable SA1300, IDE1006, SA1402, SA1649 // Member names are column names; many small legacy types in one file.
 
-/// <summary>Input of the EncodePrompt surrogate.</summary>
-internal sealed class EncodeSource
+/// <summary>The version-1 contract names (legacy aliases).</summary>
+internal static class LegacyContractNames
+{
+    public const string EncodePrompt = "MLNet.Diffusion.EncodePrompt.v1";
+    public const string Denoise = "MLNet.Diffusion.DenoiseLatents.v1";
+    public const string SeededDenoise = "MLNet.Diffusion.DenoiseLatents.Seeded.v1";
+    public const string SdxlDenoise = "MLNet.Diffusion.DenoiseLatents.Sdxl.v1";
+    public const string SeededSdxlDenoise = "MLNet.Diffusion.DenoiseLatents.Sdxl.Seeded.v1";
+    public const string ImageDenoise = "MLNet.Diffusion.DenoiseLatents.Image.v1";
+    public const string SeededImageDenoise = "MLNet.Diffusion.DenoiseLatents.Image.Seeded.v1";
+    public const string SdxlImageDenoise = "MLNet.Diffusion.DenoiseLatents.Sdxl.Image.v1";
+    public const string SeededSdxlImageDenoise = "MLNet.Diffusion.DenoiseLatents.Sdxl.Image.Seeded.v1";
+    public const string InpaintDenoise = "MLNet.Diffusion.DenoiseLatents.Inpaint.v1";
+    public const string SeededInpaintDenoise = "MLNet.Diffusion.DenoiseLatents.Inpaint.Seeded.v1";
+    public const string DecodeLatents = "MLNet.Diffusion.DecodeLatents.v1";
+    public const string EncodeImage = "MLNet.Diffusion.EncodeImage.v1";
+    public const string SeededEncodeImage = "MLNet.Diffusion.EncodeImage.Seeded.v1";
+    public const string Noise = "MLNet.Diffusion.AddDiffusionNoise.v1";
+    public const string SeededNoise = "MLNet.Diffusion.AddDiffusionNoise.Seeded.v1";
+    public const string TimedNoise = "MLNet.Diffusion.AddDiffusionNoise.Timed.v1";
+    public const string SeededTimedNoise = "MLNet.Diffusion.AddDiffusionNoise.Seeded.Timed.v1";
+    public const string PrepareInpainting = "MLNet.Diffusion.PrepareInpainting.v1";
+    public const string SeededPrepareInpainting = "MLNet.Diffusion.PrepareInpainting.Seeded.v1";
+}
+
+/// <summary>A version-1 factory: its row type and how it fills the reader's slots.</summary>
+internal abstract class LegacyFactory<TSrc, TDst> : StatefulCustomMappingFactory<TSrc, TDst, SurrogateState>
+    where TSrc : class, new()
+    where TDst : class, new()
+{
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+internal sealed class V1EncodeSource
 {
     public string __sd_config { get; set; } = string.Empty;
 
@@ -20,84 +54,314 @@ internal sealed class EncodeSource
     public string __sd_negative { get; set; } = string.Empty;
 }
 
-/// <summary>Output of the EncodePrompt surrogate.</summary>
-internal sealed class EncodeResult
+[CustomMappingFactoryAttribute(LegacyContractNames.EncodePrompt)]
+internal sealed class V1EncodePromptFactory : LegacyFactory<V1EncodeSource, TwoOutputs>
 {
-    public float[] __sd_out0 { get; set; } = Array.Empty<float>();
-
-    public float[] __sd_out1 { get; set; } = Array.Empty<float>();
+    public override Action<V1EncodeSource, TwoOutputs, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(src.__sd_config, r =>
+        {
+            r.Set(Slots.Prompt, src.__sd_prompt);
+            r.Set(Slots.Negative, src.__sd_negative);
+        }).ReadInto(dst);
 }
 
-/// <summary>Input of the DenoiseLatents surrogate without a seed column (the config is a per-slot vector of one string).</summary>
-internal class DenoiseSource
+internal class V1DenoiseSource
 {
     public string[] __sd_config { get; set; } = Array.Empty<string>();
 
     public float[] __sd_embeddings { get; set; } = Array.Empty<float>();
 
     public float[] __sd_noise { get; set; } = Array.Empty<float>();
+
+    /// <summary>Fills the reader's slots from this row (and the subclasses' extra inputs).</summary>
+    public virtual void SetSlots(SurrogateRunner r)
+    {
+        r.Set(Slots.Embeddings, __sd_embeddings);
+        r.Set(Slots.Noise, __sd_noise);
+    }
 }
 
-/// <summary>Input of the DenoiseLatents surrogate with a seed column (converted to Int64).</summary>
-internal sealed class SeededDenoiseSource : DenoiseSource
+internal sealed class V1SeededDenoiseSource : V1DenoiseSource
 {
     public long __sd_seed { get; set; }
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.Seed, __sd_seed);
+    }
 }
 
-/// <summary>Input of the SDXL DenoiseLatents surrogate without a seed column: also the pooled prompt column.</summary>
-internal class SdxlDenoiseSource : DenoiseSource
+internal class V1SdxlDenoiseSource : V1DenoiseSource
 {
     public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.Pooled, __sd_pooled);
+    }
 }
 
-/// <summary>Input of the SDXL DenoiseLatents surrogate with a seed column (converted to Int64).</summary>
-internal sealed class SeededSdxlDenoiseSource : SdxlDenoiseSource
+internal sealed class V1SeededSdxlDenoiseSource : V1SdxlDenoiseSource
 {
     public long __sd_seed { get; set; }
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.Seed, __sd_seed);
+    }
 }
 
-/// <summary>Input of the image-to-image DenoiseLatents surrogate (initial latents) without a seed column.</summary>
-internal class ImageDenoiseSource : DenoiseSource
+internal class V1ImageDenoiseSource : V1DenoiseSource
 {
     public float[] __sd_init { get; set; } = Array.Empty<float>();
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.InitialLatents, __sd_init);
+    }
 }
 
-/// <summary>Input of the image-to-image DenoiseLatents surrogate with a seed column.</summary>
-internal sealed class SeededImageDenoiseSource : ImageDenoiseSource
+internal sealed class V1SeededImageDenoiseSource : V1ImageDenoiseSource
 {
     public long __sd_seed { get; set; }
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.Seed, __sd_seed);
+    }
 }
 
-/// <summary>Input of the SDXL image-to-image DenoiseLatents surrogate (initial latents and the pooled prompt column) without a seed column.</summary>
-internal class SdxlImageDenoiseSource : ImageDenoiseSource
+internal class V1SdxlImageDenoiseSource : V1ImageDenoiseSource
 {
     public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.Pooled, __sd_pooled);
+    }
 }
 
-/// <summary>Input of the SDXL image-to-image DenoiseLatents surrogate with a seed column.</summary>
-internal sealed class SeededSdxlImageDenoiseSource : SdxlImageDenoiseSource
+internal sealed class V1SeededSdxlImageDenoiseSource : V1SdxlImageDenoiseSource
 {
     public long __sd_seed { get; set; }
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.Seed, __sd_seed);
+    }
 }
 
-/// <summary>Input of the inpainting DenoiseLatents surrogate (mask, masked-image latents) without a seed column.</summary>
-internal class InpaintDenoiseSource : ImageDenoiseSource
+/// <summary>Version-1 inpainting: one layout for both UNet kinds; unused inputs carry the embeddings.</summary>
+internal class V1InpaintDenoiseSource : V1ImageDenoiseSource
 {
     public float[] __sd_mask { get; set; } = Array.Empty<float>();
 
     public float[] __sd_masked { get; set; } = Array.Empty<float>();
 
     public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.Mask, __sd_mask);
+        r.Set(Slots.MaskedLatents, __sd_masked);
+        r.Set(Slots.Pooled, __sd_pooled);
+    }
 }
 
-/// <summary>Input of the inpainting DenoiseLatents surrogate with a seed column.</summary>
-internal sealed class SeededInpaintDenoiseSource : InpaintDenoiseSource
+internal sealed class V1SeededInpaintDenoiseSource : V1InpaintDenoiseSource
 {
     public long __sd_seed { get; set; }
+
+    public override void SetSlots(SurrogateRunner r)
+    {
+        base.SetSlots(r);
+        r.Set(Slots.Seed, __sd_seed);
+    }
 }
 
-/// <summary>Input of the PrepareInpainting surrogate (a scalar configuration, as EncodeImage's).</summary>
-internal class PrepareInpaintingSource
+/// <summary>The version-1 DenoiseLatents factories differ only in their row type.</summary>
+internal abstract class V1DenoiseFactory<TSrc> : LegacyFactory<TSrc, OneOutput>
+    where TSrc : V1DenoiseSource, new()
+{
+    public override Action<TSrc, OneOutput, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(SurrogateState.First(src.__sd_config), src.SetSlots).ReadInto(dst);
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.Denoise)]
+internal sealed class V1DenoiseFactory : V1DenoiseFactory<V1DenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededDenoise)]
+internal sealed class V1SeededDenoiseFactory : V1DenoiseFactory<V1SeededDenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SdxlDenoise)]
+internal sealed class V1SdxlDenoiseFactory : V1DenoiseFactory<V1SdxlDenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededSdxlDenoise)]
+internal sealed class V1SeededSdxlDenoiseFactory : V1DenoiseFactory<V1SeededSdxlDenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.ImageDenoise)]
+internal sealed class V1ImageDenoiseFactory : V1DenoiseFactory<V1ImageDenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededImageDenoise)]
+internal sealed class V1SeededImageDenoiseFactory : V1DenoiseFactory<V1SeededImageDenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SdxlImageDenoise)]
+internal sealed class V1SdxlImageDenoiseFactory : V1DenoiseFactory<V1SdxlImageDenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededSdxlImageDenoise)]
+internal sealed class V1SeededSdxlImageDenoiseFactory : V1DenoiseFactory<V1SeededSdxlImageDenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.InpaintDenoise)]
+internal sealed class V1InpaintDenoiseFactory : V1DenoiseFactory<V1InpaintDenoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededInpaintDenoise)]
+internal sealed class V1SeededInpaintDenoiseFactory : V1DenoiseFactory<V1SeededInpaintDenoiseSource>
+{
+}
+
+internal sealed class V1DecodeSource
+{
+    public string[] __sd_config { get; set; } = Array.Empty<string>();
+
+    public float[] __sd_latents { get; set; } = Array.Empty<float>();
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.DecodeLatents)]
+internal sealed class V1DecodeLatentsFactory : LegacyFactory<V1DecodeSource, ImageOutputs>
+{
+    public override Action<V1DecodeSource, ImageOutputs, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(SurrogateState.First(src.__sd_config), r => r.Set(Slots.Latents, src.__sd_latents)).ReadInto(dst);
+}
+
+internal class V1EncodeImageSource
+{
+    public string __sd_config { get; set; } = string.Empty;
+
+    [AnySizeImageType]
+    public MLImage? __sd_source { get; set; }
+
+    public virtual long GetSeed() => 0;
+}
+
+internal sealed class V1SeededEncodeImageSource : V1EncodeImageSource
+{
+    public long __sd_seed { get; set; }
+
+    public override long GetSeed() => __sd_seed;
+}
+
+internal abstract class V1EncodeImageFactory<TSrc> : LegacyFactory<TSrc, OneOutput>
+    where TSrc : V1EncodeImageSource, new()
+{
+    public override Action<TSrc, OneOutput, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(src.__sd_config, r =>
+        {
+            r.Set(Slots.SourceImage, src.__sd_source ?? throw SurrogateState.NoImage(r, "EncodeImage", "image"));
+            r.Set(Slots.Seed, src.GetSeed());
+        }).ReadInto(dst);
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.EncodeImage)]
+internal sealed class V1EncodeImageFactory : V1EncodeImageFactory<V1EncodeImageSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededEncodeImage)]
+internal sealed class V1SeededEncodeImageFactory : V1EncodeImageFactory<V1SeededEncodeImageSource>
+{
+}
+
+internal class V1NoiseSource
+{
+    public string[] __sd_config { get; set; } = Array.Empty<string>();
+
+    public float[] __sd_latents { get; set; } = Array.Empty<float>();
+
+    public virtual long GetSeed() => 0;
+
+    public virtual long GetTimestep() => 0;
+}
+
+internal class V1SeededNoiseSource : V1NoiseSource
+{
+    public long __sd_seed { get; set; }
+
+    public override long GetSeed() => __sd_seed;
+}
+
+internal sealed class V1TimedNoiseSource : V1NoiseSource
+{
+    public long __sd_timestep { get; set; }
+
+    public override long GetTimestep() => __sd_timestep;
+}
+
+internal sealed class V1SeededTimedNoiseSource : V1SeededNoiseSource
+{
+    public long __sd_timestep { get; set; }
+
+    public override long GetTimestep() => __sd_timestep;
+}
+
+internal abstract class V1NoiseFactory<TSrc> : LegacyFactory<TSrc, TwoOutputs>
+    where TSrc : V1NoiseSource, new()
+{
+    public override Action<TSrc, TwoOutputs, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(SurrogateState.First(src.__sd_config), r =>
+        {
+            r.Set(Slots.Latents, src.__sd_latents);
+            r.Set(Slots.Seed, src.GetSeed());
+            r.Set(Slots.Timestep, src.GetTimestep());
+        }).ReadInto(dst);
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.Noise)]
+internal sealed class V1NoiseFactory : V1NoiseFactory<V1NoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededNoise)]
+internal sealed class V1SeededNoiseFactory : V1NoiseFactory<V1SeededNoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.TimedNoise)]
+internal sealed class V1TimedNoiseFactory : V1NoiseFactory<V1TimedNoiseSource>
+{
+}
+
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededTimedNoise)]
+internal sealed class V1SeededTimedNoiseFactory : V1NoiseFactory<V1SeededTimedNoiseSource>
+{
+}
+
+internal class V1PrepareInpaintingSource
 {
     public string __sd_config { get; set; } = string.Empty;
 
@@ -106,350 +370,37 @@ internal class PrepareInpaintingSource
 
     [AnySizeImageType]
     public MLImage? __sd_mask_image { get; set; }
+
+    public virtual long GetSeed() => 0;
 }
 
-/// <summary>Input of the PrepareInpainting surrogate with a seed column.</summary>
-internal sealed class SeededPrepareInpaintingSource : PrepareInpaintingSource
+internal sealed class V1SeededPrepareInpaintingSource : V1PrepareInpaintingSource
 {
     public long __sd_seed { get; set; }
+
+    public override long GetSeed() => __sd_seed;
 }
 
-/// <summary>Output of the PrepareInpainting surrogate: the latent mask and the masked-image latents (empty when not configured).</summary>
-internal sealed class PrepareInpaintingResult
+internal abstract class V1PrepareInpaintingFactory<TSrc> : LegacyFactory<TSrc, TwoOutputs>
+    where TSrc : V1PrepareInpaintingSource, new()
 {
-    public float[] __sd_out0 { get; set; } = Array.Empty<float>();
-
-    public float[] __sd_out1 { get; set; } = Array.Empty<float>();
+    public override Action<TSrc, TwoOutputs, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(src.__sd_config, r =>
+        {
+            r.Set(Slots.SourceImage, src.__sd_source ?? throw SurrogateState.NoImage(r, "PrepareInpainting", "image"));
+            r.Set(Slots.MaskImage, src.__sd_mask_image ?? throw SurrogateState.NoImage(r, "PrepareInpainting", "mask"));
+            r.Set(Slots.Seed, src.GetSeed());
+        }).ReadInto(dst);
 }
 
-/// <summary>Output of the DenoiseLatents, EncodeImage surrogates.</summary>
-internal sealed class DenoiseResult
+[CustomMappingFactoryAttribute(LegacyContractNames.PrepareInpainting)]
+internal sealed class V1PrepareInpaintingFactory : V1PrepareInpaintingFactory<V1PrepareInpaintingSource>
 {
-    public float[] __sd_out0 { get; set; } = Array.Empty<float>();
 }
 
-/// <summary>Input of the DecodeLatents surrogate.</summary>
-internal sealed class DecodeSource
+[CustomMappingFactoryAttribute(LegacyContractNames.SeededPrepareInpainting)]
+internal sealed class V1SeededPrepareInpaintingFactory : V1PrepareInpaintingFactory<V1SeededPrepareInpaintingSource>
 {
-    public string[] __sd_config { get; set; } = Array.Empty<string>();
-
-    public float[] __sd_latents { get; set; } = Array.Empty<float>();
 }
 
-/// <summary>Output of the DecodeLatents surrogate.</summary>
-internal sealed class DecodeResult
-{
-    /// <summary>ML.NET needs a size to type an image member; 1×1 stands for "any size", as in the stages' schema shapes.</summary>
-    [ImageType(1, 1)]
-    public MLImage? __sd_image { get; set; }
-
-    public float[] __sd_out1 { get; set; } = Array.Empty<float>();
-}
-
-/// <summary>
-/// Input of the EncodeImage surrogate. The configuration is a scalar string: its key is a scalar column, as ML.NET's
-/// Expression transform reads no images.
-/// </summary>
-internal class EncodeImageSource
-{
-    public string __sd_config { get; set; } = string.Empty;
-
-    [AnySizeImageType]
-    public MLImage? __sd_source { get; set; }
-}
-
-/// <summary>Input of the EncodeImage surrogate with a seed column.</summary>
-internal sealed class SeededEncodeImageSource : EncodeImageSource
-{
-    public long __sd_seed { get; set; }
-}
-
-/// <summary>Input of the AddDiffusionNoise surrogate with neither a seed nor a timestep column.</summary>
-internal class NoiseSource
-{
-    public string[] __sd_config { get; set; } = Array.Empty<string>();
-
-    public float[] __sd_latents { get; set; } = Array.Empty<float>();
-}
-
-/// <summary>Input of the AddDiffusionNoise surrogate with a seed column.</summary>
-internal class SeededNoiseSource : NoiseSource
-{
-    public long __sd_seed { get; set; }
-}
-
-/// <summary>Input of the AddDiffusionNoise surrogate with a timestep column.</summary>
-internal sealed class TimedNoiseSource : NoiseSource
-{
-    public long __sd_timestep { get; set; }
-}
-
-/// <summary>Input of the AddDiffusionNoise surrogate with a seed and a timestep column.</summary>
-internal sealed class SeededTimedNoiseSource : SeededNoiseSource
-{
-    public long __sd_timestep { get; set; }
-}
-
-/// <summary>Output of the AddDiffusionNoise surrogate: x_t and ε.</summary>
-internal sealed class NoiseResult
-{
-    public float[] __sd_out0 { get; set; } = Array.Empty<float>();
-
-    public float[] __sd_out1 { get; set; } = Array.Empty<float>();
-}
-
-#pragma warning restore SA1300, IDE1006
-
-/// <summary>
-/// Types an <see cref="MLImage"/> member as an image of any size (<c>new ImageDataViewType()</c>, what LoadImages and
-/// DecodeLatents produce). ML.NET's own <see cref="ImageTypeAttribute"/> needs a positive size, and a typed cursor
-/// rejects an image column whose type no attribute registered; sized image columns are accepted as well.
-/// </summary>
-[AttributeUsage(AttributeTargets.Property | AttributeTargets.Field)]
-internal sealed class AnySizeImageTypeAttribute : DataViewTypeAttribute
-{
-    public override void Register() => DataViewTypeManager.Register(new ImageDataViewType(), typeof(MLImage), this);
-
-    public override bool Equals(DataViewTypeAttribute other) => other is AnySizeImageTypeAttribute;
-
-    public override bool Equals(object? obj) => obj is AnySizeImageTypeAttribute;
-
-    public override int GetHashCode() => typeof(AnySizeImageTypeAttribute).GetHashCode();
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.EncodeContract)]
-internal sealed class EncodeMappingFactory : StatefulCustomMappingFactory<EncodeSource, EncodeResult, SurrogateState>
-{
-    public override Action<EncodeSource, EncodeResult, SurrogateState> GetMapping() => (src, dst, state) =>
-    {
-        var runner = state.RunnerFor(src.__sd_config);
-        runner.Advance(state.Count++);
-        runner.Set(PersistenceSurrogate.Prompt, src.__sd_prompt);
-        runner.Set(PersistenceSurrogate.Negative, src.__sd_negative);
-        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
-        dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
-    };
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.DenoiseContract)]
-internal sealed class DenoiseMappingFactory : StatefulCustomMappingFactory<DenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<DenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => Map(src, dst, state, null);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-
-    internal static void Map(DenoiseSource src, DenoiseResult dst, SurrogateState state, long? seed, float[]? pooled = null)
-    {
-        var runner = state.RunnerFor(FirstConfig(src.__sd_config));
-        runner.Advance(state.Count++);
-        runner.Set(PersistenceSurrogate.Embeddings, src.__sd_embeddings);
-        runner.Set(PersistenceSurrogate.Noise, src.__sd_noise);
-        runner.Set(PersistenceSurrogate.InitialLatents, src is ImageDenoiseSource image ? image.__sd_init : Array.Empty<float>());
-        runner.Set(PersistenceSurrogate.Mask, src is InpaintDenoiseSource inpaint ? inpaint.__sd_mask : Array.Empty<float>());
-        runner.Set(PersistenceSurrogate.MaskedLatents, src is InpaintDenoiseSource masked ? masked.__sd_masked : Array.Empty<float>());
-        runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
-        if (pooled is not null)
-            runner.Set(PersistenceSurrogate.Pooled, pooled);
-        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
-    }
-
-    internal static string FirstConfig(string[] config) => config.Length > 0 ? config[0]
-        : throw new InvalidOperationException("The saved diffusion stage's configuration column is empty: its input vector has no values.");
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededDenoiseContract)]
-internal sealed class SeededDenoiseMappingFactory : StatefulCustomMappingFactory<SeededDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<SeededDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SdxlDenoiseContract)]
-internal sealed class SdxlDenoiseMappingFactory : StatefulCustomMappingFactory<SdxlDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<SdxlDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        DenoiseMappingFactory.Map(src, dst, state, null, src.__sd_pooled);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededSdxlDenoiseContract)]
-internal sealed class SeededSdxlDenoiseMappingFactory : StatefulCustomMappingFactory<SeededSdxlDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<SeededSdxlDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.DecodeContract)]
-internal sealed class DecodeMappingFactory : StatefulCustomMappingFactory<DecodeSource, DecodeResult, SurrogateState>
-{
-    public override Action<DecodeSource, DecodeResult, SurrogateState> GetMapping() => (src, dst, state) =>
-    {
-        var runner = state.RunnerFor(DenoiseMappingFactory.FirstConfig(src.__sd_config));
-        runner.Advance(state.Count++);
-        runner.Set(PersistenceSurrogate.Latents, src.__sd_latents);
-        dst.__sd_image = runner.ReadImage(PersistenceSurrogate.Image);
-        dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
-    };
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.ImageDenoiseContract)]
-internal sealed class ImageDenoiseMappingFactory : StatefulCustomMappingFactory<ImageDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<ImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => DenoiseMappingFactory.Map(src, dst, state, null);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededImageDenoiseContract)]
-internal sealed class SeededImageDenoiseMappingFactory : StatefulCustomMappingFactory<SeededImageDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<SeededImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.EncodeImageContract)]
-internal sealed class EncodeImageMappingFactory : StatefulCustomMappingFactory<EncodeImageSource, DenoiseResult, SurrogateState>
-{
-    public override Action<EncodeImageSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => Map(src, dst, state, null);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-
-    internal static void Map(EncodeImageSource src, DenoiseResult dst, SurrogateState state, long? seed)
-    {
-        var runner = state.RunnerFor(src.__sd_config);
-        runner.Advance(state.Count++);
-        runner.Set(PersistenceSurrogate.SourceImage, src.__sd_source
-            ?? throw new InvalidOperationException($"Row {state.Count - 1}: the saved EncodeImage stage's image column has no image (null)."));
-        runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
-        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
-    }
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededEncodeImageContract)]
-internal sealed class SeededEncodeImageMappingFactory : StatefulCustomMappingFactory<SeededEncodeImageSource, DenoiseResult, SurrogateState>
-{
-    public override Action<SeededEncodeImageSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        EncodeImageMappingFactory.Map(src, dst, state, src.__sd_seed);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.NoiseContract)]
-internal sealed class NoiseMappingFactory : StatefulCustomMappingFactory<NoiseSource, NoiseResult, SurrogateState>
-{
-    public override Action<NoiseSource, NoiseResult, SurrogateState> GetMapping() => (src, dst, state) => Map(src, dst, state, null, null);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-
-    internal static void Map(NoiseSource src, NoiseResult dst, SurrogateState state, long? seed, long? timestep)
-    {
-        var runner = state.RunnerFor(DenoiseMappingFactory.FirstConfig(src.__sd_config));
-        runner.Advance(state.Count++);
-        runner.Set(PersistenceSurrogate.Latents, src.__sd_latents);
-        runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
-        runner.Set(PersistenceSurrogate.Timestep, timestep ?? 0L);
-        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
-        dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
-    }
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededNoiseContract)]
-internal sealed class SeededNoiseMappingFactory : StatefulCustomMappingFactory<SeededNoiseSource, NoiseResult, SurrogateState>
-{
-    public override Action<SeededNoiseSource, NoiseResult, SurrogateState> GetMapping() => (src, dst, state) => NoiseMappingFactory.Map(src, dst, state, src.__sd_seed, null);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.TimedNoiseContract)]
-internal sealed class TimedNoiseMappingFactory : StatefulCustomMappingFactory<TimedNoiseSource, NoiseResult, SurrogateState>
-{
-    public override Action<TimedNoiseSource, NoiseResult, SurrogateState> GetMapping() => (src, dst, state) => NoiseMappingFactory.Map(src, dst, state, null, src.__sd_timestep);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededTimedNoiseContract)]
-internal sealed class SeededTimedNoiseMappingFactory : StatefulCustomMappingFactory<SeededTimedNoiseSource, NoiseResult, SurrogateState>
-{
-    public override Action<SeededTimedNoiseSource, NoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        NoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_timestep);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SdxlImageDenoiseContract)]
-internal sealed class SdxlImageDenoiseMappingFactory : StatefulCustomMappingFactory<SdxlImageDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<SdxlImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        DenoiseMappingFactory.Map(src, dst, state, null, src.__sd_pooled);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.InpaintDenoiseContract)]
-internal sealed class InpaintDenoiseMappingFactory : StatefulCustomMappingFactory<InpaintDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<InpaintDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) => DenoiseMappingFactory.Map(src, dst, state, null, src.__sd_pooled);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededSdxlImageDenoiseContract)]
-internal sealed class SeededSdxlImageDenoiseMappingFactory : StatefulCustomMappingFactory<SeededSdxlImageDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<SeededSdxlImageDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededInpaintDenoiseContract)]
-internal sealed class SeededInpaintDenoiseMappingFactory : StatefulCustomMappingFactory<SeededInpaintDenoiseSource, DenoiseResult, SurrogateState>
-{
-    public override Action<SeededInpaintDenoiseSource, DenoiseResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        DenoiseMappingFactory.Map(src, dst, state, src.__sd_seed, src.__sd_pooled);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.PrepareInpaintingContract)]
-internal sealed class PrepareInpaintingMappingFactory : StatefulCustomMappingFactory<PrepareInpaintingSource, PrepareInpaintingResult, SurrogateState>
-{
-    public override Action<PrepareInpaintingSource, PrepareInpaintingResult, SurrogateState> GetMapping() => (src, dst, state) => Map(src, dst, state, null);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-
-    internal static void Map(PrepareInpaintingSource src, PrepareInpaintingResult dst, SurrogateState state, long? seed)
-    {
-        var runner = state.RunnerFor(src.__sd_config);
-        runner.Advance(state.Count++);
-        runner.Set(PersistenceSurrogate.SourceImage, src.__sd_source
-            ?? throw new InvalidOperationException($"Row {state.Count - 1}: the saved PrepareInpainting stage's image column has no image (null)."));
-        runner.Set(PersistenceSurrogate.MaskImage, src.__sd_mask_image
-            ?? throw new InvalidOperationException($"Row {state.Count - 1}: the saved PrepareInpainting stage's mask column has no image (null)."));
-        runner.Set(PersistenceSurrogate.Seed, seed ?? 0L);
-        dst.__sd_out0 = runner.ReadVector(PersistenceSurrogate.Output0);
-        dst.__sd_out1 = runner.Has(PersistenceSurrogate.Output1) ? runner.ReadVector(PersistenceSurrogate.Output1) : Array.Empty<float>();
-    }
-}
-
-[CustomMappingFactoryAttribute(PersistenceSurrogate.SeededPrepareInpaintingContract)]
-internal sealed class SeededPrepareInpaintingMappingFactory : StatefulCustomMappingFactory<SeededPrepareInpaintingSource, PrepareInpaintingResult, SurrogateState>
-{
-    public override Action<SeededPrepareInpaintingSource, PrepareInpaintingResult, SurrogateState> GetMapping() => (src, dst, state) =>
-        PrepareInpaintingMappingFactory.Map(src, dst, state, src.__sd_seed);
-
-    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
-}
+#pragma warning restore SA1300, IDE1006, SA1402, SA1649

@@ -94,7 +94,7 @@ public abstract class DiffusionTransformer : ITransformer
     /// Saves the stage in ML.NET's model format as a chain of built-in transforms that carries the stage's configuration
     /// and the model folder's path (never weights) and re-creates the stage when loaded (docs/persistence.md).
     /// </summary>
-    void ICanSaveModel.Save(ModelSaveContext ctx) => PersistenceSurrogate.Save(this, ctx);
+    void ICanSaveModel.Save(ModelSaveContext ctx) => Persistence.SurrogateChain.Save(this, ctx);
 
     /// <summary>The last input schema the stage was fitted on or applied to; the saved surrogate is built for it.</summary>
     internal DataViewSchema? LastInputSchema { get; private set; }

@@ -1,0 +1,113 @@
+using System;
+using System.Collections.Generic;
+using System.Threading;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms;
+using MLNet.Diffusion.Persistence;
+using MLNet.Diffusion.Transforms;
+
+namespace MLNet.Diffusion;
+
+/// <summary>
+/// The persisted record of a DecodeLatents stage (<see cref="LatentDecodingTransformer"/>): its columns and the fields of
+/// <see cref="DecodeLatentsOptions"/>. Version 1.
+/// </summary>
+public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
+{
+    /// <summary>The image column the stage writes.</summary>
+    public string OutputColumnName { get; init; } = "Image";
+
+    /// <summary>The latents column the stage reads.</summary>
+    public string InputColumnName { get; init; } = "Latents";
+
+    /// <summary><see cref="DecodeLatentsOptions.PixelsColumnName"/>; null when the stage writes none.</summary>
+    public string? PixelsColumnName { get; init; }
+
+    /// <summary><see cref="DecodeLatentsOptions.LatentWidth"/> (saved resolved from the input column's shape when it has one).</summary>
+    public int? LatentWidth { get; init; }
+
+    /// <summary><see cref="DecodeLatentsOptions.LatentHeight"/> (saved resolved from the input column's shape when it has one).</summary>
+    public int? LatentHeight { get; init; }
+
+    /// <summary><see cref="DecodeLatentsOptions.BatchSize"/>.</summary>
+    public int BatchSize { get; init; } = 2;
+
+    /// <inheritdoc/>
+    public override DiffusionStageKind Kind => DiffusionStageKind.DecodeLatents;
+
+    /// <inheritdoc/>
+    public override int CurrentVersion => 1;
+
+    /// <summary>The ML.NET contract of the saved stage.</summary>
+    internal const string ContractName = "MLNet.Diffusion.DecodeLatents.v2";
+
+    internal static DecodeLatentsStageDefinition From(LatentDecodingTransformer stage)
+    {
+        var o = stage.Options;
+        return new()
+        {
+            OutputColumnName = stage.OutputColumnName,
+            InputColumnName = stage.InputColumnName,
+            PixelsColumnName = o.PixelsColumnName,
+            LatentWidth = o.LatentWidth,
+            LatentHeight = o.LatentHeight,
+            BatchSize = o.BatchSize,
+        };
+    }
+
+    private protected override DiffusionTransformer Create(StableDiffusionModel model, IProgress<DenoiseProgress>? progress, CancellationToken cancellationToken) =>
+        new LatentDecodingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
+            new DecodeLatentsOptions { PixelsColumnName = PixelsColumnName, LatentWidth = LatentWidth, LatentHeight = LatentHeight, BatchSize = BatchSize });
+
+    internal override DiffusionStageDefinition ForSurrogate() => this with
+    {
+        OutputColumnName = Slots.Image,
+        InputColumnName = Slots.Latents,
+        PixelsColumnName = IfSet(PixelsColumnName, Slots.Output1),
+        BatchSize = 1,
+    };
+
+    internal override string Contract => ContractName;
+
+    internal override IReadOnlyList<SurrogateInput> Inputs => new SurrogateInput[] { new(Slots.Latents, SlotType.Tensor, InputColumnName) };
+
+    internal override IReadOnlyList<SurrogateOutput> Outputs => PixelsColumnName is { } pixels
+        ? new SurrogateOutput[] { new(OutputColumnName, Slots.Image), new(pixels, Slots.Output1) }
+        : new SurrogateOutput[] { new(OutputColumnName, Slots.Image) };
+
+    internal override string ConfigKey(DataViewSchema schema) => InputColumnName;
+
+    internal override IEstimator<ITransformer> CreateMapping(MLContext ml) =>
+        ml.Transforms.StatefulCustomMapping(new DecodeLatentsMapping().GetMapping(), SurrogateState.Init, ContractName);
+
+    /// <summary>
+    /// Latent sizes left to the input column get the size that column has in <paramref name="inputSchema"/>: a loaded
+    /// ML.NET model's vector columns have no fixed shape, so the saved stage must know it.
+    /// </summary>
+    internal override DiffusionStageDefinition WithResolvedSchema(DataViewSchema inputSchema) =>
+        LatentHeight is null && inputSchema.GetColumnOrNull(InputColumnName)?.Type is VectorDataViewType { Dimensions.Length: 3 } v
+            ? this with { LatentWidth = LatentWidth ?? v.Dimensions[2], LatentHeight = v.Dimensions[1] }
+            : this;
+}
+
+#pragma warning disable SA1300, IDE1006 // Member names are the surrogate's slot names.
+
+/// <summary>The saved row of DecodeLatents (contract <see cref="DecodeLatentsStageDefinition.ContractName"/>).</summary>
+internal sealed class DecodeLatentsSlots
+{
+    public string[] __sd_config { get; set; } = Array.Empty<string>();
+
+    public float[] __sd_latents { get; set; } = Array.Empty<float>();
+}
+
+#pragma warning restore SA1300, IDE1006
+
+[CustomMappingFactoryAttribute(DecodeLatentsStageDefinition.ContractName)]
+internal sealed class DecodeLatentsMapping : StatefulCustomMappingFactory<DecodeLatentsSlots, ImageOutputs, SurrogateState>
+{
+    public override Action<DecodeLatentsSlots, ImageOutputs, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(SurrogateState.First(src.__sd_config), r => r.Set(Slots.Latents, src.__sd_latents)).ReadInto(dst);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
