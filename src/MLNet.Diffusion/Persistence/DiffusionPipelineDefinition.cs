@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.IO;
+using System.Linq;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -102,6 +103,7 @@ public sealed class DiffusionPipelineDefinition
                 throw new InvalidDataException($"Unknown diffusion pipeline definition format version {version}; this library reads up to {CurrentFormatVersion}.");
             if (version == 1)
                 LegacyDefinitionV1.Upgrade(node);
+            CheckKinds(node);
             d = node.Deserialize<DiffusionPipelineDefinition>(s_json);
             if (d is not null)
                 d = d.With(version);
@@ -117,6 +119,22 @@ public sealed class DiffusionPipelineDefinition
                 throw new InvalidDataException(stage is null ? "A diffusion pipeline definition holds a null stage."
                     : $"The {stage.Kind} stage record has version {stage.Version}; this library reads versions 1 to {stage.CurrentVersion}.");
         return d;
+    }
+
+    /// <summary>Each stage names a kind this library knows, first (System.Text.Json reads the discriminator only there).</summary>
+    private static void CheckKinds(JsonObject definition)
+    {
+        if (definition[nameof(Stages)] is not JsonArray stages)
+            return;
+        for (int i = 0; i < stages.Count; i++)
+        {
+            var first = stages[i] is JsonObject o && o.Count > 0 ? o.First() : default;
+            if (first.Key != "kind")
+                throw new InvalidDataException($"Stage {i} of the diffusion pipeline definition does not start with its \"kind\".");
+            string? kind = first.Value is JsonValue v && v.TryGetValue(out string? k) ? k : null;
+            if (kind is null || !Enum.TryParse<DiffusionStageKind>(kind, ignoreCase: false, out _) || int.TryParse(kind, out _))
+                throw new InvalidDataException($"Stage {i} of the diffusion pipeline definition has the unknown kind '{kind}'; this library knows {string.Join(", ", Enum.GetNames<DiffusionStageKind>())}.");
+        }
     }
 
     /// <summary>This definition with another model folder (for a folder that moved; docs/persistence.md).</summary>
