@@ -70,7 +70,7 @@ public abstract record DiffusionStageDefinition
     public static DiffusionStageDefinition FromTransformer(DiffusionTransformer stage)
     {
         ArgumentNullException.ThrowIfNull(stage);
-        return stage switch
+        DiffusionStageDefinition definition = stage switch
         {
             PromptEncodingTransformer e => EncodePromptStageDefinition.From(e),
             LatentDenoisingTransformer d => DenoiseLatentsStageDefinition.From(d),
@@ -80,6 +80,9 @@ public abstract record DiffusionStageDefinition
             InpaintingPreparationTransformer p => PrepareInpaintingStageDefinition.From(p),
             _ => throw new ArgumentException($"Unknown diffusion stage type {stage.GetType().Name}.", nameof(stage)),
         };
+
+        // What this library writes is always its current record version (the property's default is the first one).
+        return definition with { Version = definition.CurrentVersion };
     }
 
     /// <summary>Creates the stage on <paramref name="model"/>.</summary>
