@@ -21,11 +21,10 @@ namespace MLNet.Diffusion.Prompting;
 /// "No norm" multiplies only; "Ignore" and "None" leave the states alone.
 /// </para>
 /// <para>
-/// compel's maths is different and belongs to the compel wiring: a weight <c>w ≥ 1</c> scales the states as
-/// <c>z_empty + (z − z_empty) · w</c> per token (the empty prompt's states at the same positions), and a weight
-/// <c>w &lt; 1</c> is realised by blending with the states of the prompt encoded without the down-weighted phrase,
-/// since ONNX text encoders take no attention mask (compel's masked variant cannot be reproduced); see
-/// <c>CompelPromptParser</c>.
+/// compel's maths is different and belongs to the compel wiring: a weighted token becomes
+/// <c>z_empty + (z − z_empty) · w</c> (the empty prompt's states at the same position), and a weight <c>w &lt; 1</c>
+/// is realised by blending with the states of the prompt encoded without the down-weighted phrase (blend weight
+/// <c>tan((1 − w) · π/2)</c>), since ONNX text encoders take no attention mask; see <see cref="CompelPrompt"/>.
 /// </para>
 /// </remarks>
 internal static class PromptWeighting
