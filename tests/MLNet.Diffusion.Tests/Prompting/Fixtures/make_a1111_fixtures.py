@@ -13,6 +13,13 @@ Usage (Debian bookworm: python3, python3-lark, python3-torch, python3-numpy, pyt
   /usr/bin/python3 make_a1111_fixtures.py --a1111 DIR --clip DIR --bpe bpe_simple_vocab_16e6.txt.gz --out a1111_prompts.json
 where --a1111 holds modules/prompt_parser.py and modules/sd_hijack_clip.py of AUTOMATIC1111/stable-diffusion-webui
 and --clip holds simple_tokenizer.py of openai/CLIP. The commits used are written into the JSON ("meta").
+
+How a1111_prompts.json was made (2026-12-05, Debian bookworm python 3.11, lark 1.1.5, torch 1.13): the A1111
+repository snapshot was too large to bring to the build machine, so the two files were copied by hand from the
+commits above, keeping every function this script calls verbatim — prompt_parser.py without its torch-using tail
+(get_learned_conditioning, reconstruct_*, stack_conds), with SdConditioning(prompts) written as list(prompts) in
+get_multicond_prompt_list; sd_hijack_clip.py from its top to process_texts. The script runs unchanged on the full files.
+A1111's own doctests pass on those copies except `a [{b|d{:.5] c`, whose expected value needs lark 1.1.2 (A1111's pin).
 """
 import argparse
 import json
