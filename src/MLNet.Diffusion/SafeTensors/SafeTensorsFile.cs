@@ -6,6 +6,7 @@ using System.IO.MemoryMappedFiles;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using System.Text.Unicode;
 
 namespace MLNet.Diffusion.SafeTensors;
 
@@ -207,6 +208,9 @@ internal sealed unsafe class SafeTensorsFile : IDisposable
     {
         // A torch.save zip (PK\x03\x04) or a raw pickle (0x80 protocol byte) renamed to .safetensors reaches here as
         // a header length that is either absurd (caught above) or JSON that does not start with '{'.
+        // The reader accepts invalid UTF-8 inside strings and fails only when a name is decoded; check it all first.
+        if (!Utf8.IsValid(header))
+            throw Bad(file, "its header is not valid UTF-8");
         JsonDocument document;
         try
         {
