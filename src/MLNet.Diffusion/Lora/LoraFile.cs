@@ -267,6 +267,8 @@ internal sealed class LoraFile
         if (down.Shape.Length is not (2 or 4) || up.Shape.Length != down.Shape.Length)
             throw new InvalidDataException($"{where} has down shape [{string.Join(", ", down.Shape)}] and up shape [{string.Join(", ", up.Shape)}]; "
                 + "expected down [r, in] and up [out, r], or down [r, in, kh, kw] and up [out, r, 1, 1].");
+        if (Array.Exists(down.Shape, d => d > int.MaxValue) || Array.Exists(up.Shape, d => d > int.MaxValue))
+            throw new InvalidDataException($"{where} has a dimension larger than {int.MaxValue}.");
         long rank = down.Shape[0];
         if (rank == 0 || up.Shape[1] != rank || (up.Shape.Length == 4 && (up.Shape[2] != 1 || up.Shape[3] != 1)))
             throw new InvalidDataException($"{where} has down shape [{string.Join(", ", down.Shape)}] and up shape [{string.Join(", ", up.Shape)}], "

@@ -52,8 +52,8 @@ internal sealed class LoraTargetIndex
 
     /// <summary>
     /// Nodes that compute attention from packed projections (ONNX Runtime's fused <c>Attention</c> family, or a
-    /// MatMul named <c>to_qkv</c>/<c>qkv</c>/<c>in_proj</c>): their Q, K and V weights are slices of one initializer,
-    /// so a LoRA for <c>to_q</c> has no weight of its own to change.
+    /// packed projection, see <see cref="IsPackedProjection"/>): their Q, K and V weights are slices of one
+    /// initializer, so a LoRA for <c>to_q</c> has no weight of its own to change.
     /// </summary>
     public IReadOnlyList<string> PackedAttentionNodes { get; private set; } = [];
 
@@ -102,7 +102,7 @@ internal sealed class LoraTargetIndex
             var layout = storedTransposed ^ transposed ? LoraWeightLayout.InOut : LoraWeightLayout.OutIn;
             string? path = ModulePathOfNode(node.Name);
             string? named = initializer.Name.EndsWith(".weight", StringComparison.Ordinal) ? initializer.Name[..^7] : null;
-            if (path is not null && IsPackedProjection(path))
+            if (IsPackedProjection(path, initializer, layout))
                 packed.Add(node.Name);
             foreach (string? candidate in (ReadOnlySpan<string?>)[path, named != path ? named : null])
             {
@@ -184,11 +184,25 @@ internal sealed class LoraTargetIndex
         return nodeName[1..last].Replace('/', '.');
     }
 
-    private static bool IsPackedProjection(string path)
+    /// <summary>
+    /// A projection that computes Q, K and V (or K and V) in one product: named so (<c>to_qkv</c>, <c>qkv</c>,
+    /// <c>in_proj</c>; PyTorch <c>nn.MultiheadAttention.in_proj_weight</c>, which OpenCLIP text encoders use), or
+    /// an attention module's own weight with three times as many outputs as inputs.
+    /// </summary>
+    private static bool IsPackedProjection(string? path, LoraGraphInitializer initializer, LoraWeightLayout layout)
     {
-        int dot = path.LastIndexOf('.');
-        string last = path[(dot + 1)..];
-        return last is "to_qkv" or "qkv" or "to_kv" or "in_proj" or "qkv_proj";
+        if (initializer.Name.EndsWith("in_proj_weight", StringComparison.Ordinal) || initializer.Name.EndsWith("qkv.weight", StringComparison.Ordinal))
+            return true;
+        if (path is null)
+            return false;
+        string last = path[(path.LastIndexOf('.') + 1)..];
+        if (last is "to_qkv" or "qkv" or "to_kv" or "in_proj" or "qkv_proj")
+            return true;
+        if (initializer.Dims.Length != 2 || last is not ("attn" or "self_attn" or "attn1" or "attn2" or "attention"))
+            return false;
+        long inputs = layout == LoraWeightLayout.InOut ? initializer.Dims[0] : initializer.Dims[1];
+        long outputs = layout == LoraWeightLayout.InOut ? initializer.Dims[1] : initializer.Dims[0];
+        return outputs == 3 * inputs;
     }
 
     private static bool TryResolveWeight(string value, Dictionary<string, LoraGraphInitializer> initializers,

@@ -50,6 +50,7 @@ public sealed class LoraTinySdTests
         CollectionAssert.AreEqual(dims, target.Initializer.Dims);
         Assert.AreEqual(transposed ? LoraWeightLayout.InOut : LoraWeightLayout.OutIn, target.Layout);
         Assert.AreEqual(1, s_unet.Value.Index.ConsumersOf(target.Initializer.Name).Count);
+        Assert.AreEqual(0, s_unet.Value.Index.PackedAttentionNodes.Count, "the UNet's attention projections are separate weights");
     }
 
     [TestMethod]
@@ -130,5 +131,22 @@ public sealed class LoraTinySdTests
         var result = Merge("tiny_locon_kohya_fp16.safetensors", 0f);
         Assert.AreEqual(0, result.Weights.Count);
         Assert.AreEqual(0, result.Unmatched.Count);
+    }
+
+    [TestMethod]
+    public void RefusesTextEncoderAttentionLorasOnThePackedOpenClipEncoder()
+    {
+        // This export's text encoder is OpenCLIP-style: nn.MultiheadAttention's packed in_proj_weight ([32, 96] as Wᵀ)
+        // holds Q, K and V, so a q_proj LoRA has no weight of its own.
+        var (graph, read) = OnnxLoraGraphs.Load(Path.Combine(SharedModels.RequireTinySd(), "text_encoder", "model.onnx"));
+        var index = LoraTargetIndex.Build(graph);
+        Assert.AreEqual(5, index.PackedAttentionNodes.Count, string.Join(", ", index.PackedAttentionNodes));
+        var tensors = new Dictionary<string, SafeTensors.SafeTensorsWriter.Entry>();
+        LoraFiles.AddPair(tensors, "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
+            "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", [4, 32], [32, 4], 1);
+        var error = Assert.ThrowsExactly<NotSupportedException>(() => LoraMerger.Merge(
+            [new LoraMergeTarget(LoraComponent.TextEncoder, index, read)], [new LoraApplication(LoraFiles.Read(tensors), 1f)]));
+        StringAssert.Contains(error.Message, "text_model.encoder.layers.0.self_attn.q_proj");
+        StringAssert.Contains(error.Message, "/transformer/resblocks/resblocks.0/attn/MatMul");
     }
 }
