@@ -167,6 +167,21 @@ internal sealed unsafe class SafeTensorsFile : IDisposable
             throw new InvalidDataException($"Tensor '{name}' of '{FileName}' holds a non-finite value ({destination[index]}) at element {index}.");
     }
 
+    /// <summary>
+    /// The SHA-256 of the data section (the bytes after the header), lower-case hex: the "AddNet" hash that A1111
+    /// records for .safetensors LoRAs in PNG parameters (<c>Lora hashes: "name: &lt;first 12 hex digits&gt;"</c>;
+    /// stable-diffusion-webui <c>modules/hashes.py</c> <c>addnet_hash_safetensors</c>), unchanged by metadata edits.
+    /// </summary>
+    public string ComputeDataSha256()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        const int chunk = 1 << 20;
+        for (long offset = 0; offset < _dataLength; offset += chunk)
+            sha.AppendData(new ReadOnlySpan<byte>(_data + offset, (int)Math.Min(chunk, _dataLength - offset)));
+        return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
+    }
+
     /// <summary>Releases the mapping.</summary>
     public void Dispose()
     {

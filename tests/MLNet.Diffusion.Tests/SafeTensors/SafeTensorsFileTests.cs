@@ -83,6 +83,17 @@ public sealed class SafeTensorsFileTests
     }
 
     [TestMethod]
+    public void HashesTheDataSectionAsA1111sAddNetHash()
+    {
+        // hashlib.sha256(bytes[8 + header_length:]).hexdigest() of the shared files (A1111 addnet_hash_safetensors).
+        string folder = Path.Combine(SharedModels.RequireTinySd(), "..", "tiny-sd-lora");
+        using (var kohya = SafeTensorsFile.Open(Path.Combine(folder, "tiny_lora_kohya.safetensors")))
+            Assert.AreEqual("0be1c2e69d685d368c26d3a2caa01745d41638efea849a080cf23d77159ab5b5", kohya.ComputeDataSha256());
+        using var locon = SafeTensorsFile.Open(Path.Combine(folder, "tiny_locon_kohya_fp16.safetensors"));
+        Assert.AreEqual("bf29b9ffa78442b5c7e1961c8639c2690c7d509dbd90c0121c920586dc38f26e", locon.ComputeDataSha256());
+    }
+
+    [TestMethod]
     public void WidensFloat16TensorsOfTheLoConFileExactly()
     {
         string folder = Path.Combine(SharedModels.RequireTinySd(), "..", "tiny-sd-lora");
