@@ -183,6 +183,7 @@ public sealed class DiffusionStageDefinition
                         BatchSize = 1,
                         LongPrompt = e.LongPrompt,
                         MaxWindows = e.MaxWindows,
+                        EncodeEmptyNegativePrompt = e.EncodeEmptyNegativePrompt,
                     },
                 };
             case DiffusionStageKind.DenoiseLatents:
