@@ -149,7 +149,6 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
 
     private sealed class Worker : StageWorker
     {
-        private readonly PromptEncodingTransformer _stage;
         private readonly PromptEncoder _encoder;
         private readonly ValueGetter<ReadOnlyMemory<char>> _prompt;
         private readonly ValueGetter<ReadOnlyMemory<char>>? _negative;
@@ -163,7 +162,6 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
 
         public Worker(PromptEncodingTransformer stage, DataViewRow input)
         {
-            _stage = stage;
             var options = stage.Options;
             _channel = stage.StartChannel();
             _encoder = new PromptEncoder(stage.Model,
