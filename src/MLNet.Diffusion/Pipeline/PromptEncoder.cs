@@ -1,153 +1,251 @@
 using System;
 using System.Collections.Generic;
-using Microsoft.ML.OnnxRuntime;
-using MLNet.Diffusion.Onnx;
-using MLNet.Diffusion.Tokenization;
 
 namespace MLNet.Diffusion.Pipeline;
 
+/// <summary>The settings of <see cref="PromptEncoder"/> (the EncodePrompt stage's options less its column names).</summary>
+/// <param name="BatchSize">Texts per text-encoder call.</param>
+/// <param name="LongPrompt">Encode prompts longer than the model's window in 75-token windows instead of truncating them.</param>
+/// <param name="MaxWindows">With <paramref name="LongPrompt"/>, the most windows a row may use.</param>
+/// <param name="Pooled">Whether the pooled vectors are written (the model must have them).</param>
+internal sealed record PromptEncodingSettings(int BatchSize, bool LongPrompt, int MaxWindows, bool Pooled);
+
 /// <summary>
-/// Runs the text encoder(s) on token ids, in mini-batches of one ONNX call per encoder: ids → states [n, L, D] (and the
-/// pooled vector [n, P] when the model has one). SD 1.x/2.x has one encoder (<c>last_hidden_state</c>); SDXL runs
-/// text_encoder and text_encoder_2 on their own tokenizers' ids and concatenates their penultimate hidden states on the
-/// feature axis, D = D₁ + D₂, with text_encoder_2's <c>text_embeds</c> as the pooled vector (diffusers
-/// StableDiffusionXLPipeline.encode_prompt). Ids are fed as int32 or int64 per each model's metadata.
+/// The prompt-encoding recipe of diffusers' <c>encode_prompt</c> (StableDiffusionPipeline, StableDiffusionXLPipeline) for a
+/// batch of rows, each a prompt and a negative prompt:
+/// <list type="number">
+/// <item>distinct texts: one encoding per distinct non-empty text of the batch; the empty prompt is encoded once per
+/// encoder instance and kept;</item>
+/// <item>tokenize with every text encoder's tokenizer (SDXL: tokenizer and tokenizer_2), truncating to the model's window
+/// with a logged warning, or in 75-token windows for long prompts;</item>
+/// <item>encode in calls of <see cref="PromptEncodingSettings.BatchSize"/> texts (<see cref="TextEncoderRunner"/>);</item>
+/// <item>negatives: "no negative prompt" (null) is zeros on folders that set <c>force_zeros_for_empty_prompt</c>
+/// (diffusers: <c>zero_out_negative_prompt = negative_prompt is None and force_zeros_for_empty_prompt</c>) and the encoded
+/// empty prompt elsewhere; an explicit empty negative prompt is the encoded empty prompt (diffusers: <c>negative_prompt or ""</c>);</item>
+/// <item>pooled: the pooled vectors of the negative and the prompt, zeroed with the negative's states.</item>
+/// </list>
+/// Writes each row's [2, L, D] (negative, then prompt; [2, k·L, D] with k windows for long prompts) and [2, P] into the
+/// caller's arrays, reusing them when they have the right length; the recipe's own buffers are reused batch after batch.
+/// Knows nothing of ML.NET: texts in, floats out, messages to an <see cref="IPipelineLog"/>.
 /// </summary>
 internal sealed class PromptEncoder : IDisposable
 {
-    private readonly StableDiffusionModel _model;
-    private readonly IReadOnlyList<TextEncoderBinding> _bindings;
-    private readonly Slot[] _slots;
+    /// <summary>Text slot of "no negative prompt".</summary>
+    private const int NoText = -2;
+
+    /// <summary>Text slot of the empty prompt (the cached encoding).</summary>
+    private const int EmptyText = -1;
+
+    private readonly TextEncoderRunner _runner;
+    private readonly PromptEncodingSettings _settings;
+    private readonly IPipelineLog _log;
     private readonly int _length;
     private readonly int _hidden;
-    private int _count = -1;
+    private readonly int _encoders;
+    private readonly int _pooledSize;
+    private readonly bool _forceZeros;
+    private readonly List<string> _texts = new();
+    private readonly Dictionary<string, int> _textIndex = new(StringComparer.Ordinal);
+    private readonly List<(int Row, bool Negative)> _firstUse = new();
+    private int[] _promptSlots = Array.Empty<int>();
+    private int[] _negativeSlots = Array.Empty<int>();
+    private float[] _states = Array.Empty<float>();
+    private float[] _pooledStates = Array.Empty<float>();
+    private int[] _ids = Array.Empty<int>();
+    private int[] _windowIds = Array.Empty<int>();
+    private float[]? _emptyState;
+    private float[]? _emptyPooled;
 
-    public PromptEncoder(StableDiffusionModel model)
+    /// <summary>Creates the recipe on a model's text encoder(s).</summary>
+    /// <param name="model">The model.</param>
+    /// <param name="settings">Batch size, long prompts, pooled output.</param>
+    /// <param name="log">Receives the truncation warnings.</param>
+    public PromptEncoder(StableDiffusionModel model, PromptEncodingSettings settings, IPipelineLog log)
     {
-        _model = model;
-        _bindings = model.TextEncoders;
-        _length = model.Info.SequenceLength;
-        _hidden = model.Info.HiddenSize;
-        _slots = new Slot[_bindings.Count];
-        for (int e = 0; e < _slots.Length; e++)
-            _slots[e] = new Slot(_bindings[e]);
+        _runner = new TextEncoderRunner(model);
+        _settings = settings;
+        _log = log;
+        _length = _runner.SequenceLength;
+        _hidden = _runner.HiddenSize;
+        _encoders = _runner.EncoderCount;
+        _pooledSize = settings.Pooled ? _runner.PooledSize ?? throw new ArgumentException("The model's text encoder has no pooled output.", nameof(settings)) : 0;
+        _forceZeros = model.Info.ForceZerosForEmptyPrompt;
     }
-
-    public int SequenceLength => _length;
-
-    /// <summary>Width of the concatenated states, D.</summary>
-    public int HiddenSize => _hidden;
-
-    public int? PooledSize => _model.Info.PooledSize;
-
-    /// <summary>How many text encoders a prompt runs through; <see cref="Encode"/> takes that many id rows per prompt.</summary>
-    public int EncoderCount => _slots.Length;
-
-    /// <summary>The tokenizer that makes the ids of encoder <paramref name="encoder"/>.</summary>
-    public ClipTokenizer TokenizerOf(int encoder) => _bindings[encoder].Tokenizer;
 
     /// <summary>
-    /// Encodes <paramref name="count"/> prompts. <paramref name="ids"/> holds per prompt one row of L ids per encoder
-    /// (prompt r, encoder e at (r·E + e)·L); writes [count, L, D] states and, if requested, [count, P] pooled vectors.
+    /// Encodes one batch. Row r is <paramref name="prompts"/>[r] and <paramref name="negatives"/>[r] (null: no negative
+    /// prompt); <paramref name="rows"/>[r] names it in messages. <paramref name="embeddings"/>[r] receives [2, L, D] and, when
+    /// pooled vectors are wanted, <paramref name="pooled"/>[r] receives [2, P].
     /// </summary>
-    public void Encode(ReadOnlySpan<int> ids, int count, Span<float> hidden, Span<float> pooled)
+    /// <exception cref="ArgumentOutOfRangeException">A long prompt needs more windows than <see cref="PromptEncodingSettings.MaxWindows"/>.</exception>
+    public void Encode(ReadOnlySpan<string> prompts, ReadOnlySpan<string?> negatives, ReadOnlySpan<long> rows, Span<float[]?> embeddings, Span<float[]?> pooled)
     {
-        int encoders = _slots.Length;
-        if (ids.Length != count * encoders * _length)
-            throw new ArgumentException($"Expected {count}×{encoders}×{_length} token ids, got {ids.Length}.", nameof(ids));
-        if (hidden.Length != count * _length * _hidden)
-            throw new ArgumentException($"Expected room for {count}×{_length}×{_hidden} hidden values, got {hidden.Length}.", nameof(hidden));
-        _model.ThrowIfDisposed();
-        Ensure(count);
-        int offset = 0;
-        for (int e = 0; e < encoders; e++)
+        int count = prompts.Length;
+        if (negatives.Length != count || rows.Length != count || embeddings.Length != count || (_pooledSize > 0 && pooled.Length != count))
+            throw new ArgumentException($"Expected {count} negatives, row numbers and outputs.", nameof(negatives));
+        if (_settings.LongPrompt)
         {
-            var slot = _slots[e];
-            for (int r = 0; r < count; r++)
-                slot.Ids!.Write(ids.Slice((r * encoders + e) * _length, _length), r * _length);
-            _bindings[e].Encoder.Run(null, slot.InputNames, slot.Inputs, slot.OutputNames, slot.Outputs);
-            int width = _bindings[e].HiddenSize;
-            if (encoders == 1)
-            {
-                slot.States!.Read(hidden);
-            }
-            else
-            {
-                // Concatenate on the feature axis: each token's D_e values go to [offset, offset + D_e) of its D.
-                slot.States!.Read(slot.Scratch);
-                for (int t = 0; t < count * _length; t++)
-                    slot.Scratch.AsSpan(t * width, width).CopyTo(hidden.Slice(t * _hidden + offset, width));
-            }
-            if (slot.Pooled is not null && pooled.Length > 0)
-                slot.Pooled.Read(pooled);
-            offset += width;
-        }
-    }
-
-    private void Ensure(int count)
-    {
-        if (count == _count)
+            EncodeWindows(prompts, negatives, rows, embeddings, pooled);
             return;
-        DisposeBuffers();
-        for (int e = 0; e < _slots.Length; e++)
-            _slots[e].Allocate(count, _length, _slots.Length > 1);
-        _count = count;
+        }
+        // 1. Distinct texts: the batch's non-empty texts once each, in order of first use.
+        _texts.Clear();
+        _textIndex.Clear();
+        _firstUse.Clear();
+        Grow(ref _promptSlots, count);
+        Grow(ref _negativeSlots, count);
+        for (int r = 0; r < count; r++)
+        {
+            _promptSlots[r] = TextSlot(prompts[r], r, negative: false);
+            _negativeSlots[r] = negatives[r] is { } negative ? TextSlot(negative, r, negative: true) : NoText;
+        }
+        // 2–3. Tokenize and encode: the empty prompt once per instance, first (it encodes into the same buffers), then the texts.
+        EnsureEmpty();
+        EncodeTexts(_texts, rows);
+        // 4–5. Negative and prompt states and pooled vectors, side by side.
+        int per = _length * _hidden;
+        for (int r = 0; r < count; r++)
+        {
+            var e = Fit(ref embeddings[r], 2 * per);
+            CopyOut(_states, _emptyState!, _negativeSlots[r], per, e.AsSpan(0, per));
+            CopyOut(_states, _emptyState!, _promptSlots[r], per, e.AsSpan(per, per));
+            if (_pooledSize > 0)
+            {
+                var p = Fit(ref pooled[r], 2 * _pooledSize);
+                CopyOut(_pooledStates, _emptyPooled!, _negativeSlots[r], _pooledSize, p.AsSpan(0, _pooledSize));
+                CopyOut(_pooledStates, _emptyPooled!, _promptSlots[r], _pooledSize, p.AsSpan(_pooledSize, _pooledSize));
+            }
+        }
     }
 
-    private void DisposeBuffers()
+    /// <summary>The slot of a text among the batch's distinct texts (added when new); <see cref="EmptyText"/> for the empty text.</summary>
+    private int TextSlot(string text, int row, bool negative)
     {
-        foreach (var slot in _slots)
-            slot.Dispose();
-        _count = -1;
+        if (text.Length == 0)
+            return EmptyText;
+        if (!_textIndex.TryGetValue(text, out int i))
+        {
+            _textIndex[text] = i = _texts.Count;
+            _texts.Add(text);
+            _firstUse.Add((row, negative));
+        }
+        return i;
     }
 
-    public void Dispose() => DisposeBuffers();
-
-    /// <summary>One encoder's reusable tensors for a batch size.</summary>
-    private sealed class Slot : IDisposable
+    /// <summary>Copies a slot's n values: a distinct text's, the empty prompt's, or zeros or the empty prompt's for "no negative prompt".</summary>
+    private void CopyOut(float[] all, float[] empty, int slot, int n, Span<float> destination)
     {
-        private readonly TextEncoderBinding _binding;
+        if (slot == NoText && _forceZeros)
+            destination.Clear();
+        else
+            (slot < 0 ? empty.AsSpan() : all.AsSpan(slot * n, n)).CopyTo(destination);
+    }
 
-        public Slot(TextEncoderBinding binding)
+    private void EnsureEmpty()
+    {
+        if (_emptyState is not null)
+            return;
+        EncodeTexts(new List<string> { string.Empty }, rows: default);
+        _emptyState = _states.AsSpan(0, _length * _hidden).ToArray();
+        _emptyPooled = _pooledStates.AsSpan(0, _pooledSize).ToArray();
+    }
+
+    /// <summary>
+    /// Tokenizes (truncating; a warning names the first row that uses a truncated text, unless <paramref name="rows"/> is
+    /// empty) and encodes texts in calls of BatchSize into <see cref="_states"/> [n, L, D] and <see cref="_pooledStates"/> [n, P].
+    /// </summary>
+    private void EncodeTexts(List<string> texts, ReadOnlySpan<long> rows)
+    {
+        int n = texts.Count, per = _length * _hidden, idsPer = _encoders * _length;
+        Grow(ref _states, n * per);
+        Grow(ref _pooledStates, n * _pooledSize);
+        if (n == 0)
+            return;
+        // Each encoder gets its own tokenizer's ids (SDXL's tokenizer_2 pads with "!", tokenizer with <|endoftext|>).
+        var ids = Grow(ref _ids, n * idsPer);
+        for (int i = 0; i < n; i++)
         {
-            _binding = binding;
-            OutputNames = binding.PooledOutput is null ? new[] { binding.StatesOutput } : new[] { binding.StatesOutput, binding.PooledOutput };
+            int dropped = 0;
+            for (int e = 0; e < _encoders; e++)
+                dropped = Math.Max(dropped, _runner.TokenizerOf(e).EncodeToFixedLength(texts[i], ids.AsSpan((i * _encoders + e) * _length, _length)));
+            if (dropped > 0 && !rows.IsEmpty)
+            {
+                var (row, negative) = _firstUse[i];
+                _log.Warning($"Row {rows[row]}: the {(negative ? "negative prompt" : "prompt")} has {dropped} token(s) beyond the model's {_length - 2}-token limit; they were dropped. Set EncodePromptOptions.LongPrompt to keep them.");
+            }
         }
-
-        public string[] InputNames { get; } = { "input_ids" };
-
-        public string[] OutputNames { get; }
-
-        public TensorBuffer? Ids { get; private set; }
-
-        public TensorBuffer? States { get; private set; }
-
-        public TensorBuffer? Pooled { get; private set; }
-
-        public OrtValue[] Inputs { get; private set; } = Array.Empty<OrtValue>();
-
-        public OrtValue[] Outputs { get; private set; } = Array.Empty<OrtValue>();
-
-        public float[] Scratch { get; private set; } = Array.Empty<float>();
-
-        public void Allocate(int count, int length, bool concatenated)
+        int chunk = Math.Max(1, _settings.BatchSize);
+        for (int start = 0; start < n; start += chunk)
         {
-            var encoder = _binding.Encoder;
-            Ids = new TensorBuffer(encoder.Input("input_ids").ElementDataType, new long[] { count, length });
-            States = new TensorBuffer(encoder.Output(_binding.StatesOutput).ElementDataType, new long[] { count, length, _binding.HiddenSize });
-            if (_binding.PooledOutput is { } p)
-                Pooled = new TensorBuffer(encoder.Output(p).ElementDataType, new long[] { count, _binding.PooledSize!.Value });
-            Inputs = new[] { Ids.Value };
-            Outputs = Pooled is null ? new[] { States.Value } : new[] { States.Value, Pooled.Value };
-            Scratch = concatenated ? new float[count * length * _binding.HiddenSize] : Array.Empty<float>();
-        }
-
-        public void Dispose()
-        {
-            Ids?.Dispose();
-            States?.Dispose();
-            Pooled?.Dispose();
-            Ids = States = Pooled = null;
+            int m = Math.Min(chunk, n - start);
+            _runner.Encode(ids.AsSpan(start * idsPer, m * idsPer), m, _states.AsSpan(start * per, m * per),
+                _pooledSize > 0 ? _pooledStates.AsSpan(start * _pooledSize, m * _pooledSize) : Span<float>.Empty);
         }
     }
+
+    /// <summary>
+    /// Long prompts: per row, as many 75-token windows as the longer of prompt and negative prompt needs (with every
+    /// tokenizer, for SDXL's two), encoded in one call; the pooled vector is the first window's.
+    /// </summary>
+    private void EncodeWindows(ReadOnlySpan<string> prompts, ReadOnlySpan<string?> negatives, ReadOnlySpan<long> rows, Span<float[]?> embeddings, Span<float[]?> pooled)
+    {
+        int per = _length * _hidden;
+        for (int r = 0; r < prompts.Length; r++)
+        {
+            // 1–2. Tokenize into windows (no dedup: each row is one call of 2·k windows).
+            string prompt = prompts[r], negative = negatives[r] ?? string.Empty;
+            int windows = 1;
+            for (int e = 0; e < _encoders; e++)
+                windows = Math.Max(windows, Math.Max(_runner.TokenizerOf(e).CountWindows(prompt), _runner.TokenizerOf(e).CountWindows(negative)));
+            if (windows > _settings.MaxWindows)
+                throw new ArgumentOutOfRangeException(nameof(PromptEncodingSettings.MaxWindows),
+                    $"Row {rows[r]}: the prompt needs {windows} windows of 75 tokens, more than MaxWindows = {_settings.MaxWindows}.");
+            // Rows [negative w0..wk, prompt w0..wk], each with one id row per encoder.
+            var ids = Grow(ref _ids, 2 * windows * _encoders * _length);
+            var block = Grow(ref _windowIds, windows * _length);
+            for (int e = 0; e < _encoders; e++)
+            {
+                for (int side = 0; side < 2; side++)
+                {
+                    _runner.TokenizerOf(e).EncodeWindows(side == 0 ? negative : prompt, windows, block.AsSpan(0, windows * _length));
+                    for (int w = 0; w < windows; w++)
+                        block.AsSpan(w * _length, _length).CopyTo(ids.AsSpan(((side * windows + w) * _encoders + e) * _length, _length));
+                }
+            }
+            // 3. Encode; the windows come out in order: [negative w0..wk, prompt w0..wk] = [2, k·L, D].
+            var states = Fit(ref embeddings[r], 2 * windows * per);
+            var pooledStates = Grow(ref _pooledStates, 2 * windows * _pooledSize).AsSpan(0, 2 * windows * _pooledSize);
+            _runner.Encode(ids.AsSpan(0, 2 * windows * _encoders * _length), 2 * windows, states, pooledStates);
+            // 4. No negative prompt on a force_zeros_for_empty_prompt folder: every negative window is zeros.
+            if (negatives[r] is null && _forceZeros)
+            {
+                states.AsSpan(0, windows * per).Clear();
+                pooledStates.Slice(0, windows * _pooledSize).Clear();
+            }
+            // 5. Pooled: the first window's of each side.
+            if (_pooledSize > 0)
+            {
+                var p = Fit(ref pooled[r], 2 * _pooledSize);
+                pooledStates.Slice(0, _pooledSize).CopyTo(p);
+                pooledStates.Slice(windows * _pooledSize, _pooledSize).CopyTo(p.AsSpan(_pooledSize));
+            }
+        }
+    }
+
+    /// <summary>The caller's array when it has <paramref name="length"/> values, else a new one stored in its place.</summary>
+    private static float[] Fit(ref float[]? buffer, int length)
+    {
+        if (buffer is null || buffer.Length != length)
+            buffer = new float[length];
+        return buffer;
+    }
+
+    private static T[] Grow<T>(ref T[] buffer, int length)
+    {
+        if (buffer.Length < length)
+            buffer = new T[length];
+        return buffer;
+    }
+
+    public void Dispose() => _runner.Dispose();
 }

@@ -139,3 +139,42 @@ public sealed class DdimScheduler : DiffusionScheduler
         NoiseScheduleMath.AddNoise(Schedule, (int)Timesteps[stepIndex], originalSamples, noise, destination);
     }
 }
+
+/// <summary>
+/// Options of <see cref="DdimScheduler"/> (diffusers' <c>DDIMScheduler</c>): the registered name <c>ddim</c>. Null keys keep
+/// the folder's <c>scheduler_config.json</c> value or the class default.
+/// </summary>
+public sealed record DdimSchedulerOptions : SchedulerOptions
+{
+    /// <summary>η of Song et al. 2021, eq. 16 (diffusers' <c>step(eta=…)</c>): 0 (default) is deterministic DDIM, 1 DDPM-like sampling; must be ≥ 0.</summary>
+    public float Eta { get; init; }
+
+    /// <summary><c>clip_sample</c>: clip the predicted x̂₀ to ±<see cref="ClipSampleRange"/>.</summary>
+    public bool? ClipSample { get; init; }
+
+    /// <summary><c>clip_sample_range</c>.</summary>
+    public double? ClipSampleRange { get; init; }
+
+    /// <summary><c>set_alpha_to_one</c>: the step past the last uses ᾱ = 1 rather than ᾱ₀.</summary>
+    public bool? SetAlphaToOne { get; init; }
+
+    /// <summary><c>rescale_betas_zero_snr</c> (Lin et al. 2023).</summary>
+    public bool? RescaleBetasZeroSnr { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (ClipSample is { } clip)
+            config = config with { ClipSample = clip };
+        if (ClipSampleRange is { } range)
+            config = config with { ClipSampleRange = range };
+        if (SetAlphaToOne is { } one)
+            config = config with { SetAlphaToOne = one };
+        if (RescaleBetasZeroSnr is { } zeroSnr)
+            config = config with { RescaleBetasZeroSnr = zeroSnr };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new DdimScheduler(config) { Eta = Eta };
+}

@@ -99,3 +99,39 @@ public sealed class DdpmScheduler : DiffusionScheduler
         NoiseScheduleMath.AddNoise(Schedule, (int)Timesteps[stepIndex], originalSamples, noise, destination);
     }
 }
+
+/// <summary>
+/// Options of <see cref="DdpmScheduler"/> (diffusers' <c>DDPMScheduler</c>): the registered name <c>ddpm</c>. Null keys keep
+/// the folder's <c>scheduler_config.json</c> value or the class default.
+/// </summary>
+public sealed record DdpmSchedulerOptions : SchedulerOptions
+{
+    /// <summary><c>variance_type</c>: <c>fixed_small</c>, <c>fixed_small_log</c> or <c>fixed_large</c>.</summary>
+    public string? VarianceType { get; init; }
+
+    /// <summary><c>clip_sample</c>: clip the predicted x̂₀ to ±<see cref="ClipSampleRange"/>.</summary>
+    public bool? ClipSample { get; init; }
+
+    /// <summary><c>clip_sample_range</c>.</summary>
+    public double? ClipSampleRange { get; init; }
+
+    /// <summary><c>rescale_betas_zero_snr</c> (Lin et al. 2023).</summary>
+    public bool? RescaleBetasZeroSnr { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (VarianceType is { } variance)
+            config = config with { VarianceType = variance };
+        if (ClipSample is { } clip)
+            config = config with { ClipSample = clip };
+        if (ClipSampleRange is { } range)
+            config = config with { ClipSampleRange = range };
+        if (RescaleBetasZeroSnr is { } zeroSnr)
+            config = config with { RescaleBetasZeroSnr = zeroSnr };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new DdpmScheduler(config);
+}

@@ -188,3 +188,55 @@ public sealed class DpmSolverMultistepScheduler : SigmaScheduler
             x[i] -= c * y[i];
     }
 }
+
+/// <summary>
+/// Options of <see cref="DpmSolverMultistepScheduler"/> (diffusers' <c>DPMSolverMultistepScheduler</c>): the registered
+/// names <c>dpmpp-2m</c> and <c>dpmpp-2m-karras</c>. Null keys keep the folder's <c>scheduler_config.json</c> value or the
+/// class default.
+/// </summary>
+public sealed record DpmSolverMultistepSchedulerOptions : SchedulerOptions
+{
+    /// <summary><c>solver_order</c>: 1 or 2 (DPM-Solver++ 2M).</summary>
+    public int? SolverOrder { get; init; }
+
+    /// <summary><c>solver_type</c>: <c>midpoint</c> or <c>heun</c>.</summary>
+    public string? SolverType { get; init; }
+
+    /// <summary><c>lower_order_final</c>: first-order final steps for runs under 15 steps.</summary>
+    public bool? LowerOrderFinal { get; init; }
+
+    /// <summary><c>euler_at_final</c>: a first-order final step.</summary>
+    public bool? EulerAtFinal { get; init; }
+
+    /// <summary><c>use_karras_sigmas</c>: the noise levels of Karras et al. 2022, eq. 5.</summary>
+    public bool? UseKarrasSigmas { get; init; }
+
+    /// <summary><c>final_sigmas_type</c>: <c>zero</c> or <c>sigma_min</c>.</summary>
+    public string? FinalSigmasType { get; init; }
+
+    /// <summary><c>rescale_betas_zero_snr</c> (Lin et al. 2023).</summary>
+    public bool? RescaleBetasZeroSnr { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (SolverOrder is { } order)
+            config = config with { SolverOrder = order };
+        if (SolverType is { } type)
+            config = config with { SolverType = type };
+        if (LowerOrderFinal is { } lowerOrderFinal)
+            config = config with { LowerOrderFinal = lowerOrderFinal };
+        if (EulerAtFinal is { } eulerAtFinal)
+            config = config with { EulerAtFinal = eulerAtFinal };
+        if (UseKarrasSigmas is { } karras)
+            config = config with { UseKarrasSigmas = karras };
+        if (FinalSigmasType is { } final)
+            config = config with { FinalSigmasType = final };
+        if (RescaleBetasZeroSnr is { } zeroSnr)
+            config = config with { RescaleBetasZeroSnr = zeroSnr };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new DpmSolverMultistepScheduler(config);
+}

@@ -64,3 +64,24 @@ public sealed class EulerAncestralDiscreteScheduler : SigmaScheduler
         TensorPrimitives.Add(sample, z, sample);
     }
 }
+
+/// <summary>
+/// Options of <see cref="EulerAncestralDiscreteScheduler"/> (diffusers' <c>EulerAncestralDiscreteScheduler</c>): the
+/// registered name <c>euler-a</c>. Null keys keep the folder's <c>scheduler_config.json</c> value or the class default.
+/// </summary>
+public sealed record EulerAncestralDiscreteSchedulerOptions : SchedulerOptions
+{
+    /// <summary><c>rescale_betas_zero_snr</c> (Lin et al. 2023).</summary>
+    public bool? RescaleBetasZeroSnr { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (RescaleBetasZeroSnr is { } zeroSnr)
+            config = config with { RescaleBetasZeroSnr = zeroSnr };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new EulerAncestralDiscreteScheduler(config);
+}

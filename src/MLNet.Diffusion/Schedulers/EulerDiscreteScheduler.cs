@@ -51,3 +51,34 @@ public sealed class EulerDiscreteScheduler : SigmaScheduler
         TensorPrimitives.Add(sample, d, sample);
     }
 }
+
+/// <summary>
+/// Options of <see cref="EulerDiscreteScheduler"/> (diffusers' <c>EulerDiscreteScheduler</c>): the registered names
+/// <c>euler</c> and <c>euler-karras</c>. Null keys keep the folder's <c>scheduler_config.json</c> value or the class default.
+/// </summary>
+public sealed record EulerDiscreteSchedulerOptions : SchedulerOptions
+{
+    /// <summary><c>use_karras_sigmas</c>: the noise levels of Karras et al. 2022, eq. 5.</summary>
+    public bool? UseKarrasSigmas { get; init; }
+
+    /// <summary><c>final_sigmas_type</c>: <c>zero</c> or <c>sigma_min</c>.</summary>
+    public string? FinalSigmasType { get; init; }
+
+    /// <summary><c>rescale_betas_zero_snr</c> (Lin et al. 2023).</summary>
+    public bool? RescaleBetasZeroSnr { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (UseKarrasSigmas is { } karras)
+            config = config with { UseKarrasSigmas = karras };
+        if (FinalSigmasType is { } final)
+            config = config with { FinalSigmasType = final };
+        if (RescaleBetasZeroSnr is { } zeroSnr)
+            config = config with { RescaleBetasZeroSnr = zeroSnr };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new EulerDiscreteScheduler(config);
+}

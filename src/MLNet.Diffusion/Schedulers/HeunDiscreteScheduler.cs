@@ -103,3 +103,34 @@ public sealed class HeunDiscreteScheduler : SigmaScheduler
         }
     }
 }
+
+/// <summary>
+/// Options of <see cref="HeunDiscreteScheduler"/> (diffusers' <c>HeunDiscreteScheduler</c>): the registered names
+/// <c>heun</c> and <c>heun-karras</c>. Null keys keep the folder's <c>scheduler_config.json</c> value or the class default.
+/// </summary>
+public sealed record HeunDiscreteSchedulerOptions : SchedulerOptions
+{
+    /// <summary><c>use_karras_sigmas</c>: the noise levels of Karras et al. 2022, eq. 5.</summary>
+    public bool? UseKarrasSigmas { get; init; }
+
+    /// <summary><c>clip_sample</c>: clip the predicted x̂₀ to ±<see cref="ClipSampleRange"/>.</summary>
+    public bool? ClipSample { get; init; }
+
+    /// <summary><c>clip_sample_range</c>.</summary>
+    public double? ClipSampleRange { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (UseKarrasSigmas is { } karras)
+            config = config with { UseKarrasSigmas = karras };
+        if (ClipSample is { } clip)
+            config = config with { ClipSample = clip };
+        if (ClipSampleRange is { } range)
+            config = config with { ClipSampleRange = range };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new HeunDiscreteScheduler(config);
+}

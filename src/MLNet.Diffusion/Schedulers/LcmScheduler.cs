@@ -103,3 +103,49 @@ public sealed class LcmScheduler : DiffusionScheduler
         NoiseScheduleMath.AddNoise(Schedule, (int)Timesteps[stepIndex], originalSamples, noise, destination);
     }
 }
+
+/// <summary>
+/// Options of <see cref="LcmScheduler"/> (diffusers' <c>LCMScheduler</c>): the registered name <c>lcm</c>. Null keys keep the
+/// folder's <c>scheduler_config.json</c> value or the class default.
+/// </summary>
+public sealed record LcmSchedulerOptions : SchedulerOptions
+{
+    /// <summary><c>original_inference_steps</c>: the length of the distillation schedule the timesteps are drawn from.</summary>
+    public int? OriginalInferenceSteps { get; init; }
+
+    /// <summary><c>timestep_scaling</c>: the timestep scale of the boundary conditions c_skip and c_out.</summary>
+    public double? TimestepScaling { get; init; }
+
+    /// <summary><c>clip_sample</c>: clip the predicted x̂₀ to ±<see cref="ClipSampleRange"/>.</summary>
+    public bool? ClipSample { get; init; }
+
+    /// <summary><c>clip_sample_range</c>.</summary>
+    public double? ClipSampleRange { get; init; }
+
+    /// <summary><c>set_alpha_to_one</c>: ᾱ = 1 rather than ᾱ₀ past the last timestep.</summary>
+    public bool? SetAlphaToOne { get; init; }
+
+    /// <summary><c>rescale_betas_zero_snr</c> (Lin et al. 2023).</summary>
+    public bool? RescaleBetasZeroSnr { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (OriginalInferenceSteps is { } original)
+            config = config with { OriginalInferenceSteps = original };
+        if (TimestepScaling is { } scaling)
+            config = config with { TimestepScaling = scaling };
+        if (ClipSample is { } clip)
+            config = config with { ClipSample = clip };
+        if (ClipSampleRange is { } range)
+            config = config with { ClipSampleRange = range };
+        if (SetAlphaToOne is { } one)
+            config = config with { SetAlphaToOne = one };
+        if (RescaleBetasZeroSnr is { } zeroSnr)
+            config = config with { RescaleBetasZeroSnr = zeroSnr };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new LcmScheduler(config);
+}

@@ -134,3 +134,24 @@ public sealed class LmsDiscreteScheduler : SigmaScheduler
         _nextStep = stepIndex + 1;
     }
 }
+
+/// <summary>
+/// Options of <see cref="LmsDiscreteScheduler"/> (diffusers' <c>LMSDiscreteScheduler</c>): the registered names <c>lms</c>
+/// and <c>lms-karras</c>. Null keys keep the folder's <c>scheduler_config.json</c> value or the class default.
+/// </summary>
+public sealed record LmsDiscreteSchedulerOptions : SchedulerOptions
+{
+    /// <summary><c>use_karras_sigmas</c>: the noise levels of Karras et al. 2022, eq. 5.</summary>
+    public bool? UseKarrasSigmas { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (UseKarrasSigmas is { } karras)
+            config = config with { UseKarrasSigmas = karras };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new LmsDiscreteScheduler(config);
+}

@@ -277,3 +277,29 @@ public sealed class PndmScheduler : DiffusionScheduler
         NoiseScheduleMath.AddNoise(Schedule, (int)Timesteps[stepIndex], originalSamples, noise, destination);
     }
 }
+
+/// <summary>
+/// Options of <see cref="PndmScheduler"/> (diffusers' <c>PNDMScheduler</c>): the registered name <c>pndm</c>. Null keys keep
+/// the folder's <c>scheduler_config.json</c> value or the class default.
+/// </summary>
+public sealed record PndmSchedulerOptions : SchedulerOptions
+{
+    /// <summary><c>skip_prk_steps</c>: warm up with lower-order PLMS steps instead of the Runge–Kutta steps.</summary>
+    public bool? SkipPrkSteps { get; init; }
+
+    /// <summary><c>set_alpha_to_one</c>: the step past the last uses ᾱ = 1 rather than ᾱ₀.</summary>
+    public bool? SetAlphaToOne { get; init; }
+
+    /// <inheritdoc/>
+    public override SchedulerConfig ApplyTo(SchedulerConfig config)
+    {
+        config = base.ApplyTo(config);
+        if (SkipPrkSteps is { } skip)
+            config = config with { SkipPrkSteps = skip };
+        if (SetAlphaToOne is { } one)
+            config = config with { SetAlphaToOne = one };
+        return config;
+    }
+
+    private protected override DiffusionScheduler Create(SchedulerConfig config) => new PndmScheduler(config);
+}

@@ -25,8 +25,16 @@ public sealed class DenoiseLatentsOptions
     /// <summary>Image height in pixels; a multiple of 8 and of the VAE factor.</summary>
     public int Height { get; init; } = 512;
 
-    /// <summary>Scheduler name (<c>ddim</c>, <c>euler-a</c>, <c>dpmpp-2m-karras</c>, … see <see cref="SchedulerFactory.Names"/>); null uses the folder's <c>_class_name</c>.</summary>
-    public string? Scheduler { get; init; }
+    /// <summary>
+    /// The scheduler, with its settings on top of the folder's <c>scheduler_config.json</c>; null uses the class the config's
+    /// <c>_class_name</c> names, as diffusers' pipelines do (an unknown class is then an error that lists the known ones).
+    /// Give it by name (<c>Scheduler = "euler-a"</c>, <c>"dpmpp-2m-karras"</c>, … see <see cref="SchedulerFactory.Names"/>),
+    /// by diffusers class name (<c>"EulerAncestralDiscreteScheduler"</c>, see <see cref="SchedulerFactory.ClassNames"/>),
+    /// or as a configured options record of the scheduler's own file: <c>new DdimSchedulerOptions { Eta = 1 }</c>,
+    /// <c>new EulerDiscreteSchedulerOptions { UseKarrasSigmas = true, TimestepSpacing = "trailing" }</c>. A string converts
+    /// to the registered defaults (<see cref="SchedulerOptions"/> explains why options, not a scheduler instance).
+    /// </summary>
+    public SchedulerOptions? Scheduler { get; init; }
 
     /// <summary>
     /// Name of an optional seed column (any integer type, or whole numbers in a Single/Double column). Rows without a
@@ -267,8 +275,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         OutputColumnName = outputColumnName;
         InputColumnName = inputColumnName;
         Options = options;
-        _scheduler = options.Scheduler is { } name
-            ? SchedulerFactory.Create(name, model.Info.SchedulerConfig)
+        _scheduler = options.Scheduler is { } scheduler
+            ? scheduler.CreateScheduler(model.Info.SchedulerConfig)
             : SchedulerFactory.CreateDefault(model.Info.SchedulerConfig);
         int f = model.Info.VaeSpatialFactor, c = model.Info.LatentChannels;
         _latentLength = c * (options.Height / f) * (options.Width / f);

@@ -129,7 +129,7 @@ public sealed class DdimSchedulerTests : SchedulerTestBase
     [TestMethod]
     public void Eta_IsStochasticAndNeedsNoise()
     {
-        var s = (DdimScheduler)SchedulerFactory.Create("ddim", LinearConfig(), new SchedulerOptions { Eta = 1f });
+        var s = (DdimScheduler)SchedulerFactory.Create(new DdimSchedulerOptions { Eta = 1f }, LinearConfig());
         Assert.AreEqual(1f, s.Eta);
         Assert.IsTrue(s.IsStochastic);
         Assert.IsFalse(Create().IsStochastic);

@@ -83,7 +83,7 @@ public sealed class SchedulerPropertyTests : SchedulerTestBase
         foreach (string name in s_stochastic.Append("ddim-eta"))
         {
             DiffusionScheduler Make() => name == "ddim-eta"
-                ? SchedulerFactory.Create("ddim", Config(), new SchedulerOptions { Eta = 0.5f })
+                ? SchedulerFactory.Create(new DdimSchedulerOptions { Eta = 0.5f }, Config())
                 : SchedulerFactory.Create(name, Config());
             float[] Go(long seed)
             {
@@ -155,7 +155,6 @@ public sealed class SchedulerPropertyTests : SchedulerTestBase
         }
         Assert.IsInstanceOfType<PndmScheduler>(SchedulerFactory.CreateDefault(SchedulerConfig.StableDiffusion1));
         Assert.IsInstanceOfType<EulerAncestralDiscreteScheduler>(SchedulerFactory.CreateDefault(SchedulerConfig.Parse("{\"_class_name\": \"EulerAncestralDiscreteScheduler\"}")));
-        Assert.IsInstanceOfType<DdimScheduler>(SchedulerFactory.CreateDefault(SchedulerConfig.Parse("{\"_class_name\": \"UniPCMultistepScheduler\"}")));
     }
 
     [TestMethod]

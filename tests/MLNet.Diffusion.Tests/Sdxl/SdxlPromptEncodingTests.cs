@@ -16,7 +16,9 @@ namespace MLNet.Diffusion.Tests.Sdxl;
 /// EncodePrompt on SDXL folders, checked against the text encoders run directly on ids from the test's own BPE
 /// (<see cref="ClipBpeReference"/>): diffusers' StableDiffusionXLPipeline.encode_prompt takes each encoder's
 /// <c>hidden_states[-2]</c>, concatenates them on the feature axis, uses text_encoder_2's <c>text_embeds</c> as the pooled
-/// vector, and zeroes both for an empty negative prompt when <c>force_zeros_for_empty_prompt</c> is set.
+/// vector, and zeroes both for "no negative prompt" when <c>force_zeros_for_empty_prompt</c> is set
+/// (<c>zero_out_negative_prompt = negative_prompt is None and force_zeros_for_empty_prompt</c>) while encoding an explicit
+/// empty negative prompt (<c>negative_prompt or ""</c>).
 /// </summary>
 [TestClass]
 public sealed class SdxlPromptEncodingTests
@@ -182,5 +184,139 @@ public sealed class SdxlPromptEncodingTests
             best = Math.Min(best, ImageChecks.Distance(inside, ShapesDataset.GetRgb(ShapeColor.Red)));
         }
         Assert.IsTrue(best < 40, $"no red circle (nearest distance {best:F0})");
+    }
+    private sealed class PromptOnly
+    {
+        public string Prompt { get; set; } = string.Empty;
+    }
+
+    /// <summary>The expected states [77, D₁ + D₂] of a text on an SDXL folder: both encoders' penultimate states side by side.</summary>
+    private static float[] ExpectedStates(string folder, string prompt, string penultimate, int d1, int d2)
+    {
+        var first = RunEncoder(folder, "text_encoder", Ids(folder, "tokenizer", prompt))[penultimate].Data;
+        var second = RunEncoder(folder, "text_encoder_2", Ids(folder, "tokenizer_2", prompt))[penultimate].Data;
+        var expected = new float[L * (d1 + d2)];
+        for (int t = 0; t < L; t++)
+        {
+            Array.Copy(first, t * d1, expected, t * (d1 + d2), d1);
+            Array.Copy(second, t * d2, expected, t * (d1 + d2) + d1, d2);
+        }
+        return expected;
+    }
+
+    private static (float[] States, float[] Pooled)[] EncodeRows<T>(StableDiffusionModel model, EncodePromptOptions options, params T[] rows)
+        where T : class
+    {
+        var ml = model.MLContext;
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var result = ml.Transforms.EncodePrompt(model, options).Fit(data).Transform(data);
+        var states = result.GetColumn<VBuffer<float>>(options.OutputColumnName).Select(v => v.DenseValues().ToArray()).ToArray();
+        var pooled = result.GetColumn<VBuffer<float>>(EncodePromptOptions.DefaultPooledColumnName).Select(v => v.DenseValues().ToArray()).ToArray();
+        return states.Zip(pooled).ToArray();
+    }
+
+    /// <summary>
+    /// On a folder with <c>force_zeros_for_empty_prompt</c>: no negative-prompt column, or an empty value in it, is
+    /// diffusers' <c>negative_prompt=None</c> (zeros); with <see cref="EncodePromptOptions.EncodeEmptyNegativePrompt"/> the
+    /// empty value is <c>negative_prompt=""</c>, encoded by both encoders as any prompt is.
+    /// </summary>
+    private static void CheckNoneAndEmptyNegative(StableDiffusionModel model, string folder, string penultimate, int d1, int d2, int p, bool requirePooled)
+    {
+        Assert.IsTrue(model.Info.ForceZerosForEmptyPrompt);
+        int state = L * (d1 + d2);
+        const string prompt = "a red circle on a blue background";
+        var emptyStates = ExpectedStates(folder, string.Empty, penultimate, d1, d2);
+        var emptyPooled = RunEncoder(folder, "text_encoder_2", Ids(folder, "tokenizer_2", string.Empty))["text_embeds"].Data;
+        // The Shapes encoders carry only attributes and end markers: there the empty prompt's states are not zeros (the
+        // markers) though its text_embeds are; tiny-sdxl's random CLIP towers give neither zeros.
+        Assert.IsTrue(emptyStates.Any(v => v != 0f), "the empty prompt's states are not zeros");
+        Assert.AreEqual(requirePooled, emptyPooled.Any(v => v != 0f), "the empty prompt's text_embeds");
+
+        var column = new EncodePromptOptions { InputColumnName = "Prompt", NegativePromptColumnName = "Negative" };
+        var noColumn = new EncodePromptOptions { InputColumnName = "Prompt" };
+        foreach (var (name, options, explicitEmpty) in new[]
+        {
+            ("an empty value", column, false),
+            ("no negative column", noColumn, false),
+            ("an empty value, EncodeEmptyNegativePrompt", new EncodePromptOptions { InputColumnName = "Prompt", NegativePromptColumnName = "Negative", EncodeEmptyNegativePrompt = true }, true),
+            ("no negative column, EncodeEmptyNegativePrompt", new EncodePromptOptions { InputColumnName = "Prompt", EncodeEmptyNegativePrompt = true }, true),
+        })
+        {
+            var (states, pooled) = options.NegativePromptColumnName is null
+                ? EncodeRows(model, options, new PromptOnly { Prompt = prompt })[0]
+                : EncodeRows(model, options, new Row { Prompt = prompt, Negative = string.Empty })[0];
+            if (explicitEmpty)
+            {
+                CollectionAssert.AreEqual(emptyStates, states.Take(state).ToArray(), name);
+                CollectionAssert.AreEqual(emptyPooled, pooled.Take(p).ToArray(), name);
+            }
+            else
+            {
+                Assert.IsTrue(states.Take(state).All(v => v == 0f), name + ": zeros");
+                Assert.IsTrue(pooled.Take(p).All(v => v == 0f), name + ": zeros");
+            }
+            CollectionAssert.AreEqual(ExpectedStates(folder, prompt, penultimate, d1, d2), states.Skip(state).ToArray(), name + ": the prompt");
+        }
+    }
+
+    [TestMethod]
+    public void NoNegativePromptGivesZerosAndAnExplicitEmptyOneIsEncoded()
+    {
+        using var model = SdxlTestModel.Load();
+        CheckNoneAndEmptyNegative(model, SdxlTestModel.Folder, "hidden_states.1", D1, D2, P, requirePooled: false);
+    }
+
+    [TestMethod]
+    public void TinySdxlTellsNoNegativePromptFromTheEmptyOne()
+    {
+        // The real-architecture export of ../shared/models/tiny-sdxl: CLIP towers of 5 layers (penultimate = hidden_states.4),
+        // widths 32 and 48, text_embeds 40.
+        string? folder = SharedFolder.Find(Path.Combine("models", "tiny-sdxl"), "model_index.json");
+        if (folder is null)
+            Assert.Inconclusive("../shared/models/tiny-sdxl not found and MLNET_DIFFUSION_SHARED is not set.");
+        using var model = StableDiffusionModel.Load(new MLContext(1), folder);
+        CheckNoneAndEmptyNegative(model, folder, "hidden_states.4", 32, 48, 40, requirePooled: true);
+    }
+
+    [TestMethod]
+    public void ABatchMixesNegativesAndEachRowIsItsOwnEncoding()
+    {
+        using var model = SdxlTestModel.Load();
+        int state = L * (D1 + D2);
+        var rows = new[]
+        {
+            new Row { Prompt = "a red circle", Negative = string.Empty },
+            new Row { Prompt = "a red circle", Negative = "a green square" },
+            new Row { Prompt = string.Empty, Negative = "a red circle" },
+            new Row { Prompt = "a green square", Negative = string.Empty },
+        };
+        foreach (bool explicitEmpty in new[] { false, true })
+        {
+            EncodePromptOptions Options(int batchSize) => new() { InputColumnName = "Prompt", NegativePromptColumnName = "Negative", EncodeEmptyNegativePrompt = explicitEmpty, BatchSize = batchSize };
+            var batch = EncodeRows(model, Options(4), rows);
+            for (int r = 0; r < rows.Length; r++)
+            {
+                var alone = EncodeRows(model, Options(1), rows[r])[0];
+                CollectionAssert.AreEqual(alone.States, batch[r].States, $"row {r}, explicit empty {explicitEmpty}");
+                CollectionAssert.AreEqual(alone.Pooled, batch[r].Pooled, $"row {r}, explicit empty {explicitEmpty}");
+                bool zeros = rows[r].Negative.Length == 0 && !explicitEmpty;
+                Assert.AreEqual(zeros, batch[r].States.Take(state).All(v => v == 0f), $"row {r}, explicit empty {explicitEmpty}");
+            }
+            CollectionAssert.AreEqual(batch[0].States.Skip(state).ToArray(), batch[2].States.Take(state).ToArray(), "a text is the same as prompt or negative");
+        }
+    }
+
+    [TestMethod]
+    public void LongPromptWindowsEncodeAnExplicitEmptyNegative()
+    {
+        using var model = SdxlTestModel.Load();
+        string prompt = string.Join(' ', Enumerable.Repeat("a picture of a", 27)) + " red circle";
+        int state = L * (D1 + D2);
+        var (windows, pooled) = Encode(model, new Row { Prompt = prompt },
+            new EncodePromptOptions { InputColumnName = "Prompt", NegativePromptColumnName = "Negative", LongPrompt = true, EncodeEmptyNegativePrompt = true });
+        Assert.AreEqual(2 * 2 * state, windows.Length);
+        CollectionAssert.AreEqual(ExpectedStates(SdxlTestModel.Folder, string.Empty, "hidden_states.1", D1, D2), windows.Take(state).ToArray(), "the first negative window is the encoded empty prompt");
+        Assert.IsTrue(windows.Skip(state).Take(state).Any(v => v != 0f), "the second negative window is encoded padding, not zeros");
+        CollectionAssert.AreEqual(RunEncoder(SdxlTestModel.Folder, "text_encoder_2", Ids(SdxlTestModel.Folder, "tokenizer_2", string.Empty))["text_embeds"].Data, pooled.Take(P).ToArray());
     }
 }

@@ -1,15 +1,17 @@
 using System;
+using System.Collections.Generic;
 using System.IO;
 using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
+using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Shapes;
 using MLNet.Diffusion.Tests.Shapes;
 
 namespace MLNet.Diffusion.Tests.Transforms;
 
-/// <summary>The EncodePrompt stage: id dtypes from metadata, pooled output, long-prompt windows.</summary>
+/// <summary>The EncodePrompt stage: id dtypes from metadata, pooled output, long-prompt windows; its recipe (Pipeline/PromptEncoder) on plain inputs.</summary>
 [TestClass]
 public sealed class PromptEncodingTests
 {
@@ -114,5 +116,60 @@ public sealed class PromptEncodingTests
                 (best, bestScore) = (p, score);
         }
         return best;
+    }
+    private sealed class RecordingLog : IPipelineLog
+    {
+        public List<string> Warnings { get; } = new();
+
+        public bool TraceEnabled => false;
+
+        public void Trace(string message) => throw new AssertFailedException("no trace expected");
+
+        public void Info(string message) => throw new AssertFailedException("no info expected");
+
+        public void Warning(string message) => Warnings.Add(message);
+    }
+
+    [TestMethod]
+    public void TheRecipeTakesPlainInputsWarnsPerRowAndReusesTheCallersArrays()
+    {
+        using var model = StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder);
+        Assert.IsFalse(model.Info.ForceZerosForEmptyPrompt);
+        var log = new RecordingLog();
+        using var encoder = new PromptEncoder(model, new PromptEncodingSettings(BatchSize: 2, LongPrompt: false, MaxWindows: 8, Pooled: true), log);
+        string longPrompt = string.Join(' ', Enumerable.Repeat("a picture of a", 27)) + " red circle";
+        var prompts = new[] { "a red circle", "a blue square", longPrompt, "a red circle" };
+        var negatives = new string?[] { null, string.Empty, longPrompt, "a blue square" };
+        var rows = new long[] { 10, 11, 12, 13 };
+        var embeddings = new float[]?[4];
+        var pooled = new float[]?[4];
+        encoder.Encode(prompts, negatives, rows, embeddings, pooled);
+
+        // One warning per distinct truncated text, naming the first row and side that use it.
+        Assert.AreEqual(1, log.Warnings.Count);
+        StringAssert.StartsWith(log.Warnings[0], "Row 12: the prompt has ");
+        // Each row equals the stage's encoding of it; on SD 1.x "no negative prompt" and "" are both the encoded empty prompt.
+        int per = 77 * 32;
+        var stage = Embeddings(model, new EncodePromptOptions { InputColumnName = "Prompt", NegativePromptColumnName = "Negative" },
+            prompts.Select((p, i) => new Row { Prompt = p, Negative = negatives[i] ?? string.Empty }).ToArray());
+        for (int r = 0; r < 4; r++)
+            CollectionAssert.AreEqual(stage[r], embeddings[r], $"row {r}");
+        CollectionAssert.AreEqual(embeddings[0]!.Take(per).ToArray(), embeddings[1]!.Take(per).ToArray());
+        CollectionAssert.AreEqual(embeddings[1]!.Skip(per).ToArray(), embeddings[3]!.Take(per).ToArray(), "a text is the same as prompt or negative");
+
+        // The next batches write into the same arrays, and allocate little beyond what ONNX Runtime's calls do.
+        var kept = embeddings.ToArray();
+        var expected = embeddings.Select(e => e!.ToArray()).ToArray();
+        encoder.Encode(prompts, negatives, rows, embeddings, pooled);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        encoder.Encode(prompts, negatives, rows, embeddings, pooled);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        for (int r = 0; r < 4; r++)
+        {
+            Assert.AreSame(kept[r], embeddings[r], $"row {r}");
+            CollectionAssert.AreEqual(expected[r], embeddings[r], $"row {r}");
+        }
+        // About 6.5 KB here, from the tokenizer and ONNX Runtime's calls; one new states array per row would be 78 KB.
+        Assert.IsTrue(allocated < 16 * 1024, $"a batch of 4 rows allocated {allocated} B (its states alone are {4 * 2 * per * 4} B)");
     }
 }

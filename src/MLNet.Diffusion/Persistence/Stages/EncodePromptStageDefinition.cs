@@ -36,6 +36,9 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="EncodePromptOptions.MaxWindows"/>.</summary>
     public int MaxWindows { get; init; } = 8;
 
+    /// <summary><see cref="EncodePromptOptions.EncodeEmptyNegativePrompt"/> (absent in records written before it existed: false, the behaviour then).</summary>
+    public bool EncodeEmptyNegativePrompt { get; init; }
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.EncodePrompt;
 
@@ -57,6 +60,7 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
             BatchSize = o.BatchSize,
             LongPrompt = o.LongPrompt,
             MaxWindows = o.MaxWindows,
+            EncodeEmptyNegativePrompt = o.EncodeEmptyNegativePrompt,
         };
     }
 
@@ -70,6 +74,7 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
             BatchSize = BatchSize,
             LongPrompt = LongPrompt,
             MaxWindows = MaxWindows,
+            EncodeEmptyNegativePrompt = EncodeEmptyNegativePrompt,
         });
 
     internal override DiffusionStageDefinition ForSurrogate() => this with
