@@ -4,7 +4,7 @@ namespace MLNet.Diffusion;
 
 /// <summary>
 /// Called at the end of every step of the denoising loop, as diffusers' <c>callback_on_step_end</c>
-/// (<see cref="DenoiseLatentsOptions.OnStepEnd"/>). It runs on the cursor's thread between two steps; a slow callback
+/// (the DenoiseLatents stage's <c>DenoiseLatentsOptions.OnStepEnd</c>). It runs on the cursor's thread between two steps; a slow callback
 /// slows the loop.
 /// </summary>
 /// <param name="step">The step just taken and the batch's latents after it (valid only during the call).</param>
