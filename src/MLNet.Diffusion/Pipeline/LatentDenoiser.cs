@@ -320,8 +320,7 @@ internal sealed class LatentDenoiser : IDisposable
             foreach (string name in _unet.Inputs.Keys)
             {
                 if (!Contains(inputs.Names, name))
-                    throw new InvalidOperationException(
-                        $"The UNet of '{_model.Info.Directory}' takes the input '{name}', which none of the run's conditionings feeds ({(_model.Info.TimeIdsWidth is null ? "" : "SDXL's text_embeds and time_ids come from the pooled prompt embeddings; ")}see IUnetConditioning).");
+                    throw new InvalidOperationException($"The UNet of '{_model.Info.Directory}' takes the input '{name}', which none of the denoising loop's conditionings feeds.");
             }
             _output = new TensorBuffer(_unet.Output(_outputName).ElementDataType, new long[] { unetRows, _channels, _latentHeight, _latentWidth });
             var values = new Microsoft.ML.OnnxRuntime.OrtValue[inputs.Buffers.Count];

@@ -121,6 +121,28 @@ public sealed class StepCallbackTests
         Assert.AreEqual(2, shapeChecks);
     }
 
+    [TestMethod]
+    public void TheCallbackIsRuntimeOnlyAndNotSaved()
+    {
+        using var model = StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder);
+        var ml = model.MLContext;
+        var data = ml.Data.LoadFromEnumerable(new[] { new Row { Prompt = "a circle" } });
+        int calls = 0;
+        var fitted = ml.Transforms.EncodePrompt(model, "E", "Prompt")
+            .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Width = Size, Height = Size, Steps = 2, Seed = 3, OnStepEnd = _ => calls++ }))
+            .Fit(data);
+        var json = DiffusionPipelineDefinition.FromTransformer(fitted, data.Schema).ToJson();
+        StringAssert.DoesNotMatch(json, new System.Text.RegularExpressions.Regex(nameof(DenoiseLatentsOptions.OnStepEnd)));
+        var expected = fitted.Transform(data).GetColumn<VBuffer<float>>("L").Single().DenseValues().ToArray();
+        Assert.AreEqual(2, calls);
+
+        // Rebuilt from its definition the pipeline gives the same latents, and the callback is gone.
+        var rebuilt = DiffusionPipelineDefinition.FromJson(json).Build(model);
+        var actual = rebuilt.Transform(data).GetColumn<VBuffer<float>>("L").Single().DenseValues().ToArray();
+        CollectionAssert.AreEqual(expected, actual);
+        Assert.AreEqual(2, calls);
+    }
+
     /// <summary>The message of the error a row outside the batch gives (a ref struct cannot be captured by Assert.ThrowsExactly's lambda).</summary>
     private static string RowError(DenoiseStepEnd step, int row)
     {
