@@ -55,7 +55,7 @@ public sealed class UnetBindingOnCudaTests
             var embeddings = ml.Transforms.EncodePrompt(sd, "Embeddings", "Prompt").Fit(data).Transform(data)
                 .GetColumn<VBuffer<float>>("Embeddings").SelectMany(v => v.DenseValues()).ToArray();
             results[b] = new float[Rows * denoiser.LatentLength];
-            denoiser.Run(Rows, 0, embeddings, sd.Info.SequenceLength, new long[] { 40 + 2 * b, 41 + 2 * b }, new float[]?[Rows], results[b], null);
+            denoiser.Run(new DenoiseBatch(Rows, 0, embeddings, sd.Info.SequenceLength, new long[] { 40 + 2 * b, 41 + 2 * b }, results[b]));
         }
         Assert.AreEqual(provider is CudaExecutionProvider, denoiser.Binding!.CopiesPerStep);
         batchBinds = denoiser.Binding.BatchBindCount;

@@ -2,7 +2,7 @@ namespace MLNet.Diffusion.Pipeline;
 
 /// <summary>
 /// Where the recipes of <c>Pipeline/</c> report what they do. The pipeline layer knows nothing of ML.NET: the stages
-/// (Transforms/) hand in an adapter over their <c>IChannel</c> (<see cref="Transforms.ChannelLog"/>), tests and other
+/// (Transforms/) hand in an adapter over their <c>IChannel</c> (<c>Transforms/ChannelLog</c>), tests and other
 /// callers may hand in anything, or <see cref="PipelineLog.None"/>.
 /// </summary>
 internal interface IPipelineLog

@@ -9,14 +9,15 @@ namespace MLNet.Diffusion.Pipeline;
 /// its recipe). Two ways, chosen by the UNet's input channels:
 /// <list type="bullet">
 /// <item>an inpainting UNet (2C + 1 channels) takes the mask m and the masked image's latents y next to the scaled
-/// latents: <c>sample = concat(scale_model_input(x), m, y)</c> on the channel axis (<see cref="WriteUnetSample"/>);</item>
+/// latents: <c>sample = concat(scale_model_input(x), m, y)</c> on the channel axis (<see cref="BeginBatch"/>);</item>
 /// <item>an ordinary UNet (C channels) inpaints by blending the known region after every step
 /// (<see cref="BlendKnownRegion"/>): <c>x = (1 − m)·add_noise(x₀, ε, t_next) + m·x</c>, and at the last step
 /// <c>x = (1 − m)·x₀ + m·x</c>, so the final latents outside the mask are the initial latents x₀ exactly.</item>
 /// </list>
-/// Buffers are per row, filled by the caller before the loop, and reused across batches of the same size.
+/// Buffers are per row, filled by the caller before the loop (<see cref="Ensure"/>, <see cref="Mask"/>,
+/// <see cref="MaskedImageLatents"/>), and reused across batches of the same size.
 /// </summary>
-internal sealed class InpaintingConditioning
+internal sealed class InpaintingConditioning : IUnetConditioning
 {
     private readonly int _channels;
     private readonly int _plane;
@@ -38,9 +39,6 @@ internal sealed class InpaintingConditioning
     /// <summary>Whether the UNet takes the mask and the masked-image latents (else the known region is blended).</summary>
     public bool UnetTakesMask { get; }
 
-    /// <summary>Channels of one UNet input row: 2C + 1 or C.</summary>
-    public int UnetChannels => UnetTakesMask ? 2 * _channels + 1 : _channels;
-
     /// <summary>Rows the buffers hold.</summary>
     public int Count { get; private set; }
 
@@ -61,25 +59,41 @@ internal sealed class InpaintingConditioning
     /// <summary>Row <paramref name="row"/>'s masked-image latents [C·h·w] (inpainting UNets only).</summary>
     public Span<float> MaskedImageLatents(int row) => _maskedLatents.AsSpan(row * _channels * _plane, _channels * _plane);
 
+        /// <summary>Channels this conditioning appends to a UNet sample row: the mask and the masked-image latents (C + 1), or none.</summary>
+    public int SampleChannels => UnetTakesMask ? _channels + 1 : 0;
+
     /// <summary>
-    /// Writes the inpainting UNet's input for the batch: per row, the scaled latents, the mask and the masked-image
-    /// latents; with guidance the conditional half [count, 2·count) repeats the unconditional half.
+    /// Checks the batch, and for an inpainting UNet writes its sample channels: per row the mask and the masked-image
+    /// latents after the scaled latents, <c>sample = concat(scale_model_input(x), m, y)</c>, in both halves with guidance
+    /// (the denoiser rewrites only the latents' channels every step).
     /// </summary>
-    /// <param name="scaled">The scaled latents of the batch [count, C, h, w].</param>
-    /// <param name="sample">The UNet's input [count or 2·count, 2C + 1, h, w].</param>
-    /// <param name="guidance">Whether the UNet batch holds both halves.</param>
-    public void WriteUnetSample(ReadOnlySpan<float> scaled, Span<float> sample, bool guidance)
+    public void BeginBatch(in UnetBatch batch)
     {
-        int len = _channels * _plane, row = UnetChannels * _plane;
-        for (int r = 0; r < Count; r++)
+        int count = batch.Rows.Count, len = _channels * _plane;
+        if (Count != count)
+            throw new InvalidOperationException($"Inpainting: the batch has {count} rows; the masks were prepared for {Count}.");
+        if (!UnetTakesMask)
         {
-            var target = sample.Slice(r * row, row);
-            scaled.Slice(r * len, len).CopyTo(target);
-            Mask(r).CopyTo(target.Slice(len));
-            MaskedImageLatents(r).CopyTo(target.Slice(len + _plane));
+            if (batch.Rows.InitialLatents.Length != count * len)
+                throw new ArgumentException($"Inpainting with an ordinary UNet needs {count}×{len} initial latent values, got {batch.Rows.InitialLatents.Length}.", nameof(batch));
+            return;
         }
-        if (guidance)
-            sample.Slice(0, Count * row).CopyTo(sample.Slice(Count * row, Count * row));
+        int row = batch.SampleChannels * _plane, offset = batch.ChannelOffset * _plane;
+        int unetRows = batch.Guidance ? 2 * count : count;
+        for (int u = 0; u < unetRows; u++)
+        {
+            int r = u % count;
+            var target = batch.Sample.Slice(u * row + offset, SampleChannels * _plane);
+            Mask(r).CopyTo(target);
+            MaskedImageLatents(r).CopyTo(target.Slice(_plane));
+        }
+    }
+
+    /// <summary>The ordinary-UNet path: blends the known region after every step (<see cref="BlendKnownRegion"/>).</summary>
+    public void AfterStep(in UnetStep step)
+    {
+        if (!UnetTakesMask)
+            BlendKnownRegion(step.Latents, step.Rows.InitialLatents.Span, step.InitialNoise, step.Scheduler, step.Index);
     }
 
     /// <summary>

@@ -1,10 +1,9 @@
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Threading;
-using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using Microsoft.ML.Runtime;
 using MLNet.Diffusion.Onnx;
 using MLNet.Diffusion.Schedulers;
 
@@ -26,37 +25,41 @@ internal sealed record DenoiseSettings(
     /// runs the device path of <see cref="UnetBinding"/> on the CPU.
     /// </summary>
     public bool? CopyUnetInputsPerStep { get; init; }
+
+    /// <summary>Called at the end of every step with a view of the batch's latents (diffusers' <c>callback_on_step_end</c>).</summary>
+    public DenoiseStepCallback? OnStepEnd { get; init; }
 }
 
 /// <summary>
-/// The denoising loop of diffusers' StableDiffusionPipeline (steps 5–7 of its recipe): seeded initial noise scaled by
-/// the scheduler's init sigma, then for every timestep one UNet call on the batch — with classifier-free guidance the
-/// batch is [unconditional rows; conditional rows], 2N in one call — the guidance combine
-/// ε = ε_u + g·(ε_c − ε_u) (Ho &amp; Salimans 2022, eq. 6) and the scheduler step. Buffers are allocated once per batch
-/// shape and reused across steps; ONNX Runtime reads and writes them in place (no copies at Run). The UNet runs through
-/// an IO binding (<see cref="UnetBinding"/>): the embeddings are bound once per batch (on CUDA: copied to the device once
-/// and kept there for every step), the output once per batch shape, and on a device only the sample and timestep are
-/// copied in and the prediction out per step.
+/// The denoising loop of diffusers' StableDiffusionPipeline (steps 4–7 of its <c>__call__</c>), for one batch of rows:
+/// seeded initial noise, then for every timestep one UNet call — with classifier-free guidance on the batch
+/// [unconditional rows; conditional rows], 2N in one call — the guidance combine ε = ε_u + g·(ε_c − ε_u)
+/// (Ho &amp; Salimans 2022, eq. 6) and the scheduler step. What the UNet takes beyond sample, timestep and text embeddings
+/// comes from the <see cref="IUnetConditioning"/>s (SDXL's added conditions, inpainting channels…).
+/// Buffers are allocated once per batch shape and reused across steps; ONNX Runtime reads and writes them in place. The
+/// UNet runs through an IO binding (<see cref="UnetBinding"/>): the once-per-batch inputs are bound once (on CUDA:
+/// copied to the device once), and on a device only the per-step inputs are copied in and the prediction out per step.
 /// </summary>
 internal sealed class LatentDenoiser : IDisposable
 {
     private readonly StableDiffusionModel _model;
     private readonly OnnxComponent _unet;
     private readonly DenoiseSettings _settings;
+    private readonly IUnetConditioning[] _conditionings;
+    private readonly IPipelineLog _log;
     private readonly int _channels;
     private readonly int _unetChannels;
     private readonly int _latentHeight;
     private readonly int _latentWidth;
     private readonly bool _guidance;
-    private readonly string[] _inputNames = { "sample", "timestep", "encoder_hidden_states" };
     private readonly string _outputName;
-    private readonly TensorElementType _timestepType;
     private readonly int _timestepRank;
     private readonly int? _timestepStaticDim;
 
     private DiffusionScheduler? _scheduler;
     private int _rows = -1;
     private int _sequence = -1;
+    private IReadOnlyList<TensorBuffer> _inputs = Array.Empty<TensorBuffer>();
     private TensorBuffer? _sample;
     private TensorBuffer? _timestep;
     private TensorBuffer? _embeddings;
@@ -68,21 +71,17 @@ internal sealed class LatentDenoiser : IDisposable
     private float[] _noise = Array.Empty<float>();
     private float[] _scaledLatents = Array.Empty<float>();
 
-    // SDXL's added conditioning (diffusers StableDiffusionXLPipeline step 7): text_embeds [rows, P] and time_ids [rows, W],
-    // written once per batch in the same [unconditional; conditional] order as the embeddings.
-    private readonly int _pooledSize;
-    private readonly int _timeIdsWidth;
-    private TensorBuffer? _textEmbeds;
-    private TensorBuffer? _timeIds;
-    private float[] _pooled = Array.Empty<float>();
-    private float[] _condTimeIds = Array.Empty<float>();
-    private float[] _uncondTimeIds = Array.Empty<float>();
-
-    public LatentDenoiser(StableDiffusionModel model, DenoiseSettings settings)
+    /// <param name="model">The model whose UNet runs.</param>
+    /// <param name="settings">The run's settings.</param>
+    /// <param name="conditionings">The UNet's extra conditionings; their sample channels follow the latents' in this order.</param>
+    /// <param name="log">Where the per-step trace goes; null: nowhere.</param>
+    public LatentDenoiser(StableDiffusionModel model, DenoiseSettings settings, IReadOnlyList<IUnetConditioning>? conditionings = null, IPipelineLog? log = null)
     {
         _model = model;
         _unet = model.Unet;
         _settings = settings;
+        _conditionings = conditionings is null ? Array.Empty<IUnetConditioning>() : new List<IUnetConditioning>(conditionings).ToArray();
+        _log = log ?? PipelineLog.None;
         _channels = model.Info.LatentChannels;
         _unetChannels = model.Info.UnetInputChannels;
         _latentHeight = settings.Height / model.Info.VaeSpatialFactor;
@@ -90,29 +89,17 @@ internal sealed class LatentDenoiser : IDisposable
         _guidance = settings.GuidanceScale > 1f;
         _outputName = model.UnetOutputName;
         var ts = _unet.Input("timestep");
-        _timestepType = ts.ElementDataType;
         _timestepRank = ts.Dimensions.Length;
         _timestepStaticDim = OnnxComponent.StaticDim(ts, 0);
-        if (model.Info.TimeIdsWidth is int width)
-        {
-            _timeIdsWidth = width;
-            _pooledSize = model.Info.PooledSize!.Value;
-            _inputNames = new[] { "sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids" };
-        }
+        int sampleChannels = _channels;
+        foreach (var c in _conditionings)
+            sampleChannels += c.SampleChannels;
+        if (sampleChannels != _unetChannels)
+            throw new InvalidOperationException($"The UNet takes {_unetChannels} input channels; the latents ({_channels}) and the run's conditionings give {sampleChannels}.");
     }
 
-    /// <summary>
-    /// SDXL: the next <see cref="Run"/>'s pooled vectors, per row [2, P] (unconditional, conditional) as the embeddings,
-    /// and the time ids of conditional and unconditional rows (diffusers add_time_ids, negative_add_time_ids).
-    /// </summary>
-    public void SetAddedConditioning(float[] pooled, float[] timeIds, float[] negativeTimeIds)
-    {
-        if (timeIds.Length != _timeIdsWidth || negativeTimeIds.Length != _timeIdsWidth)
-            throw new ArgumentException($"Expected {_timeIdsWidth} time ids, got {timeIds.Length} and {negativeTimeIds.Length}.", nameof(timeIds));
-        _pooled = pooled;
-        _condTimeIds = timeIds;
-        _uncondTimeIds = negativeTimeIds;
-    }
+    /// <summary>The UNet's conditionings, in the order their sample channels follow the latents'.</summary>
+    internal IReadOnlyList<IUnetConditioning> Conditionings => _conditionings;
 
     /// <summary>The UNet's IO binding for the current batch shape (null before the first run).</summary>
     internal UnetBinding? Binding => _binding;
@@ -123,151 +110,167 @@ internal sealed class LatentDenoiser : IDisposable
     public int[] LatentShape => new[] { _channels, _latentHeight, _latentWidth };
 
     /// <summary>
-    /// Denoises <paramref name="count"/> rows. <paramref name="embeddings"/> holds per row [2, S, D]: the unconditional
-    /// (negative prompt) states, then the prompt's. Each row's noise comes from its own seed (or its given initial
-    /// noise), so a row's result does not depend on its batch or position. With a strength below 1,
-    /// <paramref name="initialLatents"/> (per row [C, h, w]) is where image-to-image starts. With
-    /// <paramref name="inpainting"/> (its buffers filled for the batch) the loop inpaints: an inpainting UNet gets the
-    /// mask and the masked image's latents, an ordinary UNet keeps <paramref name="initialLatents"/> outside the mask.
+    /// Denoises the rows of <paramref name="batch"/> into <see cref="DenoiseBatch.Latents"/>. Each row's noise comes from
+    /// its own seed (or its given initial noise), so a row's result does not depend on its batch or position. The
+    /// conditionings' per-row buffers must hold the batch's rows.
     /// </summary>
-    public void Run(int count, long firstRow, ReadOnlySpan<float> embeddings, int sequenceLength, ReadOnlySpan<long> seeds,
-        float[]?[] initialNoise, Span<float> latents, IChannel? channel, ReadOnlySpan<float> initialLatents = default,
-        InpaintingConditioning? inpainting = null)
+    public void Run(DenoiseBatch batch)
     {
-        int len = LatentLength;
-        int hidden = _model.Info.HiddenSize;
-        if (embeddings.Length != count * 2 * sequenceLength * hidden)
-            throw new ArgumentException($"Expected {count}×2×{sequenceLength}×{hidden} embedding values, got {embeddings.Length}.", nameof(embeddings));
-        if (latents.Length != count * len)
-            throw new ArgumentException($"Expected room for {count}×{len} latent values.", nameof(latents));
-        if ((inpainting?.UnetChannels ?? _channels) != _unetChannels || inpainting is not null && inpainting.Count != count)
-            throw new InvalidOperationException($"The UNet takes {_unetChannels} input channels; the run prepared {inpainting?.UnetChannels ?? _channels} for {inpainting?.Count ?? count} rows.");
-        bool blend = inpainting is { UnetTakesMask: false };
-        if (blend && initialLatents.Length != count * len)
-            throw new ArgumentException($"Inpainting with an ordinary UNet needs {count}×{len} initial latent values, got {initialLatents.Length}.", nameof(initialLatents));
+        // 1. Check inputs.
+        int count = batch.Count, len = LatentLength, hidden = _model.Info.HiddenSize;
+        if (batch.Embeddings.Length != count * 2 * batch.SequenceLength * hidden)
+            throw new ArgumentException($"Expected {count}×2×{batch.SequenceLength}×{hidden} embedding values, got {batch.Embeddings.Length}.", nameof(batch));
+        if (batch.Latents.Length != count * len)
+            throw new ArgumentException($"Expected room for {count}×{len} latent values.", nameof(batch));
+        if (batch.Seeds.Length != count || !batch.InitialNoise.IsEmpty && batch.InitialNoise.Length != count)
+            throw new ArgumentException($"Expected a seed (and optionally an initial noise) for each of the {count} rows.", nameof(batch));
+        if (_settings.Strength < 1f && batch.InitialLatents.Length != count * len)
+            throw new ArgumentException($"Strength {_settings.Strength} needs {count}×{len} initial latent values, got {batch.InitialLatents.Length}.", nameof(batch));
         _model.ThrowIfDisposed();
+        var latents = batch.Latents.Span;
 
-        // One clone per denoiser, reused batch after batch: SetTimesteps resets all per-run state (scheduler contract),
-        // and the clone's scratch and history buffers are then allocated once per cursor instead of once per batch.
+        // 2. Timesteps. One scheduler clone per denoiser, reused batch after batch: SetTimesteps resets all per-run state
+        //    (scheduler contract), so its scratch and history buffers are allocated once per cursor. Image-to-image keeps
+        //    the last ⌊Steps·Strength⌋ of them (diffusers' get_timesteps).
         var scheduler = _scheduler ??= _settings.Scheduler.Clone();
         scheduler.SetTimesteps(_settings.Steps);
         var timesteps = scheduler.Timesteps;
+        int start = _settings.Strength < 1f ? scheduler.GetStartIndex(_settings.Strength) : 0;
 
-        // Initial latents: N(0, I) per row from the row's seed (or the row's given noise), times the init sigma.
-        var noise = new BatchNoise(count, len);
-        for (int r = 0; r < count; r++)
+        // 3. Initial latents (prepare_latents): N(0, I) per row from the row's seed (or the row's given noise), kept as ε;
+        //    then ε × the init sigma, or for image-to-image add_noise(initial latents, ε, timesteps[start]).
+        var noise = DrawNoise(batch, latents);
+        if (start == timesteps.Length)
         {
-            noise.Generators[r] = new GaussianNoise(seeds[r]);
-            var row = latents.Slice(r * len, len);
-            if (initialNoise[r] is { } given)
-                given.CopyTo(row);
-            else
-                noise.Generators[r].NextGaussian(row);
+            batch.InitialLatents.Span.CopyTo(latents); // no step left: the initial latents are the result
+            return;
         }
-        int start = 0;
         if (_settings.Strength < 1f)
         {
-            start = StartImageToImage(scheduler, count, len, initialLatents, latents);
-            if (start == timesteps.Length)
-                return;
+            scheduler.AddNoise(batch.InitialLatents.Span, _noise, start, latents);
+            scheduler.SetBeginIndex(start);
         }
         else
         {
-            if (blend)
-                KeepNoise(latents); // the known region is noised with the same ε at every step
             TensorPrimitives.Multiply(latents, scheduler.InitNoiseSigma, latents);
         }
 
-        Ensure(count, sequenceLength);
-        WriteEmbeddings(count, embeddings, sequenceLength * hidden);
-        if (_timeIdsWidth > 0)
-            WriteAddedConditioning(count);
+        // 4. The batch's UNet inputs: the prompt embeddings [uncond; cond] and each conditioning's, then bound once.
+        Ensure(count, batch.SequenceLength);
+        WriteEmbeddings(count, batch.Embeddings.Span, batch.SequenceLength * hidden);
+        var sample = _sample!.ElementType == TensorElementType.Float ? _sample.FloatSpan : _scaled.AsSpan(0, _sample.Length);
+        int channel = _channels, plane = _latentHeight * _latentWidth;
+        foreach (var c in _conditionings)
+        {
+            c.BeginBatch(new UnetBatch(batch, _guidance, scheduler, _noise, sample, _unetChannels, channel, plane));
+            channel += c.SampleChannels;
+        }
         _binding!.BindBatch();
 
+        // 5. The denoising loop.
         int unetRows = _guidance ? 2 * count : count;
         int half = count * len;
-        var sampleIn = _sample!.ElementType == TensorElementType.Float ? _sample.FloatSpan : _scaled.AsSpan(0, _sample.Length);
         var stopwatch = Stopwatch.StartNew();
         for (int i = start; i < timesteps.Length; i++)
         {
             _settings.CancellationToken.ThrowIfCancellationRequested();
             float t = timesteps[i];
 
-            if (inpainting is { UnetTakesMask: true })
-            {
-                // sample = concat(scale_model_input(latents), mask, masked-image latents) on the channel axis.
-                scheduler.ScaleModelInput(latents, _scaledLatents.AsSpan(0, half), i);
-                inpainting.WriteUnetSample(_scaledLatents.AsSpan(0, half), sampleIn, _guidance);
-            }
-            else
-            {
-                scheduler.ScaleModelInput(latents, sampleIn.Slice(0, half), i);
-                if (_guidance)
-                    sampleIn.Slice(0, half).CopyTo(sampleIn.Slice(half, half));
-            }
+            // 5.1 sample = scale_model_input(latents), in both halves with guidance; the conditionings' channels stay.
+            WriteSample(scheduler, latents, sample, i, count);
+
+            // 5.2 The conditionings' per-step inputs (computed from the current sample, e.g. ControlNet residuals).
+            foreach (var c in _conditionings)
+                c.BeforeUnet(new UnetStep(batch, i, t, _guidance, scheduler, _noise, sample, latents));
             if (_sample.ElementType != TensorElementType.Float)
-                _sample.Write(sampleIn);
+                _sample.Write(sample);
             _timestep!.Fill(t);
 
+            // 5.3 The UNet's noise prediction.
             _binding.Run();
-
             Span<float> prediction = _output!.ElementType == TensorElementType.Float ? _output.FloatSpan : _prediction.AsSpan(0, unetRows * len);
             if (_output.ElementType != TensorElementType.Float)
                 _output.Read(prediction);
 
+            // 5.4 Classifier-free guidance, with the finite check in the same pass (GuidanceMath).
             Span<float> guided;
             if (_guidance)
             {
-                // The guidance combine and the finite check in one pass (GuidanceMath).
                 guided = _guided.AsSpan(0, half);
                 int bad = GuidanceMath.Combine(prediction.Slice(0, 2 * half), _settings.GuidanceScale, guided, count, len);
                 if (bad >= 0)
-                    throw GuidanceMath.NonFinite(firstRow + bad, i, t);
+                    throw GuidanceMath.NonFinite(batch.FirstRow + bad, i, t);
             }
             else
             {
                 guided = prediction.Slice(0, half);
-                CheckFinite(guided, count, len, firstRow, i, t);
+                CheckFinite(guided, count, len, batch.FirstRow, i, t);
             }
 
+            // 5.5 The scheduler step x_t → x_{t−1}, each row's stochastic noise from its own generator.
             scheduler.Step(guided, i, latents, noise);
-            if (blend)
-                inpainting!.BlendKnownRegion(latents, initialLatents, _noise.AsSpan(0, half), scheduler, i);
 
-            channel?.Trace(MessageSensitivity.None, $"Rows {firstRow}–{firstRow + count - 1}: step {i - start + 1}/{timesteps.Length - start} (t = {t}) done after {stopwatch.Elapsed.TotalMilliseconds:F0} ms.");
-            _settings.Progress?.Report(new DenoiseProgress(i - start + 1, timesteps.Length - start, t, firstRow, count, stopwatch.Elapsed));
+            // 5.6 The conditionings after the step (inpainting with an ordinary UNet: blend the known region).
+            foreach (var c in _conditionings)
+                c.AfterStep(new UnetStep(batch, i, t, _guidance, scheduler, _noise, sample, latents));
+
+            // 5.7 callback_on_step_end, the log and progress.
+            _settings.OnStepEnd?.Invoke(new DenoiseStepEnd(i - start, timesteps.Length - start, t, batch.FirstRow, count, _channels, _latentHeight, _latentWidth, latents));
+            if (_log.TraceEnabled)
+                _log.Trace($"Rows {batch.FirstRow}–{batch.FirstRow + count - 1}: step {i - start + 1}/{timesteps.Length - start} (t = {t}) done after {stopwatch.Elapsed.TotalMilliseconds:F0} ms.");
+            _settings.Progress?.Report(new DenoiseProgress(i - start + 1, timesteps.Length - start, t, batch.FirstRow, count, stopwatch.Elapsed));
         }
-        CheckFinite(latents, count, len, firstRow, timesteps.Length - 1, timesteps[^1]);
+
+        // 6. A last finite check of the result.
+        CheckFinite(latents, count, len, batch.FirstRow, timesteps.Length - 1, timesteps[^1]);
     }
 
     /// <summary>
-    /// Image-to-image start (diffusers' StableDiffusionImg2ImgPipeline: get_timesteps, then prepare_latents): the loop
-    /// begins at the strength's start index, and <paramref name="latents"/> (holding each row's noise ε) becomes
-    /// add_noise(initial latents, ε, timesteps[start]). With no step left the initial latents are the result.
+    /// Writes each row's initial noise ε into <paramref name="latents"/> (its given noise, else drawn from its seed) and
+    /// keeps a copy of ε for the forward process; returns the rows' generators, which go on to serve the scheduler.
     /// </summary>
-    /// <returns>The first step index; the timestep count when nothing is to be denoised.</returns>
-    private int StartImageToImage(DiffusionScheduler scheduler, int count, int len, ReadOnlySpan<float> initialLatents, Span<float> latents)
+    private BatchNoise DrawNoise(DenoiseBatch batch, Span<float> latents)
     {
-        if (initialLatents.Length != count * len)
-            throw new ArgumentException($"Strength {_settings.Strength} needs {count}×{len} initial latent values, got {initialLatents.Length}.", nameof(initialLatents));
-        int start = scheduler.GetStartIndex(_settings.Strength);
-        if (start == scheduler.Timesteps.Length)
+        int len = LatentLength;
+        var given = batch.InitialNoise.Span;
+        var noise = new BatchNoise(batch.Count, len);
+        var seeds = batch.Seeds.Span;
+        for (int r = 0; r < batch.Count; r++)
         {
-            initialLatents.CopyTo(latents);
-            return start;
+            noise.Generators[r] = new GaussianNoise(seeds[r]);
+            var row = latents.Slice(r * len, len);
+            if (!given.IsEmpty && given[r] is { } values)
+                values.CopyTo(row);
+            else
+                noise.Generators[r].NextGaussian(row);
         }
-        KeepNoise(latents);
-        scheduler.AddNoise(initialLatents, _noise.AsSpan(0, latents.Length), start, latents);
-        scheduler.SetBeginIndex(start);
-        return start;
+        if (_noise.Length != latents.Length)
+            _noise = new float[latents.Length];
+        latents.CopyTo(_noise);
+        return noise;
     }
 
-    /// <summary>Keeps a copy of the batch's initial noise ε (before any scaling) for the forward process.</summary>
-    private void KeepNoise(ReadOnlySpan<float> noise)
+    /// <summary>Writes scale_model_input(latents) into the latents' channels of every sample row (both halves with guidance).</summary>
+    private void WriteSample(DiffusionScheduler scheduler, ReadOnlySpan<float> latents, Span<float> sample, int step, int count)
     {
-        if (_noise.Length != noise.Length)
-            _noise = new float[noise.Length];
-        noise.CopyTo(_noise);
+        int half = count * LatentLength;
+        if (_unetChannels == _channels)
+        {
+            scheduler.ScaleModelInput(latents, sample.Slice(0, half), step);
+            if (_guidance)
+                sample.Slice(0, half).CopyTo(sample.Slice(half, half));
+            return;
+        }
+        var scaled = _scaledLatents.AsSpan(0, half);
+        scheduler.ScaleModelInput(latents, scaled, step);
+        int len = LatentLength, row = _unetChannels * _latentHeight * _latentWidth;
+        for (int r = 0; r < count; r++)
+        {
+            var values = scaled.Slice(r * len, len);
+            values.CopyTo(sample.Slice(r * row, len));
+            if (_guidance)
+                values.CopyTo(sample.Slice((count + r) * row, len));
+        }
     }
 
     /// <summary>Throws, naming the row, step and timestep, when a row of <paramref name="values"/> holds a NaN or an infinity.</summary>
@@ -297,70 +300,73 @@ internal sealed class LatentDenoiser : IDisposable
         }
     }
 
-    private void WriteAddedConditioning(int count)
-    {
-        if (_pooled.Length != count * 2 * _pooledSize)
-            throw new InvalidOperationException($"SDXL: the batch's pooled prompt vectors were not set (SetAddedConditioning): expected {count}×2×{_pooledSize} values, got {_pooled.Length}.");
-        for (int r = 0; r < count; r++)
-        {
-            var uncond = _pooled.AsSpan(2 * r * _pooledSize, _pooledSize);
-            var cond = _pooled.AsSpan((2 * r + 1) * _pooledSize, _pooledSize);
-            int condRow = _guidance ? count + r : r;
-            _textEmbeds!.Write(cond, condRow * _pooledSize);
-            _timeIds!.Write(_condTimeIds, condRow * _timeIdsWidth);
-            if (_guidance)
-            {
-                _textEmbeds.Write(uncond, r * _pooledSize);
-                _timeIds.Write(_uncondTimeIds, r * _timeIdsWidth);
-            }
-        }
-    }
-
+    /// <summary>The UNet's tensors and IO binding for a batch shape: the denoiser's inputs, then each conditioning's.</summary>
     private void Ensure(int count, int sequenceLength)
     {
         if (count == _rows && sequenceLength == _sequence)
             return;
         DisposeBuffers();
-        int unetRows = _guidance ? 2 * count : count;
-        long[] sampleShape = { unetRows, _channels, _latentHeight, _latentWidth };
-        _sample = new TensorBuffer(_unet.Input("sample").ElementDataType, new long[] { unetRows, _unetChannels, _latentHeight, _latentWidth });
-        long[] timestepShape = _timestepRank == 0 ? Array.Empty<long>() : new long[] { _timestepStaticDim == 1 ? 1 : unetRows };
-        _timestep = new TensorBuffer(_timestepType, timestepShape);
-        _embeddings = new TensorBuffer(_unet.Input("encoder_hidden_states").ElementDataType, new long[] { unetRows, sequenceLength, _model.Info.HiddenSize });
-        _output = new TensorBuffer(_unet.Output(_outputName).ElementDataType, sampleShape);
-        var inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value };
-        if (_timeIdsWidth > 0)
+        var inputs = new UnetInputs(_unet, count, _guidance);
+        int unetRows = inputs.UnetRows;
+        try
         {
-            _textEmbeds = new TensorBuffer(_unet.Input("text_embeds").ElementDataType, new long[] { unetRows, _pooledSize });
-            _timeIds = new TensorBuffer(_unet.Input("time_ids").ElementDataType, new long[] { unetRows, _timeIdsWidth });
-            inputs = new[] { _sample.Value, _timestep.Value, _embeddings.Value, _textEmbeds.Value, _timeIds.Value };
+            // sample and timestep change every step; the rest once per batch.
+            _sample = inputs.Add("sample", new long[] { unetRows, _unetChannels, _latentHeight, _latentWidth }, perStep: true);
+            long[] timestepShape = _timestepRank == 0 ? Array.Empty<long>() : new long[] { _timestepStaticDim == 1 ? 1 : unetRows };
+            _timestep = inputs.Add("timestep", timestepShape, perStep: true);
+            _embeddings = inputs.Add("encoder_hidden_states", new long[] { unetRows, sequenceLength, _model.Info.HiddenSize }, perStep: false);
+            foreach (var c in _conditionings)
+                c.DeclareInputs(inputs);
+            foreach (string name in _unet.Inputs.Keys)
+            {
+                if (!Contains(inputs.Names, name))
+                    throw new InvalidOperationException($"The UNet of '{_model.Info.Directory}' takes the input '{name}', which none of the denoising loop's conditionings feeds.");
+            }
+            _output = new TensorBuffer(_unet.Output(_outputName).ElementDataType, new long[] { unetRows, _channels, _latentHeight, _latentWidth });
+            var values = new Microsoft.ML.OnnxRuntime.OrtValue[inputs.Buffers.Count];
+            for (int i = 0; i < values.Length; i++)
+                values[i] = inputs.Buffers[i].Value;
+            var perStep = new int[inputs.PerStep.Count];
+            for (int i = 0; i < perStep.Length; i++)
+                perStep[i] = inputs.PerStep[i];
+            var names = new string[inputs.Names.Count];
+            for (int i = 0; i < names.Length; i++)
+                names[i] = inputs.Names[i];
+            _binding = new UnetBinding(_unet, names, values, _outputName, _output.Value, perStep, _settings.CopyUnetInputsPerStep);
         }
-        // sample (0) and timestep (1) change every step; the rest once per batch.
-        _binding = new UnetBinding(_unet, _inputNames, inputs, _outputName, _output.Value, s_perStepInputs, _settings.CopyUnetInputsPerStep);
-        int total = unetRows * LatentLength;
-        if (_sample.ElementType != TensorElementType.Float)
+        finally
+        {
+            _inputs = inputs.Buffers;
+        }
+        if (_sample!.ElementType != TensorElementType.Float)
             _scaled = new float[_sample.Length];
         _scaledLatents = _unetChannels != _channels ? new float[count * LatentLength] : Array.Empty<float>();
-        if (_output.ElementType != TensorElementType.Float)
-            _prediction = new float[total];
+        if (_output!.ElementType != TensorElementType.Float)
+            _prediction = new float[unetRows * LatentLength];
         _guided = _guidance ? new float[count * LatentLength] : Array.Empty<float>();
         _rows = count;
         _sequence = sequenceLength;
     }
 
-    private static readonly int[] s_perStepInputs = { 0, 1 };
+    private static bool Contains(IReadOnlyList<string> names, string name)
+    {
+        for (int i = 0; i < names.Count; i++)
+        {
+            if (names[i] == name)
+                return true;
+        }
+        return false;
+    }
 
     private void DisposeBuffers()
     {
         _binding?.Dispose();
         _binding = null;
-        _sample?.Dispose();
-        _timestep?.Dispose();
-        _embeddings?.Dispose();
+        foreach (var input in _inputs)
+            input.Dispose();
+        _inputs = Array.Empty<TensorBuffer>();
         _output?.Dispose();
-        _textEmbeds?.Dispose();
-        _timeIds?.Dispose();
-        _sample = _timestep = _embeddings = _output = _textEmbeds = _timeIds = null;
+        _sample = _timestep = _embeddings = _output = null;
         _rows = -1;
     }
 

@@ -90,35 +90,12 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
         ? new KeyValuePair<string, DataViewType>[] { new(OutputColumnName, type), new(noise, type) }
         : new KeyValuePair<string, DataViewType>[] { new(OutputColumnName, type) };
 
-    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema)
-    {
-        var names = new List<string> { InputColumnName };
-        if (Options.TimestepColumnName is { } t)
-            names.Add(t);
-        if (Options.SeedColumnName is { } s)
-            names.Add(s);
-        return names;
-    }
-
     private const string TimestepDescription = "an integer timestep (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)";
 
-    internal override void ValidateInputSchema(DataViewSchema inputSchema)
-    {
-        ColumnChecks.Require(inputSchema, InputColumnName, "Vector<Single> (x₀)", ColumnChecks.IsFloatVector);
-        if (Options.TimestepColumnName is { } t)
-            ColumnChecks.Require(inputSchema, t, TimestepDescription, ColumnChecks.IsSeed);
-        if (Options.SeedColumnName is { } s)
-            ColumnChecks.Require(inputSchema, s, ColumnChecks.SeedDescription, ColumnChecks.IsSeed);
-    }
-
-    internal override void ValidateInputShape(SchemaShape inputSchema)
-    {
-        ColumnChecks.Require(inputSchema, InputColumnName, "Vector<Single> (x₀)", ColumnChecks.IsFloatVector);
-        if (Options.TimestepColumnName is { } t)
-            ColumnChecks.Require(inputSchema, t, TimestepDescription, ColumnChecks.IsSeed);
-        if (Options.SeedColumnName is { } s)
-            ColumnChecks.Require(inputSchema, s, ColumnChecks.SeedDescription, ColumnChecks.IsSeed);
-    }
+    internal override InputColumnTable GetInputColumns(DataViewSchema? inputSchema) => new InputColumnTable()
+        .Add(InputColumnName, InputColumnKind.FloatVector, "Vector<Single> (x₀)")
+        .Add(Options.TimestepColumnName, InputColumnKind.Integer, TimestepDescription)
+        .Add(Options.SeedColumnName, InputColumnKind.Integer, ColumnChecks.SeedDescription);
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
 
@@ -158,7 +135,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
             _buffer.CopyTo(_clean);
 
             int last = _stage._schedule.Length - 1;
-            long t = o.Timestep ?? ReadTimestep(position);
+            long t = o.Timestep ?? SeedReader.Read(_timestepGetter!, position, o.TimestepColumnName!, "timestep");
             if (t < 0 || t > last)
                 throw new InvalidOperationException($"Row {position}: timestep {t} in column '{o.TimestepColumnName}' is out of range [0, {last}].");
             long seed = _rowSeeds.Read(position);
@@ -166,18 +143,6 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
             // x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4).
             new GaussianNoise(seed).NextGaussian(_noise);
             NoiseScheduleMath.AddNoise(_stage._schedule, (int)t, _clean, _noise, _noisy);
-        }
-
-        private long ReadTimestep(long position)
-        {
-            try
-            {
-                return _timestepGetter!();
-            }
-            catch (FormatException e)
-            {
-                throw new InvalidOperationException($"Row {position}: timestep column '{_stage.Options.TimestepColumnName}': {e.Message}", e);
-            }
         }
 
         public override void Process(int count)

@@ -34,11 +34,18 @@ public abstract class DiffusionTransformer : ITransformer
     /// <summary>Rows per ONNX call.</summary>
     internal abstract int BatchSize { get; }
 
-    /// <summary>Names of the input columns the stage reads (present ones only).</summary>
-    internal abstract IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema);
+    /// <summary>
+    /// The stage's input columns (<see cref="InputColumnTable"/>): the one table its estimator-time and transform-time
+    /// checks and <see cref="GetInputColumnNames"/> read. <paramref name="inputSchema"/> is null at estimator time; a
+    /// stage whose expected sizes follow its input column's shape (DecodeLatents) uses it.
+    /// </summary>
+    internal abstract InputColumnTable GetInputColumns(DataViewSchema? inputSchema);
 
-    /// <summary>Checks the input columns' presence and types; throws <see cref="ArgumentOutOfRangeException"/> naming the column.</summary>
-    internal abstract void ValidateInputSchema(DataViewSchema inputSchema);
+    /// <summary>Names of the input columns the stage reads (present ones only).</summary>
+    internal IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema) => GetInputColumns(inputSchema).Names;
+
+    /// <summary>Checks the input columns' presence, types and sizes; throws <see cref="ArgumentOutOfRangeException"/> naming the column.</summary>
+    internal void ValidateInputSchema(DataViewSchema inputSchema) => GetInputColumns(inputSchema).Validate(inputSchema);
 
     /// <summary>
     /// The stage's output columns (name, type) for an input schema; with a null schema (estimator-time), types whose
@@ -54,7 +61,7 @@ public abstract class DiffusionTransformer : ITransformer
     internal virtual IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(SchemaShape inputSchema) => GetOutputColumns((DataViewSchema?)null);
 
     /// <summary>Checks the input columns of a <see cref="SchemaShape"/> (estimator-time check); throws naming the column.</summary>
-    internal abstract void ValidateInputShape(SchemaShape inputSchema);
+    internal void ValidateInputShape(SchemaShape inputSchema) => GetInputColumns(null).Validate(inputSchema);
 
     /// <summary>Creates the per-cursor worker (buffers, scheduler state) reading from <paramref name="input"/>.</summary>
     internal abstract StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs);
@@ -185,59 +192,4 @@ public abstract class DiffusionEstimator<TTransformer> : IEstimator<TTransformer
             result[i] = columns[order[i]];
         return new SchemaShape(result);
     }
-}
-
-/// <summary>Input-column checks shared by the stages, with ML.NET's "Schema mismatch" wording.</summary>
-internal static class ColumnChecks
-{
-    public static DataViewSchema.Column Require(DataViewSchema schema, string column, string expected, Func<DataViewType, bool> accepts)
-    {
-        var c = schema.GetColumnOrNull(column) ?? throw DiffusionTransformer.ColumnNotFound(nameof(schema), column, expected);
-        if (!accepts(c.Type))
-            throw DiffusionTransformer.SchemaMismatch(nameof(schema), column, expected, c.Type.ToString() ?? "unknown");
-        return c;
-    }
-
-    public static void Require(SchemaShape shape, string column, string expected, Func<SchemaShape.Column, bool> accepts)
-    {
-        var c = Find(shape, column) ?? throw DiffusionTransformer.ColumnNotFound(nameof(shape), column, expected);
-        if (!accepts(c))
-            throw DiffusionTransformer.SchemaMismatch(nameof(shape), column, expected, Describe(c));
-    }
-
-    public static SchemaShape.Column? Find(SchemaShape shape, string name)
-    {
-        foreach (var c in shape)
-            if (c.Name == name)
-                return c;
-        return null;
-    }
-
-    public static string Describe(SchemaShape.Column c) => c.Kind switch
-    {
-        SchemaShape.Column.VectorKind.Scalar => c.ItemType.ToString() ?? "unknown",
-        SchemaShape.Column.VectorKind.Vector => $"Vector<{c.ItemType}>",
-        _ => $"VarVector<{c.ItemType}>",
-    };
-
-    public static bool IsText(DataViewType t) => t is TextDataViewType;
-
-    public static bool IsFloatVector(DataViewType t) => t is VectorDataViewType v && v.ItemType == NumberDataViewType.Single;
-
-    public static bool IsText(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && c.ItemType is TextDataViewType;
-
-    public static bool IsFloatVector(SchemaShape.Column c) => c.Kind != SchemaShape.Column.VectorKind.Scalar && c.ItemType == NumberDataViewType.Single;
-
-    /// <summary>The expected type of a seed column, for error messages.</summary>
-    public const string SeedDescription = "an integer seed (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)";
-
-    /// <summary>Seeds: any integer type, or a floating-point type holding whole numbers (CSV loaders read numbers as Single).</summary>
-    public static bool IsSeed(DataViewType t) => t == NumberDataViewType.Int32 || t == NumberDataViewType.Int64 || t == NumberDataViewType.UInt32
-        || t == NumberDataViewType.UInt64 || t == NumberDataViewType.Int16 || t == NumberDataViewType.UInt16 || t == NumberDataViewType.Single || t == NumberDataViewType.Double;
-
-    public static bool IsSeed(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && IsSeed(c.ItemType);
-
-    public static bool IsImage(DataViewType t) => t is Microsoft.ML.Transforms.Image.ImageDataViewType;
-
-    public static bool IsImage(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && c.ItemType is Microsoft.ML.Transforms.Image.ImageDataViewType;
 }

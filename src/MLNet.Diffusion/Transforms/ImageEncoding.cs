@@ -22,16 +22,6 @@ public enum ImageResizeMode
     None,
 }
 
-/// <summary>How EncodeImage turns the VAE encoder's latent distribution into latents (diffusers' retrieve_latents sample_mode).</summary>
-public enum LatentSampling
-{
-    /// <summary>Draw mean + σ·ε with ε from the row's seed ("sample", diffusers' image-to-image default).</summary>
-    Sample,
-
-    /// <summary>Take the distribution's mean ("argmax"): deterministic, independent of the seed.</summary>
-    Mean,
-}
-
 /// <summary>Settings of the EncodeImage stage.</summary>
 public sealed class EncodeImageOptions
 {
@@ -108,22 +98,9 @@ public sealed class ImageEncodingTransformer : DiffusionTransformer
 
     internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema) => _outputs;
 
-    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema) =>
-        Options.SeedColumnName is { } s ? new[] { InputColumnName, s } : new[] { InputColumnName };
-
-    internal override void ValidateInputSchema(DataViewSchema inputSchema)
-    {
-        ColumnChecks.Require(inputSchema, InputColumnName, "Image (MLImage)", ColumnChecks.IsImage);
-        if (Options.SeedColumnName is { } s)
-            ColumnChecks.Require(inputSchema, s, ColumnChecks.SeedDescription, ColumnChecks.IsSeed);
-    }
-
-    internal override void ValidateInputShape(SchemaShape inputSchema)
-    {
-        ColumnChecks.Require(inputSchema, InputColumnName, "Image (MLImage)", ColumnChecks.IsImage);
-        if (Options.SeedColumnName is { } s)
-            ColumnChecks.Require(inputSchema, s, ColumnChecks.SeedDescription, ColumnChecks.IsSeed);
-    }
+    internal override InputColumnTable GetInputColumns(DataViewSchema? inputSchema) => new InputColumnTable()
+        .Add(InputColumnName, InputColumnKind.Image, "Image (MLImage)")
+        .Add(Options.SeedColumnName, InputColumnKind.Integer, ColumnChecks.SeedDescription);
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
 

@@ -93,25 +93,3 @@ internal sealed class ImageStageInput
         _resampler!.Resize(_source.AsSpan(0, length), destination, channels);
     }
 }
-
-/// <summary>
-/// The seed of each row: read from the seed column when the options name one, else the base seed (the options' or the
-/// model's default) plus the row's position, as DenoiseLatents does.
-/// </summary>
-internal sealed class RowSeeds
-{
-    private readonly Func<long>? _getter;
-    private readonly string? _columnName;
-    private readonly int _baseSeed;
-
-    public RowSeeds(DataViewRow input, string? seedColumnName, int? seed, StableDiffusionModel model)
-    {
-        if (seedColumnName is not null)
-            _getter = SeedReader.Create(input, input.Schema[seedColumnName]);
-        _columnName = seedColumnName;
-        _baseSeed = seed ?? model.DefaultSeed;
-    }
-
-    /// <summary>The seed of the row at <paramref name="position"/> (the cursor's current row).</summary>
-    public long Read(long position) => _getter is null ? _baseSeed + position : SeedReader.Read(_getter, position, _columnName!);
-}

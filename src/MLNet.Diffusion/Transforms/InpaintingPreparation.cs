@@ -112,29 +112,10 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
 
     internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema) => _outputs;
 
-    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema)
-    {
-        var names = new List<string> { Options.ImageColumnName, Options.MaskColumnName };
-        if (Options.SeedColumnName is { } s)
-            names.Add(s);
-        return names;
-    }
-
-    internal override void ValidateInputSchema(DataViewSchema inputSchema)
-    {
-        ColumnChecks.Require(inputSchema, Options.ImageColumnName, "Image (MLImage)", ColumnChecks.IsImage);
-        ColumnChecks.Require(inputSchema, Options.MaskColumnName, "Image (MLImage) mask, white = repaint", ColumnChecks.IsImage);
-        if (Options.SeedColumnName is { } s)
-            ColumnChecks.Require(inputSchema, s, ColumnChecks.SeedDescription, ColumnChecks.IsSeed);
-    }
-
-    internal override void ValidateInputShape(SchemaShape inputSchema)
-    {
-        ColumnChecks.Require(inputSchema, Options.ImageColumnName, "Image (MLImage)", ColumnChecks.IsImage);
-        ColumnChecks.Require(inputSchema, Options.MaskColumnName, "Image (MLImage) mask, white = repaint", ColumnChecks.IsImage);
-        if (Options.SeedColumnName is { } s)
-            ColumnChecks.Require(inputSchema, s, ColumnChecks.SeedDescription, ColumnChecks.IsSeed);
-    }
+    internal override InputColumnTable GetInputColumns(DataViewSchema? inputSchema) => new InputColumnTable()
+        .Add(Options.ImageColumnName, InputColumnKind.Image, "Image (MLImage)")
+        .Add(Options.MaskColumnName, InputColumnKind.Image, "Image (MLImage) mask, white = repaint")
+        .Add(Options.SeedColumnName, InputColumnKind.Integer, ColumnChecks.SeedDescription);
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) =>
         new Worker(this, input, activeOutputs.Length > 1 && activeOutputs[1]);

@@ -83,20 +83,15 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
         return outputs;
     }
 
-    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema) => new[] { InputColumnName };
-
-    internal override void ValidateInputSchema(DataViewSchema inputSchema)
+    /// <summary>The latents column; against a schema, of the size the latent [h, w] gives (<see cref="LatentSize"/>).</summary>
+    internal override InputColumnTable GetInputColumns(DataViewSchema? inputSchema)
     {
+        int c = Model.Info.LatentChannels;
+        if (inputSchema is null)
+            return new InputColumnTable().Add(InputColumnName, InputColumnKind.FloatVector, $"Vector<Single> latents [{c}, h, w]");
         var (h, w) = LatentSize(inputSchema);
-        int len = Model.Info.LatentChannels * h * w;
-        string expected = $"Vector<Single> of size {len} ({Model.Info.LatentChannels}×{h}×{w})";
-        var c = ColumnChecks.Require(inputSchema, InputColumnName, expected, ColumnChecks.IsFloatVector);
-        if (c.Type is VectorDataViewType v && v.Size > 0 && v.Size != len)
-            throw SchemaMismatch(nameof(inputSchema), InputColumnName, expected, $"Vector<Single> of size {v.Size}");
+        return new InputColumnTable().Add(InputColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {c * h * w} ({c}×{h}×{w})", size: c * h * w);
     }
-
-    internal override void ValidateInputShape(SchemaShape inputSchema) =>
-        ColumnChecks.Require(inputSchema, InputColumnName, $"Vector<Single> latents [{Model.Info.LatentChannels}, h, w]", ColumnChecks.IsFloatVector);
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input, LatentSize(input.Schema));
 

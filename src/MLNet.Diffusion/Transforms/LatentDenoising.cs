@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Numerics.Tensors;
 using System.Threading;
 using Microsoft.ML;
 using Microsoft.ML.Data;
@@ -95,6 +96,14 @@ public sealed class DenoiseLatentsOptions
 
     /// <summary>Receives a report after every step of every mini-batch.</summary>
     public IProgress<DenoiseProgress>? Progress { get; init; }
+
+    /// <summary>
+    /// Called at the end of every denoising step of every mini-batch, as diffusers' <c>callback_on_step_end</c>: the step
+    /// index, the timestep, the batch's first row position and row count, and a read-only view of the batch's current
+    /// latents, valid only during the call (<see cref="DenoiseStepEnd.Latents"/>). For previews and tooling; it runs on
+    /// the cursor's thread, before <see cref="Progress"/> is told. Not saved with the model (like <see cref="Progress"/>).
+    /// </summary>
+    public DenoiseStepCallback? OnStepEnd { get; init; }
 
     /// <summary>Cancels the denoising between steps; the cursor then throws <see cref="OperationCanceledException"/>.</summary>
     public CancellationToken CancellationToken { get; init; }
@@ -233,19 +242,18 @@ public sealed class DenoiseLatentsOptions
             throw new ArgumentOutOfRangeException(name, v, $"{name} must be in [{min}, 65536] pixels.");
     }
 
-    /// <summary>
-    /// SDXL <c>time_ids</c> of the conditional and unconditional rows, as diffusers' <c>_get_add_time_ids</c> builds them:
-    /// 6 values original size (h, w) + crop top-left (top, left) + target size (h, w), the same for both; or, for refiner-style
-    /// UNets, 5 values original size + crop top-left + aesthetic score (6.0 / 2.5).
-    /// </summary>
-    internal (float[] Cond, float[] Uncond) TimeIds(int width)
+    /// <summary>The SDXL micro-conditioning these options set (<see cref="Pipeline.SdxlTimeIds"/> turns it into <c>time_ids</c>).</summary>
+    internal SdxlTimeIds SdxlTimeIds => new(Width, Height)
     {
-        float oh = OriginalHeight ?? Height, ow = OriginalWidth ?? Width, top = CropTop ?? 0, left = CropLeft ?? 0;
-        if (width == 5)
-            return (new[] { oh, ow, top, left, AestheticScore ?? 6f }, new[] { oh, ow, top, left, NegativeAestheticScore ?? 2.5f });
-        var ids = new[] { oh, ow, top, left, TargetHeight ?? Height, TargetWidth ?? Width };
-        return (ids, ids);
-    }
+        OriginalWidth = OriginalWidth,
+        OriginalHeight = OriginalHeight,
+        CropTop = CropTop,
+        CropLeft = CropLeft,
+        TargetWidth = TargetWidth,
+        TargetHeight = TargetHeight,
+        AestheticScore = AestheticScore,
+        NegativeAestheticScore = NegativeAestheticScore,
+    };
 
     internal static void CheckSize(string name, int value, int factor)
     {
@@ -262,6 +270,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
     private readonly KeyValuePair<string, DataViewType>[] _outputs;
     private readonly DiffusionScheduler _scheduler;
     private readonly int _latentLength;
+    private readonly InputColumnTable _inputs;
     private readonly float[] _timeIds = Array.Empty<float>();
     private readonly float[] _negativeTimeIds = Array.Empty<float>();
 
@@ -284,8 +293,9 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         if (model.Info.TimeIdsWidth is int width)
         {
             PooledColumnName = options.PooledEmbeddingsColumnName ?? EncodePromptOptions.DefaultPooledColumnName;
-            (_timeIds, _negativeTimeIds) = options.TimeIds(width);
+            (_timeIds, _negativeTimeIds) = options.SdxlTimeIds.Create(width);
         }
+        _inputs = InputColumns();
     }
 
     /// <summary>SDXL: the pooled prompt column read (the option, or its default); null for SD 1.x/2.x.</summary>
@@ -307,120 +317,103 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 
     internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema) => _outputs;
 
-    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema)
-    {
-        var names = new List<string> { InputColumnName };
-        if (Options.SeedColumnName is { } s)
-            names.Add(s);
-        if (Options.InitialNoiseColumnName is { } n)
-            names.Add(n);
-        if (PooledColumnName is { } p)
-            names.Add(p);
-        if (Options.InitialLatentsColumnName is { } l)
-            names.Add(l);
-        DenoisingInpaintingColumns.AddInputColumnNames(Model.Info, Options, names);
-        return names;
-    }
+    internal override InputColumnTable GetInputColumns(DataViewSchema? inputSchema) => _inputs;
 
-    internal override void ValidateInputSchema(DataViewSchema inputSchema)
-    {
-        int per = Model.Info.HiddenSize;
-        var e = ColumnChecks.Require(inputSchema, InputColumnName, $"Vector<Single> of [2, S, {per}] prompt embeddings", ColumnChecks.IsFloatVector);
-        if (e.Type is VectorDataViewType v && v.Size > 0 && v.Size % (2 * per) != 0)
-            throw SchemaMismatch(nameof(inputSchema), InputColumnName, $"Vector<Single> of [2, S, {per}] prompt embeddings", $"Vector<Single> of size {v.Size}");
-        if (Options.SeedColumnName is { } s)
-            ColumnChecks.Require(inputSchema, s, "an integer seed (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)", ColumnChecks.IsSeed);
-        if (Options.InitialNoiseColumnName is { } n)
-        {
-            var c = ColumnChecks.Require(inputSchema, n, $"Vector<Single> of size {_latentLength}", ColumnChecks.IsFloatVector);
-            if (c.Type is VectorDataViewType nv && nv.Size > 0 && nv.Size != _latentLength)
-                throw SchemaMismatch(nameof(inputSchema), n, $"Vector<Single> of size {_latentLength} ({string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions)})", $"Vector<Single> of size {nv.Size}");
-        }
-        if (PooledColumnName is { } p)
-        {
-            var c = ColumnChecks.Require(inputSchema, p, PooledDescription, ColumnChecks.IsFloatVector);
-            if (c.Type is VectorDataViewType pv && pv.Size > 0 && pv.Size != 2 * Model.Info.PooledSize)
-                throw SchemaMismatch(nameof(inputSchema), p, PooledDescription, $"Vector<Single> of size {pv.Size}");
-        }
-        if (Options.InitialLatentsColumnName is { } l)
-        {
-            string expected = $"Vector<Single> of size {_latentLength} ({string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions)}) initial latents";
-            var c = ColumnChecks.Require(inputSchema, l, expected, ColumnChecks.IsFloatVector);
-            if (c.Type is VectorDataViewType lv && lv.Size > 0 && lv.Size != _latentLength)
-                throw SchemaMismatch(nameof(inputSchema), l, expected, $"Vector<Single> of size {lv.Size}");
-        }
-        DenoisingInpaintingColumns.ValidateSchema(Model.Info, Options, inputSchema, string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions));
-    }
+    /// <summary>The latents' shape "C×h×w", for messages.</summary>
+    private string LatentShape => string.Join("×", ((VectorDataViewType)_outputs[0].Value).Dimensions);
 
-    private string PooledDescription => $"Vector<Single> of [2, {Model.Info.PooledSize}] pooled prompt embeddings (EncodePrompt's pooled output, which the SDXL UNet takes as text_embeds)";
-
-    internal override void ValidateInputShape(SchemaShape inputSchema)
+    /// <summary>
+    /// The stage's input columns: the prompt embeddings, then the optional ones its options name — seed, initial noise,
+    /// SDXL's pooled embeddings (the UNet's text_embeds), initial latents, and inpainting's mask and masked-image
+    /// latents (read only by an inpainting UNet).
+    /// </summary>
+    private InputColumnTable InputColumns()
     {
-        ColumnChecks.Require(inputSchema, InputColumnName, "Vector<Single> prompt embeddings", ColumnChecks.IsFloatVector);
-        if (Options.SeedColumnName is { } s)
-            ColumnChecks.Require(inputSchema, s, "an integer seed (Int32, Int64, UInt32, UInt64; or whole numbers in Single/Double)", ColumnChecks.IsSeed);
-        if (Options.InitialNoiseColumnName is { } n)
-            ColumnChecks.Require(inputSchema, n, $"Vector<Single> of size {_latentLength}", ColumnChecks.IsFloatVector);
-        if (PooledColumnName is { } p)
-            ColumnChecks.Require(inputSchema, p, PooledDescription, ColumnChecks.IsFloatVector);
-        if (Options.InitialLatentsColumnName is { } l)
-            ColumnChecks.Require(inputSchema, l, $"Vector<Single> of size {_latentLength} initial latents", ColumnChecks.IsFloatVector);
-        DenoisingInpaintingColumns.ValidateShape(Model.Info, Options, inputSchema);
+        var info = Model.Info;
+        int per = info.HiddenSize, f = info.VaeSpatialFactor, h = Options.Height / f, w = Options.Width / f, len = _latentLength;
+        string shape = LatentShape;
+        string pooled = $"Vector<Single> of [2, {info.PooledSize}] pooled prompt embeddings (EncodePrompt's pooled output, which the SDXL UNet takes as text_embeds)";
+        return new InputColumnTable()
+            .Add(InputColumnName, InputColumnKind.FloatVector, $"Vector<Single> of [2, S, {per}] prompt embeddings", "Vector<Single> prompt embeddings", sizeMultiple: 2 * per)
+            .Add(Options.SeedColumnName, InputColumnKind.Integer, ColumnChecks.SeedDescription)
+            .Add(Options.InitialNoiseColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {len}", size: len, sizeExpected: $"Vector<Single> of size {len} ({shape})")
+            .Add(PooledColumnName, InputColumnKind.FloatVector, pooled, size: 2 * (info.PooledSize ?? 0))
+            .Add(Options.InitialLatentsColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {len} ({shape}) initial latents", $"Vector<Single> of size {len} initial latents", size: len)
+            .Add(Options.MaskColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {h * w} (1×{h}×{w}) latent mask, 1 = repaint (PrepareInpainting's output)",
+                "Vector<Single> latent mask (PrepareInpainting's output)", size: h * w)
+            .Add(info.IsInpaintingUnet ? Options.MaskedImageLatentsColumnName : null, InputColumnKind.FloatVector, $"Vector<Single> of size {len} ({shape}) masked-image latents (PrepareInpainting's output)",
+                "Vector<Single> masked-image latents (PrepareInpainting's output)", size: len);
     }
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
 
+    /// <summary>
+    /// One cursor's denoising: reads each row's inputs into batch slots, then runs the rows of a mini-batch that share a
+    /// sequence length through <see cref="LatentDenoiser"/> as one <see cref="DenoiseBatch"/>, with the UNet
+    /// conditionings the model and the options call for.
+    /// </summary>
     private sealed class Worker : StageWorker
     {
         private readonly LatentDenoisingTransformer _stage;
         private readonly LatentDenoiser _denoiser;
         private readonly IChannel _channel;
         private readonly ValueGetter<VBuffer<float>> _embeddingsGetter;
-        private readonly Func<long>? _seedGetter;
-        private readonly ValueGetter<VBuffer<float>>? _noiseGetter;
-        private readonly ValueGetter<VBuffer<float>>? _pooledGetter;
-        private readonly float[][] _pooled;
-        private readonly ValueGetter<VBuffer<float>>? _initialGetter;
-        private readonly DenoisingInpaintingColumns? _inpainting;
-        private readonly float[]?[] _initial;
+        private readonly RowSeeds _rowSeeds;
+        private readonly VectorColumnSlots? _noise;
+        private readonly VectorColumnSlots? _initial;
+        private readonly VectorColumnSlots? _pooled;
+        private readonly VectorColumnSlots? _mask;
+        private readonly VectorColumnSlots? _maskedLatents;
+        private readonly SdxlAddedConditioning? _sdxl;
+        private readonly InpaintingConditioning? _inpainting;
         private readonly float[][] _embeddings;
         private readonly long[] _seeds;
         private readonly long[] _positions;
-        private readonly float[]?[] _noise;
         private readonly float[][] _latents;
-        private readonly int _baseSeed;
         private VBuffer<float> _buffer;
         private float[] _batchEmbeddings = Array.Empty<float>();
         private float[] _batchLatents = Array.Empty<float>();
-        private float[] _batchPooled = Array.Empty<float>();
         private float[] _batchInitial = Array.Empty<float>();
-        private float[]?[] _runNoise = Array.Empty<float[]?>();
 
         public Worker(LatentDenoisingTransformer stage, DataViewRow input)
         {
             _stage = stage;
-            _channel = stage.StartChannel();
             var o = stage.Options;
-            _denoiser = new LatentDenoiser(stage.Model, new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength));
+            var info = stage.Model.Info;
+            int b = stage.BatchSize, len = stage._latentLength, f = info.VaeSpatialFactor, plane = o.Height / f * (o.Width / f);
+            string shape = stage.LatentShape;
             _embeddingsGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
-            if (o.SeedColumnName is { } s)
-                _seedGetter = SeedReader.Create(input, input.Schema[s]);
+            _rowSeeds = new RowSeeds(input, o.SeedColumnName, o.Seed, stage.Model);
             if (o.InitialNoiseColumnName is { } n)
-                _noiseGetter = input.GetGetter<VBuffer<float>>(input.Schema[n]);
-            if (stage.PooledColumnName is { } p)
-                _pooledGetter = input.GetGetter<VBuffer<float>>(input.Schema[p]);
+                _noise = new VectorColumnSlots(input, n, len, b, "initial-noise", $"{len} ({shape})");
             if (o.InitialLatentsColumnName is { } l)
-                _initialGetter = input.GetGetter<VBuffer<float>>(input.Schema[l]);
-            int b = stage.BatchSize;
-            _pooled = new float[b][];
-            _inpainting = DenoisingInpaintingColumns.Create(stage.Model.Info, o, input, b);
-            _initial = new float[b][];
+                _initial = new VectorColumnSlots(input, l, len, b, "initial-latents", $"{len} ({shape})");
+
+            // The UNet's conditionings: each is one class of Pipeline/ fed by the columns its options name.
+            var conditionings = new List<IUnetConditioning>();
+            if (stage.PooledColumnName is { } p)
+            {
+                _pooled = new VectorColumnSlots(input, p, 2 * info.PooledSize!.Value, b, "pooled", $"[2, {info.PooledSize}] pooled prompt embeddings from EncodePrompt");
+                _sdxl = new SdxlAddedConditioning(info.PooledSize.Value, stage._timeIds, stage._negativeTimeIds);
+                conditionings.Add(_sdxl);
+            }
+            if (o.MaskColumnName is { } m)
+            {
+                _mask = new VectorColumnSlots(input, m, plane, b, "latent mask");
+                if (info.IsInpaintingUnet)
+                    _maskedLatents = new VectorColumnSlots(input, o.MaskedImageLatentsColumnName!, len, b, "masked-image latents");
+                _inpainting = new InpaintingConditioning(info.LatentChannels, plane, info.IsInpaintingUnet);
+                conditionings.Add(_inpainting);
+            }
+
+            _channel = stage.StartChannel();
+            _denoiser = new LatentDenoiser(stage.Model,
+                new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength) { OnStepEnd = o.OnStepEnd },
+                conditionings, new ChannelLog(_channel));
             _embeddings = new float[b][];
             _seeds = new long[b];
             _positions = new long[b];
-            _noise = new float[b][];
             _latents = new float[b][];
-            _baseSeed = o.Seed ?? stage.Model.DefaultSeed;
         }
 
         public override void ReadRow(int slot, long position)
@@ -434,44 +427,17 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             if (e is null || e.Length != _buffer.Length)
                 _embeddings[slot] = e = new float[_buffer.Length];
             _buffer.CopyTo(e);
-            _seeds[slot] = _seedGetter is null ? _baseSeed + position : ReadSeed(position);
-            if (_noiseGetter is not null)
+            _seeds[slot] = _rowSeeds.Read(position);
+            _noise?.Read(slot, position);
+            _pooled?.Read(slot, position);
+            _initial?.Read(slot, position);
+            if (_mask is not null)
             {
-                _noiseGetter(ref _buffer);
-                if (_buffer.Length != _denoiser.LatentLength)
-                    throw new InvalidOperationException($"Row {position}: initial-noise column '{_stage.Options.InitialNoiseColumnName}' has {_buffer.Length} values; expected {_denoiser.LatentLength} ({string.Join("×", _denoiser.LatentShape)}).");
-                var n = _noise[slot] ??= new float[_denoiser.LatentLength];
-                _buffer.CopyTo(n);
-            }
-            if (_pooledGetter is not null)
-            {
-                _pooledGetter(ref _buffer);
-                int size = 2 * _stage.Model.Info.PooledSize!.Value;
-                if (_buffer.Length != size)
-                    throw new InvalidOperationException($"Row {position}: pooled column '{_stage.PooledColumnName}' has {_buffer.Length} values; expected [2, {size / 2}] pooled prompt embeddings from EncodePrompt.");
-                var p = _pooled[slot] ??= new float[size];
-                _buffer.CopyTo(p);
-            }
-            if (_initialGetter is not null)
-            {
-                _initialGetter(ref _buffer);
-                if (_buffer.Length != _denoiser.LatentLength)
-                    throw new InvalidOperationException($"Row {position}: initial-latents column '{_stage.Options.InitialLatentsColumnName}' has {_buffer.Length} values; expected {_denoiser.LatentLength} ({string.Join("×", _denoiser.LatentShape)}).");
-                var l = _initial[slot] ??= new float[_denoiser.LatentLength];
-                _buffer.CopyTo(l);
-            }
-            _inpainting?.ReadRow(slot, position);
-        }
-
-        private long ReadSeed(long position)
-        {
-            try
-            {
-                return _seedGetter!();
-            }
-            catch (FormatException e)
-            {
-                throw new InvalidOperationException($"Row {position}: seed column '{_stage.Options.SeedColumnName}': {e.Message}", e);
+                var mask = _mask.Read(slot, position);
+                float min = TensorPrimitives.Min(mask), max = TensorPrimitives.Max(mask);
+                if (!(min >= 0f && max <= 1f))
+                    throw new InvalidOperationException($"Row {position}: mask column '{_stage.Options.MaskColumnName}' has values in [{min}, {max}]; a latent mask holds values in [0, 1] (1 = repaint).");
+                _maskedLatents?.Read(slot, position);
             }
         }
 
@@ -491,37 +457,44 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 
         private void Run(int start, int count)
         {
-            int hidden = _stage.Model.Info.HiddenSize;
-            int perRow = _embeddings[start].Length;
-            int sequence = perRow / (2 * hidden);
+            int perRow = _embeddings[start].Length, len = _denoiser.LatentLength;
+            int sequence = perRow / (2 * _stage.Model.Info.HiddenSize);
             if (_batchEmbeddings.Length != count * perRow)
                 _batchEmbeddings = new float[count * perRow];
             for (int r = 0; r < count; r++)
                 _embeddings[start + r].CopyTo(_batchEmbeddings, r * perRow);
-            int len = _denoiser.LatentLength;
             if (_batchLatents.Length != count * len)
                 _batchLatents = new float[count * len];
-            var noise = _runNoise.Length == count ? _runNoise : _runNoise = new float[]?[count];
-            if (_noiseGetter is not null)
-                Array.Copy(_noise, start, noise, 0, count);
-            if (_pooledGetter is not null)
-            {
-                int size = 2 * _stage.Model.Info.PooledSize!.Value;
-                if (_batchPooled.Length != count * size)
-                    _batchPooled = new float[count * size];
-                for (int r = 0; r < count; r++)
-                    _pooled[start + r].CopyTo(_batchPooled, r * size);
-                _denoiser.SetAddedConditioning(_batchPooled, _stage._timeIds, _stage._negativeTimeIds);
-            }
-            if (_initialGetter is not null)
+            if (_initial is not null)
             {
                 if (_batchInitial.Length != count * len)
                     _batchInitial = new float[count * len];
-                for (int r = 0; r < count; r++)
-                    _initial[start + r]!.CopyTo(_batchInitial, r * len);
+                _initial.Gather(start, count, _batchInitial);
             }
-            _denoiser.Run(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsSpan(start, count), noise, _batchLatents, _channel,
-                _initialGetter is null ? default : _batchInitial, _inpainting?.Prepare(start, count));
+
+            // The conditionings' per-row inputs.
+            if (_sdxl is not null)
+            {
+                _sdxl.Ensure(count);
+                for (int r = 0; r < count; r++)
+                    _pooled!.Slots[start + r].AsSpan().CopyTo(_sdxl.Pooled(r));
+            }
+            if (_inpainting is not null)
+            {
+                _inpainting.Ensure(count);
+                for (int r = 0; r < count; r++)
+                {
+                    _mask!.Slots[start + r].AsSpan().CopyTo(_inpainting.Mask(r));
+                    if (_maskedLatents is not null)
+                        _maskedLatents.Slots[start + r].AsSpan().CopyTo(_inpainting.MaskedImageLatents(r));
+                }
+            }
+
+            _denoiser.Run(new DenoiseBatch(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsMemory(start, count), _batchLatents)
+            {
+                InitialNoise = _noise is null ? default : _noise.Slots.AsMemory(start, count),
+                InitialLatents = _initial is null ? default : _batchInitial,
+            });
             for (int r = 0; r < count; r++)
             {
                 var l = _latents[start + r] ??= new float[len];
@@ -539,52 +512,6 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             _denoiser.Dispose();
             _channel.Dispose();
         }
-    }
-}
-
-/// <summary>Reads a seed of any integer type (or a whole number in a floating-point column) as Int64.</summary>
-internal static class SeedReader
-{
-    public static Func<long> Create(DataViewRow row, DataViewSchema.Column column)
-    {
-        var t = column.Type;
-        if (t == NumberDataViewType.Int32) return Wrap<int>(row, column, v => v);
-        if (t == NumberDataViewType.Int64) return Wrap<long>(row, column, v => v);
-        if (t == NumberDataViewType.UInt32) return Wrap<uint>(row, column, v => v);
-        if (t == NumberDataViewType.UInt64) return Wrap<ulong>(row, column, v => unchecked((long)v));
-        if (t == NumberDataViewType.Int16) return Wrap<short>(row, column, v => v);
-        if (t == NumberDataViewType.UInt16) return Wrap<ushort>(row, column, v => v);
-        if (t == NumberDataViewType.Single) return Wrap<float>(row, column, v => Whole(v, column.Name));
-        if (t == NumberDataViewType.Double) return Wrap<double>(row, column, v => Whole(v, column.Name));
-        throw new ArgumentOutOfRangeException(nameof(column), $"Seed column '{column.Name}' has type {t}; expected an integer type.");
-    }
-
-    /// <summary>Reads a row's seed; a non-whole value becomes an error naming the row and the column.</summary>
-    public static long Read(Func<long> getter, long position, string column)
-    {
-        try
-        {
-            return getter();
-        }
-        catch (FormatException e)
-        {
-            throw new InvalidOperationException($"Row {position}: seed column '{column}': {e.Message}", e);
-        }
-    }
-
-    private static long Whole(double v, string name) =>
-        double.IsFinite(v) && Math.Floor(v) == v && Math.Abs(v) < 9.0e15 ? (long)v
-            : throw new FormatException($"seed value {v} in column '{name}' is not a whole number.");
-
-    private static Func<long> Wrap<T>(DataViewRow row, DataViewSchema.Column column, Func<T, long> convert)
-    {
-        var getter = row.GetGetter<T>(column);
-        return () =>
-        {
-            T value = default!;
-            getter(ref value);
-            return convert(value);
-        };
     }
 }
 

@@ -128,22 +128,9 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
 
     internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema) => _outputs;
 
-    internal override IReadOnlyList<string> GetInputColumnNames(DataViewSchema inputSchema) =>
-        Options.NegativePromptColumnName is { } n ? new[] { Options.InputColumnName, n } : new[] { Options.InputColumnName };
-
-    internal override void ValidateInputSchema(DataViewSchema inputSchema)
-    {
-        ColumnChecks.Require(inputSchema, Options.InputColumnName, "String", ColumnChecks.IsText);
-        if (Options.NegativePromptColumnName is { } n)
-            ColumnChecks.Require(inputSchema, n, "String", ColumnChecks.IsText);
-    }
-
-    internal override void ValidateInputShape(SchemaShape inputSchema)
-    {
-        ColumnChecks.Require(inputSchema, Options.InputColumnName, "String", ColumnChecks.IsText);
-        if (Options.NegativePromptColumnName is { } n)
-            ColumnChecks.Require(inputSchema, n, "String", ColumnChecks.IsText);
-    }
+    internal override InputColumnTable GetInputColumns(DataViewSchema? inputSchema) => new InputColumnTable()
+        .Add(Options.InputColumnName, InputColumnKind.Text, "String")
+        .Add(Options.NegativePromptColumnName, InputColumnKind.Text, "String");
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
 

@@ -8,6 +8,7 @@ using Microsoft.ML.Runtime;
 using MLNet.Diffusion.Onnx;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Schedulers;
+using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion.Benchmarks.Pipeline;
 
@@ -46,12 +47,12 @@ internal static class StepAllocations
         var probe = new Probe { Bytes = new long[steps + 1] };
         var scheduler = SchedulerFactory.CreateDefault(info.SchedulerConfig);
         using var channel = sd.Host.Start("DenoiseLatents");
-        using var denoiser = new LatentDenoiser(sd, new DenoiseSettings(steps, 7.5f, size, size, scheduler, probe, default));
+        using var denoiser = new LatentDenoiser(sd, new DenoiseSettings(steps, 7.5f, size, size, scheduler, probe, default), log: new ChannelLog(channel));
         var seeds = Enumerable.Range(0, rows).Select(i => (long)i).ToArray();
         var latents = new float[rows * len];
-        var noInitialNoise = new float[]?[rows];
-        denoiser.Run(rows, 0, embeddings, sequence, seeds, noInitialNoise, latents, channel); // warm-up: buffers, JIT
-        denoiser.Run(rows, 0, embeddings, sequence, seeds, noInitialNoise, latents, channel);
+        var batch = new DenoiseBatch(rows, 0, embeddings, sequence, seeds, latents);
+        denoiser.Run(batch); // warm-up: buffers, JIT
+        denoiser.Run(batch);
         var whole = new long[steps - 1];
         for (int k = 2; k <= steps; k++)
             whole[k - 2] = probe.Bytes[k] - probe.Bytes[k - 1];

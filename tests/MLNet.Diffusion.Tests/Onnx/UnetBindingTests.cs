@@ -88,21 +88,30 @@ public sealed class UnetBindingTests
         return new BatchInputs(embeddings, new long[] { 10L * seed, 10L * seed + 1 }, pooled);
     }
 
-    private static LatentDenoiser Denoiser(StableDiffusionModel model, bool? copyPerStep) =>
-        new(model, new DenoiseSettings(Steps, 7.5f, Size, Size, SchedulerFactory.CreateDefault(model.Info.SchedulerConfig), null, default)
+    private static LatentDenoiser Denoiser(StableDiffusionModel model, bool? copyPerStep)
+    {
+        var settings = new DenoiseSettings(Steps, 7.5f, Size, Size, SchedulerFactory.CreateDefault(model.Info.SchedulerConfig), null, default)
         {
             CopyUnetInputsPerStep = copyPerStep,
-        });
+        };
+        if (model.Info.TimeIdsWidth is not int width)
+            return new LatentDenoiser(model, settings);
+        var ids = Enumerable.Range(0, width).Select(i => (float)(64 * (i + 1))).ToArray();
+        return new LatentDenoiser(model, settings, new[] { new SdxlAddedConditioning(model.Info.PooledSize!.Value, ids, ids.Select(v => v / 2).ToArray()) });
+    }
 
     private static float[] Run(LatentDenoiser denoiser, StableDiffusionModel model, BatchInputs batch)
     {
-        if (model.Info.TimeIdsWidth is int width)
+        if (model.Info.TimeIdsWidth is not null)
         {
-            var ids = Enumerable.Range(0, width).Select(i => (float)(64 * (i + 1))).ToArray();
-            denoiser.SetAddedConditioning(batch.Pooled, ids, ids.Select(v => v / 2).ToArray());
+            var sdxl = (SdxlAddedConditioning)denoiser.Conditionings.Single();
+            sdxl.Ensure(Rows);
+            int per = 2 * model.Info.PooledSize!.Value;
+            for (int r = 0; r < Rows; r++)
+                batch.Pooled.AsSpan(r * per, per).CopyTo(sdxl.Pooled(r));
         }
         var latents = new float[Rows * denoiser.LatentLength];
-        denoiser.Run(Rows, 0, batch.Embeddings, model.Info.SequenceLength, batch.Seeds, new float[]?[Rows], latents, null);
+        denoiser.Run(new DenoiseBatch(Rows, 0, batch.Embeddings, model.Info.SequenceLength, batch.Seeds, latents));
         return latents;
     }
 }

@@ -18,11 +18,11 @@ public sealed class SdxlTimeIdsTests
     [TestMethod]
     public void SixTimeIdsAreOriginalSizeCropAndTargetSizeHeightFirst()
     {
-        var defaults = new DenoiseLatentsOptions { Width = 96, Height = 64 }.TimeIds(6);
+        var defaults = new DenoiseLatentsOptions { Width = 96, Height = 64 }.SdxlTimeIds.Create(6);
         CollectionAssert.AreEqual(new[] { 64f, 96f, 0f, 0f, 64f, 96f }, defaults.Cond);
         CollectionAssert.AreEqual(defaults.Cond, defaults.Uncond, "negative_add_time_ids = add_time_ids");
 
-        var set = new DenoiseLatentsOptions { Width = 96, Height = 64, OriginalWidth = 1024, OriginalHeight = 768, CropTop = 16, CropLeft = 8, TargetWidth = 512, TargetHeight = 256 }.TimeIds(6);
+        var set = new DenoiseLatentsOptions { Width = 96, Height = 64, OriginalWidth = 1024, OriginalHeight = 768, CropTop = 16, CropLeft = 8, TargetWidth = 512, TargetHeight = 256 }.SdxlTimeIds.Create(6);
         CollectionAssert.AreEqual(new[] { 768f, 1024f, 16f, 8f, 256f, 512f }, set.Cond);
         CollectionAssert.AreEqual(set.Cond, set.Uncond);
     }
@@ -30,11 +30,11 @@ public sealed class SdxlTimeIdsTests
     [TestMethod]
     public void FiveTimeIdsEndWithTheAestheticScores()
     {
-        var defaults = new DenoiseLatentsOptions { Width = 96, Height = 64 }.TimeIds(5);
+        var defaults = new DenoiseLatentsOptions { Width = 96, Height = 64 }.SdxlTimeIds.Create(5);
         CollectionAssert.AreEqual(new[] { 64f, 96f, 0f, 0f, 6f }, defaults.Cond);
         CollectionAssert.AreEqual(new[] { 64f, 96f, 0f, 0f, 2.5f }, defaults.Uncond);
 
-        var set = new DenoiseLatentsOptions { Width = 96, Height = 64, OriginalWidth = 2048, CropLeft = 32, AestheticScore = 7f, NegativeAestheticScore = 1.5f }.TimeIds(5);
+        var set = new DenoiseLatentsOptions { Width = 96, Height = 64, OriginalWidth = 2048, CropLeft = 32, AestheticScore = 7f, NegativeAestheticScore = 1.5f }.SdxlTimeIds.Create(5);
         CollectionAssert.AreEqual(new[] { 64f, 2048f, 0f, 32f, 7f }, set.Cond);
         CollectionAssert.AreEqual(new[] { 64f, 2048f, 0f, 32f, 1.5f }, set.Uncond);
     }

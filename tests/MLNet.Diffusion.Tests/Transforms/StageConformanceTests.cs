@@ -6,6 +6,7 @@ using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Tests.Shapes;
 using MLNet.Diffusion.Tests.TestSupport;
+using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion.Tests.Transforms;
 
