@@ -85,7 +85,7 @@ public sealed class EverySchedulerTests
             .Append(ml.Transforms.DenoiseLatents(model, "L", "E", new DenoiseLatentsOptions { Scheduler = new DdimSchedulerOptions { Eta = 1f }, Seed = 2 }))
             .Fit(ml.Data.LoadFromEnumerable(new[] { new Row() }));
         var definition = DiffusionPipelineDefinition.FromJson(DiffusionPipelineDefinition.FromTransformer(fitted).ToJson());
-        Assert.AreEqual(new DdimSchedulerOptions { Eta = 1f }, definition.Stages[1].DenoiseOptions!.Scheduler);
+        Assert.AreEqual(new DdimSchedulerOptions { Eta = 1f }, ((DenoiseLatentsStageDefinition)definition.Stages[1]).Scheduler);
     }
 
     [TestMethod]

@@ -5,6 +5,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
 using MLNet.Diffusion.Persistence;
+using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -56,7 +57,7 @@ public sealed record AddDiffusionNoiseStageDefinition : DiffusionStageDefinition
             SeedColumnName = o.SeedColumnName,
             NoiseOutputColumnName = o.NoiseOutputColumnName,
             Timestep = o.Timestep,
-            Seed = o.Seed ?? stage.Model.DefaultSeed,
+            Seed = RowSeed.Base(o.Seed, stage.Model),
         };
     }
 

@@ -5,6 +5,8 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
 using MLNet.Diffusion.Persistence;
+using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -56,7 +58,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     public int Height { get; init; } = 512;
 
     /// <summary><see cref="DenoiseLatentsOptions.Scheduler"/>.</summary>
-    public string? Scheduler { get; init; }
+    public SchedulerOptions? Scheduler { get; init; }
 
     /// <summary><see cref="DenoiseLatentsOptions.Strength"/>.</summary>
     public float Strength { get; init; } = 1f;
@@ -110,7 +112,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
             MaskColumnName = o.MaskColumnName,
             MaskedImageLatentsColumnName = o.MaskedImageLatentsColumnName,
             PooledEmbeddingsColumnName = stage.PooledColumnName,
-            Seed = o.Seed ?? stage.Model.DefaultSeed,
+            Seed = RowSeed.Base(o.Seed, stage.Model),
             Steps = o.Steps,
             GuidanceScale = o.GuidanceScale,
             Width = o.Width,

@@ -5,6 +5,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
 using MLNet.Diffusion.Persistence;
+using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -59,7 +60,7 @@ public sealed record EncodeImageStageDefinition : DiffusionStageDefinition
             OutputColumnName = stage.OutputColumnName,
             InputColumnName = stage.InputColumnName,
             SeedColumnName = o.SeedColumnName,
-            Seed = o.Seed ?? stage.Model.DefaultSeed,
+            Seed = RowSeed.Base(o.Seed, stage.Model),
             Width = o.Width,
             Height = o.Height,
             ResizeMode = o.ResizeMode,

@@ -6,6 +6,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
 using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Persistence;
+using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -71,7 +72,7 @@ public sealed record PrepareInpaintingStageDefinition : DiffusionStageDefinition
             LatentMaskColumnName = o.LatentMaskColumnName,
             MaskedImageLatentsColumnName = o.MaskedImageLatentsColumnName,
             SeedColumnName = o.SeedColumnName,
-            Seed = o.Seed ?? stage.Model.DefaultSeed,
+            Seed = RowSeed.Base(o.Seed, stage.Model),
             Width = o.Width,
             Height = o.Height,
             ResizeMode = o.ResizeMode,
