@@ -3,7 +3,7 @@ using System.Collections.Generic;
 using System.IO;
 using MLNet.Diffusion.Shapes.Onnx;
 using static MLNet.Diffusion.Shapes.Onnx.OnnxGraphRewriter;
-using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+using DataType = MLNet.Diffusion.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace MLNet.Diffusion.Shapes.Building;
 
