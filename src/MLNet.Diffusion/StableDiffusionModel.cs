@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.IO;
 using System.Threading;
 using Microsoft.ML;
@@ -24,6 +25,9 @@ public sealed class StableDiffusionModel : IDisposable
     private readonly bool _textEncoderThreadsSpin;
     private readonly Lazy<OnnxComponent?> _vaeEncoder;
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
+    // Sessions with replaced weights (LoRA, textual inversion), one per (component, WeightVariant.Id).
+    private readonly Dictionary<(string Component, string VariantId), OnnxComponent> _variants = new();
+    private readonly object _variantsLock = new();
     private int _disposed;
 
     private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options)
@@ -159,7 +163,9 @@ public sealed class StableDiffusionModel : IDisposable
         ch.Warning(MessageSensitivity.None, message);
     }
 
-    private OnnxComponent Open(string component)
+    private OnnxComponent Open(string component) => OpenSession(component, null);
+
+    private OnnxComponent OpenSession(string component, WeightVariant? variant)
     {
         string path = ModelFolder.ModelPath(Directory, component);
         // Spinning after a run only pays when the same session runs again at once: the UNet (step after step) and, by
@@ -167,8 +173,63 @@ public sealed class StableDiffusionModel : IDisposable
         // cores from the next batch's UNet steps (StableDiffusionModelOptions.TextEncoderThreadsSpin).
         bool stop = component == ModelFolder.VaeDecoder || component == ModelFolder.VaeEncoder
             || (component == ModelFolder.TextEncoder || component == ModelFolder.TextEncoder2) && !_textEncoderThreadsSpin;
-        var session = _sessions.Create(path, stop);
-        return new OnnxComponent(component, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider);
+        var session = _sessions.Create(path, stop, variant, out var lease);
+        return new OnnxComponent(component, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider, variant?.Id, lease);
+    }
+
+    /// <summary>
+    /// The session of <paramref name="component"/> (<c>unet</c>, <c>text_encoder</c>, …) with <paramref name="variant"/>'s
+    /// initializers in place of the file's (LoRA, textual inversion), or the loaded one when <paramref name="variant"/> is
+    /// null. Sessions are cached per (component, <see cref="WeightVariant.Id"/>), so the base UNet and the UNet with a
+    /// LoRA run side by side; the model disposes them. A cached session keeps its variant's memory alive, so the caller
+    /// may dispose the variant once it has opened the session.
+    /// </summary>
+    /// <exception cref="ArgumentException">The component is not one of the folder's, or the variant replaces an initializer
+    /// the model does not have or with another shape or type (the message names the file and the initializer).</exception>
+    internal OnnxComponent Open(string component, WeightVariant? variant)
+    {
+        ThrowIfDisposed();
+        if (variant is null)
+        {
+            return component switch
+            {
+                ModelFolder.Unet => Unet,
+                ModelFolder.VaeDecoder => VaeDecoder,
+                ModelFolder.VaeEncoder => VaeEncoderOrNull ?? throw new ArgumentException($"Model folder '{Directory}' has no vae_encoder/.", nameof(component)),
+                ModelFolder.TextEncoder when Info.Kind != ModelKind.StableDiffusionXLRefiner => TextEncoder,
+                ModelFolder.TextEncoder2 when TextEncoder2 is not null => TextEncoder2,
+                _ => throw new ArgumentException($"Model folder '{Directory}' has no component '{component}'.", nameof(component)),
+            };
+        }
+        lock (_variantsLock)
+        {
+            ThrowIfDisposed();
+            if (_variants.TryGetValue((component, variant.Id), out var cached))
+                return cached;
+            if (!File.Exists(ModelFolder.ModelPath(Directory, component)))
+                throw new ArgumentException($"Model folder '{Directory}' has no component '{component}'.", nameof(component));
+            CheckVariant(component, variant);
+            var opened = OpenSession(component, variant);
+            _variants.Add((component, variant.Id), opened);
+            return opened;
+        }
+    }
+
+    /// <summary>
+    /// ONNX Runtime takes an added initializer of another shape or an unknown name without complaint or with an error
+    /// that names neither the variant nor the tensor; the graph (small with external data) says what each one must be.
+    /// </summary>
+    private void CheckVariant(string component, WeightVariant variant)
+    {
+        var reader = OnnxModelReader.Open(ModelFolder.ModelPath(Directory, component));
+        foreach (var (name, dims, type) in variant.Describe())
+        {
+            if (!reader.TryGetInitializer(name, out var original))
+                throw new ArgumentException($"Weight variant '{variant.Id}' replaces '{name}', which is not an initializer of '{reader.ModelPath}'.", nameof(variant));
+            if (original.ElementType != type || !System.Linq.Enumerable.SequenceEqual(original.Dims, dims))
+                throw new ArgumentException($"Weight variant '{variant.Id}' replaces '{name}' of '{reader.ModelPath}' with {type} [{string.Join(",", dims)}]; "
+                    + $"the model's is {original.ElementType} [{string.Join(",", original.Dims)}].", nameof(variant));
+        }
     }
 
     internal string UnetOutputName => ModelInspector.UnetOutputName(Unet);
@@ -187,5 +248,11 @@ public sealed class StableDiffusionModel : IDisposable
         VaeDecoder.Dispose();
         if (_vaeEncoder.IsValueCreated)
             _vaeEncoder.Value?.Dispose();
+        lock (_variantsLock)
+        {
+            foreach (var component in _variants.Values)
+                component.Dispose();
+            _variants.Clear();
+        }
     }
 }
