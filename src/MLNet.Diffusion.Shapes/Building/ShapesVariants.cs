@@ -38,7 +38,7 @@ internal static class ShapesVariants
             string path = Path.Combine(folder, "model.onnx");
             if (!File.Exists(path))
                 continue;
-            var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+            var model = MLNet.Diffusion.Onnx.OnnxModelReader.Open(path).Model;
             Apply(model, Path.GetFileName(folder), variant);
             string? dataFile = variant.HasFlag(ShapesVariant.ExternalWeights) ? OnnxDataFileName
                 : variant.HasFlag(ShapesVariant.ExternalWeightsPb) ? WeightsPbFileName : null;
