@@ -2,7 +2,6 @@ using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Text;
-using System.Text.Json;
 using Microsoft.ML.Tokenizers;
 
 namespace MLNet.Diffusion.Tokenization;
