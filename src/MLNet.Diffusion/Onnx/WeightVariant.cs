@@ -98,10 +98,15 @@ internal sealed unsafe class WeightVariant : IDisposable
     }
 
     /// <summary>The replaced initializers (name, dims, type), for validation against the model.</summary>
-    public IEnumerable<(string Name, long[] Dims, TensorElementType ElementType)> Describe()
+    public (string Name, long[] Dims, TensorElementType ElementType)[] Describe()
     {
-        foreach (var (name, _, dims, type) in _initializers)
-            yield return (name, dims, type);
+        lock (_lock)
+        {
+            var result = new (string, long[], TensorElementType)[_initializers.Count];
+            for (int i = 0; i < result.Length; i++)
+                result[i] = (_initializers[i].Name, _initializers[i].Dims, _initializers[i].Type);
+            return result;
+        }
     }
 
     /// <summary>
