@@ -32,6 +32,8 @@ public sealed class StableDiffusionModel : IDisposable
 
     private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options)
     {
+        var times = new LoadTimes();
+        LoadTimes = times;
         MLContext = mlContext;
         _host = ((IHostEnvironment)mlContext).Register("MLNet.Diffusion");
         DefaultSeed = _host.Rand.Next();
@@ -45,17 +47,25 @@ public sealed class StableDiffusionModel : IDisposable
         var layout = ModelFolder.Validate(directory);
         Directory = layout.Directory;
         var schedulerConfig = ModelInspector.ReadSchedulerConfig(Directory, Warn);
+        times.Mark("folder and configs");
         // SDXL folders add tokenizer_2/ + text_encoder_2/; the refiner layout has only those (model_index.json declares no text_encoder).
         bool xl = layout.Kind != ModelKind.StableDiffusion, refiner = layout.Kind == ModelKind.StableDiffusionXLRefiner;
         Tokenizer2 = xl ? ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer2)) : null;
         Tokenizer = refiner ? Tokenizer2! : ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));
+        times.Mark("tokenizers");
 
         try
         {
             TextEncoder2 = xl ? Open(ModelFolder.TextEncoder2) : null;
+            if (xl)
+                times.Mark(ModelFolder.TextEncoder2 + " session");
             TextEncoder = refiner ? TextEncoder2! : Open(ModelFolder.TextEncoder);
+            if (!refiner)
+                times.Mark(ModelFolder.TextEncoder + " session");
             Unet = Open(ModelFolder.Unet);
+            times.Mark(ModelFolder.Unet + " session");
             VaeDecoder = Open(ModelFolder.VaeDecoder);
+            times.Mark(ModelFolder.VaeDecoder + " session");
             _vaeEncoder = new Lazy<OnnxComponent?>(() =>
                 File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VaeEncoder)) ? Open(ModelFolder.VaeEncoder) : null,
                 LazyThreadSafetyMode.ExecutionAndPublication);
@@ -63,6 +73,7 @@ public sealed class StableDiffusionModel : IDisposable
             var inspection = ModelInspector.Inspect(components, schedulerConfig, options.VaeScalingFactor, _sessions.EffectiveProvider.ToString(), Warn);
             Info = inspection.Info;
             _textEncoders = inspection.TextEncoders;
+            times.Mark("inspection");
         }
         catch
         {
@@ -76,6 +87,7 @@ public sealed class StableDiffusionModel : IDisposable
         using var ch = _host.Start("Load");
         ch.Info(MessageSensitivity.None, $"Loaded {ModelFolder.Describe(Info.Kind)} model '{Directory}' on {Info.ExecutionProvider}: latent channels {Info.LatentChannels}, "
             + $"VAE factor {Info.VaeSpatialFactor}, hidden size {Info.HiddenSize}, scaling factor {Info.VaeScalingFactor}, scheduler {schedulerConfig.ClassName ?? "(none)"}.");
+        ch.Trace(MessageSensitivity.None, $"Load time of '{Directory}': {times}.");
     }
 
     /// <summary>
@@ -143,6 +155,9 @@ public sealed class StableDiffusionModel : IDisposable
     internal OnnxComponent VaeDecoder { get; }
 
     internal OnnxComponent? VaeEncoderOrNull { get { ThrowIfDisposed(); return _vaeEncoder.Value; } }
+
+    /// <summary>Where the load spent its time, phase by phase (the vae_encoder session opens lazily, on first use, and is not counted).</summary>
+    internal LoadTimes LoadTimes { get; }
 
     /// <summary>The seed used for rows without their own seed, derived from the MLContext's random source.</summary>
     internal int DefaultSeed { get; }

@@ -1,5 +1,6 @@
 using System;
 using System.IO;
+using System.Linq;
 using System.Text.Json.Nodes;
 using Microsoft.ML;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
@@ -23,6 +24,20 @@ public sealed class ModelInspectorTests
         Assert.AreEqual(0, model.TextEncoder.RunCount);
         Assert.AreEqual(0, model.Unet.RunCount);
         Assert.AreEqual(0, model.VaeDecoder.RunCount);
+    }
+
+    [TestMethod]
+    public void TheLoadRecordsWhereItsTimeWentPhaseByPhase()
+    {
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder);
+
+        var phases = model.LoadTimes.Phases;
+        CollectionAssert.AreEqual(
+            new[] { "folder and configs", "tokenizers", "text_encoder session", "unet session", "vae_decoder session", "inspection" },
+            phases.Select(p => p.Phase).ToArray());
+        Assert.IsTrue(phases.All(p => p.Time >= TimeSpan.Zero));
+        Assert.AreEqual(model.LoadTimes.Total, phases.Aggregate(TimeSpan.Zero, (sum, p) => sum + p.Time));
+        StringAssert.StartsWith(model.LoadTimes.ToString(), "total ");
     }
 
     [TestMethod]
