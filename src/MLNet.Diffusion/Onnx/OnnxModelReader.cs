@@ -157,6 +157,8 @@ internal sealed class OnnxModelReader
         if (!t.RawData.IsEmpty)
         {
             var raw = t.RawData.Span;
+            if (raw.Length != destination.Length * (half ? 2 : sizeof(float)))
+                throw new InvalidDataException($"Initializer '{name}' of '{ModelPath}' has dims [{string.Join(",", initializer.Dims)}] of {initializer.ElementType} but {raw.Length} bytes of raw data.");
             if (half)
                 TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(raw), destination);
             else

@@ -193,6 +193,19 @@ public sealed class OnnxModelReaderTests
         StringAssert.Contains(e.Message, "text.onnx");
     }
 
+    [TestMethod]
+    public void InlineRawDataOfTheWrongSizeIsNamed()
+    {
+        string folder = CreateFolder();
+        var t = new TensorProto { Name = "short.weight", DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(new byte[12]) };
+        t.Dims.Add(4);
+        var reader = OnnxModelReader.Open(WriteModel(folder, "inline.onnx", t));
+
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => reader.ReadSingles("short.weight"));
+        StringAssert.Contains(e.Message, "'short.weight'");
+        StringAssert.Contains(e.Message, "12 bytes");
+    }
+
     private static TensorProto External(string name, TensorProto.Types.DataType type, long[] dims, string location, long offset, long? length)
     {
         var t = new TensorProto { Name = name, DataType = (int)type, DataLocation = TensorProto.Types.DataLocation.External };
