@@ -7,7 +7,7 @@ using System.Text;
 using Google.Protobuf;
 using MLNet.Diffusion.Shapes.Building;
 using MLNet.Diffusion.Shapes.Onnx;
-using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+using DataType = MLNet.Diffusion.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace MLNet.Diffusion.Shapes;
 

@@ -6,7 +6,7 @@ using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using Google.Protobuf;
 using MLNet.Diffusion.Shapes.Onnx;
-using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+using DataType = MLNet.Diffusion.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace MLNet.Diffusion.Shapes.Building;
 

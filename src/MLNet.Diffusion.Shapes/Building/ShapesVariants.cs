@@ -3,7 +3,7 @@ using System.Collections.Generic;
 using System.IO;
 using MLNet.Diffusion.Shapes.Onnx;
 using static MLNet.Diffusion.Shapes.Onnx.OnnxGraphRewriter;
-using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+using DataType = MLNet.Diffusion.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace MLNet.Diffusion.Shapes.Building;
 
@@ -38,7 +38,7 @@ internal static class ShapesVariants
             string path = Path.Combine(folder, "model.onnx");
             if (!File.Exists(path))
                 continue;
-            var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+            var model = MLNet.Diffusion.Onnx.OnnxModelReader.Open(path).Model;
             Apply(model, Path.GetFileName(folder), variant);
             string? dataFile = variant.HasFlag(ShapesVariant.ExternalWeights) ? OnnxDataFileName
                 : variant.HasFlag(ShapesVariant.ExternalWeightsPb) ? WeightsPbFileName : null;

@@ -1,6 +1,6 @@
 using MLNet.Diffusion.Shapes.Onnx;
 using static MLNet.Diffusion.Shapes.Onnx.OnnxGraphBuilder;
-using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+using DataType = MLNet.Diffusion.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace MLNet.Diffusion.Shapes.Building;
 

@@ -4,7 +4,7 @@ using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 using Google.Protobuf;
-using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+using DataType = MLNet.Diffusion.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace MLNet.Diffusion.Shapes.Onnx;
 

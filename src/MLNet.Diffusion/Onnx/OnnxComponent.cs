@@ -11,17 +11,30 @@ namespace MLNet.Diffusion.Onnx;
 internal sealed class OnnxComponent : IDisposable
 {
     private readonly InferenceSession _session;
+    private readonly IDisposable? _weightLease;
     private long _runCount;
     private int _inFlight;
     private volatile bool _disposed;
 
-    public OnnxComponent(string name, string path, InferenceSession session, bool runsOnDevice = false)
+    /// <summary>Wraps a session; the component owns it (and <paramref name="weightLease"/>) from here on.</summary>
+    /// <param name="name">The component's folder name.</param>
+    /// <param name="path">The model file.</param>
+    /// <param name="session">The session.</param>
+    /// <param name="runsOnDevice">Whether the session runs on CUDA.</param>
+    /// <param name="weightVariantId">The <see cref="WeightVariant.Id"/> the session was created with; null for the file's weights.</param>
+    /// <param name="weightLease">The variant's lease, disposed after the session (ONNX Runtime uses added initializers in place).</param>
+    public OnnxComponent(string name, string path, InferenceSession session, bool runsOnDevice = false, string? weightVariantId = null, IDisposable? weightLease = null)
     {
         Name = name;
         Path = path;
         _session = session;
         RunsOnDevice = runsOnDevice;
+        WeightVariantId = weightVariantId;
+        _weightLease = weightLease;
     }
+
+    /// <summary>The weight variant the session runs with (<see cref="WeightVariant.Id"/>), or null for the model file's own weights.</summary>
+    public string? WeightVariantId { get; }
 
     /// <summary>
     /// Whether the session runs on a device provider (CUDA): inputs bound through <see cref="OrtIoBinding"/> are then
@@ -151,6 +164,7 @@ internal sealed class OnnxComponent : IDisposable
         while (Volatile.Read(ref _inFlight) != 0)
             spin.SpinOnce();
         _session.Dispose();
+        _weightLease?.Dispose();
     }
 }
 

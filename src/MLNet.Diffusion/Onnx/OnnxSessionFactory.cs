@@ -43,11 +43,29 @@ internal sealed class OnnxSessionFactory
     /// </param>
     public InferenceSession Create(string modelPath, bool stopSpinningAfterRun = false)
     {
+        var session = Create(modelPath, stopSpinningAfterRun, null, out var lease);
+        lease?.Dispose();
+        return session;
+    }
+
+    /// <summary>
+    /// Creates the session of one model file with some initializers replaced by <paramref name="variant"/>'s values
+    /// (<see cref="SessionOptions.AddInitializer"/>; null: the file's own weights).
+    /// </summary>
+    /// <param name="modelPath">The ONNX file.</param>
+    /// <param name="stopSpinningAfterRun">As in <see cref="Create(string, bool)"/>.</param>
+    /// <param name="variant">The replaced initializers, or null.</param>
+    /// <param name="weightLease">
+    /// Keeps <paramref name="variant"/>'s native memory alive: ONNX Runtime uses added initializers in place, so the
+    /// caller disposes the lease after the session (<see cref="OnnxComponent"/> does). Null without a variant.
+    /// </param>
+    public InferenceSession Create(string modelPath, bool stopSpinningAfterRun, WeightVariant? variant, out IDisposable? weightLease)
+    {
         if (_provider is CudaExecutionProvider cuda)
         {
             try
             {
-                var session = CreateCore(modelPath, cuda, stopSpinningAfterRun);
+                var session = CreateCore(modelPath, cuda, stopSpinningAfterRun, variant, out weightLease);
                 EffectiveProvider = cuda;
                 return session;
             }
@@ -60,16 +78,18 @@ internal sealed class OnnxSessionFactory
             }
         }
         EffectiveProvider = ExecutionProvider.Cpu;
-        return CreateCore(modelPath, null, stopSpinningAfterRun);
+        return CreateCore(modelPath, null, stopSpinningAfterRun, variant, out weightLease);
     }
 
-    private InferenceSession CreateCore(string modelPath, CudaExecutionProvider? cuda, bool stopSpinningAfterRun)
+    private InferenceSession CreateCore(string modelPath, CudaExecutionProvider? cuda, bool stopSpinningAfterRun, WeightVariant? variant, out IDisposable? weightLease)
     {
+        weightLease = null;
         var options = new SessionOptions
         {
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
+        IDisposable? lease = null;
         try
         {
             if (_intraOpThreads is { } n)
@@ -83,17 +103,24 @@ internal sealed class OnnxSessionFactory
             }
             if (cuda is not null)
                 AppendCuda(options, cuda);
+            lease = variant?.Acquire(options);
+            InferenceSession session;
             try
             {
-                return new InferenceSession(modelPath, options);
+                session = new InferenceSession(modelPath, options);
             }
             catch (OnnxRuntimeException e) when (cuda is null || !LooksLikeProviderFailure(e))
             {
-                throw new ModelLoadException($"ONNX Runtime could not load '{modelPath}': {e.Message}", e);
+                string weights = variant is null ? string.Empty : $" with weight variant '{variant.Id}' ({variant.Count} replaced initializers)";
+                throw new ModelLoadException($"ONNX Runtime could not load '{modelPath}'{weights}: {e.Message}", e);
             }
+            weightLease = lease;
+            lease = null;
+            return session;
         }
         finally
         {
+            lease?.Dispose();
             options.Dispose();
         }
     }

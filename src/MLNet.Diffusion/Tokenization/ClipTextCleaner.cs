@@ -29,7 +29,7 @@ namespace MLNet.Diffusion.Tokenization;
 /// producing different tokens.
 /// </para>
 /// </remarks>
-public static class ClipTextCleaner
+internal static class ClipTextCleaner
 {
     private const int MaxFixPasses = 16;
 

@@ -2,14 +2,13 @@ using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Text;
-using System.Text.Json;
 using Microsoft.ML.Tokenizers;
 
 namespace MLNet.Diffusion.Tokenization;
 
 /// <summary>
 /// The tokenizer of CLIP text encoders (Stable Diffusion 1.x and 2.x), reproducing OpenAI CLIP's
-/// <c>simple_tokenizer.py</c> id for id: the reference clean-up (<see cref="ClipTextCleaner"/>), CLIP's word
+/// <c>simple_tokenizer.py</c> id for id: the reference clean-up (<c>whitespace_clean(basic_clean(text)).lower()</c>: ftfy's fixes, HTML unescaping, whitespace), CLIP's word
 /// split, and byte-level BPE with the <c>&lt;/w&gt;</c> end-of-word suffix done by Microsoft.ML.Tokenizers'
 /// <see cref="BpeTokenizer"/>; then start, end and padding tokens to a fixed length.
 /// </summary>
@@ -41,9 +40,6 @@ public sealed class ClipTokenizer
     public const int DefaultModelMaxLength = 77;
 
     private const string EndOfWordSuffix = "</w>";
-
-    // model_max_length values above this are "no limit" placeholders (transformers writes 1e30).
-    private const long MaxSensibleModelMaxLength = 1 << 20;
 
     private static readonly char[] s_byteToUnicode = BuildByteToUnicode();
     private static readonly Dictionary<char, byte> s_unicodeToByte = BuildUnicodeToByte();
@@ -99,13 +95,9 @@ public sealed class ClipTokenizer
             throw new DirectoryNotFoundException($"Tokenizer folder '{tokenizerDirectory}' does not exist.");
         }
 
-        string vocabPath = RequireFile(tokenizerDirectory, "vocab.json");
-        string mergesPath = RequireFile(tokenizerDirectory, "merges.txt");
-        var options = new ClipTokenizerOptions();
-
-        // transformers loads tokenizer_config.json, then special_tokens_map.json overrides the special tokens.
-        ReadTokenizerConfig(Path.Combine(tokenizerDirectory, "tokenizer_config.json"), options);
-        ReadSpecialTokensMap(Path.Combine(tokenizerDirectory, "special_tokens_map.json"), options);
+        string vocabPath = ClipTokenizerFiles.RequireFile(tokenizerDirectory, ClipTokenizerFiles.Vocabulary);
+        string mergesPath = ClipTokenizerFiles.RequireFile(tokenizerDirectory, ClipTokenizerFiles.Merges);
+        var options = ClipTokenizerFiles.ReadOptions(tokenizerDirectory);
 
         using FileStream vocab = File.OpenRead(vocabPath);
         using FileStream merges = File.OpenRead(mergesPath);
@@ -138,9 +130,9 @@ public sealed class ClipTokenizer
                 $"ModelMaxLength must be at least 3 (start, one token, end); got {options.ModelMaxLength}.", nameof(options));
         }
 
-        Dictionary<string, int> vocab = ReadVocabulary(vocabJson, vocabName);
-        string[] idToToken = BuildReverseVocabulary(vocab, vocabName);
-        List<string> mergeList = ReadMerges(merges, mergesName, vocab);
+        Dictionary<string, int> vocab = ClipTokenizerFiles.ReadVocabulary(vocabJson, vocabName);
+        string[] idToToken = ClipTokenizerFiles.BuildReverseVocabulary(vocab, vocabName);
+        List<string> mergeList = ClipTokenizerFiles.ReadMerges(merges, mergesName, vocab);
 
         int startId = RequireToken(vocab, options.StartToken, nameof(options.StartToken), vocabName);
         int endId = RequireToken(vocab, options.EndToken, nameof(options.EndToken), vocabName);
@@ -343,17 +335,6 @@ public sealed class ClipTokenizer
 
     private int WindowsFor(int tokenCount) => Math.Max(1, (tokenCount + MaxContentLength - 1) / MaxContentLength);
 
-    private static string RequireFile(string directory, string name)
-    {
-        string path = Path.Combine(directory, name);
-        if (!File.Exists(path))
-        {
-            throw new FileNotFoundException($"Tokenizer file '{name}' not found in '{directory}'.", path);
-        }
-
-        return path;
-    }
-
     private static int RequireToken(Dictionary<string, int> vocab, string? token, string optionName, string vocabName)
     {
         if (string.IsNullOrEmpty(token))
@@ -370,221 +351,6 @@ public sealed class ClipTokenizer
     }
 
     private static IEnumerable<KeyValuePair<string, int>> ToPairs(Dictionary<string, int> vocab) => vocab;
-
-    private static Dictionary<string, int> ReadVocabulary(Stream stream, string name)
-    {
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(stream);
-        }
-        catch (JsonException ex)
-        {
-            throw new InvalidDataException($"{name}: not valid JSON ({ex.Message}).", ex);
-        }
-
-        using (doc)
-        {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
-            {
-                throw new InvalidDataException($"{name}: expected a JSON object mapping tokens to ids, found {doc.RootElement.ValueKind}.");
-            }
-
-            var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-            foreach (JsonProperty entry in doc.RootElement.EnumerateObject())
-            {
-                if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out int id) || id < 0)
-                {
-                    throw new InvalidDataException($"{name}: the id of token '{entry.Name}' is not a non-negative integer ({entry.Value.GetRawText()}).");
-                }
-
-                vocab[entry.Name] = id;
-            }
-
-            if (vocab.Count == 0)
-            {
-                throw new InvalidDataException($"{name}: the vocabulary is empty.");
-            }
-
-            return vocab;
-        }
-    }
-
-    private static string[] BuildReverseVocabulary(Dictionary<string, int> vocab, string name)
-    {
-        var idToToken = new string[vocab.Count];
-        foreach (KeyValuePair<string, int> entry in vocab)
-        {
-            if (entry.Value >= idToToken.Length)
-            {
-                throw new InvalidDataException($"{name}: ids must be 0..{idToToken.Length - 1}; token '{entry.Key}' has id {entry.Value}.");
-            }
-
-            if (idToToken[entry.Value] is not null)
-            {
-                throw new InvalidDataException($"{name}: id {entry.Value} is used by both '{idToToken[entry.Value]}' and '{entry.Key}'.");
-            }
-
-            idToToken[entry.Value] = entry.Key;
-        }
-
-        return idToToken;
-    }
-
-    /// <summary>
-    /// Reads merges.txt: skips a <c>#version</c> header and blank lines at the end; every other line must be
-    /// "a b" with both halves and their concatenation in the vocabulary. A malformed or dangling (result not in
-    /// the vocabulary) last line is ignored — some widely copied merges.txt files end with one; anywhere else it
-    /// is an error.
-    /// </summary>
-    private static List<string> ReadMerges(Stream stream, string name, Dictionary<string, int> vocab)
-    {
-        var lines = new List<string>();
-        using (var reader = new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16, leaveOpen: true))
-        {
-            string? line;
-            while ((line = reader.ReadLine()) is not null)
-            {
-                lines.Add(line);
-            }
-        }
-
-        int first = lines.Count > 0 && lines[0].StartsWith("#version", StringComparison.Ordinal) ? 1 : 0;
-        int last = lines.Count - 1;
-        while (last >= first && lines[last].Trim().Length == 0)
-        {
-            last--;
-        }
-
-        var merges = new List<string>(Math.Max(0, last - first + 1));
-        for (int i = first; i <= last; i++)
-        {
-            string? problem = CheckMerge(lines[i], vocab);
-            if (problem is not null)
-            {
-                if (i == last && i > first)
-                {
-                    break;
-                }
-
-                throw new InvalidDataException($"{name}: line {i + 1} {problem}: '{lines[i]}'.");
-            }
-
-            merges.Add(lines[i]);
-        }
-
-        if (merges.Count == 0)
-        {
-            throw new InvalidDataException($"{name}: no merges found.");
-        }
-
-        return merges;
-    }
-
-    private static string? CheckMerge(string line, Dictionary<string, int> vocab)
-    {
-        int space = line.IndexOf(' ');
-        if (space <= 0 || space == line.Length - 1 || line.IndexOf(' ', space + 1) >= 0 || line.Contains('\t'))
-        {
-            return "is not a pair \"a b\"";
-        }
-
-        string left = line.Substring(0, space);
-        string right = line.Substring(space + 1);
-        if (!vocab.ContainsKey(left) || !vocab.ContainsKey(right) || !vocab.ContainsKey(left + right))
-        {
-            return "merges tokens that are not in the vocabulary";
-        }
-
-        return null;
-    }
-
-    private static void ReadTokenizerConfig(string path, ClipTokenizerOptions options)
-    {
-        using JsonDocument? doc = ReadOptionalJson(path);
-        if (doc is null)
-        {
-            return;
-        }
-
-        ReadSpecialTokens(doc.RootElement, path, options);
-        if (doc.RootElement.TryGetProperty("model_max_length", out JsonElement max))
-        {
-            if (max.ValueKind != JsonValueKind.Number)
-            {
-                throw new InvalidDataException($"{path}: model_max_length must be a number, found {max.GetRawText()}.");
-            }
-
-            // transformers writes 1e30 (VERY_LARGE_INTEGER) for "unbounded"; keep the CLIP default then.
-            if (max.TryGetInt64(out long value) && value >= 3 && value <= MaxSensibleModelMaxLength)
-            {
-                options.ModelMaxLength = (int)value;
-            }
-        }
-    }
-
-    private static void ReadSpecialTokensMap(string path, ClipTokenizerOptions options)
-    {
-        using JsonDocument? doc = ReadOptionalJson(path);
-        if (doc is not null)
-        {
-            ReadSpecialTokens(doc.RootElement, path, options);
-        }
-    }
-
-    private static void ReadSpecialTokens(JsonElement root, string path, ClipTokenizerOptions options)
-    {
-        options.StartToken = ReadToken(root, "bos_token", path) ?? options.StartToken;
-        options.EndToken = ReadToken(root, "eos_token", path) ?? options.EndToken;
-        options.PadToken = ReadToken(root, "pad_token", path) ?? options.PadToken;
-    }
-
-    /// <summary>A special token written either as a string or as an AddedToken object with "content".</summary>
-    private static string? ReadToken(JsonElement root, string key, string path)
-    {
-        if (!root.TryGetProperty(key, out JsonElement value) || value.ValueKind == JsonValueKind.Null)
-        {
-            return null;
-        }
-
-        if (value.ValueKind == JsonValueKind.String)
-        {
-            return value.GetString();
-        }
-
-        if (value.ValueKind == JsonValueKind.Object && value.TryGetProperty("content", out JsonElement content)
-            && content.ValueKind == JsonValueKind.String)
-        {
-            return content.GetString();
-        }
-
-        throw new InvalidDataException($"{path}: {key} must be a string or an object with a string \"content\", found {value.GetRawText()}.");
-    }
-
-    private static JsonDocument? ReadOptionalJson(string path)
-    {
-        if (!File.Exists(path))
-        {
-            return null;
-        }
-
-        try
-        {
-            using FileStream stream = File.OpenRead(path);
-            JsonDocument doc = JsonDocument.Parse(stream);
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
-            {
-                doc.Dispose();
-                throw new InvalidDataException($"{path}: expected a JSON object.");
-            }
-
-            return doc;
-        }
-        catch (JsonException ex)
-        {
-            throw new InvalidDataException($"{path}: not valid JSON ({ex.Message}).", ex);
-        }
-    }
 
     /// <summary>GPT-2/CLIP <c>bytes_to_unicode</c>: printable Latin-1 bytes map to themselves, the rest to U+0100 onward.</summary>
     private static char[] BuildByteToUnicode()

@@ -3,9 +3,10 @@ using System.IO;
 using Microsoft.ML;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Onnx;
+using MLNet.Diffusion.Onnx.Protobuf;
 using MLNet.Diffusion.Shapes.Onnx;
 using MLNet.Diffusion.Tests.Shapes;
-using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+using DataType = MLNet.Diffusion.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace MLNet.Diffusion.Tests.Sdxl;
 

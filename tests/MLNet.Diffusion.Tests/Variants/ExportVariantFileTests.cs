@@ -9,10 +9,11 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Onnx;
+using MLNet.Diffusion.Onnx.Protobuf;
 using MLNet.Diffusion.Shapes;
 using MLNet.Diffusion.Shapes.Building;
 using MLNet.Diffusion.Shapes.Onnx;
-using DataType = MLNet.Diffusion.Shapes.Onnx.TensorProto.Types.DataType;
+using DataType = MLNet.Diffusion.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace MLNet.Diffusion.Tests.Variants;
 
