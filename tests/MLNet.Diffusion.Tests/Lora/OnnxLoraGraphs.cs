@@ -3,7 +3,7 @@ using System.Collections.Generic;
 using System.IO;
 using System.Runtime.InteropServices;
 using MLNet.Diffusion.Lora;
-using MLNet.Diffusion.Shapes.Onnx;
+using MLNet.Diffusion.Onnx.Protobuf;
 
 namespace MLNet.Diffusion.Tests.Lora;
 
