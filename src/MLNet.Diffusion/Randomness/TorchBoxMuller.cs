@@ -16,9 +16,10 @@ namespace MLNet.Diffusion.Randomness;
 /// of <c>avx_mathfun.h</c> (J. Pommier's <c>sse_mathfun</c> ported to AVX), compiled by GCC with its default
 /// <c>-ffp-contract=fast</c>: every multiply whose only use is an add or a subtract becomes a fused multiply-add, the
 /// first such multiply in statement order winning when an add has two. The code below writes those FMAs out, in float32,
-/// so the results are bit-identical to PyTorch (pinned by the fixtures in <c>Fixtures/Noise</c>). A plain
-/// double-precision Box–Muller lands within about 2e-6 of it; the same polynomials without the FMAs differ in the
-/// last bit for a few values in a thousand.
+/// so the results are bit-identical to PyTorch (pinned by the fixtures in <c>Fixtures/Noise</c>). Measured on 2²⁰ values
+/// (seed 1): a plain double-precision Box–Muller lands within 1.9e-6 of it; the same polynomials without the FMAs
+/// differ in the last bits for about one value in a hundred; the portable kernel below differs for 38 % of the values,
+/// by at most 2.3e-6.
 /// </para>
 /// <para>
 /// The portable kernel (<c>normal_fill_16</c>, used where PyTorch has no AVX2 kernel) calls the C library's
