@@ -14,8 +14,9 @@ namespace MLNet.Diffusion.Imaging;
 public static class ImageTensor
 {
     /// <summary>
-    /// Creates an RGBA image from a planar [3, height, width] tensor in [−1, 1]: clamped, then ×127.5 + 127.5, rounded, alpha 255
-    /// (diffusers' postprocess: (x / 2 + 0.5).clamp(0, 1) · 255, rounded).
+    /// Creates an RGBA image from a planar [3, height, width] tensor in [−1, 1], alpha 255, with diffusers' float32 arithmetic
+    /// (<c>VaeImageProcessor.postprocess</c>): (x·0.5 + 0.5) clamped to [0, 1], times 255, rounded half to even (NumPy's
+    /// <c>round</c>); NaN gives 0. Equal latents decode to the same bytes as diffusers'.
     /// </summary>
     /// <param name="chw">The planar tensor, 3·height·width values.</param>
     /// <param name="width">Image width.</param>
@@ -54,7 +55,7 @@ public static class ImageTensor
         var g = chw.Slice(plane, plane);
         var b = chw.Slice(2 * plane, plane);
         // One RGBA pixel is one little-endian uint: R | G << 8 | B << 16 | 255 << 24. Vectorised over Vector<float>.Count
-        // pixels with the scalar ToByte's exact arithmetic (multiply, then add: no fused multiply-add; NaN → 0).
+        // pixels with the scalar ToByte's exact arithmetic (each operation rounded on its own: no fused multiply-add).
         var pixels = MemoryMarshal.Cast<byte, uint>(rgba);
         int i = 0;
         if (Vector.IsHardwareAccelerated && BitConverter.IsLittleEndian)
@@ -79,15 +80,21 @@ public static class ImageTensor
         }
     }
 
-    /// <summary>The vector form of <see cref="ToByte"/>: x·127.5 + 127.5; not above 0 (or NaN) → 0; from 255 on → 255; else rounded half up.</summary>
+    /// <summary>The vector form of <see cref="ToByte"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<uint> ToBytes(Vector<float> v)
     {
-        var x = v * new Vector<float>(127.5f) + new Vector<float>(127.5f);
+        var x = v * new Vector<float>(0.5f);
+        x += new Vector<float>(0.5f);
         x = Vector.ConditionalSelect(Vector.GreaterThan(x, Vector<float>.Zero), x, Vector<float>.Zero); // NaN compares false → 0
-        x = Vector.Min(x, new Vector<float>(255f)) + new Vector<float>(0.5f);
-        return Vector.AsVectorUInt32(Vector.ConvertToInt32(x)); // x in [0.5, 255.5]: truncation = the scalar (byte) cast
+        x = Vector.Min(x, Vector<float>.One) * new Vector<float>(255f);
+        // Round half to even: for 0 ≤ x < 2²³, adding and subtracting 2²³ rounds x to an integer in the default rounding
+        // mode (to nearest, ties to even); the integer-valued result then converts exactly.
+        x = x + new Vector<float>(RoundingShift) - new Vector<float>(RoundingShift);
+        return Vector.AsVectorUInt32(Vector.ConvertToInt32(x));
     }
+
+    private const float RoundingShift = 8388608f; // 2²³
 
     /// <summary>
     /// Writes a planar [3, height, width] tensor in [−1, 1] from an image (the VAE encoder's input convention:
@@ -129,13 +136,17 @@ public static class ImageTensor
         }
     }
 
+    /// <summary>
+    /// diffusers' <c>denormalize</c> then <c>numpy_to_pil</c> on one float32 value: (v·0.5 + 0.5).clamp(0, 1), ·255,
+    /// <c>round()</c> (half to even); NaN → 0.
+    /// </summary>
     private static byte ToByte(float v)
     {
-        float x = v * 127.5f + 127.5f;
+        float x = v * 0.5f;
+        x += 0.5f;
         if (!(x > 0f))
             return 0;
-        if (x >= 255f)
-            return 255;
-        return (byte)(x + 0.5f);
+        x = MathF.Min(x, 1f) * 255f;
+        return (byte)MathF.Round(x, MidpointRounding.ToEven);
     }
 }

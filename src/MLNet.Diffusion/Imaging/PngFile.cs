@@ -11,7 +11,8 @@ namespace MLNet.Diffusion.Imaging;
 /// <summary>
 /// PNG files carrying text metadata (the generation parameters) in <c>iTXt</c> chunks (PNG specification §11.3.4,
 /// UTF-8, so any prompt survives), placed right after <c>IHDR</c>. <see cref="ReadText(string)"/> reads them back, together with
-/// any <c>tEXt</c> chunks other tools wrote.
+/// any <c>tEXt</c> chunks other tools wrote. AUTOMATIC1111's <c>parameters</c> entry (<see cref="GenerationParameters"/>)
+/// is written as PIL writes it for that tool: a <c>tEXt</c> chunk when the text is Latin-1, <c>iTXt</c> otherwise.
 /// </summary>
 public static class PngFile
 {
@@ -55,6 +56,35 @@ public static class PngFile
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         File.WriteAllBytes(path, Encode(image, text));
     }
+
+    /// <summary>
+    /// Writes an image as a PNG file with AUTOMATIC1111's <c>parameters</c> entry (its infotext) besides the given text
+    /// entries, so that its PNG Info tab, ComfyUI and image sites read the settings.
+    /// </summary>
+    /// <param name="image">The image.</param>
+    /// <param name="path">The file to write (replaced if present).</param>
+    /// <param name="parameters">The generation parameters.</param>
+    /// <param name="text">Other keyword → text entries; must not hold <c>parameters</c>.</param>
+    public static void Save(MLImage image, string path, GenerationParameters parameters, IReadOnlyDictionary<string, string>? text = null)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var all = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (text is not null)
+        {
+            foreach (var kv in text)
+                all.Add(kv.Key, kv.Value);
+        }
+        if (!all.TryAdd(GenerationParameters.PngKeyword, parameters.ToInfotext()))
+            throw new ArgumentException($"The text entries already hold '{GenerationParameters.PngKeyword}'; pass the generation parameters once.", nameof(text));
+        Save(image, path, all);
+    }
+
+    /// <summary>Reads AUTOMATIC1111's <c>parameters</c> entry of a PNG file.</summary>
+    /// <param name="path">The PNG file.</param>
+    /// <returns>The parsed parameters, or null when the file has no such entry.</returns>
+    /// <exception cref="InvalidDataException">The file is not a PNG.</exception>
+    public static GenerationParameters? ReadParameters(string path)
+        => ReadText(path).TryGetValue(GenerationParameters.PngKeyword, out var infotext) ? GenerationParameters.Parse(infotext) : null;
 
     /// <summary>Reads the text entries (iTXt and tEXt chunks) of a PNG file.</summary>
     /// <param name="path">The PNG file.</param>
@@ -139,12 +169,31 @@ public static class PngFile
                 throw new ArgumentException($"PNG text keyword '{kv.Key}' must be 1–79 characters without NUL or surrounding spaces.", nameof(text));
             var chunk = new List<byte>();
             chunk.AddRange(Encoding.Latin1.GetBytes(kv.Key));
+            string value = kv.Value ?? string.Empty;
+            if (kv.Key == GenerationParameters.PngKeyword && IsLatin1(value))
+            {
+                // PIL's PngInfo.add_text, as AUTOMATIC1111 calls it: tEXt when the text encodes as Latin-1.
+                chunk.Add(0);
+                chunk.AddRange(Encoding.Latin1.GetBytes(value));
+                WriteChunk(output, "tEXt", chunk.ToArray());
+                continue;
+            }
             chunk.AddRange(new byte[] { 0, 0, 0, 0, 0 }); // NUL, no compression, method 0, empty language NUL, empty translation NUL
-            chunk.AddRange(Encoding.UTF8.GetBytes(kv.Value ?? string.Empty));
+            chunk.AddRange(Encoding.UTF8.GetBytes(value));
             WriteChunk(output, "iTXt", chunk.ToArray());
         }
         output.Write(png, afterHeader, png.Length - afterHeader);
         return output.ToArray();
+    }
+
+    private static bool IsLatin1(string value)
+    {
+        foreach (char c in value)
+        {
+            if (c > 0xFF)
+                return false;
+        }
+        return true;
     }
 
     private static void WriteChunk(Stream output, string type, byte[] data)

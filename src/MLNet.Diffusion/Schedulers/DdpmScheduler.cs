@@ -39,10 +39,14 @@ public sealed class DdpmScheduler : DiffusionScheduler
     }
 
     /// <summary>The variance of <c>variance_type</c> at timestep <paramref name="t"/> (diffusers' <c>_get_variance</c>, float32).</summary>
-    /// <param name="t">Training timestep.</param>
+    /// <param name="t">Training timestep, one of <see cref="DiffusionScheduler.Timesteps"/>.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The timestep is not in the schedule.</exception>
     public float GetVariance(int t)
     {
-        int prevT = t - Config.NumTrainTimesteps / NumInferenceSteps;
+        int index = Timesteps.IndexOf(t);
+        if (index < 0)
+            throw new ArgumentOutOfRangeException(nameof(t), t, "The timestep is not one of this schedule's timesteps (set by SetTimesteps).");
+        int prevT = PreviousTimestep(index);
         var ac = Schedule.AlphasCumprod;
         float a = ac[t];
         float aPrev = prevT >= 0 ? ac[prevT] : 1f;
@@ -63,7 +67,7 @@ public sealed class DdpmScheduler : DiffusionScheduler
         CheckStep(modelOutput, stepIndex, sample, noise, predictedOriginalSample);
         int n = sample.Length;
         int t = (int)Timesteps[stepIndex];
-        int prevT = t - Config.NumTrainTimesteps / NumInferenceSteps;
+        int prevT = PreviousTimestep(stepIndex);
         var ac = Schedule.AlphasCumprod;
         float a = ac[t];
         float aPrev = prevT >= 0 ? ac[prevT] : 1f;
@@ -91,6 +95,14 @@ public sealed class DdpmScheduler : DiffusionScheduler
             TensorPrimitives.Add(sample, z, sample);
         }
     }
+
+    /// <summary>
+    /// diffusers' <c>previous_timestep</c>: the next entry of <see cref="DiffusionScheduler.Timesteps"/>, −1 after the last.
+    /// Not t − T/N, which differs for linspace spacing and for trailing spacing when
+    /// N does not divide T (linspace, 4 steps: 999 → 666, not 749).
+    /// </summary>
+    private int PreviousTimestep(int stepIndex)
+        => stepIndex + 1 < Timesteps.Length ? (int)Timesteps[stepIndex + 1] : -1;
 
     /// <inheritdoc/>
     public override void AddNoise(ReadOnlySpan<float> originalSamples, ReadOnlySpan<float> noise, int stepIndex, Span<float> destination)

@@ -7,7 +7,8 @@ namespace MLNet.Diffusion.Schedulers;
 /// A seeded, platform-independent N(0, 1) generator: xoshiro256** (Blackman &amp; Vigna 2018) seeded through
 /// SplitMix64, with the Box–Muller transform in double precision. The same seed gives the same floats on every
 /// machine and .NET version, unlike <see cref="Random"/>, whose algorithm is not a compatibility promise.
-/// It does not reproduce torch's generator; to reproduce another tool's result exactly, pass its initial noise.
+/// It does not reproduce torch's generator: <see cref="Randomness.TorchCpuNoise"/> and <see cref="Randomness.PhiloxNoise"/>
+/// do (chosen with <see cref="Randomness.NoiseOptions"/>); this one stays the library's default.
 /// </summary>
 public sealed class GaussianNoise : INoiseSource
 {

@@ -1,13 +1,16 @@
 using System;
+using System.Linq;
 using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Tests.Randomness;
 
 namespace MLNet.Diffusion.Tests.Imaging;
 
 /// <summary>
 /// <see cref="ImageTensor.ToRgba"/> is vectorised; every pixel must equal diffusers' postprocess done one value at a time:
-/// x·127.5 + 127.5 clamped to [0, 255] and rounded half up, NaN → 0, alpha 255, on vector bodies and scalar tails alike.
+/// (x·0.5 + 0.5) clamped to [0, 1], ·255, rounded half to even (diffusers' postprocess), NaN → 0, alpha 255, on vector bodies
+/// and scalar tails alike; and byte-equal to diffusers' own postprocess run with PyTorch and NumPy (Fixtures/Imaging).
 /// </summary>
 [TestClass]
 public sealed class ImageTensorTests
@@ -15,19 +18,20 @@ public sealed class ImageTensorTests
     /// <summary>The reference: the scalar formula, written out independently of the library.</summary>
     private static byte Reference(float v)
     {
-        float x = v * 127.5f + 127.5f;
+        float x = v * 0.5f;
+        x += 0.5f;
         if (float.IsNaN(x) || x <= 0f)
             return 0;
-        if (x >= 255f)
+        if (x >= 1f)
             return 255;
-        return (byte)MathF.Floor(x + 0.5f);
+        return (byte)Math.Round(x * 255f, MidpointRounding.ToEven);
     }
 
     private static readonly float[] s_edges =
     {
         -1f, 1f, 0f, -0f, -1.5f, 1.5f, -1.0000001f, 1.0000001f, 0.99999994f, -0.99999994f, float.NaN, float.PositiveInfinity,
         float.NegativeInfinity, float.MaxValue, float.MinValue, float.Epsilon, -float.Epsilon,
-        // Values whose x·127.5 + 127.5 lands on or next to a rounding boundary k + 0.5.
+        // Values whose byte value lands on or next to a rounding boundary k + 0.5.
         (0.5f - 127.5f) / 127.5f, (1.5f - 127.5f) / 127.5f, (127.5f - 127.5f) / 127.5f, (254.5f - 127.5f) / 127.5f,
         MathF.BitDecrement((254.5f - 127.5f) / 127.5f), MathF.BitIncrement((254.5f - 127.5f) / 127.5f),
         MathF.BitDecrement((0.5f - 127.5f) / 127.5f), MathF.BitIncrement((0.5f - 127.5f) / 127.5f),
@@ -52,6 +56,33 @@ public sealed class ImageTensorTests
                 for (int c = 0; c < 3; c++)
                     Assert.AreEqual(Reference(chw[c * plane + p]), rgba[4 * p + c], $"{width}×{height}: pixel {p} channel {c} from {chw[c * plane + p]:R}");
                 Assert.AreEqual(255, rgba[4 * p + 3], $"{width}×{height}: pixel {p} alpha");
+            }
+        }
+    }
+
+    [TestMethod]
+    public void ToRgba_IsByteEqualToDiffusersPostprocess_OnRoundingBoundaries_AtEveryTailLength()
+    {
+        // Fixtures/Imaging/make_postprocess.py: diffusers' denormalize → pt_to_numpy → numpy_to_pil run with PyTorch and
+        // NumPy on values next to every k + 0.5 and k; hundreds of them are exact halves, where rounding half up is wrong.
+        using var doc = NoiseFixtures.Load("../Imaging/diffusers_postprocess.json");
+        var values = NoiseFixtures.Floats(doc.RootElement.GetProperty("bits"));
+        var expected = doc.RootElement.GetProperty("bytes").EnumerateArray().Select(e => e.GetByte()).ToArray();
+        Assert.IsTrue(doc.RootElement.GetProperty("exact_halves").GetInt32() > 500);
+        // Widths 1..17 put every value both in vector bodies and in every scalar tail position.
+        for (int width = 1; width <= 17; width++)
+        {
+            for (int start = 0; start < values.Length; start += width)
+            {
+                int w = Math.Min(width, values.Length - start);
+                var chw = new float[3 * w];
+                for (int c = 0; c < 3; c++)
+                    values.AsSpan(start, w).CopyTo(chw.AsSpan(c * w));
+                var rgba = new byte[4 * w];
+                ImageTensor.ToRgba(chw, w, 1, rgba);
+                for (int p = 0; p < w; p++)
+                    for (int c = 0; c < 3; c++)
+                        Assert.AreEqual(expected[start + p], rgba[4 * p + c], $"width {width}: value {values[start + p]:R} (bits {BitConverter.SingleToUInt32Bits(values[start + p]):X8}) channel {c}");
             }
         }
     }
