@@ -1,9 +1,11 @@
 using System;
+using System.CommandLine;
 using System.IO;
 using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Diffusion;
+using MLNet.Diffusion.Samples;
 using MLNet.Diffusion.Shapes;
 
 namespace ComposePipeline;
@@ -30,17 +32,22 @@ public static class Program
         public float[] ChannelMeans { get; set; } = Array.Empty<float>();
     }
 
-    /// <summary>Entry point: 0 done, 1 failure, 2 bad arguments.</summary>
+    private static readonly Option<string?> s_model = new("--model") { Description = "A Stable Diffusion ONNX folder; default: the embedded Shapes model.", HelpName = "DIR" };
+
+    private static readonly RootCommand s_command = new("Runs the diffusion stages inside an ordinary ML.NET pipeline and measures each generated image's mean colour.") { s_model };
+
+    /// <summary>Entry point: 0 done, 1 failure (one line on standard error), 2 bad arguments.</summary>
     public static int Main(string[] args)
     {
-        string? modelDir = null;
-        if (args.Length == 2 && args[0] == "--model")
-            modelDir = args[1];
-        else if (args.Length != 0)
+        var parse = s_command.Parse(args);
+        if (parse.Errors.Count > 0)
         {
-            Console.Error.WriteLine("error: usage: ComposePipeline [--model DIR]");
+            Console.Error.WriteLine($"error: {parse.Errors[0].Message} (see --help)");
             return 2;
         }
+        if (parse.Action is not null)
+            return parse.Invoke(new InvocationConfiguration { Output = Console.Out, Error = Console.Error }); // --help, --version
+        string? modelDir = parse.GetValue(s_model);
         try
         {
             var ml = new MLContext(seed: 0);
@@ -68,10 +75,10 @@ public static class Program
                 Console.WriteLine($"{r.Prompt,-42} {r.ChannelMeans[0],7:F1} {r.ChannelMeans[1],7:F1} {r.ChannelMeans[2],7:F1}");
             return 0;
         }
-        catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException)
+        catch (Exception e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 1;
+            // Any failure (bad model folder, bad config value, unreadable file) is one line, never a stack trace.
+            return SampleConsole.Fail(e);
         }
     }
 }

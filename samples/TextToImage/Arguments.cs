@@ -1,180 +1,197 @@
 using System;
+using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
+using MLNet.Diffusion.Schedulers;
 
 namespace TextToImage;
 
-/// <summary>The sample's command line; every problem is an <see cref="ArgumentException"/> with a one-line message.</summary>
+/// <summary>
+/// The sample's command line on System.CommandLine: <c>--help</c>, validation of every value and of the rules between
+/// options, and response files (<c>TextToImage @args.rsp</c>, one token or option per line) come from the library.
+/// </summary>
 internal sealed class Arguments
 {
-    public string Prompt { get; private set; } = string.Empty;
+    private static readonly Option<string> s_prompt = new("--prompt") { Description = "What to draw.", Required = true };
+    private static readonly Option<string> s_negativePrompt = new("--negative-prompt") { Description = "What to steer away from.", DefaultValueFactory = _ => string.Empty };
+    private static readonly Option<string> s_output = new("--output", "-o") { Description = "The PNG to write (generation parameters in its text chunk).", DefaultValueFactory = _ => "out.png" };
+    private static readonly Option<string?> s_model = new("--model") { Description = "A Stable Diffusion ONNX folder (diffusers export layout); default: the embedded Shapes model.", HelpName = "DIR" };
+    private static readonly Option<int> s_steps = Ranged(new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 20 }, 1, 1000);
+    private static readonly Option<float> s_guidance = Ranged(new Option<float>("--guidance") { Description = "Classifier-free guidance scale.", DefaultValueFactory = _ => 7.5f }, 0f, 100f);
+    private static readonly Option<long> s_seed = Ranged(new Option<long>("--seed") { Description = "The seed of the first image (default: random).", DefaultValueFactory = _ => Random.Shared.Next() }, int.MinValue, int.MaxValue);
+    private static readonly Option<int?> s_width = Size(new Option<int?>("--width") { Description = "Width in pixels, a multiple of 8; default 512, or the init image's width rounded down to a multiple of 8." });
+    private static readonly Option<int?> s_height = Size(new Option<int?>("--height") { Description = "Height in pixels, a multiple of 8; default 512, or the init image's height rounded down to a multiple of 8." });
+    private static readonly Option<string?> s_scheduler = KnownScheduler(new Option<string?>("--scheduler") { Description = "The scheduler; default: the model's.", HelpName = "NAME" });
+    private static readonly Option<int> s_count = Ranged(new Option<int>("--count") { Description = "N images with seeds seed, seed+1, …; files out-0.png, out-1.png, ….", DefaultValueFactory = _ => 1 }, 1, 10000);
+    private static readonly Option<string?> s_initImage = new("--init-image") { Description = "Image-to-image: start from this picture (PNG, JPEG, …); other sizes are stretched to fit.", HelpName = "PATH" };
+    private static readonly Option<float?> s_strength = Ranged(new Option<float?>("--strength") { Description = "With --init-image: how much to change it, from 0 (keep it) to 1 (ignore it); default 0.8, 1 with --mask or --outpaint." }, 0f, 1f);
+    private static readonly Option<string?> s_mask = new("--mask") { Description = "Inpainting: repaint the white part of this mask (the init image's size) and keep the rest.", HelpName = "PATH" };
+    private static readonly Option<(int Left, int Top, int Right, int Bottom)?> s_outpaint = new("--outpaint")
+    {
+        Description = "Outpainting: extend the init image by these margins in pixels (rounded up to multiples of 8) and paint the new border; writes NAME-canvas.png and NAME-mask.png next to the output.",
+        HelpName = "LEFT,TOP,RIGHT,BOTTOM",
+        CustomParser = Margins,
+    };
 
-    public string NegativePrompt { get; private set; } = string.Empty;
+    /// <summary>The command: its options, and the rules between them checked after every option is read.</summary>
+    public static RootCommand Command { get; } = CreateCommand();
 
-    public string Output { get; private set; } = "out.png";
+    public string Prompt { get; private init; } = string.Empty;
 
-    public string? Model { get; private set; }
+    public string NegativePrompt { get; private init; } = string.Empty;
 
-    public int Steps { get; private set; } = 20;
+    public string Output { get; private init; } = "out.png";
 
-    public float Guidance { get; private set; } = 7.5f;
+    public string? Model { get; private init; }
 
-    public long Seed { get; private set; } = Random.Shared.Next();
+    public int Steps { get; private init; }
+
+    public float Guidance { get; private init; }
+
+    public long Seed { get; private init; }
 
     /// <summary>The width; null for the default: 512, or the init image's width rounded down to a multiple of 8.</summary>
-    public int? Width { get; private set; }
+    public int? Width { get; private init; }
 
     /// <summary>The height; null for the default: 512, or the init image's height rounded down to a multiple of 8.</summary>
-    public int? Height { get; private set; }
+    public int? Height { get; private init; }
 
     /// <summary>Image-to-image: the picture to start from.</summary>
-    public string? InitImage { get; private set; }
+    public string? InitImage { get; private init; }
 
     /// <summary>Image-to-image strength in [0, 1]; null for the default: 0.8, or 1 when inpainting (diffusers' defaults).</summary>
-    public float? Strength { get; private set; }
+    public float? Strength { get; private init; }
 
     /// <summary>Inpainting: a mask of the init image's size, white where the picture is repainted.</summary>
-    public string? Mask { get; private set; }
+    public string? Mask { get; private init; }
 
     /// <summary>Outpainting: the margins (left, top, right, bottom) to add around the init image; null when not outpainting.</summary>
-    public (int Left, int Top, int Right, int Bottom)? Outpaint { get; private set; }
+    public (int Left, int Top, int Right, int Bottom)? Outpaint { get; private init; }
 
-    public string? Scheduler { get; private set; }
+    public string? Scheduler { get; private init; }
 
-    public int Count { get; private set; } = 1;
+    public int Count { get; private init; }
 
-    public bool Help { get; private set; }
-
+    /// <summary>Parses a command line; any problem is an <see cref="ArgumentException"/> with System.CommandLine's first error.</summary>
     public static Arguments Parse(string[] args)
     {
-        var a = new Arguments();
-        bool promptSet = false;
-        for (int i = 0; i < args.Length; i++)
-        {
-            string name = args[i];
-            string Value()
-            {
-                if (i + 1 >= args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal))
-                    throw new ArgumentException($"{name} needs a value");
-                return args[++i];
-            }
-            switch (name)
-            {
-                case "--help" or "-h":
-                    a.Help = true;
-                    break;
-                case "--prompt":
-                    a.Prompt = Value();
-                    promptSet = true;
-                    break;
-                case "--negative-prompt":
-                    a.NegativePrompt = Value();
-                    break;
-                case "--output" or "-o":
-                    a.Output = Value();
-                    break;
-                case "--model":
-                    a.Model = Value();
-                    break;
-                case "--steps":
-                    a.Steps = Int(name, Value(), 1, 1000);
-                    break;
-                case "--guidance":
-                    a.Guidance = Float(name, Value(), 0f, 100f);
-                    break;
-                case "--seed":
-                    a.Seed = Int(name, Value(), int.MinValue, int.MaxValue);
-                    break;
-                case "--width":
-                    a.Width = Size(name, Value());
-                    break;
-                case "--height":
-                    a.Height = Size(name, Value());
-                    break;
-                case "--scheduler":
-                    a.Scheduler = Value();
-                    if (!Contains(MLNet.Diffusion.Schedulers.SchedulerFactory.Names, a.Scheduler))
-                        throw new ArgumentException($"--scheduler '{a.Scheduler}' is unknown; use one of: {string.Join(", ", MLNet.Diffusion.Schedulers.SchedulerFactory.Names)}");
-                    break;
-                case "--count":
-                    a.Count = Int(name, Value(), 1, 10000);
-                    break;
-                case "--init-image":
-                    a.InitImage = Value();
-                    break;
-                case "--strength":
-                    a.Strength = Float(name, Value(), 0f, 1f);
-                    break;
-                case "--mask":
-                    a.Mask = Value();
-                    break;
-                case "--outpaint":
-                    a.Outpaint = Margins(name, Value());
-                    break;
-                default:
-                    throw new ArgumentException($"unknown argument '{name}'");
-            }
-        }
-        if (!a.Help)
-            a.Validate(promptSet);
-        return a;
+        var result = Command.Parse(args);
+        if (result.Errors.Count > 0)
+            throw new ArgumentException(result.Errors[0].Message);
+        return From(result);
     }
 
-    /// <summary>Rules between arguments, checked after all are read.</summary>
-    private void Validate(bool promptSet)
+    /// <summary>The values of a parse without errors.</summary>
+    public static Arguments From(ParseResult result) => new()
     {
-        if (!promptSet)
-            throw new ArgumentException("--prompt is required");
-        if (Strength is not null && InitImage is null)
-            throw new ArgumentException("--strength needs --init-image (it says how much of the init image to change)");
-        if (Mask is not null && InitImage is null)
-            throw new ArgumentException("--mask needs --init-image (the mask says which part of that picture to repaint)");
-        if (Outpaint is not null && InitImage is null)
-            throw new ArgumentException("--outpaint needs --init-image (the picture to extend)");
-        if (Mask is not null && Outpaint is not null)
-            throw new ArgumentException("--mask and --outpaint cannot be combined: --outpaint makes its own mask (the new border)");
+        Prompt = result.GetRequiredValue(s_prompt),
+        NegativePrompt = result.GetValue(s_negativePrompt) ?? string.Empty,
+        Output = result.GetValue(s_output) ?? "out.png",
+        Model = result.GetValue(s_model),
+        Steps = result.GetValue(s_steps),
+        Guidance = result.GetValue(s_guidance),
+        Seed = result.GetValue(s_seed),
+        Width = result.GetValue(s_width),
+        Height = result.GetValue(s_height),
+        Scheduler = result.GetValue(s_scheduler),
+        Count = result.GetValue(s_count),
+        InitImage = result.GetValue(s_initImage),
+        Strength = result.GetValue(s_strength),
+        Mask = result.GetValue(s_mask),
+        Outpaint = result.GetValue(s_outpaint),
+    };
+
+    private static RootCommand CreateCommand()
+    {
+        var command = new RootCommand("Generates images from a prompt with the ML.NET stages EncodePrompt → DenoiseLatents → DecodeLatents. "
+            + "Arguments can also come from a response file: TextToImage @args.rsp, one option per line, values with spaces in quotes.")
+        {
+            s_prompt, s_negativePrompt, s_output, s_model, s_steps, s_guidance, s_seed, s_width, s_height, s_scheduler, s_count,
+            s_initImage, s_strength, s_mask, s_outpaint,
+        };
+        command.Validators.Add(Validate);
+        return command;
+    }
+
+    /// <summary>Rules between options, checked after all are read.</summary>
+    private static void Validate(CommandResult r)
+    {
+        // Presence only: a value with its own error must not be read here (System.CommandLine would throw).
+        bool Given(Option option) => r.GetResult(option) is { Implicit: false };
+        bool init = Given(s_initImage);
+        if (Given(s_strength) && !init)
+            r.AddError("--strength needs --init-image (it says how much of the init image to change)");
+        else if (Given(s_mask) && !init)
+            r.AddError("--mask needs --init-image (the mask says which part of that picture to repaint)");
+        else if (Given(s_outpaint) && !init)
+            r.AddError("--outpaint needs --init-image (the picture to extend)");
+        else if (Given(s_mask) && Given(s_outpaint))
+            r.AddError("--mask and --outpaint cannot be combined: --outpaint makes its own mask (the new border)");
     }
 
     /// <summary>Four non-negative margins "left,top,right,bottom", at least one positive.</summary>
-    private static (int, int, int, int) Margins(string name, string text)
+    private static (int, int, int, int)? Margins(ArgumentResult result)
     {
+        string text = result.Tokens.Count == 1 ? result.Tokens[0].Value : string.Empty;
         string[] parts = text.Split(',');
         if (parts.Length != 4)
-            throw new ArgumentException($"{name} takes four margins in pixels, left,top,right,bottom (e.g. 0,0,64,0), not '{text}'");
+        {
+            result.AddError($"--outpaint takes four margins in pixels, left,top,right,bottom (e.g. 0,0,64,0), not '{text}'");
+            return null;
+        }
         var m = new int[4];
         for (int i = 0; i < 4; i++)
-            m[i] = Int(name, parts[i].Trim(), 0, 4096);
+        {
+            if (!int.TryParse(parts[i].Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out m[i]) || m[i] < 0 || m[i] > 4096)
+            {
+                result.AddError($"--outpaint margins must be integers in [0, 4096], not '{parts[i].Trim()}'");
+                return null;
+            }
+        }
         if (m[0] + m[1] + m[2] + m[3] == 0)
-            throw new ArgumentException($"{name} needs at least one positive margin, not '{text}'");
+        {
+            result.AddError($"--outpaint needs at least one positive margin, not '{text}'");
+            return null;
+        }
         return (m[0], m[1], m[2], m[3]);
     }
 
-    private static bool Contains(System.Collections.Generic.IReadOnlyCollection<string> names, string value)
+    private static Option<T> Ranged<T>(Option<T> option, double min, double max)
     {
-        foreach (string n in names)
-            if (string.Equals(n, value, StringComparison.OrdinalIgnoreCase))
-                return true;
-        return false;
+        option.Validators.Add(r =>
+        {
+            object? value = r.GetValueOrDefault<T>();
+            double v = value is null ? min : Convert.ToDouble(value, CultureInfo.InvariantCulture);
+            if (!(v >= min && v <= max))
+                r.AddError(string.Format(CultureInfo.InvariantCulture, "{0} must be in [{1}, {2}], not {3}", option.Name, min, max, value));
+        });
+        return option;
     }
 
-    private static int Int(string name, string text, long min, long max)
+    private static Option<int?> Size(Option<int?> option)
     {
-        if (!long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out long v) || v < min || v > max)
-            throw new ArgumentException($"{name} must be an integer in [{min}, {max}], not '{text}'");
-        return (int)v;
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is int v && (v < 8 || v > 4096 || v % 8 != 0))
+                r.AddError($"{option.Name} must be a multiple of 8 in [8, 4096], not {v}");
+        });
+        return option;
     }
 
-    private static float Float(string name, string text, float min, float max)
+    private static Option<string?> KnownScheduler(Option<string?> option)
     {
-        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float v) || !(v >= min && v <= max))
-            throw new ArgumentException($"{name} must be a number in [{min}, {max}], not '{text}'");
-        return v;
-    }
-
-    private static int Size(string name, string text)
-    {
-        int v = Int(name, text, 8, 4096);
-        if (v % 8 != 0)
-            throw new ArgumentException($"{name} must be a multiple of 8, not {v}");
-        return v;
+        option.Validators.Add(r =>
+        {
+            string? name = r.GetValueOrDefault<string?>();
+            if (name is null)
+                return;
+            foreach (string known in SchedulerFactory.Names)
+            {
+                if (string.Equals(known, name, StringComparison.OrdinalIgnoreCase))
+                    return;
+            }
+            r.AddError($"--scheduler '{name}' is unknown; use one of: {string.Join(", ", SchedulerFactory.Names)}");
+        });
+        return option;
     }
 }

@@ -4,13 +4,16 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using System.Linq;
+using System.CommandLine;
 using System.Threading;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Diffusion;
 using MLNet.Diffusion.Imaging;
-using MLNet.Diffusion.Schedulers;
+using MLNet.Diffusion.Samples;
+
 using MLNet.Diffusion.Shapes;
+using Spectre.Console;
 
 namespace TextToImage;
 
@@ -20,83 +23,61 @@ namespace TextToImage;
 /// </summary>
 public static class Program
 {
-    private const string Usage = """
-        Usage: TextToImage --prompt TEXT [--output out.png] [--model DIR] [--negative-prompt TEXT]
-                           [--steps 20] [--guidance 7.5] [--seed N] [--width 512] [--height 512]
-                           [--scheduler NAME] [--count 1] [--init-image PATH [--strength 0.8]
-                           [--mask PATH | --outpaint LEFT,TOP,RIGHT,BOTTOM]]
-          --model DIR        a Stable Diffusion ONNX folder (diffusers export layout); default: the embedded Shapes model
-          --scheduler        one of: {0}
-          --count N          N images with seeds seed, seed+1, …; files out-0.png, out-1.png, …
-          --init-image PATH  image-to-image: start from this picture (PNG, JPEG, …); the size defaults to the
-                             picture's, rounded down to a multiple of 8, and other sizes are stretched to fit
-          --strength S       with --init-image: how much to change it, from 0 (keep it) to 1 (ignore it); default 0.8,
-                             1 with --mask or --outpaint
-          --mask PATH        inpainting: repaint the white part of this mask (the init image's size) as the prompt says
-                             and keep the rest; works with ordinary and with inpainting (9-channel) UNets
-          --outpaint L,T,R,B outpainting: extend the init image by these margins in pixels (rounded up to multiples of 8)
-                             and paint the new border; writes the padded picture and its mask next to the output
-                             (NAME-canvas.png, NAME-mask.png)
-        """;
-
-    /// <summary>Entry point; returns 0 on success, 2 on bad arguments, 1 on a failure, 130 when cancelled.</summary>
+    /// <summary>Entry point; returns 0 on success, 2 on bad arguments, 1 on a failure (one line on standard error), 130 when cancelled.</summary>
     public static int Main(string[] args)
     {
-        Arguments a;
-        try
+        var parse = Arguments.Command.Parse(args);
+        if (parse.Errors.Count > 0)
         {
-            a = Arguments.Parse(args);
-        }
-        catch (ArgumentException e)
-        {
-            Console.Error.WriteLine($"error: {e.Message} (see --help)");
+            Console.Error.WriteLine($"error: {parse.Errors[0].Message} (see --help)");
             return 2;
         }
-        if (a.Help)
-        {
-            Console.WriteLine(string.Format(CultureInfo.InvariantCulture, Usage, string.Join(", ", SchedulerFactory.Names)));
-            return 0;
-        }
+        if (parse.Action is not null)
+            return parse.Invoke(new InvocationConfiguration { Output = Console.Out, Error = Console.Error }); // --help, --version
 
         using var cancel = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) =>
+        ConsoleCancelEventHandler onCancel = (_, e) =>
         {
             e.Cancel = true;
             cancel.Cancel();
             Console.Error.WriteLine();
             Console.Error.WriteLine("Cancelling after the current step…");
         };
-
+        Console.CancelKeyPress += onCancel;
         try
         {
-            return Run(a, cancel.Token);
+            return Run(Arguments.From(parse), SampleConsole.Create(Console.Error), cancel.Token);
         }
         catch (OperationCanceledException)
         {
             Console.Error.WriteLine("cancelled");
             return 130;
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or UnauthorizedAccessException)
+        catch (Exception e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 1;
+            // Any failure (bad model folder, bad config value, unreadable or undecodable image) is one line, never a stack trace.
+            return SampleConsole.Fail(e);
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
         }
     }
 
-    private static int Run(Arguments a, CancellationToken cancellationToken)
+    private static int Run(Arguments a, IAnsiConsole console, CancellationToken cancellationToken)
     {
         var total = Stopwatch.StartNew();
         string modelDir = a.Model ?? ShapesModel.EnsureBuilt();
         var ml = new MLContext(seed: 0);
         using var sd = StableDiffusionModel.Load(ml, modelDir);
-        Console.Error.WriteLine($"Model: {sd.Directory} ({sd.Info.ExecutionProvider}), loaded in {total.Elapsed.TotalSeconds:F1} s");
+        console.WriteLine($"Model: {sd.Directory} ({sd.Info.ExecutionProvider}), loaded in {total.Elapsed.TotalSeconds:F1} s");
 
         string? initImage = a.InitImage is null ? null : Path.GetFullPath(a.InitImage);
         string? mask = a.Mask is null ? null : Path.GetFullPath(a.Mask);
         if (mask is not null)
             ImageSize(mask, "--mask");
         if (a.Outpaint is { } margins)
-            (initImage, mask) = WriteCanvas(initImage!, margins, a.Output);
+            (initImage, mask) = WriteCanvas(initImage!, margins, a.Output, console);
         var (imageWidth, imageHeight) = initImage is null ? (512, 512) : ImageSize(initImage, "--init-image");
         int width = a.Width ?? Math.Max(8, imageWidth / 8 * 8);
         int height = a.Height ?? Math.Max(8, imageHeight / 8 * 8);
@@ -108,7 +89,7 @@ public static class Program
             rows.Add(new PromptRow { Prompt = a.Prompt, NegativePrompt = a.NegativePrompt, Seed = a.Seed + i, InitImagePath = initImage ?? string.Empty, MaskPath = mask ?? string.Empty });
         var data = ml.Data.LoadFromEnumerable(rows);
 
-        var progress = new ProgressBar(a.Count);
+        var progress = new StepProgress();
         var options = new DenoiseLatentsOptions
         {
             Steps = a.Steps,
@@ -159,6 +140,30 @@ public static class Program
         var images = transformer.Transform(data);
         string scheduler = transformer.OfType<LatentDenoisingTransformer>().Single().SchedulerName;
 
+        var written = new List<(string Path, long Seed, TimeSpan Time)>();
+        console.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new ElapsedTimeColumn())
+            .Start(context =>
+            {
+                // A bar for the images and one for the steps of the image in progress, each with its ETA.
+                var imageTask = context.AddTask("images", maxValue: a.Count);
+                progress.Task = context.AddTask("steps", maxValue: 1);
+                WriteImages(a, images, scheduler, sd.Directory, width, height, initImage, mask, strength, imageTask, written);
+            });
+        var table = new Table().AddColumn("file").AddColumn("seed").AddColumn(new TableColumn("seconds").RightAligned());
+        foreach (var (path, seed, time) in written)
+            table.AddRow(Markup.Escape(path), seed.ToString(CultureInfo.InvariantCulture), time.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture));
+        console.Write(table);
+        console.WriteLine($"Done: {written.Count} image(s) in {total.Elapsed.TotalSeconds:F1} s");
+        return 0;
+    }
+
+    /// <summary>Reads the pipeline's images and writes each as a PNG carrying its generation parameters.</summary>
+    private static void WriteImages(Arguments a, IDataView images, string scheduler, string modelDirectory, int width, int height, string? initImage, string? mask, float strength,
+        ProgressTask imageTask, List<(string Path, long Seed, TimeSpan Time)> written)
+    {
+        var clock = Stopwatch.StartNew();
         using var cursor = images.GetRowCursor(new[] { images.Schema["Image"], images.Schema[nameof(PromptRow.Seed)] });
         var imageGetter = cursor.GetGetter<MLImage>(images.Schema["Image"]);
         var seedGetter = cursor.GetGetter<long>(images.Schema[nameof(PromptRow.Seed)]);
@@ -179,7 +184,7 @@ public static class Program
                 ["guidance"] = a.Guidance.ToString(CultureInfo.InvariantCulture),
                 ["scheduler"] = scheduler,
                 ["size"] = $"{width}x{height}",
-                ["model"] = sd.Directory,
+                ["model"] = modelDirectory,
                 ["software"] = "MLNet.Diffusion",
             };
             if (initImage is not null)
@@ -196,12 +201,12 @@ public static class Program
                 Directory.CreateDirectory(dir);
             PngFile.Save(image, path, text);
             image.Dispose();
-            progress.Clear();
             Console.WriteLine($"{path}  (seed {seed})");
+            written.Add((path, seed, clock.Elapsed));
+            clock.Restart();
+            imageTask.Increment(1);
             index++;
         }
-        Console.Error.WriteLine($"Done: {index} image(s) in {total.Elapsed.TotalSeconds:F1} s");
-        return 0;
     }
 
     /// <summary>
@@ -209,10 +214,9 @@ public static class Program
     /// <see cref="Outpainting.Prepare"/>, and writes both next to the output as NAME-canvas.png and NAME-mask.png.
     /// </summary>
     /// <returns>The paths of the padded picture and of its mask.</returns>
-    private static (string Canvas, string Mask) WriteCanvas(string initImage, (int Left, int Top, int Right, int Bottom) margins, string output)
+    private static (string Canvas, string Mask) WriteCanvas(string initImage, (int Left, int Top, int Right, int Bottom) margins, string output, IAnsiConsole console)
     {
-        ImageSize(initImage, "--init-image");
-        using var image = MLImage.CreateFromFile(initImage);
+        using var image = LoadImage(initImage, "--init-image");
         using var canvas = Outpainting.Prepare(image, margins.Left, margins.Top, margins.Right, margins.Bottom);
         string stem = Path.ChangeExtension(Path.GetFullPath(output), null);
         string? dir = Path.GetDirectoryName(stem);
@@ -221,17 +225,27 @@ public static class Program
         string canvasPath = stem + "-canvas.png", maskPath = stem + "-mask.png";
         PngFile.Save(canvas.Image, canvasPath);
         PngFile.Save(canvas.Mask, maskPath);
-        Console.Error.WriteLine($"Outpainting: {image.Width}×{image.Height} → {canvas.Width}×{canvas.Height} (margins {canvas.Left},{canvas.Top},{canvas.Right},{canvas.Bottom}): {canvasPath}, {maskPath}");
+        console.WriteLine($"Outpainting: {image.Width}×{image.Height} → {canvas.Width}×{canvas.Height} (margins {canvas.Left},{canvas.Top},{canvas.Right},{canvas.Bottom}): {canvasPath}, {maskPath}");
         return (canvasPath, maskPath);
     }
 
-    /// <summary>An image's size, read with MLImage.CreateFromFile; the error names the argument and the file.</summary>
+    /// <summary>An image's size, read with the library's <see cref="ImageFile.Load"/>; the error names the argument and the file.</summary>
     private static (int Width, int Height) ImageSize(string path, string argument)
     {
-        if (!File.Exists(path))
-            throw new FileNotFoundException($"{argument} '{path}' does not exist.", path);
-        using var image = MLImage.CreateFromFile(path);
+        using var image = LoadImage(path, argument);
         return (image.Width, image.Height);
+    }
+
+    private static MLImage LoadImage(string path, string argument)
+    {
+        try
+        {
+            return ImageFile.Load(path);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"{argument}: {e.Message}", e);
+        }
     }
 
     private sealed class PromptRow
@@ -249,30 +263,18 @@ public static class Program
         public string MaskPath { get; set; } = string.Empty;
     }
 
-    /// <summary>A one-line console progress bar fed by the denoising loop (reports arrive on the generating thread).</summary>
-    private sealed class ProgressBar : IProgress<DenoiseProgress>
+    /// <summary>Feeds the denoising loop's reports (on the generating thread) to the Spectre.Console "steps" bar.</summary>
+    private sealed class StepProgress : IProgress<DenoiseProgress>
     {
-        private readonly int _images;
-        private readonly bool _interactive = !Console.IsErrorRedirected;
-
-        public ProgressBar(int images) => _images = images;
+        public ProgressTask? Task { get; set; }
 
         public void Report(DenoiseProgress value)
         {
-            if (!_interactive && value.Step != value.TotalSteps)
+            if (Task is null)
                 return;
-            const int width = 30;
-            int filled = value.Step * width / value.TotalSteps;
-            string bar = new string('#', filled) + new string('.', width - filled);
-            Console.Error.Write($"\r[{bar}] image {value.FirstRow + 1}/{_images} step {value.Step}/{value.TotalSteps} {value.Elapsed.TotalSeconds,5:F1} s");
-            if (!_interactive)
-                Console.Error.WriteLine();
-        }
-
-        public void Clear()
-        {
-            if (_interactive)
-                Console.Error.Write("\r" + new string(' ', 79) + "\r");
+            Task.MaxValue = value.TotalSteps;
+            Task.Value = value.Step;
+            Task.Description = $"steps (image {value.FirstRow + 1})";
         }
     }
 }

@@ -46,14 +46,16 @@ public sealed class PersistenceFixtureGenerator
 internal sealed class WhenEnvironmentVariableIsOneAttribute : ConditionBaseAttribute
 {
     public WhenEnvironmentVariableIsOneAttribute(string name)
-        : base(ConditionMode.Include) => Name = name;
+        : base(ConditionMode.Include)
+    {
+        Name = name;
+        IgnoreMessage = $"Runs only with {name}=1 (see Persistence/Fixtures/README.md).";
+    }
 
     /// <summary>The variable.</summary>
     public string Name { get; }
 
-    public override bool ShouldRun => Environment.GetEnvironmentVariable(Name) == "1";
-
-    public override string? IgnoreMessage => $"Runs only with {Name}=1 (see Persistence/Fixtures/README.md).";
+    public override bool IsConditionMet => Environment.GetEnvironmentVariable(Name) == "1";
 
     public override string GroupName => nameof(WhenEnvironmentVariableIsOneAttribute);
 }

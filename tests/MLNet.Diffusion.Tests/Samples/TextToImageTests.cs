@@ -26,7 +26,48 @@ public sealed class TextToImageTests
 
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--strength", "0.5" })).Message, "--init-image");
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--init-image", "in.png", "--strength", "1.5" })).Message, "[0, 1]");
-        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--init-image" })).Message, "--init-image needs a value");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--init-image" })).Message, "--init-image");
+    }
+
+    [TestMethod]
+    public void ArgumentsComeFromAResponseFile()
+    {
+        string rsp = Path.Combine(Path.GetTempPath(), "mlnet-args-" + Guid.NewGuid().ToString("N")[..8] + ".rsp");
+        File.WriteAllText(rsp, "--prompt \"a blue circle on a white background\"\n--steps 3\n--width 64\n");
+        try
+        {
+            var a = Arguments.Parse(new[] { "@" + rsp, "--seed", "5" });
+            Assert.AreEqual("a blue circle on a white background", a.Prompt);
+            Assert.AreEqual((3, 64, 5L), (a.Steps, a.Width, a.Seed));
+        }
+        finally
+        {
+            File.Delete(rsp);
+        }
+    }
+
+    [TestMethod]
+    [DoNotParallelize] // redirects Console.Out and Console.Error
+    public void HelpListsTheOptionsAndExitsWithZero()
+    {
+        var (previousOut, previousError) = (Console.Out, Console.Error);
+        var output = new StringWriter();
+        try
+        {
+            Console.SetOut(output);
+            Console.SetError(output);
+            Assert.AreEqual(0, TextToImage.Program.Main(new[] { "--help" }));
+            Assert.AreEqual(0, BatchFromCsv.Program.Main(new[] { "--help" }));
+            Assert.AreEqual(0, ComposePipeline.Program.Main(new[] { "--help" }));
+        }
+        finally
+        {
+            Console.SetOut(previousOut);
+            Console.SetError(previousError);
+        }
+        string help = output.ToString();
+        foreach (string option in new[] { "--prompt", "--init-image", "--outpaint", "--scheduler", "@args.rsp", "--input", "--output-dir", "--batch-size", "--model" })
+            StringAssert.Contains(help, option);
     }
 
     [TestMethod]
