@@ -41,7 +41,11 @@ public sealed class StableDiffusionModel : IDisposable
         var provider = options.ExecutionProvider
             ?? (mlContext.GpuDeviceId is int gpu ? ExecutionProvider.Cuda(gpu) : ExecutionProvider.Cpu);
         bool fallback = options.FallbackToCpu ?? mlContext.FallbackToCpu;
-        _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn) { ProfilingFilePrefix = options.ProfilingFilePrefix };
+        _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn)
+        {
+            ProfilingFilePrefix = options.ProfilingFilePrefix,
+            OptimizedModelCache = options.OptimizedModelCacheDirectory is { } cache ? new OptimizedModelCache(cache, LogInfo) : null,
+        };
         _textEncoderThreadsSpin = options.TextEncoderThreadsSpin;
 
         var layout = ModelFolder.Validate(directory);
@@ -176,6 +180,12 @@ public sealed class StableDiffusionModel : IDisposable
     {
         using var ch = _host.Start("MLNet.Diffusion");
         ch.Warning(MessageSensitivity.None, message);
+    }
+
+    private void LogInfo(string message)
+    {
+        using var ch = _host.Start("MLNet.Diffusion");
+        ch.Info(MessageSensitivity.None, message);
     }
 
     private OnnxComponent Open(string component) => OpenSession(component, null);

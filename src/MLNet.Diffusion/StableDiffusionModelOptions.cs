@@ -36,6 +36,15 @@ public sealed class StableDiffusionModelOptions
     public float? VaeScalingFactor { get; init; }
 
     /// <summary>
+    /// The folder where ONNX Runtime's optimised graphs are kept between loads (ONNX Runtime's offline mode): the first
+    /// load of a model file optimises it and saves the result, later loads of the unchanged files skip the optimisation.
+    /// Entries are per model file, execution provider, ONNX Runtime version and CPU, and are rebuilt when the model's files
+    /// change. Default: <c>MLNet.Diffusion/optimized-models</c> in the user's local application data folder
+    /// (<c>~/.local/share</c> on Linux); null turns the cache off. Sessions with LoRA or other replaced weights never use it.
+    /// </summary>
+    public string? OptimizedModelCacheDirectory { get; init; } = Onnx.OptimizedModelCache.DefaultDirectory;
+
+    /// <summary>
     /// When set, every session records an ONNX Runtime profile (one JSON file per component, named from this prefix):
     /// the GPU tests read which execution provider ran each node. Internal: a diagnostics hook, not a product option.
     /// </summary>

@@ -18,6 +18,12 @@ public static class Program
             return Pipeline.PipelineHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == "pipeline-memory")
             return Pipeline.PipelineHarness.MemoryChild(args[1..]);
+        if (args.Length > 0 && args[0] == "pipeline-vae-load")
+            return Pipeline.VaeAndLoadHarness.Run(args[1..]); // issue 21: tiled VAE memory, cached model loads
+        if (args.Length > 0 && args[0] == "vae-child")
+            return Pipeline.VaeAndLoadHarness.VaeChild(args[1..]);
+        if (args.Length > 0 && args[0] == "load-child")
+            return Pipeline.VaeAndLoadHarness.LoadChild(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

@@ -30,6 +30,12 @@ internal sealed class OnnxSessionFactory
     /// <summary>When set, sessions record an ONNX Runtime profile to <c>{prefix}_{component}_{timestamp}.json</c> (a test hook).</summary>
     public string? ProfilingFilePrefix { get; init; }
 
+    /// <summary>
+    /// Where optimised graphs are kept between loads (<see cref="Onnx.OptimizedModelCache"/>); null optimises every load
+    /// (<see cref="StableDiffusionModelOptions.OptimizedModelCacheDirectory"/>).
+    /// </summary>
+    public OptimizedModelCache? OptimizedModelCache { get; init; }
+
     /// <summary>The provider sessions actually run on (CPU after a fallback).</summary>
     public ExecutionProvider EffectiveProvider { get; private set; } = ExecutionProvider.Cpu;
 
@@ -83,10 +89,44 @@ internal sealed class OnnxSessionFactory
 
     private InferenceSession CreateCore(string modelPath, CudaExecutionProvider? cuda, bool stopSpinningAfterRun, WeightVariant? variant, out IDisposable? weightLease)
     {
+        // Weight variants replace initializers by name, and the optimised graph has folded and renamed them: never cached.
+        string provider = cuda?.ToString() ?? "CPU";
+        var entry = variant is null ? OptimizedModelCache?.Find(modelPath, provider, Level) : null;
+        if (entry?.CachedModel is { } cached)
+        {
+            try
+            {
+                return CreateSession(cached, modelPath, cuda, stopSpinningAfterRun, null, entry, out weightLease);
+            }
+            catch (ModelLoadException e)
+            {
+                entry.Invalidate(e);
+                entry = OptimizedModelCache!.Find(modelPath, provider, Level);
+            }
+        }
+        try
+        {
+            var session = CreateSession(modelPath, modelPath, cuda, stopSpinningAfterRun, variant, entry, out weightLease);
+            entry?.Commit();
+            return session;
+        }
+        catch
+        {
+            entry?.Abandon();
+            throw;
+        }
+    }
+
+    /// <summary>The optimisation level of every session (the cached graphs were optimised at it).</summary>
+    private const GraphOptimizationLevel Level = GraphOptimizationLevel.ORT_ENABLE_ALL;
+
+    private InferenceSession CreateSession(string modelPath, string sourcePath, CudaExecutionProvider? cuda, bool stopSpinningAfterRun, WeightVariant? variant,
+        OptimizedModelCache.Entry? entry, out IDisposable? weightLease)
+    {
         weightLease = null;
         var options = new SessionOptions
         {
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            GraphOptimizationLevel = Level,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         IDisposable? lease = null;
@@ -99,8 +139,9 @@ internal sealed class OnnxSessionFactory
             if (ProfilingFilePrefix is { } prefix)
             {
                 options.EnableProfiling = true;
-                options.ProfileOutputPathPrefix = prefix + "_" + Path.GetFileName(Path.GetDirectoryName(modelPath));
+                options.ProfileOutputPathPrefix = prefix + "_" + Path.GetFileName(Path.GetDirectoryName(sourcePath));
             }
+            entry?.Configure(options);
             if (cuda is not null)
                 AppendCuda(options, cuda);
             lease = variant?.Acquire(options);

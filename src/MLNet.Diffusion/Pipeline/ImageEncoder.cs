@@ -34,8 +34,14 @@ internal sealed class ImageEncoder : IDisposable
     private float[] _output = Array.Empty<float>();
     private float[] _scratch = Array.Empty<float>();
 
-    public ImageEncoder(StableDiffusionModel model, LatentSampling sampling)
+    private readonly VaeTiling _tiling;
+    private readonly int? _tileSize;
+    private float[] _tileOutput = Array.Empty<float>();
+
+    public ImageEncoder(StableDiffusionModel model, LatentSampling sampling, VaeTiling tiling = VaeTiling.Off, int? tileSize = null)
     {
+        _tiling = tiling;
+        _tileSize = tileSize;
         _model = model;
         _encoder = RequireEncoder(model);
         var (input, output) = ReadContract(model, _encoder);
@@ -100,27 +106,19 @@ internal sealed class ImageEncoder : IDisposable
             throw new ArgumentException($"Expected room for {count}×{len} latent values.", nameof(latents));
         _model.ThrowIfDisposed();
 
-        long[] shape = { count, 3, height, width };
-        if (_input is null || !_input.ShapeEquals(shape))
+        if (TileSize(height, width) is int tile)
         {
-            _input?.Dispose();
-            _input = new TensorBuffer(_encoder.Input(_inputNames[0]).ElementDataType, shape);
-            _inputs = new[] { _input.Value };
-        }
-        _input.Write(pixels);
-
-        using (var outputs = _encoder.Run(null, _inputNames, _inputs, _outputNames))
-        {
-            var result = outputs[0].GetTensorTypeAndShape();
-            long[] s = result.Shape;
-            if (s.Length != 4 || s[0] != count || (s[1] != c && s[1] != 2 * c) || s[2] != h || s[3] != w)
-                throw new ModelContractException(
-                    $"{ModelFolder.VaeEncoder}/model.onnx returned '{_outputNames[0]}' of shape [{string.Join(", ", s)}] for images [{string.Join(", ", shape)}]; "
-                    + $"expected [{count}, {c} or {2 * c}, {h}, {w}] (the VAE factor {f} of vae_decoder).");
-            int total = checked((int)result.ElementCount);
-            if (_output.Length != total)
+            // diffusers' _tiled_encode: the encoder's moments (or sampled latents) of overlapping tiles, blended, then
+            // DiagonalGaussianDistribution over the blended moments as below.
+            int channels = EncoderChannels(count);
+            int total = count * channels * h * w;
+            if (_output.Length != total || ReferenceEquals(_output, _tileOutput))
                 _output = new float[total];
-            TensorBuffer.ReadOutput(outputs[0], _output);
+            VaeTiler.Run(pixels, count, 3, height, width, tile, tile / f, channels, (t, th, tw) => RunEncoder(t, count, th, tw), _output);
+        }
+        else
+        {
+            _output = RunEncoder(pixels, count, height, width);
         }
 
         float scale = _model.Info.VaeScalingFactor;
@@ -157,6 +155,52 @@ internal sealed class ImageEncoder : IDisposable
             if (!float.IsFinite(TensorPrimitives.Sum(row)))
                 throw new InvalidOperationException($"The VAE encoder produced non-finite values (NaN or infinity) for row {rows[r]}.");
         }
+    }
+
+    /// <summary>The tile side in pixels for an image of this size, or null when it is encoded whole (<see cref="VaeTiler.Plan"/>).</summary>
+    public int? TileSize(int height, int width)
+    {
+        int f = _model.Info.VaeSpatialFactor;
+        return VaeTiler.Plan(_tiling, _tileSize, () => VaeTiler.TileSampleSize(_model.Info.Directory, f), f, height, width);
+    }
+
+    /// <summary>
+    /// The encoder's output channels (C for <c>latent_sample</c>, 2C for <c>latent_parameters</c>) from its declared shape,
+    /// else from one run on the smallest input.
+    /// </summary>
+    private int EncoderChannels(int count)
+    {
+        int f = _model.Info.VaeSpatialFactor;
+        return OnnxComponent.StaticDim(_encoder.Output(_outputNames[0]), 1)
+            ?? RunEncoder(new float[count * 3 * f * f], count, f, f).Length / count;
+    }
+
+    /// <summary>One encoder call on pixels [count, 3, height, width]; returns its output [count, C or 2C, h, w] in a reused buffer.</summary>
+    internal float[] RunEncoder(ReadOnlySpan<float> pixels, int count, int height, int width)
+    {
+        int f = _model.Info.VaeSpatialFactor, c = _model.Info.LatentChannels;
+        int h = height / f, w = width / f;
+        long[] shape = { count, 3, height, width };
+        if (_input is null || !_input.ShapeEquals(shape))
+        {
+            _input?.Dispose();
+            _input = new TensorBuffer(_encoder.Input(_inputNames[0]).ElementDataType, shape);
+            _inputs = new[] { _input.Value };
+        }
+        _input.Write(pixels);
+
+        using var outputs = _encoder.Run(null, _inputNames, _inputs, _outputNames);
+        var result = outputs[0].GetTensorTypeAndShape();
+        long[] s = result.Shape;
+        if (s.Length != 4 || s[0] != count || (s[1] != c && s[1] != 2 * c) || s[2] != h || s[3] != w)
+            throw new ModelContractException(
+                $"{ModelFolder.VaeEncoder}/model.onnx returned '{_outputNames[0]}' of shape [{string.Join(", ", s)}] for images [{string.Join(", ", shape)}]; "
+                + $"expected [{count}, {c} or {2 * c}, {h}, {w}] (the VAE factor {f} of vae_decoder).");
+        int total = checked((int)result.ElementCount);
+        if (_tileOutput.Length != total)
+            _tileOutput = new float[total];
+        TensorBuffer.ReadOutput(outputs[0], _tileOutput);
+        return _tileOutput;
     }
 
     public void Dispose()

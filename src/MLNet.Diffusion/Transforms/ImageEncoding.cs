@@ -55,10 +55,24 @@ public sealed class EncodeImageOptions
     /// <summary>Rows per VAE encoder call.</summary>
     public int BatchSize { get; init; } = 4;
 
+    /// <summary>
+    /// Whether the VAE encodes the image in overlapping tiles blended at the seams (diffusers' <c>enable_vae_tiling()</c>), so
+    /// that memory stays that of one tile for big images; default <see cref="VaeTiling.Auto"/> (images of at least four
+    /// tiles).
+    /// </summary>
+    public VaeTiling Tiling { get; init; } = VaeTiling.Auto;
+
+    /// <summary>
+    /// The tile side in pixels; null takes the VAE's <c>sample_size</c> (<c>vae_decoder/config.json</c>; 512 for Stable
+    /// Diffusion 1.x). A multiple of 4 × the VAE factor (32 for Stable Diffusion).
+    /// </summary>
+    public int? TileSize { get; init; }
+
     internal void Validate(ModelInfo info)
     {
         ImageStageInput.ValidateSize(info, Width, Height, ResizeMode);
         ImageStageInput.ValidateEncoding(Sampling, BatchSize);
+        VaeTiler.Validate(Tiling, TileSize, info.VaeSpatialFactor);
     }
 }
 
@@ -123,7 +137,7 @@ public sealed class ImageEncodingTransformer : DiffusionTransformer
         {
             _stage = stage;
             var o = stage.Options;
-            _encoder = new ImageEncoder(stage.Model, o.Sampling);
+            _encoder = new ImageEncoder(stage.Model, o.Sampling, o.Tiling, o.TileSize);
             _channel = stage.StartChannel();
             _imageGetter = input.GetGetter<MLImage>(input.Schema[stage.InputColumnName]);
             _images = new ImageStageInput(o.Width, o.Height, o.ResizeMode, nameof(EncodeImageOptions), "to resize it, or resize it before this stage.");

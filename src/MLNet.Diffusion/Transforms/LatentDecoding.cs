@@ -24,6 +24,19 @@ public sealed class DecodeLatentsOptions
 
     /// <summary>Rows per VAE decoder call.</summary>
     public int BatchSize { get; init; } = 2;
+
+    /// <summary>
+    /// Whether the VAE decodes the image in overlapping tiles blended at the seams (diffusers' <c>enable_vae_tiling()</c>), so
+    /// that memory stays that of one tile for big images; default <see cref="VaeTiling.Auto"/> (images of at least four
+    /// tiles).
+    /// </summary>
+    public VaeTiling Tiling { get; init; } = VaeTiling.Auto;
+
+    /// <summary>
+    /// The tile side in pixels; null takes the VAE's <c>sample_size</c> (<c>vae_decoder/config.json</c>; 512 for Stable
+    /// Diffusion 1.x). A multiple of 4 × the VAE factor (32 for Stable Diffusion).
+    /// </summary>
+    public int? TileSize { get; init; }
 }
 
 /// <summary>Decodes latents with the VAE decoder into <see cref="MLImage"/>s: the transformer of <see cref="LatentDecodingEstimator"/>.</summary>
@@ -41,6 +54,7 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
             throw new ArgumentOutOfRangeException(nameof(options), $"Latent size {options.LatentHeight}×{options.LatentWidth} is out of range [1, 1024].");
         if (options.LatentHeight.HasValue != options.LatentWidth.HasValue)
             throw new ArgumentException("Set both LatentWidth and LatentHeight, or neither.", nameof(options));
+        VaeTiler.Validate(options.Tiling, options.TileSize, model.Info.VaeSpatialFactor);
         OutputColumnName = outputColumnName;
         InputColumnName = inputColumnName;
         Options = options;
@@ -120,7 +134,7 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
             _height = _latentHeight * f;
             _width = _latentWidth * f;
             _latentLength = stage.Model.Info.LatentChannels * _latentHeight * _latentWidth;
-            _decoder = new LatentDecoder(stage.Model);
+            _decoder = new LatentDecoder(stage.Model, stage.Options.Tiling, stage.Options.TileSize);
             _channel = stage.StartChannel();
             _latentsGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
             _batchLatents = new float[stage.BatchSize * _latentLength];

@@ -33,6 +33,15 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="DecodeLatentsOptions.BatchSize"/>.</summary>
     public int BatchSize { get; init; } = 2;
 
+    /// <summary>
+    /// <see cref="DecodeLatentsOptions.Tiling"/>. Records saved before the option existed lack it and load as <see cref="VaeTiling.Off"/>,
+    /// the behaviour they were saved with.
+    /// </summary>
+    public VaeTiling Tiling { get; init; } = VaeTiling.Off;
+
+    /// <summary><see cref="DecodeLatentsOptions.TileSize"/>.</summary>
+    public int? TileSize { get; init; }
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.DecodeLatents;
 
@@ -53,12 +62,14 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
             LatentWidth = o.LatentWidth,
             LatentHeight = o.LatentHeight,
             BatchSize = o.BatchSize,
+            Tiling = o.Tiling,
+            TileSize = o.TileSize,
         };
     }
 
     private protected override DiffusionTransformer Create(StableDiffusionModel model, IProgress<DenoiseProgress>? progress, CancellationToken cancellationToken) =>
         new LatentDecodingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
-            new DecodeLatentsOptions { PixelsColumnName = PixelsColumnName, LatentWidth = LatentWidth, LatentHeight = LatentHeight, BatchSize = BatchSize });
+            new DecodeLatentsOptions { PixelsColumnName = PixelsColumnName, LatentWidth = LatentWidth, LatentHeight = LatentHeight, BatchSize = BatchSize, Tiling = Tiling, TileSize = TileSize });
 
     internal override DiffusionStageDefinition ForSurrogate() => this with
     {

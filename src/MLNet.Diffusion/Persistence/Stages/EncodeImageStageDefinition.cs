@@ -43,6 +43,15 @@ public sealed record EncodeImageStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="EncodeImageOptions.BatchSize"/>.</summary>
     public int BatchSize { get; init; } = 4;
 
+    /// <summary>
+    /// <see cref="EncodeImageOptions.Tiling"/>. Records saved before the option existed lack it and load as <see cref="VaeTiling.Off"/>,
+    /// the behaviour they were saved with.
+    /// </summary>
+    public VaeTiling Tiling { get; init; } = VaeTiling.Off;
+
+    /// <summary><see cref="EncodeImageOptions.TileSize"/>.</summary>
+    public int? TileSize { get; init; }
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.EncodeImage;
 
@@ -66,12 +75,14 @@ public sealed record EncodeImageStageDefinition : DiffusionStageDefinition
             ResizeMode = o.ResizeMode,
             Sampling = o.Sampling,
             BatchSize = o.BatchSize,
+            Tiling = o.Tiling,
+            TileSize = o.TileSize,
         };
     }
 
     private protected override DiffusionTransformer Create(StableDiffusionModel model, IProgress<DenoiseProgress>? progress, CancellationToken cancellationToken) =>
         new ImageEncodingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
-            new EncodeImageOptions { SeedColumnName = SeedColumnName, Seed = Seed, Width = Width, Height = Height, ResizeMode = ResizeMode, Sampling = Sampling, BatchSize = BatchSize });
+            new EncodeImageOptions { SeedColumnName = SeedColumnName, Seed = Seed, Width = Width, Height = Height, ResizeMode = ResizeMode, Sampling = Sampling, BatchSize = BatchSize, Tiling = Tiling, TileSize = TileSize });
 
     internal override DiffusionStageDefinition ForSurrogate() => this with
     {

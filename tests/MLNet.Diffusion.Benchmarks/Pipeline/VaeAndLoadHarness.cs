@@ -1,0 +1,152 @@
+using System;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Text;
+using Microsoft.ML;
+using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Schedulers;
+using MLNet.Diffusion.Shapes;
+
+namespace MLNet.Diffusion.Benchmarks.Pipeline;
+
+/// <summary>
+/// Issue 21's two measurements, each configuration in a fresh child process (so that peaks and first-load costs are its
+/// own): <c>-- pipeline-vae-load [--only vae,load] [--sd-synthetic] [--models DIR]</c>.
+/// (a) VAE decodes of 1024² and 2048² latents on the Shapes model, tiled (256-pixel tiles, the Shapes VAE's
+/// sample_size) and whole: time of the second decode and the process's peak working set (VmHWM) minus its resident set
+/// just before the first decode. (b) Model loads: today's path (no optimised-model cache), the first load with an empty
+/// cache (optimises and saves) and a load with the cache filled, for Shapes and, with <c>--sd-synthetic</c>, the
+/// SD 1.5-sized <see cref="SyntheticUnet"/> folder. Prints a markdown section.
+/// </summary>
+internal static class VaeAndLoadHarness
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    public static int Run(string[] args)
+    {
+        bool vae = true, load = true, sd = false;
+        string models = Path.Combine(Path.GetTempPath(), "mlnet-diffusion-bench-models");
+        for (int i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--only":
+                    string[] only = args[++i].Split(',');
+                    vae = only.Contains("vae");
+                    load = only.Contains("load");
+                    break;
+                case "--sd-synthetic": sd = true; break;
+                case "--models": models = args[++i]; break;
+                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --only vae,load, --sd-synthetic, --models DIR.");
+            }
+        }
+        var md = new StringBuilder();
+        string shapes = ShapesModel.EnsureBuilt(models);
+        if (vae)
+        {
+            md.AppendLine("| decode | tiling | time (ms) | peak working set − before decode (MiB) | peak working set (MiB) |");
+            md.AppendLine("| -- | -- | --: | --: | --: |");
+            foreach (int size in new[] { 1024, 2048 })
+            {
+                foreach (string mode in new[] { "Off", "On" })
+                {
+                    string line = Child("vae-child", shapes, size.ToString(Inv), mode).FirstOrDefault(l => l.StartsWith("VAE ", StringComparison.Ordinal)) ?? "VAE ? ? ? (child failed)";
+                    string[] p = line.Split(' ');
+                    md.AppendLine($"| {size}×{size} | {(mode == "On" ? "256-pixel tiles" : "whole")} | {p[1]} | {p[2]} | {p[3]} |");
+                }
+            }
+            md.AppendLine();
+        }
+        if (load)
+        {
+            md.AppendLine("| model | load | total (ms) | phases |");
+            md.AppendLine("| -- | -- | --: | -- |");
+            var folders = new System.Collections.Generic.List<(string Name, string Folder)> { ("Shapes", shapes) };
+            if (sd)
+            {
+                string folder = Path.Combine(models, "sd-synthetic-load");
+                if (!File.Exists(Path.Combine(folder, ".complete")))
+                {
+                    if (Directory.Exists(folder))
+                        Directory.Delete(folder, recursive: true);
+                    Console.WriteLine($"Building the SD 1.5-sized synthetic UNet into {folder} ...");
+                    SyntheticUnet.BuildModelFolder(folder, new SyntheticUnetOptions());
+                    File.WriteAllText(Path.Combine(folder, ".complete"), string.Empty);
+                }
+                folders.Add(("SD 1.5-sized synthetic UNet", folder));
+            }
+            foreach (var (name, folder) in folders)
+            {
+                string cache = Path.Combine(Path.GetTempPath(), "mlnet-bench-optcache-" + Guid.NewGuid().ToString("N")[..8]);
+                try
+                {
+                    foreach (var (label, dir) in new[] { ("today (no cache)", "none"), ("cache cold (optimise + save)", cache), ("cache warm", cache) })
+                    {
+                        string line = Child("load-child", folder, dir).FirstOrDefault(l => l.StartsWith("LOAD ", StringComparison.Ordinal)) ?? "LOAD ? (child failed)";
+                        int space = line.IndexOf(' ', 5);
+                        md.AppendLine($"| {name} | {label} | {line[5..space]} | {line[(space + 1)..]} |");
+                    }
+                }
+                finally
+                {
+                    if (Directory.Exists(cache))
+                        Directory.Delete(cache, recursive: true);
+                }
+            }
+        }
+        Console.WriteLine();
+        Console.WriteLine(md.ToString());
+        return 0;
+    }
+
+    private static string[] Child(params string[] args)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
+            psi.ArgumentList.Add(typeof(VaeAndLoadHarness).Assembly.Location);
+        foreach (string a in args)
+            psi.ArgumentList.Add(a);
+        using var child = Process.Start(psi)!;
+        string text = child.StandardOutput.ReadToEnd();
+        child.WaitForExit();
+        Console.Write(text);
+        return text.Split('\n');
+    }
+
+    /// <summary>Child: one decode configuration; prints "VAE ms peakDeltaMiB peakMiB".</summary>
+    public static int VaeChild(string[] args)
+    {
+        string folder = args[0];
+        int size = int.Parse(args[1], Inv);
+        var tiling = Enum.Parse<VaeTiling>(args[2]);
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), folder, new StableDiffusionModelOptions { OptimizedModelCacheDirectory = null });
+        int side = size / model.Info.VaeSpatialFactor;
+        float[] latents = new float[model.Info.LatentChannels * side * side];
+        new GaussianNoise(1).NextGaussian(latents);
+        using var decoder = new LatentDecoder(model, tiling, tiling == VaeTiling.On ? 256 : null);
+        using var self = Process.GetCurrentProcess();
+        self.Refresh();
+        long before = self.WorkingSet64;
+        decoder.Decode(latents, 1, side, side);
+        var sw = Stopwatch.StartNew();
+        decoder.Decode(latents, 1, side, side);
+        sw.Stop();
+        self.Refresh();
+        long peak = self.PeakWorkingSet64;
+        Console.WriteLine(string.Create(Inv, $"VAE {sw.Elapsed.TotalMilliseconds:F0} {(peak - before) / 1048576.0:F0} {peak / 1048576.0:F0}"));
+        return 0;
+    }
+
+    /// <summary>Child: one load; prints "LOAD totalMs phases".</summary>
+    public static int LoadChild(string[] args)
+    {
+        string? cache = args[1] == "none" ? null : args[1];
+        var sw = Stopwatch.StartNew();
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), args[0], new StableDiffusionModelOptions { OptimizedModelCacheDirectory = cache });
+        sw.Stop();
+        Console.WriteLine(string.Create(Inv, $"LOAD {sw.Elapsed.TotalMilliseconds:F0} {model.LoadTimes}"));
+        return 0;
+    }
+}
