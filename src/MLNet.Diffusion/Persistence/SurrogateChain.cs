@@ -64,6 +64,16 @@ internal static class SurrogateChain
             string? column = input.Column is { } c && (input.Placeholder is null || schema.GetColumnOrNull(c) is not null) ? c : null;
             if (input.Type != SlotType.Int64)
             {
+                if (column is null && input.Column is null && input.Placeholder is null)
+                {
+                    // An optional input not read by a stage that reads no float vector at all (unconditional DenoiseLatents):
+                    // a constant vector from the key column fills the slot.
+                    string f4 = input.Slot + "_f4", i4 = input.Slot + "_i4";
+                    estimators.Add(ml.Transforms.Expression(i4, "x => 0", key));
+                    estimators.Add(ml.Transforms.Conversion.ConvertType(f4, i4, DataKind.Single));
+                    estimators.Add(ml.Transforms.Concatenate(input.Slot, f4));
+                    continue;
+                }
                 estimators.Add(ml.Transforms.CopyColumns(input.Slot, column ?? input.Placeholder
                     ?? throw new InvalidOperationException($"The {d.Kind} stage has no column for its required input {input.Slot}.")));
                 continue;

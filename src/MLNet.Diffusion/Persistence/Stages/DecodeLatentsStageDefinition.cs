@@ -33,6 +33,18 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="DecodeLatentsOptions.BatchSize"/>.</summary>
     public int BatchSize { get; init; } = 2;
 
+    /// <summary><see cref="DecodeLatentsOptions.ForceNotQuantize"/> (VQ autoencoders); absent in older records: false.</summary>
+    public bool ForceNotQuantize { get; init; }
+
+    /// <summary><see cref="DecodeLatentsOptions.QuantizeOnHost"/> (VQ autoencoders); absent in older records: false.</summary>
+    public bool QuantizeOnHost { get; init; }
+
+    /// <summary>
+    /// <see cref="DecodeLatentsOptions.CodebookIndicesColumnName"/>; null when the stage writes none. Saved in a
+    /// <see cref="DiffusionPipelineDefinition"/>; an ML.NET zip cannot carry this Int32 output (see docs/persistence.md).
+    /// </summary>
+    public string? CodebookIndicesColumnName { get; init; }
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.DecodeLatents;
 
@@ -53,14 +65,24 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
             LatentWidth = o.LatentWidth,
             LatentHeight = o.LatentHeight,
             BatchSize = o.BatchSize,
+            ForceNotQuantize = o.ForceNotQuantize,
+            QuantizeOnHost = o.QuantizeOnHost,
+            CodebookIndicesColumnName = o.CodebookIndicesColumnName,
         };
     }
 
     private protected override DiffusionTransformer Create(StableDiffusionModel model, IProgress<DenoiseProgress>? progress, CancellationToken cancellationToken) =>
         new LatentDecodingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
-            new DecodeLatentsOptions { PixelsColumnName = PixelsColumnName, LatentWidth = LatentWidth, LatentHeight = LatentHeight, BatchSize = BatchSize });
+            new DecodeLatentsOptions
+            {
+                PixelsColumnName = PixelsColumnName, LatentWidth = LatentWidth, LatentHeight = LatentHeight, BatchSize = BatchSize,
+                ForceNotQuantize = ForceNotQuantize, QuantizeOnHost = QuantizeOnHost, CodebookIndicesColumnName = CodebookIndicesColumnName,
+            });
 
-    internal override DiffusionStageDefinition ForSurrogate() => this with
+    internal override DiffusionStageDefinition ForSurrogate() => CodebookIndicesColumnName is not null
+        ? throw new InvalidOperationException($"The DecodeLatents stage writes the codebook indices column '{CodebookIndicesColumnName}', which mlContext.Model.Save cannot carry "
+            + "(the saved stage's outputs are an image and a float vector). Save a DiffusionPipelineDefinition instead, or drop the indices column. See docs/persistence.md.")
+        : this with
     {
         OutputColumnName = Slots.Image,
         InputColumnName = Slots.Latents,
