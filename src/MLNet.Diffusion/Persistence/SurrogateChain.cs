@@ -55,8 +55,9 @@ internal static class SurrogateChain
         var estimators = new List<IEstimator<ITransformer>>
         {
             ml.Transforms.Expression(configColumn, "x => " + literal, key),
-            ml.Transforms.CopyColumns(Slots.Config, configColumn),
         };
+        // A stage whose row reads string[] and whose key is scalar (unconditional DenoiseLatents, keyed on the seed): a one-value vector.
+        estimators.Add(d.VectorConfig && !vectorKey ? ml.Transforms.Concatenate(Slots.Config, configColumn) : ml.Transforms.CopyColumns(Slots.Config, configColumn));
         foreach (var input in d.Inputs)
         {
             // An input that is not read, or (as version 1 did for masked-image latents) named but absent from the schema,

@@ -79,10 +79,7 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
                 ForceNotQuantize = ForceNotQuantize, QuantizeOnHost = QuantizeOnHost, CodebookIndicesColumnName = CodebookIndicesColumnName,
             });
 
-    internal override DiffusionStageDefinition ForSurrogate() => CodebookIndicesColumnName is not null
-        ? throw new InvalidOperationException($"The DecodeLatents stage writes the codebook indices column '{CodebookIndicesColumnName}', which mlContext.Model.Save cannot carry "
-            + "(the saved stage's outputs are an image and a float vector). Save a DiffusionPipelineDefinition instead, or drop the indices column. See docs/persistence.md.")
-        : this with
+    internal override DiffusionStageDefinition ForSurrogate() => this with
     {
         OutputColumnName = Slots.Image,
         InputColumnName = Slots.Latents,
@@ -94,7 +91,11 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
 
     internal override IReadOnlyList<SurrogateInput> Inputs => new SurrogateInput[] { new(Slots.Latents, SlotType.Tensor, InputColumnName) };
 
-    internal override IReadOnlyList<SurrogateOutput> Outputs => PixelsColumnName is { } pixels
+    // The saved row's outputs are an image and a float vector: the Int32 indices column has no slot, so saving refuses it.
+    internal override IReadOnlyList<SurrogateOutput> Outputs => CodebookIndicesColumnName is not null
+        ? throw new InvalidOperationException($"The DecodeLatents stage writes the codebook indices column '{CodebookIndicesColumnName}', which mlContext.Model.Save cannot carry "
+            + "(the saved stage's outputs are an image and a float vector). Save a DiffusionPipelineDefinition instead, or drop the indices column. See docs/persistence.md.")
+        : PixelsColumnName is { } pixels
         ? new SurrogateOutput[] { new(OutputColumnName, Slots.Image), new(pixels, Slots.Output1) }
         : new SurrogateOutput[] { new(OutputColumnName, Slots.Image) };
 

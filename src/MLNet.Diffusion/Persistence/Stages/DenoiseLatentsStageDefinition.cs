@@ -193,6 +193,8 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
 
     internal override string ConfigKey(DataViewSchema schema) => InputColumnName ?? SurrogateChain.ScalarKey(schema, SeedColumnName, "DenoiseLatents");
 
+    internal override bool VectorConfig => true;
+
     internal override IEstimator<ITransformer> CreateMapping(MLContext ml) =>
         ml.Transforms.StatefulCustomMapping(new DenoiseLatentsMapping().GetMapping(), SurrogateState.Init, ContractName);
 }
