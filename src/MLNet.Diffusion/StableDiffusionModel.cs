@@ -31,6 +31,7 @@ public sealed class StableDiffusionModel : IDisposable
     private readonly OnnxComponent? _vaeDecoder;
     private readonly Lazy<OnnxComponent?> _vqDecoderNoQuantize;
     private readonly Lazy<VqCodebook?> _codebook;
+    private readonly Lazy<bool> _vqDecoderQuantizes;
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
     // Sessions with replaced weights (LoRA, textual inversion), one per (component, WeightVariant.Id).
     private readonly Dictionary<(string Component, string VariantId), OnnxComponent> _variants = new();
@@ -68,6 +69,9 @@ public sealed class StableDiffusionModel : IDisposable
         _vqDecoderNoQuantize = new Lazy<OnnxComponent?>(() =>
             vq && File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoderNoQuantize)) ? Open(ModelFolder.VqvaeDecoderNoQuantize) : null,
             LazyThreadSafetyMode.ExecutionAndPublication);
+        // A VQ decoder graph quantises when it holds the nearest-code search (ArgMin over the distances, as the diffusers
+        // export of VQModel.decode(h, force_not_quantize=False) does); an export of post_quant_conv + decoder only does not.
+        _vqDecoderQuantizes = new Lazy<bool>(() => vq && HasOp(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoder), "ArgMin"), LazyThreadSafetyMode.ExecutionAndPublication);
         _codebook = new Lazy<VqCodebook?>(() => vq ? VqCodebook.Load(Directory, Info!.LatentChannels, Info.CodebookSize) : null, LazyThreadSafetyMode.ExecutionAndPublication);
 
         try
@@ -180,6 +184,19 @@ public sealed class StableDiffusionModel : IDisposable
 
     /// <summary>VQ autoencoders: the codebook read from vqvae_decoder/codebook.npy, or null when the folder has none (or is not VQ).</summary>
     internal VqCodebook? Codebook { get { ThrowIfDisposed(); return _codebook.Value; } }
+
+    /// <summary>VQ autoencoders: whether vqvae_decoder/model.onnx quantises inside its graph (it holds an ArgMin node).</summary>
+    internal bool VqDecoderQuantizes { get { ThrowIfDisposed(); return _vqDecoderQuantizes.Value; } }
+
+    private static bool HasOp(string modelPath, string opType)
+    {
+        foreach (var node in OnnxModelReader.Open(modelPath).Nodes)
+        {
+            if (node.OpType == opType)
+                return true;
+        }
+        return false;
+    }
 
     private InvalidOperationException NotConditional(string what) => new(
         $"The model '{Directory}' is unconditional ({ModelFolder.Describe(Info.Kind)}): its UNet takes no text, and the folder has no {what}. "

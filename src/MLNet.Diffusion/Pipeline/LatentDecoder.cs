@@ -9,7 +9,9 @@ namespace MLNet.Diffusion.Pipeline;
 /// <summary>How a VQ autoencoder's latents are quantised before its decoder (diffusers <c>VQModel.decode(h, force_not_quantize)</c>).</summary>
 internal enum VqDecoding
 {
-    /// <summary>vqvae_decoder/, which quantises inside its graph (<c>force_not_quantize=False</c>, LDMPipeline's call).</summary>
+    /// <summary>
+    /// Quantise as LDMPipeline does (<c>force_not_quantize=False</c>): inside vqvae_decoder/'s graph when it quantises, else on the host.
+    /// </summary>
     InGraph,
 
     /// <summary>Nearest codebook vector on the host (<see cref="VqCodebook"/>), then vqvae_decoder_no_quantize/ (vqvae_decoder/ when absent: re-quantising is a no-op).</summary>
@@ -62,19 +64,23 @@ internal sealed class LatentDecoder : IDisposable
             _outputNames = new[] { model.VaeDecoderOutputName };
             return;
         }
+        // A vqvae_decoder/ that does not quantise in its graph is quantised for on the host (LDMPipeline always quantises).
+        bool graphQuantizes = model.VqDecoderQuantizes;
+        if (vq == VqDecoding.InGraph && !graphQuantizes)
+            vq = VqDecoding.HostQuantize;
         _hostQuantize = vq == VqDecoding.HostQuantize;
         _indices = indices;
         if (_hostQuantize || indices)
         {
+            string why = indices ? "The codebook indices need" : graphQuantizes ? "Quantising on the host needs" : $"{ModelFolder.VqvaeDecoder}/model.onnx does not quantise in its graph, so decoding needs";
             _codebook = model.Codebook ?? throw new InvalidOperationException(
-                $"{(indices ? "The codebook indices" : "Quantising on the host")} need{(indices ? string.Empty : "s")} the VQ codebook, but the model folder '{model.Directory}' has no {ModelFolder.Codebook} "
-                + "(a float32 [K, C] .npy array of VQModel.quantize.embedding.weight).");
+                $"{why} the VQ codebook, but the model folder '{model.Directory}' has no {ModelFolder.Codebook} (a float32 [K, C] .npy array of VQModel.quantize.embedding.weight).");
         }
         _decoder = vq switch
         {
             VqDecoding.InGraph => model.VaeDecoder,
             VqDecoding.HostQuantize => model.VqDecoderNoQuantize ?? model.VaeDecoder,
-            _ => model.VqDecoderNoQuantize ?? throw new InvalidOperationException(
+            _ => model.VqDecoderNoQuantize ?? (graphQuantizes ? null : model.VaeDecoder) ?? throw new InvalidOperationException(
                 $"force_not_quantize needs a VQ decoder without quantisation, but the model folder '{model.Directory}' has no {ModelFolder.VqvaeDecoderNoQuantize}/model.onnx "
                 + "(vqvae_decoder/ quantises inside its graph)."),
         };

@@ -149,6 +149,49 @@ public sealed class TinyLdmVqTests
     }
 
     [TestMethod]
+    public void ADecoderGraphWithoutQuantisationIsQuantisedForOnTheHost()
+    {
+        string source = UnconditionalModels.RequireLdmVq();
+        var ml = new MLContext(seed: 1);
+        float[][] graph, raw;
+        using (var model = StableDiffusionModel.Load(ml, source))
+        {
+            // The shared export quantises in vqvae_decoder's graph (ArgMin) and not in vqvae_decoder_no_quantize's.
+            Assert.IsTrue(model.VqDecoderQuantizes);
+            (graph, raw) = DecodeBoth(ml, model);
+        }
+        string copy = UnconditionalModels.CopyToTemp(source);
+        try
+        {
+            // A folder whose only VQ decoder is post_quant_conv + decoder: LDMPipeline's decode still quantises (on the host),
+            // and force_not_quantize uses that graph as it is.
+            File.Copy(Path.Combine(copy, "vqvae_decoder_no_quantize", "model.onnx"), Path.Combine(copy, "vqvae_decoder", "model.onnx"), overwrite: true);
+            Directory.Delete(Path.Combine(copy, "vqvae_decoder_no_quantize"), recursive: true);
+            using var model = StableDiffusionModel.Load(ml, copy);
+            Assert.IsFalse(model.VqDecoderQuantizes);
+            var (host, hostRaw) = DecodeBoth(ml, model);
+            for (int r = 0; r < graph.Length; r++)
+            {
+                Assert.IsTrue(graph[r].Zip(host[r], (a, b) => Math.Abs(a - b)).Max() < 1e-4f, $"row {r}");
+                CollectionAssert.AreEqual(raw[r], hostRaw[r], $"row {r}: force_not_quantize runs the same graph");
+            }
+        }
+        finally
+        {
+            Directory.Delete(copy, recursive: true);
+        }
+    }
+
+    private static (float[][] Quantized, float[][] Raw) DecodeBoth(MLContext ml, StableDiffusionModel model)
+    {
+        var data = Seeds(ml, 31, 32);
+        var latents = ml.Transforms.DenoiseLatents(model, "Latents", Options(steps: 2)).Fit(data).Transform(data);
+        float[][] Decode(DecodeLatentsOptions o) => ml.Transforms.DecodeLatents(model, "Image", "Latents", o).Fit(latents).Transform(latents)
+            .GetColumn<VBuffer<float>>("Pixels").Select(v => v.DenseValues().ToArray()).ToArray();
+        return (Decode(new DecodeLatentsOptions { PixelsColumnName = "Pixels" }), Decode(new DecodeLatentsOptions { PixelsColumnName = "Pixels", ForceNotQuantize = true }));
+    }
+
+    [TestMethod]
     public void ReportsTheChosenCodebookIndices()
     {
         var ml = new MLContext(seed: 1);
