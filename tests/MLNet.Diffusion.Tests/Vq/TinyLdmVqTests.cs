@@ -108,6 +108,8 @@ public sealed class TinyLdmVqTests
         // The text-conditioned overload is refused for this UNet, naming the fix; EncodePrompt has no text encoder to run.
         var embeddings = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", Options()));
         StringAssert.Contains(embeddings.Message, "DenoiseLatents(model, outputColumnName, options)");
+        var prompt = Assert.ThrowsExactly<InvalidOperationException>(() => ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt"));
+        StringAssert.Contains(prompt.Message, "unconditional");
     }
 
     [TestMethod]
