@@ -71,8 +71,30 @@ public sealed class ModelInfo
     /// </summary>
     public bool ForceZerosForEmptyPrompt { get; internal init; }
 
-    /// <summary>The factor latents are multiplied by after encoding and divided by before decoding.</summary>
+    /// <summary>The factor latents are multiplied by after encoding and divided by before decoding (1 for pixel-space models).</summary>
     public float VaeScalingFactor { get; }
+
+    /// <summary>
+    /// Whether the UNet is conditioned on text (<c>encoder_hidden_states</c>): true for Stable Diffusion and SDXL, false
+    /// for the unconditional <c>UNet2DModel</c> of <see cref="ModelKind.LatentDiffusion"/> and <see cref="ModelKind.PixelDiffusion"/>
+    /// folders, whose UNet takes only <c>sample</c> and <c>timestep</c> (no prompt, no embeddings column, no guidance).
+    /// </summary>
+    public bool IsConditional { get; internal init; } = true;
+
+    /// <summary>
+    /// Whether the diffusion runs in an autoencoder's latent space (true) or on pixels (false: <see cref="ModelKind.PixelDiffusion"/>,
+    /// where the denoised tensor [3, H, W] in [−1, 1] is the image and <see cref="VaeSpatialFactor"/> is 1).
+    /// </summary>
+    public bool IsLatentSpace => Autoencoder != AutoencoderKind.None;
+
+    /// <summary>The folder's autoencoder: KL-regularised (<c>vae_decoder/</c>), VQ-regularised (<c>vqvae_decoder/</c>) or none (pixel space).</summary>
+    public AutoencoderKind Autoencoder { get; internal init; } = AutoencoderKind.KL;
+
+    /// <summary>
+    /// VQ autoencoders: the number of codebook vectors, the config's <c>num_vq_embeddings</c> (<c>codebook.npy</c>, when
+    /// present, must have as many rows); null for other autoencoders or when the config does not state it.
+    /// </summary>
+    public int? CodebookSize { get; internal init; }
 
     /// <summary>The folder's scheduler settings.</summary>
     public SchedulerConfig SchedulerConfig { get; }
@@ -95,4 +117,33 @@ public enum ModelKind
 
     /// <summary>The SDXL refiner layout: only <c>text_encoder_2/</c> and <c>tokenizer_2/</c> (model_index.json declares no <c>text_encoder</c>).</summary>
     StableDiffusionXLRefiner,
+
+    /// <summary>
+    /// Unconditional latent diffusion (diffusers <c>LDMPipeline</c>, e.g. CompVis/ldm-celebahq-256): an autoencoder
+    /// (<c>vqvae_decoder/</c> and optional <c>vqvae_encoder/</c>, or <c>vae_decoder/</c>) and a <c>UNet2DModel</c> that
+    /// takes <c>sample</c> and <c>timestep</c> only.
+    /// </summary>
+    LatentDiffusion,
+
+    /// <summary>
+    /// Pixel-space diffusion (diffusers <c>DDPMPipeline</c>, e.g. google/ddpm-cifar10-32): a <c>UNet2DModel</c> on RGB
+    /// pixels and no autoencoder.
+    /// </summary>
+    PixelDiffusion,
+}
+
+/// <summary>The autoencoder of a model folder (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models", §3: KL- or VQ-regularised).</summary>
+public enum AutoencoderKind
+{
+    /// <summary>No autoencoder: the model denoises pixels.</summary>
+    None,
+
+    /// <summary>A KL-regularised autoencoder (diffusers <c>AutoencoderKL</c>, <c>vae_decoder/</c>), as Stable Diffusion's.</summary>
+    KL,
+
+    /// <summary>
+    /// A VQ-regularised autoencoder (diffusers <c>VQModel</c>, <c>vqvae_decoder/</c>): decoding snaps each latent vector to
+    /// its nearest codebook vector (van den Oord et al. 2017, "Neural Discrete Representation Learning").
+    /// </summary>
+    VQ,
 }

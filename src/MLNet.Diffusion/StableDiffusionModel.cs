@@ -7,6 +7,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Runtime;
 using MLNet.Diffusion.Onnx;
+using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Tokenization;
 
@@ -24,6 +25,13 @@ public sealed class StableDiffusionModel : IDisposable
     private readonly OnnxSessionFactory _sessions;
     private readonly bool _textEncoderThreadsSpin;
     private readonly Lazy<OnnxComponent?> _vaeEncoder;
+    // Unconditional (LDM, DDPM) folders have no text encoder and tokenizer; pixel-space (DDPM) folders no autoencoder.
+    private readonly OnnxComponent? _textEncoder;
+    private readonly ClipTokenizer? _tokenizer;
+    private readonly OnnxComponent? _vaeDecoder;
+    private readonly Lazy<OnnxComponent?> _vqDecoderNoQuantize;
+    private readonly Lazy<VqCodebook?> _codebook;
+    private readonly Lazy<bool> _vqDecoderQuantizes;
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
     // Sessions with replaced weights (LoRA, textual inversion), one per (component, WeightVariant.Id).
     private readonly Dictionary<(string Component, string VariantId), OnnxComponent> _variants = new();
@@ -50,30 +58,44 @@ public sealed class StableDiffusionModel : IDisposable
 
         var layout = ModelFolder.Validate(directory);
         Directory = layout.Directory;
-        var schedulerConfig = ModelInspector.ReadSchedulerConfig(Directory, Warn);
+        var schedulerConfig = ModelInspector.ReadSchedulerConfig(Directory, Warn, layout.Kind);
         times.Mark("folder and configs");
         // SDXL folders add tokenizer_2/ + text_encoder_2/; the refiner layout has only those (model_index.json declares no text_encoder).
-        bool xl = layout.Kind != ModelKind.StableDiffusion, refiner = layout.Kind == ModelKind.StableDiffusionXLRefiner;
+        bool xl = layout.Kind is ModelKind.StableDiffusionXL or ModelKind.StableDiffusionXLRefiner, refiner = layout.Kind == ModelKind.StableDiffusionXLRefiner;
+        bool conditional = ModelFolder.IsConditional(layout.Kind);
+        // LDMPipeline folders decode with a VQ autoencoder (vqvae_decoder/), unless they carry a KL vae_decoder/ instead.
+        bool vq = layout.Kind == ModelKind.LatentDiffusion && File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoder));
+        bool pixel = layout.Kind == ModelKind.PixelDiffusion;
         Tokenizer2 = xl ? ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer2)) : null;
-        Tokenizer = refiner ? Tokenizer2! : ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));
+        _tokenizer = !conditional ? null : refiner ? Tokenizer2! : ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));
         times.Mark("tokenizers");
+        string encoderComponent = vq ? ModelFolder.VqvaeEncoder : ModelFolder.VaeEncoder;
+        _vqDecoderNoQuantize = new Lazy<OnnxComponent?>(() =>
+            vq && File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoderNoQuantize)) ? Open(ModelFolder.VqvaeDecoderNoQuantize) : null,
+            LazyThreadSafetyMode.ExecutionAndPublication);
+        // A VQ decoder graph quantises when it holds the nearest-code search (ArgMin over the distances, as the diffusers
+        // export of VQModel.decode(h, force_not_quantize=False) does); an export of post_quant_conv + decoder only does not.
+        _vqDecoderQuantizes = new Lazy<bool>(() => vq && HasOp(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoder), "ArgMin"), LazyThreadSafetyMode.ExecutionAndPublication);
+        _codebook = new Lazy<VqCodebook?>(() => vq ? VqCodebook.Load(Directory, Info!.LatentChannels, Info.CodebookSize) : null, LazyThreadSafetyMode.ExecutionAndPublication);
 
         try
         {
             TextEncoder2 = xl ? Open(ModelFolder.TextEncoder2) : null;
             if (xl)
                 times.Mark(ModelFolder.TextEncoder2 + " session");
-            TextEncoder = refiner ? TextEncoder2! : Open(ModelFolder.TextEncoder);
-            if (!refiner)
+            _textEncoder = !conditional ? null : refiner ? TextEncoder2! : Open(ModelFolder.TextEncoder);
+            if (conditional && !refiner)
                 times.Mark(ModelFolder.TextEncoder + " session");
             Unet = Open(ModelFolder.Unet);
             times.Mark(ModelFolder.Unet + " session");
-            VaeDecoder = Open(ModelFolder.VaeDecoder);
-            times.Mark(ModelFolder.VaeDecoder + " session");
+            string decoderComponent = vq ? ModelFolder.VqvaeDecoder : ModelFolder.VaeDecoder;
+            _vaeDecoder = pixel ? null : Open(decoderComponent);
+            if (!pixel)
+                times.Mark(decoderComponent + " session");
             _vaeEncoder = new Lazy<OnnxComponent?>(() =>
-                File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VaeEncoder)) ? Open(ModelFolder.VaeEncoder) : null,
+                !pixel && File.Exists(ModelFolder.ModelPath(Directory, encoderComponent)) ? Open(encoderComponent) : null,
                 LazyThreadSafetyMode.ExecutionAndPublication);
-            var components = new ModelComponents(layout, TextEncoder, TextEncoder2, Tokenizer, Tokenizer2, Unet, VaeDecoder);
+            var components = new ModelComponents(layout, _textEncoder, TextEncoder2, _tokenizer, Tokenizer2, Unet, _vaeDecoder) { VectorQuantized = vq };
             var inspection = ModelInspector.Inspect(components, schedulerConfig, options.VaeScalingFactor, _sessions.EffectiveProvider.ToString(), Warn);
             Info = inspection.Info;
             _textEncoders = inspection.TextEncoders;
@@ -81,11 +103,11 @@ public sealed class StableDiffusionModel : IDisposable
         }
         catch
         {
-            TextEncoder?.Dispose();
-            if (!ReferenceEquals(TextEncoder2, TextEncoder))
+            _textEncoder?.Dispose();
+            if (!ReferenceEquals(TextEncoder2, _textEncoder))
                 TextEncoder2?.Dispose();
             Unet?.Dispose();
-            VaeDecoder?.Dispose();
+            _vaeDecoder?.Dispose();
             throw;
         }
         using var ch = _host.Start("Load");
@@ -134,7 +156,8 @@ public sealed class StableDiffusionModel : IDisposable
     /// The CLIP tokenizer of the first text encoder, read from the folder's tokenizer/ (tokenizer_2/ for an SDXL refiner,
     /// whose only text encoder is the second). Prompts are counted and truncated with it.
     /// </summary>
-    public ClipTokenizer Tokenizer { get; }
+    /// <exception cref="InvalidOperationException">The model is unconditional (<see cref="ModelInfo.IsConditional"/> false) and has no tokenizer.</exception>
+    public ClipTokenizer Tokenizer => _tokenizer ?? throw NotConditional("tokenizer");
 
     /// <summary>
     /// The CLIP tokenizer of SDXL's second text encoder, read from tokenizer_2/ (it pads with <c>"!"</c> where the first
@@ -146,7 +169,7 @@ public sealed class StableDiffusionModel : IDisposable
     public bool HasVaeEncoder => VaeEncoderOrNull is not null;
 
     /// <summary>The first text encoder prompts run through: text_encoder/ (text_encoder_2/ for the SDXL refiner).</summary>
-    internal OnnxComponent TextEncoder { get; }
+    internal OnnxComponent TextEncoder => _textEncoder ?? throw NotConditional("text encoder");
 
     /// <summary>text_encoder_2/ of an SDXL folder (the same component as <see cref="TextEncoder"/> for the refiner); null otherwise.</summary>
     internal OnnxComponent? TextEncoder2 { get; }
@@ -156,7 +179,32 @@ public sealed class StableDiffusionModel : IDisposable
 
     internal OnnxComponent Unet { get; }
 
-    internal OnnxComponent VaeDecoder { get; }
+    /// <summary>The autoencoder's decoder: vae_decoder/, or vqvae_decoder/ for a VQ autoencoder (which quantises inside its graph).</summary>
+    internal OnnxComponent VaeDecoder => _vaeDecoder ?? throw new InvalidOperationException(
+        $"The model '{Directory}' is a pixel-space diffusion model ({ModelFolder.Describe(Info.Kind)}): it has no autoencoder, and its denoised tensor is the image.");
+
+    /// <summary>VQ autoencoders: vqvae_decoder_no_quantize/ (diffusers <c>VQModel.decode(h, force_not_quantize=True)</c>), or null when the folder has none.</summary>
+    internal OnnxComponent? VqDecoderNoQuantize { get { ThrowIfDisposed(); return _vqDecoderNoQuantize.Value; } }
+
+    /// <summary>VQ autoencoders: the codebook read from vqvae_decoder/codebook.npy, or null when the folder has none (or is not VQ).</summary>
+    internal VqCodebook? Codebook { get { ThrowIfDisposed(); return _codebook.Value; } }
+
+    /// <summary>VQ autoencoders: whether vqvae_decoder/model.onnx quantises inside its graph (it holds an ArgMin node).</summary>
+    internal bool VqDecoderQuantizes { get { ThrowIfDisposed(); return _vqDecoderQuantizes.Value; } }
+
+    private static bool HasOp(string modelPath, string opType)
+    {
+        foreach (var node in OnnxModelReader.Open(modelPath).Nodes)
+        {
+            if (node.OpType == opType)
+                return true;
+        }
+        return false;
+    }
+
+    private InvalidOperationException NotConditional(string what) => new(
+        $"The model '{Directory}' is unconditional ({ModelFolder.Describe(Info.Kind)}): its UNet takes no text, and the folder has no {what}. "
+        + "Run DenoiseLatents without an embeddings column (DenoiseLatents(model, outputColumnName, options)) and no EncodePrompt stage.");
 
     internal OnnxComponent? VaeEncoderOrNull { get { ThrowIfDisposed(); return _vaeEncoder.Value; } }
 
@@ -196,7 +244,7 @@ public sealed class StableDiffusionModel : IDisposable
         // Spinning after a run only pays when the same session runs again at once: the UNet (step after step) and, by
         // default, the text encoders (EncodePrompt's chunks). The VAE runs once per batch, and its spinning threads took
         // cores from the next batch's UNet steps (StableDiffusionModelOptions.TextEncoderThreadsSpin).
-        bool stop = component == ModelFolder.VaeDecoder || component == ModelFolder.VaeEncoder
+        bool stop = component is ModelFolder.VaeDecoder or ModelFolder.VaeEncoder or ModelFolder.VqvaeDecoder or ModelFolder.VqvaeEncoder or ModelFolder.VqvaeDecoderNoQuantize
             || (component == ModelFolder.TextEncoder || component == ModelFolder.TextEncoder2) && !_textEncoderThreadsSpin;
         var session = _sessions.Create(path, stop, variant, out var lease);
         return new OnnxComponent(component, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider, variant?.Id, lease);
@@ -219,9 +267,12 @@ public sealed class StableDiffusionModel : IDisposable
             return component switch
             {
                 ModelFolder.Unet => Unet,
-                ModelFolder.VaeDecoder => VaeDecoder,
+                ModelFolder.VaeDecoder when Info.Autoencoder == AutoencoderKind.KL => VaeDecoder,
+                ModelFolder.VqvaeDecoder when Info.Autoencoder == AutoencoderKind.VQ => VaeDecoder,
+                ModelFolder.VqvaeDecoderNoQuantize when VqDecoderNoQuantize is not null => VqDecoderNoQuantize,
+                ModelFolder.VqvaeEncoder when Info.Autoencoder == AutoencoderKind.VQ => VaeEncoderOrNull ?? throw new ArgumentException($"Model folder '{Directory}' has no vqvae_encoder/.", nameof(component)),
                 ModelFolder.VaeEncoder => VaeEncoderOrNull ?? throw new ArgumentException($"Model folder '{Directory}' has no vae_encoder/.", nameof(component)),
-                ModelFolder.TextEncoder when Info.Kind != ModelKind.StableDiffusionXLRefiner => TextEncoder,
+                ModelFolder.TextEncoder when Info.IsConditional && Info.Kind != ModelKind.StableDiffusionXLRefiner => TextEncoder,
                 ModelFolder.TextEncoder2 when TextEncoder2 is not null => TextEncoder2,
                 _ => throw new ArgumentException($"Model folder '{Directory}' has no component '{component}'.", nameof(component)),
             };
@@ -266,13 +317,15 @@ public sealed class StableDiffusionModel : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
-        TextEncoder.Dispose();
-        if (!ReferenceEquals(TextEncoder2, TextEncoder))
+        _textEncoder?.Dispose();
+        if (!ReferenceEquals(TextEncoder2, _textEncoder))
             TextEncoder2?.Dispose();
         Unet.Dispose();
-        VaeDecoder.Dispose();
+        _vaeDecoder?.Dispose();
         if (_vaeEncoder.IsValueCreated)
             _vaeEncoder.Value?.Dispose();
+        if (_vqDecoderNoQuantize.IsValueCreated)
+            _vqDecoderNoQuantize.Value?.Dispose();
         lock (_variantsLock)
         {
             foreach (var component in _variants.Values)

@@ -62,6 +62,28 @@ public static class DiffusionCatalog
     }
 
     /// <summary>
+    /// Create a <see cref="LatentDenoisingEstimator"/> for an unconditional model (<see cref="ModelInfo.IsConditional"/> false:
+    /// diffusers' <c>LDMPipeline</c> and <c>DDPMPipeline</c> folders), whose <c>UNet2DModel</c> takes only the sample and the
+    /// timestep: the denoising loop runs from each row's seeded noise with no embeddings column and no guidance, into a
+    /// latents column [C, H/f, W/f] (for a pixel-space model the image tensor [3, H, W]).
+    /// </summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded unconditional model.</param>
+    /// <param name="outputColumnName">Name of the latents column to create.</param>
+    /// <param name="options">Steps, size, scheduler, seeds, batching, progress.</param>
+    /// <exception cref="ArgumentException">The model is text-conditioned: it needs the embeddings column (the overload with <c>inputColumnName</c>).</exception>
+    public static LatentDenoisingEstimator DenoiseLatents(this TransformsCatalog catalog, StableDiffusionModel model, string outputColumnName, DenoiseLatentsOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        if (model.Info.IsConditional)
+            throw new ArgumentException($"The model '{model.Info.Directory}' is text-conditioned ({model.Info.Kind}): its UNet takes encoder_hidden_states, so DenoiseLatents needs "
+                + "the embeddings column. Use DenoiseLatents(model, outputColumnName, inputColumnName, options) after EncodePrompt.", nameof(model));
+        return new LatentDenoisingEstimator(model, outputColumnName, null, options);
+    }
+
+    /// <summary>
     /// Create a <see cref="LatentDecodingEstimator"/>, which decodes the latents column with the VAE decoder into an
     /// <see cref="Microsoft.ML.Data.MLImage"/> column.
     /// </summary>

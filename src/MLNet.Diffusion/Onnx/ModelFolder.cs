@@ -19,6 +19,12 @@ internal static class ModelFolder
     public const string Tokenizer = "tokenizer";
     public const string TextEncoder2 = "text_encoder_2";
     public const string Tokenizer2 = "tokenizer_2";
+    public const string VqvaeDecoder = "vqvae_decoder";
+    public const string VqvaeDecoderNoQuantize = "vqvae_decoder_no_quantize";
+    public const string VqvaeEncoder = "vqvae_encoder";
+
+    /// <summary>The VQ codebook (<c>quantize.embedding.weight</c>, float32 [K, C]) next to the VQ decoder.</summary>
+    public const string Codebook = "vqvae_decoder/codebook.npy";
 
     /// <summary>Files without which no text-to-image run is possible (Stable Diffusion 1.x/2.x).</summary>
     public static readonly string[] RequiredFiles =
@@ -48,6 +54,15 @@ internal static class ModelFolder
     ];
 
     /// <summary>
+    /// diffusers <c>LDMPipeline</c> (unconditional latent diffusion): the UNet and a VQ decoder (<c>vqvae_decoder/</c>);
+    /// a folder with a KL <c>vae_decoder/</c> instead needs that (<see cref="RequiredFilesFor"/>).
+    /// </summary>
+    public static readonly string[] RequiredFilesLdm = [ModelIndex, SchedulerConfig, "unet/model.onnx", "vqvae_decoder/model.onnx"];
+
+    /// <summary>diffusers <c>DDPMPipeline</c>/<c>DDIMPipeline</c> (pixel space): the UNet only.</summary>
+    public static readonly string[] RequiredFilesPixel = [ModelIndex, SchedulerConfig, "unet/model.onnx"];
+
+    /// <summary>
     /// <c>_class_name</c> values (without diffusers' <c>Onnx</c> or optimum's <c>ORT</c> prefix) of the Stable Diffusion 1.x/2.x
     /// pipelines whose folders this library runs; SDXL pipelines are recognised by <c>StableDiffusionXL</c> in the name.
     /// </summary>
@@ -64,7 +79,24 @@ internal static class ModelFolder
     {
         ModelKind.StableDiffusionXL => "SDXL",
         ModelKind.StableDiffusionXLRefiner => "SDXL refiner",
+        ModelKind.LatentDiffusion => "unconditional latent diffusion (LDMPipeline)",
+        ModelKind.PixelDiffusion => "pixel-space diffusion (DDPMPipeline)",
         _ => "Stable Diffusion",
+    };
+
+    /// <summary>Whether the kind's UNet is a text-conditioned one (SD, SDXL) rather than an unconditional <c>UNet2DModel</c>.</summary>
+    public static bool IsConditional(ModelKind kind) => kind is not (ModelKind.LatentDiffusion or ModelKind.PixelDiffusion);
+
+    /// <summary>The files a folder of <paramref name="kind"/> needs; an LDM folder with a KL <c>vae_decoder/</c> and no <c>vqvae_decoder/</c> needs that one.</summary>
+    private static string[] RequiredFilesFor(string full, ModelKind kind) => kind switch
+    {
+        ModelKind.StableDiffusionXL => RequiredFilesXL,
+        ModelKind.StableDiffusionXLRefiner => RequiredFilesXLRefiner,
+        ModelKind.LatentDiffusion when File.Exists(ModelPath(full, VaeDecoder)) && !Directory.Exists(Path.Combine(full, VqvaeDecoder))
+            => [ModelIndex, SchedulerConfig, "unet/model.onnx", "vae_decoder/model.onnx"],
+        ModelKind.LatentDiffusion => RequiredFilesLdm,
+        ModelKind.PixelDiffusion => RequiredFilesPixel,
+        _ => RequiredFiles,
     };
 
     /// <summary>
@@ -83,12 +115,7 @@ internal static class ModelFolder
         var root = index?.RootElement;
         string? className = root is { } r && r.TryGetProperty("_class_name", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null;
         var kind = DetectKind(full, root, className);
-        string[] required = kind switch
-        {
-            ModelKind.StableDiffusionXL => RequiredFilesXL,
-            ModelKind.StableDiffusionXLRefiner => RequiredFilesXLRefiner,
-            _ => RequiredFiles,
-        };
+        string[] required = RequiredFilesFor(full, kind);
         var missing = new System.Collections.Generic.List<string>();
         foreach (string f in required)
             if (!File.Exists(Path.Combine(full, f)))
@@ -103,7 +130,7 @@ internal static class ModelFolder
             if (new FileInfo(Path.Combine(full, f)).Length == 0)
                 throw new InvalidDataException($"Model folder file '{Path.Combine(full, f)}' is empty.");
         }
-        bool xl = kind != ModelKind.StableDiffusion;
+        bool xl = kind is ModelKind.StableDiffusionXL or ModelKind.StableDiffusionXLRefiner;
         // diffusers: StableDiffusionXLPipeline(force_zeros_for_empty_prompt=True), StableDiffusionXLImg2ImgPipeline(requires_aesthetics_score=False);
         // the folder's model_index.json records the values the pipeline was saved with.
         bool forceZeros = xl && (ReadBool(indexPath, root!.Value, "force_zeros_for_empty_prompt") ?? true);
@@ -115,6 +142,8 @@ internal static class ModelFolder
     {
         ModelKind.StableDiffusionXL => ["model_index.json", "scheduler/", "tokenizer/", "tokenizer_2/", "text_encoder/", "text_encoder_2/", "unet/", "vae_decoder/", "optional vae_encoder/"],
         ModelKind.StableDiffusionXLRefiner => ["model_index.json", "scheduler/", "tokenizer_2/", "text_encoder_2/", "unet/", "vae_decoder/", "optional vae_encoder/"],
+        ModelKind.LatentDiffusion => ["model_index.json", "scheduler/", "unet/", "vqvae_decoder/ (or a KL vae_decoder/)", "optional vqvae_decoder/codebook.npy, vqvae_decoder_no_quantize/, vqvae_encoder/"],
+        ModelKind.PixelDiffusion => ["model_index.json", "scheduler/", "unet/"],
         _ => ["model_index.json", "scheduler/", "tokenizer/", "text_encoder/", "unet/", "vae_decoder/", "optional vae_encoder/"],
     };
 
@@ -126,6 +155,14 @@ internal static class ModelFolder
     /// </summary>
     private static ModelKind DetectKind(string full, JsonElement? root, string? className)
     {
+        // diffusers' unconditional pipelines: LDMPipeline (latent space) and DDPMPipeline/DDIMPipeline (pixel space).
+        switch (className is null ? null : StripPrefix(className))
+        {
+            case "LDMPipeline":
+                return ModelKind.LatentDiffusion;
+            case "DDPMPipeline" or "DDIMPipeline":
+                return ModelKind.PixelDiffusion;
+        }
         bool xlClass = className is not null && className.Contains("StableDiffusionXL", StringComparison.Ordinal);
         bool sdClass = className is not null && Array.IndexOf(s_sdClassNames, StripPrefix(className)) >= 0;
         if (className is not null && !xlClass && !sdClass && !File.Exists(ModelPath(full, Unet)))
@@ -134,8 +171,8 @@ internal static class ModelFolder
                 ? " It has a transformer/ instead of a unet/ (a diffusion-transformer pipeline such as SD3 or Flux)." : string.Empty;
             throw new ModelContractException(
                 $"Model folder '{full}': model_index.json _class_name '{className}' is not a pipeline MLNet.Diffusion runs, and the folder has no unet/model.onnx.{found} "
-                + "Supported: Stable Diffusion 1.x/2.x (StableDiffusionPipeline and its Img2Img/Inpaint forms) and SDXL (StableDiffusionXLPipeline, "
-                + "StableDiffusionXLImg2ImgPipeline) ONNX folders, with or without the Onnx/ORT prefix.");
+                + "Supported: Stable Diffusion 1.x/2.x (StableDiffusionPipeline and its Img2Img/Inpaint forms), SDXL (StableDiffusionXLPipeline, "
+                + "StableDiffusionXLImg2ImgPipeline), LDMPipeline and DDPMPipeline/DDIMPipeline ONNX folders, with or without the Onnx/ORT prefix.");
         }
         bool xl = xlClass || (!sdClass && File.Exists(ModelPath(full, TextEncoder2)));
         if (!xl)

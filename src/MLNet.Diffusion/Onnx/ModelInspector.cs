@@ -11,14 +11,18 @@ namespace MLNet.Diffusion.Onnx;
 
 /// <summary>The loaded sessions and tokenizers of a folder, as <see cref="ModelInspector"/> checks them.</summary>
 /// <param name="Layout">What <see cref="ModelFolder.Validate"/> found.</param>
-/// <param name="TextEncoder">text_encoder/ (text_encoder_2/ for the SDXL refiner).</param>
+/// <param name="TextEncoder">text_encoder/ (text_encoder_2/ for the SDXL refiner); null for unconditional models.</param>
 /// <param name="TextEncoder2">text_encoder_2/ of an SDXL folder; null otherwise.</param>
-/// <param name="Tokenizer">The first text encoder's tokenizer.</param>
+/// <param name="Tokenizer">The first text encoder's tokenizer; null for unconditional models.</param>
 /// <param name="Tokenizer2">tokenizer_2/ of an SDXL folder; null otherwise.</param>
 /// <param name="Unet">unet/.</param>
-/// <param name="VaeDecoder">vae_decoder/.</param>
-internal sealed record ModelComponents(FolderLayout Layout, OnnxComponent TextEncoder, OnnxComponent? TextEncoder2, ClipTokenizer Tokenizer,
-    ClipTokenizer? Tokenizer2, OnnxComponent Unet, OnnxComponent VaeDecoder);
+/// <param name="VaeDecoder">vae_decoder/ (vqvae_decoder/ for a VQ autoencoder); null for pixel-space models.</param>
+internal sealed record ModelComponents(FolderLayout Layout, OnnxComponent? TextEncoder, OnnxComponent? TextEncoder2, ClipTokenizer? Tokenizer,
+    ClipTokenizer? Tokenizer2, OnnxComponent Unet, OnnxComponent? VaeDecoder)
+{
+    /// <summary>Whether <see cref="VaeDecoder"/> is a VQ autoencoder's (vqvae_decoder/).</summary>
+    public bool VectorQuantized { get; init; }
+}
 
 /// <summary>What <see cref="ModelInspector.Inspect"/> found: the model's description and how its text encoders are bound.</summary>
 /// <param name="Info">The public description.</param>
@@ -45,9 +49,15 @@ internal static class ModelInspector
     /// to early SD 1.x folders, with a deprecation warning: <c>steps_offset</c> != 1 becomes 1 and <c>clip_sample</c>
     /// true becomes false (pipeline_stable_diffusion.py, __init__). The same folder must give the same timesteps here.
     /// </summary>
-    public static SchedulerConfig ReadSchedulerConfig(string directory, Action<string> warn)
+    /// <remarks>
+    /// diffusers' LDMPipeline and DDPMPipeline make no such correction: for those kinds (<paramref name="kind"/>) the config
+    /// is used as written, <c>clip_sample</c> included (both shared tiny exports set it true).
+    /// </remarks>
+    public static SchedulerConfig ReadSchedulerConfig(string directory, Action<string> warn, ModelKind kind = ModelKind.StableDiffusion)
     {
         var config = SchedulerConfig.Load(Path.Combine(directory, ModelFolder.SchedulerConfig));
+        if (!ModelFolder.IsConditional(kind))
+            return config;
         if (config.StepsOffset != 1 && config.TimestepSpacing == "leading" && config.ClassName is not ("LCMScheduler" or null))
         {
             warn($"scheduler_config.json has steps_offset {config.StepsOffset}; using 1 as diffusers' Stable Diffusion pipeline does.");
@@ -73,18 +83,20 @@ internal static class ModelInspector
     /// <param name="warn">Receives warnings (a config that disagrees with a model).</param>
     public static ModelInspection Inspect(ModelComponents c, SchedulerConfig schedulerConfig, float? vaeScalingFactor, string executionProvider, Action<string> warn)
     {
+        if (!ModelFolder.IsConditional(c.Layout.Kind))
+            return InspectUnconditional(c, schedulerConfig, vaeScalingFactor, executionProvider);
         var layout = c.Layout;
         string directory = layout.Directory;
         bool xl = layout.Kind != ModelKind.StableDiffusion;
         var unet = c.Unet;
-        var vaeDecoder = c.VaeDecoder;
+        var vaeDecoder = c.VaeDecoder!;
         // Text encoders: input_ids [B, L] int32/int64 → states [B, L, D] (SD: last_hidden_state, + optional pooler_output;
         // SDXL: hidden_states.0 … N of which encode_prompt takes hidden_states[-2], + text_embeds [B, P] from text_encoder_2).
         (OnnxComponent Encoder, ClipTokenizer Tokenizer)[] encoders = layout.Kind switch
         {
-            ModelKind.StableDiffusionXL => [(c.TextEncoder, c.Tokenizer), (c.TextEncoder2!, c.Tokenizer2!)],
+            ModelKind.StableDiffusionXL => [(c.TextEncoder!, c.Tokenizer!), (c.TextEncoder2!, c.Tokenizer2!)],
             ModelKind.StableDiffusionXLRefiner => [(c.TextEncoder2!, c.Tokenizer2!)],
-            _ => [(c.TextEncoder, c.Tokenizer)],
+            _ => [(c.TextEncoder!, c.Tokenizer!)],
         };
         int sequenceLength = -1;
         foreach (var (encoder, tokenizer) in encoders)
@@ -182,6 +194,80 @@ internal static class ModelInspector
             ForceZerosForEmptyPrompt = layout.ForceZerosForEmptyPrompt,
         };
         return new ModelInspection(info, bindings);
+    }
+
+    /// <summary>
+    /// The unconditional kinds (diffusers LDMPipeline, DDPMPipeline): a <c>UNet2DModel</c> that takes <c>sample</c> [B, C, h, w]
+    /// and <c>timestep</c> and returns the noise prediction [B, C, h, w]; for latent diffusion an autoencoder decoder
+    /// <c>latent_sample</c> → <c>sample</c> (VQ or KL), for pixel diffusion none (C = 3, factor 1, no scaling).
+    /// </summary>
+    private static ModelInspection InspectUnconditional(ModelComponents c, SchedulerConfig schedulerConfig, float? vaeScalingFactor, string executionProvider)
+    {
+        var layout = c.Layout;
+        string directory = layout.Directory;
+        var unet = c.Unet;
+        unet.RequireInput("sample", s_floatTypes, 4);
+        unet.RequireInput("timestep", s_timestepTypes, 0, 1);
+        unet.RequireOutput(UnetOutputName(unet), s_floatTypes, 4);
+        foreach (string name in unet.Inputs.Keys)
+        {
+            if (name is not ("sample" or "timestep"))
+                throw new ModelContractException($"unet/model.onnx has an input '{name}', but model_index.json _class_name '{layout.ClassName}' is an unconditional pipeline, "
+                    + $"whose UNet2DModel takes only 'sample' and 'timestep' (the UNet has: {string.Join(", ", unet.Inputs.Keys)}).");
+        }
+        string unetConfig = Path.Combine(directory, ModelFolder.Unet, "config.json");
+        int latentChannels = OnnxComponent.StaticDim(unet.Output(UnetOutputName(unet)), 1)
+            ?? (int?)ModelFolder.ReadNumber(unetConfig, "out_channels")
+            ?? OnnxComponent.StaticDim(unet.Input("sample"), 1)
+            ?? throw new ModelContractException("The UNet's channels are not stated by unet/model.onnx or unet/config.json (out_channels).");
+        int inputChannels = OnnxComponent.StaticDim(unet.Input("sample"), 1) ?? (int?)ModelFolder.ReadNumber(unetConfig, "in_channels") ?? latentChannels;
+        if (inputChannels != latentChannels)
+            throw new ModelContractException($"unet/model.onnx takes {inputChannels} input channels but predicts {latentChannels}; an unconditional UNet2DModel takes as many as it predicts "
+                + "(a super-resolution UNet, which also takes the low-resolution image, is not run by this pipeline kind).");
+        int factor = 1, codebookSize = 0;
+        float scaling = 1f;
+        AutoencoderKind autoencoder = AutoencoderKind.None;
+        if (layout.Kind == ModelKind.PixelDiffusion)
+        {
+            if (latentChannels != 3)
+                throw new ModelContractException($"unet/model.onnx of a pixel-space pipeline ({layout.ClassName}) predicts {latentChannels} channels; pixel diffusion denoises RGB images (3).");
+            if (vaeScalingFactor is not null)
+                throw new ArgumentException($"The model folder '{directory}' is a pixel-space diffusion model with no autoencoder; StableDiffusionModelOptions.VaeScalingFactor does not apply.", nameof(vaeScalingFactor));
+        }
+        else
+        {
+            var decoder = c.VaeDecoder!;
+            string component = c.VectorQuantized ? ModelFolder.VqvaeDecoder : ModelFolder.VaeDecoder;
+            decoder.RequireInput("latent_sample", s_floatTypes, 4);
+            decoder.RequireOutput(VaeDecoderOutputName(decoder), s_floatTypes, 4);
+            if (OnnxComponent.StaticDim(decoder.Input("latent_sample"), 1) is int dc && dc != latentChannels)
+                throw new ModelContractException($"{component}/model.onnx takes latents of {dc} channels but the UNet predicts {latentChannels}.");
+            string config = Path.Combine(directory, component, "config.json");
+            factor = ModelFolder.ReadArrayLength(config, "block_out_channels") is int blocks and > 0
+                ? 1 << (blocks - 1)
+                : StaticVaeFactor(decoder) ?? ProbeVaeFactor(decoder, latentChannels);
+            // diffusers VQModel and AutoencoderKL both default scaling_factor to 0.18215.
+            scaling = vaeScalingFactor ?? (float?)ModelFolder.ReadNumber(config, "scaling_factor") ?? 0.18215f;
+            if (!(scaling > 0) || float.IsInfinity(scaling))
+                throw new InvalidDataException($"The VAE scaling factor must be a positive number, not {scaling}.");
+            autoencoder = c.VectorQuantized ? AutoencoderKind.VQ : AutoencoderKind.KL;
+            if (c.VectorQuantized)
+            {
+                codebookSize = (int?)ModelFolder.ReadNumber(config, "num_vq_embeddings") ?? 0;
+                double? embedDim = ModelFolder.ReadNumber(config, "vq_embed_dim");
+                if (embedDim is double e && e != latentChannels)
+                    throw new ModelContractException($"'{config}' sets vq_embed_dim {e}, which differs from the latent channels ({latentChannels}); such a VQModel quantises after a projection this library does not run.");
+            }
+        }
+        var info = new ModelInfo(directory, latentChannels, factor, 0, 0, null, scaling, schedulerConfig, executionProvider)
+        {
+            UnetInputChannels = inputChannels,
+            Kind = layout.Kind,
+            IsConditional = false,
+            Autoencoder = autoencoder,
+            CodebookSize = codebookSize > 0 ? codebookSize : null,
+        };
+        return new ModelInspection(info, Array.Empty<TextEncoderBinding>());
     }
 
     /// <summary>

@@ -124,6 +124,12 @@ public abstract record DiffusionStageDefinition
     /// </summary>
     internal abstract string ConfigKey(DataViewSchema schema);
 
+    /// <summary>
+    /// Whether the saved row reads the configuration as a vector (<c>string[] __sd_config</c>, the stages keyed on a vector
+    /// column); a scalar key's configuration is then made a one-value vector.
+    /// </summary>
+    internal virtual bool VectorConfig => false;
+
     /// <summary>The <c>StatefulCustomMapping</c> of the stage's contract.</summary>
     internal abstract IEstimator<ITransformer> CreateMapping(MLContext ml);
 

@@ -55,8 +55,9 @@ internal static class SurrogateChain
         var estimators = new List<IEstimator<ITransformer>>
         {
             ml.Transforms.Expression(configColumn, "x => " + literal, key),
-            ml.Transforms.CopyColumns(Slots.Config, configColumn),
         };
+        // A stage whose row reads string[] and whose key is scalar (unconditional DenoiseLatents, keyed on the seed): a one-value vector.
+        estimators.Add(d.VectorConfig && !vectorKey ? ml.Transforms.Concatenate(Slots.Config, configColumn) : ml.Transforms.CopyColumns(Slots.Config, configColumn));
         foreach (var input in d.Inputs)
         {
             // An input that is not read, or (as version 1 did for masked-image latents) named but absent from the schema,
@@ -64,6 +65,16 @@ internal static class SurrogateChain
             string? column = input.Column is { } c && (input.Placeholder is null || schema.GetColumnOrNull(c) is not null) ? c : null;
             if (input.Type != SlotType.Int64)
             {
+                if (column is null && input.Column is null && input.Placeholder is null)
+                {
+                    // An optional input not read by a stage that reads no float vector at all (unconditional DenoiseLatents):
+                    // a constant vector from the key column fills the slot.
+                    string f4 = input.Slot + "_f4", i4 = input.Slot + "_i4";
+                    estimators.Add(ml.Transforms.Expression(i4, "x => 0", key));
+                    estimators.Add(ml.Transforms.Conversion.ConvertType(f4, i4, DataKind.Single));
+                    estimators.Add(ml.Transforms.Concatenate(input.Slot, f4));
+                    continue;
+                }
                 estimators.Add(ml.Transforms.CopyColumns(input.Slot, column ?? input.Placeholder
                     ?? throw new InvalidOperationException($"The {d.Kind} stage has no column for its required input {input.Slot}.")));
                 continue;

@@ -52,6 +52,8 @@ internal sealed class LatentDenoiser : IDisposable
     private readonly int _latentHeight;
     private readonly int _latentWidth;
     private readonly bool _guidance;
+    // Text-conditioned UNets take encoder_hidden_states; an unconditional UNet2DModel (LDM, DDPM) takes sample and timestep only.
+    private readonly bool _conditional;
     private readonly string _outputName;
     private readonly int _timestepRank;
     private readonly int? _timestepStaticDim;
@@ -86,7 +88,9 @@ internal sealed class LatentDenoiser : IDisposable
         _unetChannels = model.Info.UnetInputChannels;
         _latentHeight = settings.Height / model.Info.VaeSpatialFactor;
         _latentWidth = settings.Width / model.Info.VaeSpatialFactor;
-        _guidance = settings.GuidanceScale > 1f;
+        _conditional = _unet.HasInput("encoder_hidden_states");
+        // Classifier-free guidance mixes a conditional and an unconditional prediction; an unconditional UNet has only the latter.
+        _guidance = settings.GuidanceScale > 1f && _conditional;
         _outputName = model.UnetOutputName;
         var ts = _unet.Input("timestep");
         _timestepRank = ts.Dimensions.Length;
@@ -118,7 +122,9 @@ internal sealed class LatentDenoiser : IDisposable
     {
         // 1. Check inputs.
         int count = batch.Count, len = LatentLength, hidden = _model.Info.HiddenSize;
-        if (batch.Embeddings.Length != count * 2 * batch.SequenceLength * hidden)
+        if (!_conditional && !batch.Embeddings.IsEmpty)
+            throw new ArgumentException($"The UNet of '{_model.Info.Directory}' is unconditional (no encoder_hidden_states input); the batch must carry no embeddings.", nameof(batch));
+        if (_conditional && batch.Embeddings.Length != count * 2 * batch.SequenceLength * hidden)
             throw new ArgumentException($"Expected {count}×2×{batch.SequenceLength}×{hidden} embedding values, got {batch.Embeddings.Length}.", nameof(batch));
         if (batch.Latents.Length != count * len)
             throw new ArgumentException($"Expected room for {count}×{len} latent values.", nameof(batch));
@@ -157,7 +163,8 @@ internal sealed class LatentDenoiser : IDisposable
 
         // 4. The batch's UNet inputs: the prompt embeddings [uncond; cond] and each conditioning's, then bound once.
         Ensure(count, batch.SequenceLength);
-        WriteEmbeddings(count, batch.Embeddings.Span, batch.SequenceLength * hidden);
+        if (_conditional)
+            WriteEmbeddings(count, batch.Embeddings.Span, batch.SequenceLength * hidden);
         var sample = _sample!.ElementType == TensorElementType.Float ? _sample.FloatSpan : _scaled.AsSpan(0, _sample.Length);
         int channel = _channels, plane = _latentHeight * _latentWidth;
         foreach (var c in _conditionings)
@@ -314,7 +321,8 @@ internal sealed class LatentDenoiser : IDisposable
             _sample = inputs.Add("sample", new long[] { unetRows, _unetChannels, _latentHeight, _latentWidth }, perStep: true);
             long[] timestepShape = _timestepRank == 0 ? Array.Empty<long>() : new long[] { _timestepStaticDim == 1 ? 1 : unetRows };
             _timestep = inputs.Add("timestep", timestepShape, perStep: true);
-            _embeddings = inputs.Add("encoder_hidden_states", new long[] { unetRows, sequenceLength, _model.Info.HiddenSize }, perStep: false);
+            // The UNet's own inputs decide: an unconditional UNet2DModel takes no text states.
+            _embeddings = _conditional ? inputs.Add("encoder_hidden_states", new long[] { unetRows, sequenceLength, _model.Info.HiddenSize }, perStep: false) : null;
             foreach (var c in _conditionings)
                 c.DeclareInputs(inputs);
             foreach (string name in _unet.Inputs.Keys)

@@ -37,6 +37,46 @@ public sealed class DecodeLatentsOptions
     /// Diffusion 1.x). A multiple of 4 × the VAE factor (32 for Stable Diffusion).
     /// </summary>
     public int? TileSize { get; init; }
+
+    /// <summary>
+    /// VQ autoencoders: decode the latents as they are, without snapping them to the codebook (diffusers
+    /// <c>VQModel.decode(h, force_not_quantize=True)</c>); needs <c>vqvae_decoder_no_quantize/</c>. Default false
+    /// (quantise, as LDMPipeline does). Setting it for a model without a VQ autoencoder is an error.
+    /// </summary>
+    public bool ForceNotQuantize { get; init; }
+
+    /// <summary>
+    /// VQ autoencoders: quantise on the host from <c>vqvae_decoder/codebook.npy</c> (nearest codebook vector by squared
+    /// distance, ties to the lowest index as <c>torch.argmin</c>) and decode with <c>vqvae_decoder_no_quantize/</c>,
+    /// instead of with the quantising graph <c>vqvae_decoder/</c>; the results agree up to float rounding. Default false.
+    /// </summary>
+    public bool QuantizeOnHost { get; init; }
+
+    /// <summary>
+    /// VQ autoencoders: name of an optional output column of the codebook index chosen for each latent pixel, a vector of
+    /// Int32 [h, w] (the token grid a VQ model sees; needs <c>vqvae_decoder/codebook.npy</c>). Not with <see cref="ForceNotQuantize"/>.
+    /// </summary>
+    public string? CodebookIndicesColumnName { get; init; }
+
+    /// <summary>The VQ decoding mode these options select.</summary>
+    internal VqDecoding VqDecoding => ForceNotQuantize ? VqDecoding.NoQuantize : QuantizeOnHost ? VqDecoding.HostQuantize : VqDecoding.InGraph;
+
+    internal void Validate(ModelInfo info)
+    {
+        bool vq = info.Autoencoder == AutoencoderKind.VQ;
+        string kind = info.Autoencoder == AutoencoderKind.None ? "has no autoencoder (pixel space)" : "has a KL autoencoder (vae_decoder/)";
+        if (!vq && (ForceNotQuantize || QuantizeOnHost || CodebookIndicesColumnName is not null))
+        {
+            string name = ForceNotQuantize ? nameof(ForceNotQuantize) : QuantizeOnHost ? nameof(QuantizeOnHost) : nameof(CodebookIndicesColumnName);
+            throw new ArgumentException($"{name} applies to VQ autoencoders only; the model '{info.Directory}' {kind}.", name);
+        }
+        if (ForceNotQuantize && QuantizeOnHost)
+            throw new ArgumentException("ForceNotQuantize and QuantizeOnHost exclude each other: the first decodes without quantising, the second quantises on the host.", nameof(QuantizeOnHost));
+        if (ForceNotQuantize && CodebookIndicesColumnName is not null)
+            throw new ArgumentException("CodebookIndicesColumnName needs quantisation, which ForceNotQuantize turns off.", nameof(CodebookIndicesColumnName));
+        if (CodebookIndicesColumnName is not null)
+            ArgumentException.ThrowIfNullOrWhiteSpace(CodebookIndicesColumnName, nameof(CodebookIndicesColumnName));
+    }
 }
 
 /// <summary>Decodes latents with the VAE decoder into <see cref="MLImage"/>s: the transformer of <see cref="LatentDecodingEstimator"/>.</summary>
@@ -55,6 +95,11 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
         if (options.LatentHeight.HasValue != options.LatentWidth.HasValue)
             throw new ArgumentException("Set both LatentWidth and LatentHeight, or neither.", nameof(options));
         VaeTiler.Validate(options.Tiling, options.TileSize, model.Info.VaeSpatialFactor);
+        options.Validate(model.Info);
+        // The folder's files the mode needs (codebook, no-quantize graph) are checked now, naming the missing one.
+        using (new LatentDecoder(model, VaeTiling.Off, null, options.VqDecoding, options.CodebookIndicesColumnName is not null))
+        {
+        }
         OutputColumnName = outputColumnName;
         InputColumnName = inputColumnName;
         Options = options;
@@ -93,6 +138,11 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
             var (h, w) = inputSchema is null ? (1, 1) : LatentSize(inputSchema);
             int f = Model.Info.VaeSpatialFactor;
             outputs.Add(new(p, new VectorDataViewType(NumberDataViewType.Single, 3, h * f, w * f)));
+        }
+        if (Options.CodebookIndicesColumnName is { } k)
+        {
+            var (h, w) = inputSchema is null ? (1, 1) : LatentSize(inputSchema);
+            outputs.Add(new(k, new VectorDataViewType(NumberDataViewType.Int32, h, w)));
         }
         return outputs;
     }
@@ -134,7 +184,7 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
             _height = _latentHeight * f;
             _width = _latentWidth * f;
             _latentLength = stage.Model.Info.LatentChannels * _latentHeight * _latentWidth;
-            _decoder = new LatentDecoder(stage.Model, stage.Options.Tiling, stage.Options.TileSize);
+            _decoder = new LatentDecoder(stage.Model, stage.Options.Tiling, stage.Options.TileSize, stage.Options.VqDecoding, stage.Options.CodebookIndicesColumnName is not null);
             _channel = stage.StartChannel();
             _latentsGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
             _batchLatents = new float[stage.BatchSize * _latentLength];
@@ -162,6 +212,16 @@ public sealed class LatentDecodingTransformer : DiffusionTransformer
         {
             if (outputIndex == 0)
                 return (ValueGetter<MLImage>)((ref MLImage value) => value = ImageTensor.ToImage(Row(slot()), _width, _height));
+            if (_stage.Options.CodebookIndicesColumnName is not null && outputIndex == (_stage.Options.PixelsColumnName is null ? 1 : 2))
+            {
+                return (ValueGetter<VBuffer<int>>)((ref VBuffer<int> value) =>
+                {
+                    int plane = _latentHeight * _latentWidth;
+                    var editor = VBufferEditor.Create(ref value, plane);
+                    _decoder.Indices.Span.Slice(slot() * plane, plane).CopyTo(editor.Values);
+                    value = editor.Commit();
+                });
+            }
             return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
             {
                 WriteVector(Row(slot()), ref value);

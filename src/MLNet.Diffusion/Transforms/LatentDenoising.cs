@@ -17,7 +17,10 @@ public sealed class DenoiseLatentsOptions
     /// <summary>Number of denoising steps.</summary>
     public int Steps { get; init; } = 20;
 
-    /// <summary>Classifier-free guidance scale g (Ho &amp; Salimans 2022); values ≤ 1 turn guidance off (one UNet batch of N instead of 2N).</summary>
+    /// <summary>
+    /// Classifier-free guidance scale g (Ho &amp; Salimans 2022); values ≤ 1 turn guidance off (one UNet batch of N instead of 2N).
+    /// Unconditional models (<see cref="ModelInfo.IsConditional"/> false) have nothing to guide by: it does not apply to them.
+    /// </summary>
     public float GuidanceScale { get; init; } = 7.5f;
 
     /// <summary>Image width in pixels; a multiple of 8 and of the VAE factor.</summary>
@@ -274,12 +277,17 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
     private readonly float[] _timeIds = Array.Empty<float>();
     private readonly float[] _negativeTimeIds = Array.Empty<float>();
 
-    internal LatentDenoisingTransformer(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseLatentsOptions options)
+    internal LatentDenoisingTransformer(StableDiffusionModel model, string outputColumnName, string? inputColumnName, DenoiseLatentsOptions options)
         : base(model, "DenoiseLatents")
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(outputColumnName);
-        ArgumentException.ThrowIfNullOrWhiteSpace(inputColumnName);
         ArgumentNullException.ThrowIfNull(options);
+        // A text-conditioned UNet needs the embeddings column; an unconditional UNet2DModel (LDMPipeline, DDPMPipeline) reads none.
+        if (model.Info.IsConditional)
+            ArgumentException.ThrowIfNullOrWhiteSpace(inputColumnName);
+        else if (inputColumnName is not null)
+            throw new ArgumentException($"The model '{model.Info.Directory}' is unconditional ({model.Info.Kind}: its UNet takes sample and timestep only), so DenoiseLatents reads no "
+                + $"embeddings column, but '{inputColumnName}' was given. Use mlContext.Transforms.DenoiseLatents(model, outputColumnName, options).", nameof(inputColumnName));
         options.Validate(model.Info);
         OutputColumnName = outputColumnName;
         InputColumnName = inputColumnName;
@@ -304,8 +312,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
     /// <summary>The latents output column.</summary>
     public string OutputColumnName { get; }
 
-    /// <summary>The embeddings input column.</summary>
-    public string InputColumnName { get; }
+    /// <summary>The embeddings input column; null for an unconditional model (<see cref="ModelInfo.IsConditional"/> false), which reads none.</summary>
+    public string? InputColumnName { get; }
 
     /// <summary>The stage's settings.</summary>
     public DenoiseLatentsOptions Options { get; }
@@ -357,7 +365,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private readonly LatentDenoisingTransformer _stage;
         private readonly LatentDenoiser _denoiser;
         private readonly IChannel _channel;
-        private readonly ValueGetter<VBuffer<float>> _embeddingsGetter;
+        private readonly ValueGetter<VBuffer<float>>? _embeddingsGetter;
         private readonly RowSeeds _rowSeeds;
         private readonly VectorColumnSlots? _noise;
         private readonly VectorColumnSlots? _initial;
@@ -382,7 +390,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             var info = stage.Model.Info;
             int b = stage.BatchSize, len = stage._latentLength, f = info.VaeSpatialFactor, plane = o.Height / f * (o.Width / f);
             string shape = stage.LatentShape;
-            _embeddingsGetter = input.GetGetter<VBuffer<float>>(input.Schema[stage.InputColumnName]);
+            _embeddingsGetter = stage.InputColumnName is { } embeddings ? input.GetGetter<VBuffer<float>>(input.Schema[embeddings]) : null;
             _rowSeeds = new RowSeeds(input, o.SeedColumnName, o.Seed, stage.Model);
             if (o.InitialNoiseColumnName is { } n)
                 _noise = new VectorColumnSlots(input, n, len, b, "initial-noise", $"{len} ({shape})");
@@ -419,14 +427,21 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         public override void ReadRow(int slot, long position)
         {
             _positions[slot] = position;
-            _embeddingsGetter(ref _buffer);
-            int per = 2 * _stage.Model.Info.HiddenSize;
-            if (_buffer.Length == 0 || _buffer.Length % per != 0)
-                throw new InvalidOperationException($"Row {position}: column '{_stage.InputColumnName}' has {_buffer.Length} values; expected [2, S, {per / 2}] prompt embeddings from EncodePrompt.");
-            var e = _embeddings[slot];
-            if (e is null || e.Length != _buffer.Length)
-                _embeddings[slot] = e = new float[_buffer.Length];
-            _buffer.CopyTo(e);
+            if (_embeddingsGetter is null)
+            {
+                _embeddings[slot] = Array.Empty<float>(); // an unconditional UNet: no embeddings
+            }
+            else
+            {
+                _embeddingsGetter(ref _buffer);
+                int per = 2 * _stage.Model.Info.HiddenSize;
+                if (_buffer.Length == 0 || _buffer.Length % per != 0)
+                    throw new InvalidOperationException($"Row {position}: column '{_stage.InputColumnName}' has {_buffer.Length} values; expected [2, S, {per / 2}] prompt embeddings from EncodePrompt.");
+                var e = _embeddings[slot];
+                if (e is null || e.Length != _buffer.Length)
+                    _embeddings[slot] = e = new float[_buffer.Length];
+                _buffer.CopyTo(e);
+            }
             _seeds[slot] = _rowSeeds.Read(position);
             _noise?.Read(slot, position);
             _pooled?.Read(slot, position);
@@ -458,7 +473,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private void Run(int start, int count)
         {
             int perRow = _embeddings[start].Length, len = _denoiser.LatentLength;
-            int sequence = perRow / (2 * _stage.Model.Info.HiddenSize);
+            int sequence = perRow == 0 ? 0 : perRow / (2 * _stage.Model.Info.HiddenSize);
             if (_batchEmbeddings.Length != count * perRow)
                 _batchEmbeddings = new float[count * perRow];
             for (int r = 0; r < count; r++)
@@ -532,7 +547,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 /// </remarks>
 public sealed class LatentDenoisingEstimator : DiffusionEstimator<LatentDenoisingTransformer>
 {
-    internal LatentDenoisingEstimator(StableDiffusionModel model, string outputColumnName, string inputColumnName, DenoiseLatentsOptions options)
+    internal LatentDenoisingEstimator(StableDiffusionModel model, string outputColumnName, string? inputColumnName, DenoiseLatentsOptions options)
         : base(new LatentDenoisingTransformer(model, outputColumnName, inputColumnName, options))
     {
     }

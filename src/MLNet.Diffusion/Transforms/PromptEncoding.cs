@@ -102,6 +102,9 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
     {
         options.Validate();
         var info = model.Info;
+        if (!info.IsConditional)
+            throw new InvalidOperationException($"The model '{model.Directory}' is unconditional ({info.Kind}): it has no text encoder, and its UNet takes no prompt. "
+                + "Run DenoiseLatents(model, outputColumnName, options) without an EncodePrompt stage.");
         if (options.PooledOutputColumnName is null && info.Kind != ModelKind.StableDiffusion)
             options = options.WithPooledOutputColumnName(EncodePromptOptions.DefaultPooledColumnName);
         Options = options;

@@ -42,6 +42,18 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="DecodeLatentsOptions.TileSize"/>.</summary>
     public int? TileSize { get; init; }
 
+    /// <summary><see cref="DecodeLatentsOptions.ForceNotQuantize"/> (VQ autoencoders); absent in older records: false.</summary>
+    public bool ForceNotQuantize { get; init; }
+
+    /// <summary><see cref="DecodeLatentsOptions.QuantizeOnHost"/> (VQ autoencoders); absent in older records: false.</summary>
+    public bool QuantizeOnHost { get; init; }
+
+    /// <summary>
+    /// <see cref="DecodeLatentsOptions.CodebookIndicesColumnName"/>; null when the stage writes none. Saved in a
+    /// <see cref="DiffusionPipelineDefinition"/>; an ML.NET zip cannot carry this Int32 output (see docs/persistence.md).
+    /// </summary>
+    public string? CodebookIndicesColumnName { get; init; }
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.DecodeLatents;
 
@@ -64,12 +76,20 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
             BatchSize = o.BatchSize,
             Tiling = o.Tiling,
             TileSize = o.TileSize,
+            ForceNotQuantize = o.ForceNotQuantize,
+            QuantizeOnHost = o.QuantizeOnHost,
+            CodebookIndicesColumnName = o.CodebookIndicesColumnName,
         };
     }
 
     private protected override DiffusionTransformer Create(StableDiffusionModel model, IProgress<DenoiseProgress>? progress, CancellationToken cancellationToken) =>
         new LatentDecodingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
-            new DecodeLatentsOptions { PixelsColumnName = PixelsColumnName, LatentWidth = LatentWidth, LatentHeight = LatentHeight, BatchSize = BatchSize, Tiling = Tiling, TileSize = TileSize });
+            new DecodeLatentsOptions
+            {
+                PixelsColumnName = PixelsColumnName, LatentWidth = LatentWidth, LatentHeight = LatentHeight, BatchSize = BatchSize,
+                Tiling = Tiling, TileSize = TileSize,
+                ForceNotQuantize = ForceNotQuantize, QuantizeOnHost = QuantizeOnHost, CodebookIndicesColumnName = CodebookIndicesColumnName,
+            });
 
     internal override DiffusionStageDefinition ForSurrogate() => this with
     {
@@ -83,7 +103,11 @@ public sealed record DecodeLatentsStageDefinition : DiffusionStageDefinition
 
     internal override IReadOnlyList<SurrogateInput> Inputs => new SurrogateInput[] { new(Slots.Latents, SlotType.Tensor, InputColumnName) };
 
-    internal override IReadOnlyList<SurrogateOutput> Outputs => PixelsColumnName is { } pixels
+    // The saved row's outputs are an image and a float vector: the Int32 indices column has no slot, so saving refuses it.
+    internal override IReadOnlyList<SurrogateOutput> Outputs => CodebookIndicesColumnName is not null
+        ? throw new InvalidOperationException($"The DecodeLatents stage writes the codebook indices column '{CodebookIndicesColumnName}', which mlContext.Model.Save cannot carry "
+            + "(the saved stage's outputs are an image and a float vector). Save a DiffusionPipelineDefinition instead, or drop the indices column. See docs/persistence.md.")
+        : PixelsColumnName is { } pixels
         ? new SurrogateOutput[] { new(OutputColumnName, Slots.Image), new(pixels, Slots.Output1) }
         : new SurrogateOutput[] { new(OutputColumnName, Slots.Image) };
 

@@ -21,8 +21,8 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     /// <summary>The latents column the stage writes.</summary>
     public string OutputColumnName { get; init; } = "Latents";
 
-    /// <summary>The prompt embeddings column the stage reads.</summary>
-    public string InputColumnName { get; init; } = "Embeddings";
+    /// <summary>The prompt embeddings column the stage reads; null for an unconditional model's stage, which reads none.</summary>
+    public string? InputColumnName { get; init; } = "Embeddings";
 
     /// <summary><see cref="DenoiseLatentsOptions.SeedColumnName"/>; null when the stage reads none.</summary>
     public string? SeedColumnName { get; init; }
@@ -132,7 +132,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     }
 
     private protected override DiffusionTransformer Create(StableDiffusionModel model, IProgress<DenoiseProgress>? progress, CancellationToken cancellationToken) =>
-        new LatentDenoisingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
+        new LatentDenoisingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName,
             new DenoiseLatentsOptions
             {
                 SeedColumnName = SeedColumnName,
@@ -164,7 +164,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     internal override DiffusionStageDefinition ForSurrogate() => this with
     {
         OutputColumnName = Slots.Output0,
-        InputColumnName = Slots.Embeddings,
+        InputColumnName = IfSet(InputColumnName, Slots.Embeddings),
         SeedColumnName = IfSet(SeedColumnName, Slots.Seed),
         InitialNoiseColumnName = IfSet(InitialNoiseColumnName, Slots.Noise),
         InitialLatentsColumnName = IfSet(InitialLatentsColumnName, Slots.InitialLatents),
@@ -176,7 +176,8 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
 
     internal override string Contract => ContractName;
 
-    // An input the stage does not read carries a copy of the embeddings (any float vector would do; it is never read).
+    // An input the stage does not read carries a copy of the embeddings (any float vector would do; it is never read);
+    // an unconditional stage reads no float vector at all, and the chain then feeds those slots a constant.
     internal override IReadOnlyList<SurrogateInput> Inputs => new SurrogateInput[]
     {
         new(Slots.Embeddings, SlotType.Tensor, InputColumnName),
@@ -190,7 +191,9 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
 
     internal override IReadOnlyList<SurrogateOutput> Outputs => new SurrogateOutput[] { new(OutputColumnName, Slots.Output0) };
 
-    internal override string ConfigKey(DataViewSchema schema) => InputColumnName;
+    internal override string ConfigKey(DataViewSchema schema) => InputColumnName ?? SurrogateChain.ScalarKey(schema, SeedColumnName, "DenoiseLatents");
+
+    internal override bool VectorConfig => true;
 
     internal override IEstimator<ITransformer> CreateMapping(MLContext ml) =>
         ml.Transforms.StatefulCustomMapping(new DenoiseLatentsMapping().GetMapping(), SurrogateState.Init, ContractName);
