@@ -19,6 +19,7 @@ internal static class ModelFolder
     public const string Tokenizer = "tokenizer";
     public const string TextEncoder2 = "text_encoder_2";
     public const string Tokenizer2 = "tokenizer_2";
+    public const string ControlNet = "controlnet";
 
     /// <summary>Files without which no text-to-image run is possible (Stable Diffusion 1.x/2.x).</summary>
     public static readonly string[] RequiredFiles =
