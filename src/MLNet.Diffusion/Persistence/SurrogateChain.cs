@@ -62,6 +62,12 @@ internal static class SurrogateChain
             // An input that is not read, or (as version 1 did for masked-image latents) named but absent from the schema,
             // gets the placeholder; the configuration tells the loaded stage which slots it reads.
             string? column = input.Column is { } c && (input.Placeholder is null || schema.GetColumnOrNull(c) is not null) ? c : null;
+            if (input.Type == SlotType.Tensor && column is not null && schema.GetColumnOrNull(column)?.Type == NumberDataViewType.Single)
+            {
+                // A Single scalar (a per-row ControlNet scale): a one-value vector in the tensor slot.
+                estimators.Add(ml.Transforms.Concatenate(input.Slot, column));
+                continue;
+            }
             if (input.Type != SlotType.Int64)
             {
                 estimators.Add(ml.Transforms.CopyColumns(input.Slot, column ?? input.Placeholder

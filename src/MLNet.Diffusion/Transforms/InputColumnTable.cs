@@ -193,9 +193,10 @@ internal static class ColumnChecks
     public static bool IsSeed(DataViewType t) => t == NumberDataViewType.Int32 || t == NumberDataViewType.Int64 || t == NumberDataViewType.UInt32
         || t == NumberDataViewType.UInt64 || t == NumberDataViewType.Int16 || t == NumberDataViewType.UInt16 || t == NumberDataViewType.Single || t == NumberDataViewType.Double;
 
-    public static bool IsSingle(DataViewType t) => t == NumberDataViewType.Single;
+    /// <summary>A Single, or a vector of Single (one value per row: a saved stage's slot).</summary>
+    public static bool IsSingle(DataViewType t) => t == NumberDataViewType.Single || IsFloatVector(t);
 
-    public static bool IsSingle(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && c.ItemType == NumberDataViewType.Single;
+    public static bool IsSingle(SchemaShape.Column c) => c.ItemType == NumberDataViewType.Single;
 
     public static bool IsSeed(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && IsSeed(c.ItemType);
 

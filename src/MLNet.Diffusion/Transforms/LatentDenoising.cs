@@ -398,7 +398,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         {
             table.Add(unit.ImageColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {image} (3×{Options.Height}×{Options.Width}) control image in [0, 1] (PrepareControlImage's output)",
                 "Vector<Single> control image (PrepareControlImage's output)", size: image);
-            table.Add(unit.ScaleColumnName, InputColumnKind.Number, "Single ControlNet conditioning scale");
+            table.Add(unit.ScaleColumnName, InputColumnKind.Number, "Single ControlNet conditioning scale", size: 1);
         }
         return table;
     }
@@ -483,7 +483,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                     runs[i] = new ControlNetRun(stage._controlNets[i], u.GuidanceStart, u.GuidanceEnd);
                     _controlImages[i] = new VectorColumnSlots(input, u.ImageColumnName, image, b, "control-image", $"{image} (3×{o.Height}×{o.Width})");
                     if (u.ScaleColumnName is { } sc)
-                        _scaleGetters[i] = input.GetGetter<float>(input.Schema[sc]);
+                        _scaleGetters[i] = ScaleGetter(input, sc);
                     _scales[i] = new float[b];
                 }
                 _controlNet = new ControlNetConditioning(info.ControlNetResiduals, runs, o.ControlNetGuessMode, info.LatentChannels, o.Height / f, o.Width / f, o.Height, o.Width, info.HiddenSize);
@@ -502,6 +502,23 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             _seeds = new long[b];
             _positions = new long[b];
             _latents = new float[b][];
+        }
+
+        /// <summary>A Single column's getter; a vector column (a saved stage's one-value slot) gives its only value.</summary>
+        private static ValueGetter<float> ScaleGetter(DataViewRow input, string column)
+        {
+            var c = input.Schema[column];
+            if (c.Type == NumberDataViewType.Single)
+                return input.GetGetter<float>(c);
+            var vector = input.GetGetter<VBuffer<float>>(c);
+            VBuffer<float> buffer = default;
+            return (ref float value) =>
+            {
+                vector(ref buffer);
+                if (buffer.Length != 1)
+                    throw new InvalidOperationException($"ControlNet scale column '{column}' holds {buffer.Length} values; expected one Single per row.");
+                value = buffer.GetItemOrDefault(0);
+            };
         }
 
         public override void ReadRow(int slot, long position)
