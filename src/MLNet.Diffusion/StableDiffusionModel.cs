@@ -98,7 +98,8 @@ public sealed class StableDiffusionModel : IDisposable
                 folderControlNet?.Dispose();
                 throw;
             }
-            times.Mark("controlnet");
+            if (ResidualUnet is not null || ControlNet is not null)
+                times.Mark("controlnet");
         }
         catch
         {

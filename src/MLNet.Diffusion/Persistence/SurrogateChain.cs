@@ -159,6 +159,8 @@ internal static class SurrogateChain
                 // and PrepareInpainting's inputs: their outputs are added by name, typed as the loaded surrogate types them.
                 if (saved is EncodeImageStageDefinition e && schema.GetColumnOrNull(e.InputColumnName) is null)
                     return WithVectors(schema, e.OutputColumnName);
+                if (saved is PrepareControlImageStageDefinition ci && schema.GetColumnOrNull(ci.ImageColumnName) is null)
+                    return WithVectors(schema, ci.OutputColumnName);
                 if (saved is PrepareInpaintingStageDefinition p && schema.GetColumnOrNull(p.ImageColumnName) is null)
                     return p.MaskedImageLatentsColumnName is { } masked ? WithVectors(schema, p.LatentMaskColumnName, masked) : WithVectors(schema, p.LatentMaskColumnName);
                 break;

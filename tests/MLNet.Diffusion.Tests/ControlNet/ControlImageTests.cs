@@ -72,7 +72,7 @@ public sealed class ControlImageTests
         string dir = ControlNetTests.RequireFolder();
         using var model = StableDiffusionModel.Load(new MLContext(seed: 1), dir);
         var ml = model.MLContext;
-        var rows = new[] { new ImageRow { Image = MLImage.CreateFromFile(Fixture("canny_input.png")) } };
+        var rows = new[] { new FixtureRow { Image = MLImage.CreateFromFile(Fixture("canny_input.png")) } };
         var data = ml.Data.LoadFromEnumerable(rows);
         var canny = ml.Transforms.PrepareControlImage(model, new PrepareControlImageOptions { Width = 64, Height = 48, Preprocessor = ControlImagePreprocessor.Canny })
             .Fit(data).Transform(data).GetColumn<VBuffer<float>>("ControlImage").Single().DenseValues().ToArray();
@@ -100,6 +100,13 @@ public sealed class ControlImageTests
 
         public int Seed { get; set; }
 
+        [Microsoft.ML.Transforms.Image.ImageType(64, 64)]
+        public MLImage? Image { get; set; }
+    }
+
+    private sealed class FixtureRow
+    {
+        [Microsoft.ML.Transforms.Image.ImageType(48, 64)]
         public MLImage? Image { get; set; }
     }
 }
