@@ -71,6 +71,16 @@ public sealed class ModelInfo
     /// </summary>
     public bool ForceZerosForEmptyPrompt { get; internal init; }
 
+    /// <summary>
+    /// The ControlNet residual inputs of the UNet (<c>down_block_{i}_additional_residual</c> in order, then
+    /// <c>mid_block_additional_residual</c>), read from the graph; empty when neither <c>unet/</c> nor OnnxStack's
+    /// <c>controlnet/</c> UNet takes them. A ControlNet's outputs must match these names and channels.
+    /// </summary>
+    public System.Collections.Generic.IReadOnlyList<ControlNetResidual> ControlNetResiduals { get; internal set; } = System.Array.Empty<ControlNetResidual>();
+
+    /// <summary>Whether the folder has its own ControlNet (diffusers' <c>controlnet/</c> holding a graph with a <c>controlnet_cond</c> input).</summary>
+    public bool HasControlNet { get; internal set; }
+
     /// <summary>The factor latents are multiplied by after encoding and divided by before decoding (1 for pixel-space models).</summary>
     public float VaeScalingFactor { get; }
 
@@ -102,6 +112,15 @@ public sealed class ModelInfo
     /// <summary>The execution provider the sessions run on (after any fallback), e.g. <c>CPU</c> or <c>CUDA:0</c>.</summary>
     public string ExecutionProvider { get; }
 }
+
+/// <summary>
+/// One ControlNet residual the UNet adds to a skip connection (diffusers <c>down_block_additional_residuals</c>) or to the
+/// mid block's output (<c>mid_block_additional_residual</c>).
+/// </summary>
+/// <param name="Name">The UNet input (and ControlNet output) name.</param>
+/// <param name="Channels">Its channels.</param>
+/// <param name="Downscale">Its spatial size is the latent size divided by this (1, 2, 4, 8…).</param>
+public sealed record ControlNetResidual(string Name, int Channels, int Downscale);
 
 /// <summary>The kinds of model folder the library runs, told apart by <c>model_index.json</c> and the files present.</summary>
 public enum ModelKind

@@ -36,6 +36,9 @@ public sealed class StableDiffusionModel : IDisposable
     // Sessions with replaced weights (LoRA, textual inversion), one per (component, WeightVariant.Id).
     private readonly Dictionary<(string Component, string VariantId), OnnxComponent> _variants = new();
     private readonly object _variantsLock = new();
+    // ControlNets given as files or folders (LoadControlNet), by full path of their model.onnx; guarded by _variantsLock.
+    private readonly Dictionary<string, ControlNetModel> _controlNets = new(StringComparer.Ordinal);
+    private readonly OnnxComponent? _onnxStackUnet;
     private int _disposed;
 
     private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options)
@@ -100,6 +103,29 @@ public sealed class StableDiffusionModel : IDisposable
             Info = inspection.Info;
             _textEncoders = inspection.TextEncoders;
             times.Mark("inspection");
+            (_onnxStackUnet, var folderControlNet) = OpenControlNetGraphs();
+            try
+            {
+                ResidualUnet = ControlNetGraphs.TakesResiduals(Unet) ? Unet : _onnxStackUnet;
+                if (ResidualUnet is not null)
+                {
+                    var probe = folderControlNet is null ? null : new ControlNetProbe(folderControlNet, Info.LatentChannels, Info.VaeSpatialFactor, Info.SequenceLength, Info.HiddenSize);
+                    Info.ControlNetResiduals = ControlNetGraphs.ReadResiduals(ResidualUnet,
+                        new[] { Path.Combine(Directory, ModelFolder.Unet, "config.json"), Path.Combine(Directory, ModelFolder.ControlNet, "config.json") }, probe);
+                }
+                if (folderControlNet is not null)
+                {
+                    ControlNet = CreateControlNet(folderControlNet);
+                    Info.HasControlNet = true;
+                }
+            }
+            catch
+            {
+                folderControlNet?.Dispose();
+                throw;
+            }
+            if (ResidualUnet is not null || ControlNet is not null)
+                times.Mark("controlnet");
         }
         catch
         {
@@ -107,6 +133,7 @@ public sealed class StableDiffusionModel : IDisposable
             if (!ReferenceEquals(TextEncoder2, _textEncoder))
                 TextEncoder2?.Dispose();
             Unet?.Dispose();
+            _onnxStackUnet?.Dispose();
             _vaeDecoder?.Dispose();
             throw;
         }
@@ -206,6 +233,108 @@ public sealed class StableDiffusionModel : IDisposable
         $"The model '{Directory}' is unconditional ({ModelFolder.Describe(Info.Kind)}): its UNet takes no text, and the folder has no {what}. "
         + "Run DenoiseLatents without an embeddings column (DenoiseLatents(model, outputColumnName, options)) and no EncodePrompt stage.");
 
+    /// <summary>
+    /// The UNet that takes ControlNet residuals: <see cref="Unet"/> when it does (diffusers' naming), else OnnxStack's
+    /// <c>controlnet/model.onnx</c> UNet; null when the folder has none.
+    /// </summary>
+    internal OnnxComponent? ResidualUnet { get; }
+
+    /// <summary>
+    /// The folder's own ControlNet (diffusers' naming: <c>controlnet/model.onnx</c> taking <c>controlnet_cond</c>), checked
+    /// against the UNet at load; null when the folder has none. Others load with <see cref="LoadControlNet"/>.
+    /// </summary>
+    public ControlNetModel? ControlNet { get; }
+
+    /// <summary>
+    /// Loads a ControlNet given as a <c>.onnx</c> file or a folder holding <c>model.onnx</c> (OnnxStack ships them as
+    /// separate models; several make a multi-ControlNet run), and checks that its residuals fit the UNet's residual inputs
+    /// (names, count, channels, text width). Loaded once per path and released with the model.
+    /// </summary>
+    /// <param name="path">The ControlNet's <c>.onnx</c> file or folder.</param>
+    /// <returns>The ControlNet, owned by this model.</returns>
+    /// <exception cref="FileNotFoundException">There is no such file (or no model.onnx in the folder).</exception>
+    /// <exception cref="ModelContractException">The graph is not a ControlNet, the model has no UNet with residual inputs, or
+    /// the ControlNet's residuals do not fit the UNet's (the message names both files).</exception>
+    public ControlNetModel LoadControlNet(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        ThrowIfDisposed();
+        string full = Path.GetFullPath(path);
+        string file = System.IO.Directory.Exists(full) ? Path.Combine(full, "model.onnx") : full;
+        if (!File.Exists(file))
+            throw new FileNotFoundException($"ControlNet '{path}' not found: expected a .onnx file or a folder holding model.onnx ('{file}').", file);
+        if (ControlNet is not null && string.Equals(ControlNet.Path, file, StringComparison.Ordinal))
+            return ControlNet;
+        lock (_variantsLock)
+        {
+            ThrowIfDisposed();
+            if (_controlNets.TryGetValue(file, out var cached))
+                return cached;
+            var component = OpenFile(ModelFolder.ControlNet, file);
+            try
+            {
+                var controlNet = CreateControlNet(component);
+                _controlNets.Add(file, controlNet);
+                return controlNet;
+            }
+            catch
+            {
+                component.Dispose();
+                throw;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The folder's <c>controlnet/model.onnx</c>, told apart by its inputs: a ControlNet (it takes <c>controlnet_cond</c>,
+    /// diffusers' naming), or a UNet with residual inputs (OnnxStack's naming).
+    /// </summary>
+    private (OnnxComponent? OnnxStackUnet, OnnxComponent? ControlNet) OpenControlNetGraphs()
+    {
+        if (!File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.ControlNet)))
+            return (null, null);
+        var graph = Open(ModelFolder.ControlNet);
+        if (ControlNetGraphs.IsControlNet(graph))
+            return (null, graph);
+        if (ControlNetGraphs.TakesResiduals(graph) && graph.HasInput("sample") && graph.HasInput("encoder_hidden_states"))
+        {
+            if (ModelInspector.UnetOutputName(graph) is var output && !graph.HasOutput(output))
+            {
+                graph.Dispose();
+                throw new ModelContractException($"'{graph.Path}' (a UNet with ControlNet residual inputs) has no output '{output}'.");
+            }
+            return (graph, null);
+        }
+        string inputs = string.Join(", ", graph.Inputs.Keys);
+        graph.Dispose();
+        throw new ModelContractException($"'{ModelFolder.ModelPath(Directory, ModelFolder.ControlNet)}' is neither a ControlNet (input 'controlnet_cond') nor a UNet with "
+            + $"ControlNet residual inputs ('down_block_0_additional_residual' …); it has: {inputs}.");
+    }
+
+    private ControlNetModel CreateControlNet(OnnxComponent component)
+    {
+        var unet = ResidualUnet ?? Unet;
+        string[] outputs = ControlNetGraphs.CheckFits(component, unet, Info.ControlNetResiduals, Info.LatentChannels, Info.HiddenSize);
+        if (!ControlNetGraphs.IsResolved(Info.ControlNetResiduals))
+        {
+            // No config stated the residuals' sizes: the first ControlNet tells them (one run at a 16×16 latent).
+            Info.ControlNetResiduals = ControlNetGraphs.Resolve(unet, Info.ControlNetResiduals, outputs,
+                new ControlNetProbe(component, Info.LatentChannels, Info.VaeSpatialFactor, Info.SequenceLength, Info.HiddenSize));
+        }
+        string config = Path.Combine(Path.GetDirectoryName(component.Path)!, "config.json");
+        bool globalPool = false;
+        if (File.Exists(config))
+        {
+            using var doc = ModelFolder.ReadJson(config);
+            globalPool = doc.RootElement.TryGetProperty("global_pool_conditions", out var g) && g.ValueKind == System.Text.Json.JsonValueKind.True;
+        }
+        if (globalPool)
+            throw new ModelContractException($"ControlNet '{component.Path}' sets global_pool_conditions (its residuals are pooled to 1×1, shuffle-style); "
+                + "MLNet.Diffusion binds residuals of the UNet's skip-connection sizes and does not run such ControlNets.");
+        return new ControlNetModel(component, outputs, Info.ControlNetResiduals, globalPool);
+    }
+
+
     internal OnnxComponent? VaeEncoderOrNull { get { ThrowIfDisposed(); return _vaeEncoder.Value; } }
 
     /// <summary>Where the load spent its time, phase by phase (the vae_encoder session opens lazily, on first use, and is not counted).</summary>
@@ -237,6 +366,12 @@ public sealed class StableDiffusionModel : IDisposable
     }
 
     private OnnxComponent Open(string component) => OpenSession(component, null);
+
+    private OnnxComponent OpenFile(string name, string path)
+    {
+        var session = _sessions.Create(path, false, null, out var lease);
+        return new OnnxComponent(name, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider, null, lease);
+    }
 
     private OnnxComponent OpenSession(string component, WeightVariant? variant)
     {
@@ -321,6 +456,8 @@ public sealed class StableDiffusionModel : IDisposable
         if (!ReferenceEquals(TextEncoder2, _textEncoder))
             TextEncoder2?.Dispose();
         Unet.Dispose();
+        _onnxStackUnet?.Dispose();
+        ControlNet?.Component.Dispose();
         _vaeDecoder?.Dispose();
         if (_vaeEncoder.IsValueCreated)
             _vaeEncoder.Value?.Dispose();
@@ -331,6 +468,9 @@ public sealed class StableDiffusionModel : IDisposable
             foreach (var component in _variants.Values)
                 component.Dispose();
             _variants.Clear();
+            foreach (var controlNet in _controlNets.Values)
+                controlNet.Component.Dispose();
+            _controlNets.Clear();
         }
     }
 }

@@ -147,6 +147,20 @@ public static class DiffusionCatalog
         });
     }
 
+    /// <summary>
+    /// Create a <see cref="ControlImagePreparationEstimator"/>, which turns an image column into ControlNet control images
+    /// [3, H, W] in [0, 1] (<see cref="ControlNetUnit.ImageColumnName"/>), optionally through a preprocessor (Canny edges).
+    /// </summary>
+    /// <param name="catalog">The transform catalog.</param>
+    /// <param name="model">The loaded model (its VAE factor constrains the size).</param>
+    /// <param name="options">Column names, size and preprocessor.</param>
+    public static ControlImagePreparationEstimator PrepareControlImage(this TransformsCatalog catalog, StableDiffusionModel model, PrepareControlImageOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(options);
+        return new ControlImagePreparationEstimator(model, options);
+    }
+
     /// <summary>Create an <see cref="InpaintingPreparationEstimator"/> with all options (resizing, mask downsampling, sampling, seeds, batching).</summary>
     /// <param name="catalog">The transform catalog.</param>
     /// <param name="model">The loaded model.</param>

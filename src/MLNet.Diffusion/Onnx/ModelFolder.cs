@@ -25,6 +25,7 @@ internal static class ModelFolder
 
     /// <summary>The VQ codebook (<c>quantize.embedding.weight</c>, float32 [K, C]) next to the VQ decoder.</summary>
     public const string Codebook = "vqvae_decoder/codebook.npy";
+    public const string ControlNet = "controlnet";
 
     /// <summary>Files without which no text-to-image run is possible (Stable Diffusion 1.x/2.x).</summary>
     public static readonly string[] RequiredFiles =

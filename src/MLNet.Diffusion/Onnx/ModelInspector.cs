@@ -287,7 +287,7 @@ internal static class ModelInspector
 
     /// <summary>
     /// Every UNet input must be one the denoising loop feeds: an SD UNet with SDXL's added inputs, an SDXL UNet without
-    /// them, or an input of another family (LCM's <c>timestep_cond</c>, ControlNet residuals, …) fails here, named.
+    /// them, or an input of another family (LCM's <c>timestep_cond</c>, …) fails here, named; ControlNet residual inputs are fed (<see cref="ControlNetGraphs"/>).
     /// </summary>
     private static void CheckUnetInputs(OnnxComponent unet, FolderLayout layout)
     {
@@ -307,7 +307,9 @@ internal static class ModelInspector
         }
         foreach (string name in unet.Inputs.Keys)
         {
-            if (Array.IndexOf(s_unetInputs, name) >= 0 || (xl && Array.IndexOf(s_sdxlUnetInputs, name) >= 0))
+            // ControlNet residual inputs (down_block_{i}_additional_residual, mid_block_additional_residual) are fed by
+            // ControlNetConditioning: a ControlNet's residuals, or zeros without one.
+            if (Array.IndexOf(s_unetInputs, name) >= 0 || (xl && Array.IndexOf(s_sdxlUnetInputs, name) >= 0) || ControlNetGraphs.IsResidualName(name))
                 continue;
             string hint = name == "timestep_cond" ? " ('timestep_cond' is the guidance-scale embedding of LCM-distilled UNets, unet config time_cond_proj_dim.)" : string.Empty;
             throw new ModelContractException($"unet/model.onnx has an input '{name}' that MLNet.Diffusion cannot feed: it feeds {string.Join(", ", s_unetInputs)}"

@@ -30,6 +30,9 @@ public enum DiffusionStageKind
 
     /// <summary>An <see cref="InpaintingPreparationTransformer"/> (PrepareInpainting).</summary>
     PrepareInpainting,
+
+    /// <summary>A <see cref="ControlImagePreparationTransformer"/> (PrepareControlImage).</summary>
+    PrepareControlImage,
 }
 
 /// <summary>
@@ -45,6 +48,7 @@ public enum DiffusionStageKind
 [JsonDerivedType(typeof(EncodeImageStageDefinition), nameof(DiffusionStageKind.EncodeImage))]
 [JsonDerivedType(typeof(AddDiffusionNoiseStageDefinition), nameof(DiffusionStageKind.AddDiffusionNoise))]
 [JsonDerivedType(typeof(PrepareInpaintingStageDefinition), nameof(DiffusionStageKind.PrepareInpainting))]
+[JsonDerivedType(typeof(PrepareControlImageStageDefinition), nameof(DiffusionStageKind.PrepareControlImage))]
 public abstract record DiffusionStageDefinition
 {
     private protected DiffusionStageDefinition()
@@ -78,6 +82,7 @@ public abstract record DiffusionStageDefinition
             ImageEncodingTransformer i => EncodeImageStageDefinition.From(i),
             DiffusionNoisingTransformer n => AddDiffusionNoiseStageDefinition.From(n),
             InpaintingPreparationTransformer p => PrepareInpaintingStageDefinition.From(p),
+            ControlImagePreparationTransformer c => PrepareControlImageStageDefinition.From(c),
             _ => throw new ArgumentException($"Unknown diffusion stage type {stage.GetType().Name}.", nameof(stage)),
         };
 

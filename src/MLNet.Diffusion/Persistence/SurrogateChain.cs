@@ -63,6 +63,12 @@ internal static class SurrogateChain
             // An input that is not read, or (as version 1 did for masked-image latents) named but absent from the schema,
             // gets the placeholder; the configuration tells the loaded stage which slots it reads.
             string? column = input.Column is { } c && (input.Placeholder is null || schema.GetColumnOrNull(c) is not null) ? c : null;
+            if (input.Type == SlotType.Tensor && column is not null && schema.GetColumnOrNull(column)?.Type == NumberDataViewType.Single)
+            {
+                // A Single scalar (a per-row ControlNet scale): a one-value vector in the tensor slot.
+                estimators.Add(ml.Transforms.Concatenate(input.Slot, column));
+                continue;
+            }
             if (input.Type != SlotType.Int64)
             {
                 if (column is null && input.Column is null && input.Placeholder is null)
@@ -164,6 +170,8 @@ internal static class SurrogateChain
                 // and PrepareInpainting's inputs: their outputs are added by name, typed as the loaded surrogate types them.
                 if (saved is EncodeImageStageDefinition e && schema.GetColumnOrNull(e.InputColumnName) is null)
                     return WithVectors(schema, e.OutputColumnName);
+                if (saved is PrepareControlImageStageDefinition ci && schema.GetColumnOrNull(ci.ImageColumnName) is null)
+                    return WithVectors(schema, ci.OutputColumnName);
                 if (saved is PrepareInpaintingStageDefinition p && schema.GetColumnOrNull(p.ImageColumnName) is null)
                     return p.MaskedImageLatentsColumnName is { } masked ? WithVectors(schema, p.LatentMaskColumnName, masked) : WithVectors(schema, p.LatentMaskColumnName);
                 break;

@@ -28,6 +28,9 @@ internal sealed record DenoiseSettings(
 
     /// <summary>Called at the end of every step with a view of the batch's latents (diffusers' <c>callback_on_step_end</c>).</summary>
     public DenoiseStepCallback? OnStepEnd { get; init; }
+
+    /// <summary>The UNet to run instead of the model's <c>unet/</c> (OnnxStack's ControlNet UNet); null: the model's.</summary>
+    public OnnxComponent? Unet { get; init; }
 }
 
 /// <summary>
@@ -80,7 +83,7 @@ internal sealed class LatentDenoiser : IDisposable
     public LatentDenoiser(StableDiffusionModel model, DenoiseSettings settings, IReadOnlyList<IUnetConditioning>? conditionings = null, IPipelineLog? log = null)
     {
         _model = model;
-        _unet = model.Unet;
+        _unet = settings.Unet ?? model.Unet;
         _settings = settings;
         _conditionings = conditionings is null ? Array.Empty<IUnetConditioning>() : new List<IUnetConditioning>(conditionings).ToArray();
         _log = log ?? PipelineLog.None;
@@ -91,7 +94,7 @@ internal sealed class LatentDenoiser : IDisposable
         _conditional = _unet.HasInput("encoder_hidden_states");
         // Classifier-free guidance mixes a conditional and an unconditional prediction; an unconditional UNet has only the latter.
         _guidance = settings.GuidanceScale > 1f && _conditional;
-        _outputName = model.UnetOutputName;
+        _outputName = ModelInspector.UnetOutputName(_unet);
         var ts = _unet.Input("timestep");
         _timestepRank = ts.Dimensions.Length;
         _timestepStaticDim = OnnxComponent.StaticDim(ts, 0);

@@ -19,6 +19,9 @@ internal enum InputColumnKind
 
     /// <summary>An MLImage.</summary>
     Image,
+
+    /// <summary>A Single scalar (per-row scales).</summary>
+    Number,
 }
 
 /// <summary>
@@ -75,6 +78,7 @@ internal sealed class InputColumnTable
         InputColumnKind.Text => ColumnChecks.IsText,
         InputColumnKind.FloatVector => ColumnChecks.IsFloatVector,
         InputColumnKind.Integer => ColumnChecks.IsSeed,
+        InputColumnKind.Number => ColumnChecks.IsSingle,
         _ => ColumnChecks.IsImage,
     };
 
@@ -83,6 +87,7 @@ internal sealed class InputColumnTable
         InputColumnKind.Text => ColumnChecks.IsText,
         InputColumnKind.FloatVector => ColumnChecks.IsFloatVector,
         InputColumnKind.Integer => ColumnChecks.IsSeed,
+        InputColumnKind.Number => ColumnChecks.IsSingle,
         _ => ColumnChecks.IsImage,
     };
 
@@ -187,6 +192,11 @@ internal static class ColumnChecks
     /// <summary>Seeds: any integer type, or a floating-point type holding whole numbers (CSV loaders read numbers as Single).</summary>
     public static bool IsSeed(DataViewType t) => t == NumberDataViewType.Int32 || t == NumberDataViewType.Int64 || t == NumberDataViewType.UInt32
         || t == NumberDataViewType.UInt64 || t == NumberDataViewType.Int16 || t == NumberDataViewType.UInt16 || t == NumberDataViewType.Single || t == NumberDataViewType.Double;
+
+    /// <summary>A Single, or a vector of Single (one value per row: a saved stage's slot).</summary>
+    public static bool IsSingle(DataViewType t) => t == NumberDataViewType.Single || IsFloatVector(t);
+
+    public static bool IsSingle(SchemaShape.Column c) => c.ItemType == NumberDataViewType.Single;
 
     public static bool IsSeed(SchemaShape.Column c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && IsSeed(c.ItemType);
 

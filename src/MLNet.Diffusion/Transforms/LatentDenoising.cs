@@ -152,6 +152,21 @@ public sealed class DenoiseLatentsOptions
     /// <summary>Refiner-style SDXL UNets: the aesthetic score of the unconditional rows' <c>time_ids</c>; null uses diffusers' default 2.5.</summary>
     public float? NegativeAestheticScore { get; init; }
 
+    /// <summary>
+    /// The ControlNets that steer the denoising (diffusers' StableDiffusionControlNetPipeline; several are summed as its
+    /// MultiControlNetModel does), each with its control-image column, scale and guidance window; null or empty: none. The
+    /// model's UNet must take ControlNet residuals (<see cref="ModelInfo.ControlNetResiduals"/>); such a UNet without
+    /// ControlNets runs with zero residuals.
+    /// </summary>
+    public System.Collections.Generic.IReadOnlyList<ControlNetUnit>? ControlNets { get; init; }
+
+    /// <summary>
+    /// diffusers' <c>guess_mode</c>: the ControlNets see the conditional half of the guidance batch only (the unconditional
+    /// half gets no residuals), and their down residuals are scaled by <c>logspace(−1, 0, n + 1)</c> (the mid one by 1).
+    /// Needs <see cref="ControlNets"/>.
+    /// </summary>
+    public bool ControlNetGuessMode { get; init; }
+
     internal void Validate(ModelInfo info)
     {
         if (Steps < 1 || Steps > info.SchedulerConfig.NumTrainTimesteps)
@@ -168,6 +183,33 @@ public sealed class DenoiseLatentsOptions
             throw new ArgumentException($"Strength {Strength} is below 1, which needs initial latents: set InitialLatentsColumnName (e.g. EncodeImage's output column), or leave Strength at 1 for text-to-image.", nameof(Strength));
         ValidateAddedConditioning(info);
         ValidateInpainting(info);
+        ValidateControlNets(info);
+    }
+
+    /// <summary>ControlNet units: valid values (diffusers' check_inputs), and a UNet that takes residuals.</summary>
+    private void ValidateControlNets(ModelInfo info)
+    {
+        if (ControlNets is null || ControlNets.Count == 0)
+        {
+            if (ControlNetGuessMode)
+                throw new ArgumentException("ControlNetGuessMode needs ControlNets.", nameof(ControlNetGuessMode));
+            return;
+        }
+        if (info.ControlNetResiduals.Count == 0)
+            throw new ArgumentException($"ControlNets need a UNet with ControlNet residual inputs (down_block_{{i}}_additional_residual, mid_block_additional_residual); "
+                + $"the model '{info.Directory}' has none (neither unet/ nor OnnxStack's controlnet/ UNet takes them).", nameof(ControlNets));
+        for (int i = 0; i < ControlNets.Count; i++)
+        {
+            var u = ControlNets[i] ?? throw new ArgumentException($"ControlNets[{i}] is null.", nameof(ControlNets));
+            ArgumentException.ThrowIfNullOrWhiteSpace(u.ImageColumnName, $"ControlNets[{i}].ImageColumnName");
+            if (u.ModelPath is null && !info.HasControlNet)
+                throw new ArgumentException($"ControlNets[{i}] has no ModelPath and the model folder '{info.Directory}' has no controlnet/ ControlNet of its own.", nameof(ControlNets));
+            if (!float.IsFinite(u.Scale))
+                throw new ArgumentOutOfRangeException(nameof(ControlNets), u.Scale, $"ControlNets[{i}].Scale must be a finite number (1.0 is diffusers' default).");
+            // diffusers check_inputs: start < end, start ≥ 0, end ≤ 1.
+            if (!(u.GuidanceStart >= 0f && u.GuidanceEnd <= 1f && u.GuidanceStart < u.GuidanceEnd))
+                throw new ArgumentOutOfRangeException(nameof(ControlNets), $"ControlNets[{i}]: GuidanceStart {u.GuidanceStart} and GuidanceEnd {u.GuidanceEnd} must satisfy 0 ≤ start < end ≤ 1.");
+        }
     }
 
     /// <summary>Which inpainting columns the model's UNet needs (diffusers picks the path by <c>unet.config.in_channels</c>).</summary>
@@ -276,6 +318,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
     private readonly InputColumnTable _inputs;
     private readonly float[] _timeIds = Array.Empty<float>();
     private readonly float[] _negativeTimeIds = Array.Empty<float>();
+    private readonly ControlNetModel[] _controlNets;
 
     internal LatentDenoisingTransformer(StableDiffusionModel model, string outputColumnName, string? inputColumnName, DenoiseLatentsOptions options)
         : base(model, "DenoiseLatents")
@@ -303,8 +346,15 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             PooledColumnName = options.PooledEmbeddingsColumnName ?? EncodePromptOptions.DefaultPooledColumnName;
             (_timeIds, _negativeTimeIds) = options.SdxlTimeIds.Create(width);
         }
+        var units = options.ControlNets ?? Array.Empty<ControlNetUnit>();
+        _controlNets = new ControlNetModel[units.Count];
+        for (int i = 0; i < units.Count; i++)
+            _controlNets[i] = units[i].ModelPath is { } path ? model.LoadControlNet(path) : model.ControlNet!;
         _inputs = InputColumns();
     }
+
+    /// <summary>The ControlNets of <see cref="DenoiseLatentsOptions.ControlNets"/>, loaded and checked against the UNet.</summary>
+    internal IReadOnlyList<ControlNetModel> ControlNets => _controlNets;
 
     /// <summary>SDXL: the pooled prompt column read (the option, or its default); null for SD 1.x/2.x.</summary>
     internal string? PooledColumnName { get; }
@@ -341,7 +391,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         int per = info.HiddenSize, f = info.VaeSpatialFactor, h = Options.Height / f, w = Options.Width / f, len = _latentLength;
         string shape = LatentShape;
         string pooled = $"Vector<Single> of [2, {info.PooledSize}] pooled prompt embeddings (EncodePrompt's pooled output, which the SDXL UNet takes as text_embeds)";
-        return new InputColumnTable()
+        var table = new InputColumnTable()
             .Add(InputColumnName, InputColumnKind.FloatVector, $"Vector<Single> of [2, S, {per}] prompt embeddings", "Vector<Single> prompt embeddings", sizeMultiple: 2 * per)
             .Add(Options.SeedColumnName, InputColumnKind.Integer, ColumnChecks.SeedDescription)
             .Add(Options.InitialNoiseColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {len}", size: len, sizeExpected: $"Vector<Single> of size {len} ({shape})")
@@ -351,6 +401,14 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 "Vector<Single> latent mask (PrepareInpainting's output)", size: h * w)
             .Add(info.IsInpaintingUnet ? Options.MaskedImageLatentsColumnName : null, InputColumnKind.FloatVector, $"Vector<Single> of size {len} ({shape}) masked-image latents (PrepareInpainting's output)",
                 "Vector<Single> masked-image latents (PrepareInpainting's output)", size: len);
+        int image = 3 * Options.Height * Options.Width;
+        foreach (var unit in Options.ControlNets ?? Array.Empty<ControlNetUnit>())
+        {
+            table.Add(unit.ImageColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {image} (3×{Options.Height}×{Options.Width}) control image in [0, 1] (PrepareControlImage's output)",
+                "Vector<Single> control image (PrepareControlImage's output)", size: image);
+            table.Add(unit.ScaleColumnName, InputColumnKind.Number, "Single ControlNet conditioning scale", size: 1);
+        }
+        return table;
     }
 
     internal override StageWorker CreateWorker(DataViewRow input, bool[] activeOutputs) => new Worker(this, input);
@@ -374,6 +432,10 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private readonly VectorColumnSlots? _maskedLatents;
         private readonly SdxlAddedConditioning? _sdxl;
         private readonly InpaintingConditioning? _inpainting;
+        private readonly ControlNetConditioning? _controlNet;
+        private readonly VectorColumnSlots[] _controlImages = Array.Empty<VectorColumnSlots>();
+        private readonly ValueGetter<float>?[] _scaleGetters = Array.Empty<ValueGetter<float>?>();
+        private readonly float[][] _scales = Array.Empty<float[]>();
         private readonly float[][] _embeddings;
         private readonly long[] _seeds;
         private readonly long[] _positions;
@@ -414,14 +476,57 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 conditionings.Add(_inpainting);
             }
 
+            // ControlNet: the units' residuals, or zeros for a UNet with residual inputs run without one.
+            var units = o.ControlNets ?? Array.Empty<ControlNetUnit>();
+            if (units.Count > 0 || Onnx.ControlNetGraphs.TakesResiduals(stage.Model.Unet))
+            {
+                var runs = new ControlNetRun[units.Count];
+                _controlImages = new VectorColumnSlots[units.Count];
+                _scaleGetters = new ValueGetter<float>?[units.Count];
+                _scales = new float[units.Count][];
+                int image = 3 * o.Height * o.Width;
+                for (int i = 0; i < units.Count; i++)
+                {
+                    var u = units[i];
+                    runs[i] = new ControlNetRun(stage._controlNets[i], u.GuidanceStart, u.GuidanceEnd);
+                    _controlImages[i] = new VectorColumnSlots(input, u.ImageColumnName, image, b, "control-image", $"{image} (3×{o.Height}×{o.Width})");
+                    if (u.ScaleColumnName is { } sc)
+                        _scaleGetters[i] = ScaleGetter(input, sc);
+                    _scales[i] = new float[b];
+                }
+                _controlNet = new ControlNetConditioning(info.ControlNetResiduals, runs, o.ControlNetGuessMode, info.LatentChannels, o.Height / f, o.Width / f, o.Height, o.Width, info.HiddenSize);
+                conditionings.Add(_controlNet);
+            }
+
             _channel = stage.StartChannel();
             _denoiser = new LatentDenoiser(stage.Model,
-                new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength) { OnStepEnd = o.OnStepEnd },
+                new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength)
+                {
+                    OnStepEnd = o.OnStepEnd,
+                    Unet = units.Count > 0 ? stage.Model.ResidualUnet : null,
+                },
                 conditionings, new ChannelLog(_channel));
             _embeddings = new float[b][];
             _seeds = new long[b];
             _positions = new long[b];
             _latents = new float[b][];
+        }
+
+        /// <summary>A Single column's getter; a vector column (a saved stage's one-value slot) gives its only value.</summary>
+        private static ValueGetter<float> ScaleGetter(DataViewRow input, string column)
+        {
+            var c = input.Schema[column];
+            if (c.Type == NumberDataViewType.Single)
+                return input.GetGetter<float>(c);
+            var vector = input.GetGetter<VBuffer<float>>(c);
+            VBuffer<float> buffer = default;
+            return (ref float value) =>
+            {
+                vector(ref buffer);
+                if (buffer.Length != 1)
+                    throw new InvalidOperationException($"ControlNet scale column '{column}' holds {buffer.Length} values; expected one Single per row.");
+                value = buffer.GetItemOrDefault(0);
+            };
         }
 
         public override void ReadRow(int slot, long position)
@@ -453,6 +558,22 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 if (!(min >= 0f && max <= 1f))
                     throw new InvalidOperationException($"Row {position}: mask column '{_stage.Options.MaskColumnName}' has values in [{min}, {max}]; a latent mask holds values in [0, 1] (1 = repaint).");
                 _maskedLatents?.Read(slot, position);
+            }
+            for (int i = 0; i < _controlImages.Length; i++)
+            {
+                var image = _controlImages[i].Read(slot, position);
+                float min = TensorPrimitives.Min(image), max = TensorPrimitives.Max(image);
+                if (!(min >= 0f && max <= 1f))
+                    throw new InvalidOperationException($"Row {position}: control-image column '{_stage.Options.ControlNets![i].ImageColumnName}' has values in [{min}, {max}]; "
+                        + "a ControlNet takes its control image in [0, 1] (PrepareControlImage's output).");
+                float scale = _stage.Options.ControlNets![i].Scale;
+                if (_scaleGetters[i] is { } getter)
+                {
+                    getter(ref scale);
+                    if (!float.IsFinite(scale))
+                        throw new InvalidOperationException($"Row {position}: ControlNet scale column '{_stage.Options.ControlNets[i].ScaleColumnName}' holds {scale}; expected a finite number.");
+                }
+                _scales[i][slot] = scale;
             }
         }
 
@@ -505,6 +626,19 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 }
             }
 
+            if (_controlNet is not null)
+            {
+                _controlNet.Ensure(count);
+                for (int n = 0; n < _controlImages.Length; n++)
+                {
+                    for (int r = 0; r < count; r++)
+                    {
+                        _controlImages[n].Slots[start + r].AsSpan().CopyTo(_controlNet.Image(n, r));
+                        _controlNet.SetScale(n, r, _scales[n][start + r]);
+                    }
+                }
+            }
+
             _denoiser.Run(new DenoiseBatch(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsMemory(start, count), _batchLatents)
             {
                 InitialNoise = _noise is null ? default : _noise.Slots.AsMemory(start, count),
@@ -525,6 +659,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         public override void Dispose()
         {
             _denoiser.Dispose();
+            _controlNet?.Dispose();
             _channel.Dispose();
         }
     }

@@ -90,6 +90,18 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="DenoiseLatentsOptions.NegativeAestheticScore"/>.</summary>
     public float? NegativeAestheticScore { get; init; }
 
+    /// <summary>
+    /// <see cref="DenoiseLatentsOptions.ControlNets"/> (each unit's ControlNet path, image and scale columns, scale and
+    /// window); null when the stage has none. A saved stage holds at most <see cref="MaxSavedControlNets"/>.
+    /// </summary>
+    public IReadOnlyList<ControlNetUnit>? ControlNets { get; init; }
+
+    /// <summary><see cref="DenoiseLatentsOptions.ControlNetGuessMode"/>.</summary>
+    public bool ControlNetGuessMode { get; init; }
+
+    /// <summary>The ControlNets a saved stage can hold: the saved row (contract v3) has this many control-image and scale slots.</summary>
+    public const int MaxSavedControlNets = 4;
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.DenoiseLatents;
 
@@ -97,7 +109,16 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     public override int CurrentVersion => 1;
 
     /// <summary>The ML.NET contract of the saved stage.</summary>
-    internal const string ContractName = "MLNet.Diffusion.DenoiseLatents.v2";
+    internal const string ContractName = "MLNet.Diffusion.DenoiseLatents.v3";
+
+    /// <summary>The contract before ControlNet's slots (docs/persistence.md): still loaded, its control slots empty.</summary>
+    internal const string ContractNameV2 = "MLNet.Diffusion.DenoiseLatents.v2";
+
+    /// <summary>The slot of unit <paramref name="i"/>'s control image.</summary>
+    internal static string ControlSlot(int i) => "__sd_control" + i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The slot of unit <paramref name="i"/>'s per-row scale (a one-value vector).</summary>
+    internal static string ControlScaleSlot(int i) => "__sd_cscale" + i.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     internal static DenoiseLatentsStageDefinition From(LatentDenoisingTransformer stage)
     {
@@ -128,7 +149,20 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
             TargetHeight = o.TargetHeight,
             AestheticScore = o.AestheticScore,
             NegativeAestheticScore = o.NegativeAestheticScore,
+            ControlNets = o.ControlNets is { Count: > 0 } units ? Resolved(units, stage) : null,
+            ControlNetGuessMode = o.ControlNetGuessMode,
         };
+    }
+
+    /// <summary>The units with their ControlNet paths made absolute (the saved model references files by absolute path, as its folder).</summary>
+    private static ControlNetUnit[] Resolved(IReadOnlyList<ControlNetUnit> units, LatentDenoisingTransformer stage)
+    {
+        if (units.Count > MaxSavedControlNets)
+            throw new NotSupportedException($"A DenoiseLatents stage with {units.Count} ControlNets cannot be saved: the saved row holds at most {MaxSavedControlNets}.");
+        var result = new ControlNetUnit[units.Count];
+        for (int i = 0; i < units.Count; i++)
+            result[i] = units[i].ModelPath is null ? units[i] : units[i] with { ModelPath = stage.ControlNets[i].Path };
+        return result;
     }
 
     private protected override DiffusionTransformer Create(StableDiffusionModel model, IProgress<DenoiseProgress>? progress, CancellationToken cancellationToken) =>
@@ -157,6 +191,8 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
                 TargetHeight = TargetHeight,
                 AestheticScore = AestheticScore,
                 NegativeAestheticScore = NegativeAestheticScore,
+                ControlNets = ControlNets,
+                ControlNetGuessMode = ControlNetGuessMode,
                 Progress = progress,
                 CancellationToken = cancellationToken,
             });
@@ -171,23 +207,49 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
         MaskColumnName = IfSet(MaskColumnName, Slots.Mask),
         MaskedImageLatentsColumnName = IfSet(MaskedImageLatentsColumnName, Slots.MaskedLatents),
         PooledEmbeddingsColumnName = IfSet(PooledEmbeddingsColumnName, Slots.Pooled),
+        ControlNets = SurrogateUnits(),
         BatchSize = 1,
     };
+
+    private ControlNetUnit[]? SurrogateUnits()
+    {
+        if (ControlNets is not { Count: > 0 } units)
+            return null;
+        var result = new ControlNetUnit[units.Count];
+        for (int i = 0; i < units.Count; i++)
+            result[i] = units[i] with { ImageColumnName = ControlSlot(i), ScaleColumnName = IfSet(units[i].ScaleColumnName, ControlScaleSlot(i)) };
+        return result;
+    }
 
     internal override string Contract => ContractName;
 
     // An input the stage does not read carries a copy of the embeddings (any float vector would do; it is never read);
     // an unconditional stage reads no float vector at all, and the chain then feeds those slots a constant.
-    internal override IReadOnlyList<SurrogateInput> Inputs => new SurrogateInput[]
+    // ControlNet unit i's image and scale columns go to __sd_control{i} and __sd_cscale{i} (a Single scale column is
+    // concatenated into a one-value vector there).
+    internal override IReadOnlyList<SurrogateInput> Inputs
     {
-        new(Slots.Embeddings, SlotType.Tensor, InputColumnName),
-        new(Slots.Noise, SlotType.Tensor, InitialNoiseColumnName, InputColumnName),
-        new(Slots.InitialLatents, SlotType.Tensor, InitialLatentsColumnName, InputColumnName),
-        new(Slots.Mask, SlotType.Tensor, MaskColumnName, InputColumnName),
-        new(Slots.MaskedLatents, SlotType.Tensor, MaskedImageLatentsColumnName, InputColumnName),
-        new(Slots.Pooled, SlotType.Tensor, PooledEmbeddingsColumnName, InputColumnName),
-        new(Slots.Seed, SlotType.Int64, SeedColumnName),
-    };
+        get
+        {
+            var inputs = new List<SurrogateInput>
+            {
+                new(Slots.Embeddings, SlotType.Tensor, InputColumnName),
+                new(Slots.Noise, SlotType.Tensor, InitialNoiseColumnName, InputColumnName),
+                new(Slots.InitialLatents, SlotType.Tensor, InitialLatentsColumnName, InputColumnName),
+                new(Slots.Mask, SlotType.Tensor, MaskColumnName, InputColumnName),
+                new(Slots.MaskedLatents, SlotType.Tensor, MaskedImageLatentsColumnName, InputColumnName),
+                new(Slots.Pooled, SlotType.Tensor, PooledEmbeddingsColumnName, InputColumnName),
+                new(Slots.Seed, SlotType.Int64, SeedColumnName),
+            };
+            for (int i = 0; i < MaxSavedControlNets; i++)
+            {
+                var unit = ControlNets is { } units && i < units.Count ? units[i] : null;
+                inputs.Add(new(ControlSlot(i), SlotType.Tensor, unit?.ImageColumnName, InputColumnName));
+                inputs.Add(new(ControlScaleSlot(i), SlotType.Tensor, unit?.ScaleColumnName, InputColumnName));
+            }
+            return inputs;
+        }
+    }
 
     internal override IReadOnlyList<SurrogateOutput> Outputs => new SurrogateOutput[] { new(OutputColumnName, Slots.Output0) };
 
@@ -219,9 +281,69 @@ internal sealed class DenoiseLatentsSlots
     public float[] __sd_pooled { get; set; } = Array.Empty<float>();
 
     public long[] __sd_seed { get; set; } = Array.Empty<long>();
+
+    public float[] __sd_control0 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_control1 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_control2 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_control3 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_cscale0 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_cscale1 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_cscale2 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_cscale3 { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>The saved row of DenoiseLatents before ControlNet (contract <see cref="DenoiseLatentsStageDefinition.ContractNameV2"/>).</summary>
+internal sealed class DenoiseLatentsSlotsV2
+{
+    public string[] __sd_config { get; set; } = Array.Empty<string>();
+
+    public float[] __sd_embeddings { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_noise { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_init { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_mask { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_masked { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+
+    public long[] __sd_seed { get; set; } = Array.Empty<long>();
 }
 
 #pragma warning restore SA1300, IDE1006
+
+/// <summary>The v2 contract (saved before ControlNet): the same slots, the control slots left empty (its configuration has no ControlNets).</summary>
+[CustomMappingFactoryAttribute(DenoiseLatentsStageDefinition.ContractNameV2)]
+internal sealed class DenoiseLatentsMappingV2 : StatefulCustomMappingFactory<DenoiseLatentsSlotsV2, OneOutput, SurrogateState>
+{
+    public override Action<DenoiseLatentsSlotsV2, OneOutput, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(SurrogateState.First(src.__sd_config), r =>
+        {
+            r.Set(Slots.Embeddings, src.__sd_embeddings);
+            r.Set(Slots.Noise, src.__sd_noise);
+            r.Set(Slots.InitialLatents, src.__sd_init);
+            r.Set(Slots.Mask, src.__sd_mask);
+            r.Set(Slots.MaskedLatents, src.__sd_masked);
+            r.Set(Slots.Pooled, src.__sd_pooled);
+            r.Set(Slots.Seed, SurrogateState.First(src.__sd_seed));
+            for (int i = 0; i < DenoiseLatentsStageDefinition.MaxSavedControlNets; i++)
+            {
+                r.Set(DenoiseLatentsStageDefinition.ControlSlot(i), Array.Empty<float>());
+                r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(i), Array.Empty<float>());
+            }
+        }).ReadInto(dst);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
 
 [CustomMappingFactoryAttribute(DenoiseLatentsStageDefinition.ContractName)]
 internal sealed class DenoiseLatentsMapping : StatefulCustomMappingFactory<DenoiseLatentsSlots, OneOutput, SurrogateState>
@@ -236,6 +358,14 @@ internal sealed class DenoiseLatentsMapping : StatefulCustomMappingFactory<Denoi
             r.Set(Slots.MaskedLatents, src.__sd_masked);
             r.Set(Slots.Pooled, src.__sd_pooled);
             r.Set(Slots.Seed, SurrogateState.First(src.__sd_seed));
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(0), src.__sd_control0);
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(1), src.__sd_control1);
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(2), src.__sd_control2);
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(3), src.__sd_control3);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(0), src.__sd_cscale0);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(1), src.__sd_cscale1);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(2), src.__sd_cscale2);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(3), src.__sd_cscale3);
         }).ReadInto(dst);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
