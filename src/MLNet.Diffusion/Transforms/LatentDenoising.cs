@@ -6,6 +6,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Transforms;
 using MLNet.Diffusion.Schedulers;
 
@@ -45,6 +46,17 @@ public sealed class DenoiseLatentsOptions
 
     /// <summary>Base seed for rows without a seed column; null derives it from the MLContext's random source.</summary>
     public int? Seed { get; init; }
+
+    /// <summary>
+    /// Where the noise comes from: the generator, how a batch shares it, and the stream of the stochastic steps; default
+    /// <see cref="NoiseOptions.Default"/> (this library's generator, one per row). <see cref="NoiseOptions.Diffusers"/>,
+    /// <see cref="NoiseOptions.ComfyUI"/> and <see cref="NoiseOptions.Automatic1111"/> reproduce those tools' noise from
+    /// the same seed: the initial noise is the generator's first draw, and each stochastic step (Euler ancestral, DDPM,
+    /// LCM, DDIM with eta &gt; 0, …) draws the next one of the latent shape, as diffusers' <c>randn_tensor(model_output.shape,
+    /// generator=…)</c>. With <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> the batch is <see cref="BatchSize"/> rows.
+    /// docs/reproducing.md has the table of tools and settings.
+    /// </summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
 
     /// <summary>
     /// Name of an optional initial-noise column, float vector [C, h, w] of N(0, 1) noise that replaces the seeded noise,
@@ -161,6 +173,9 @@ public sealed class DenoiseLatentsOptions
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 256].");
         if (!(Strength >= 0f && Strength <= 1f))
             throw new ArgumentOutOfRangeException(nameof(Strength), Strength, "Strength must be in [0, 1] (0 keeps the initial latents, 1 is text-to-image).");
+        if (Noise is null)
+            throw new ArgumentNullException(nameof(Noise), "Noise must be set; NoiseOptions.Default is the library's generator.");
+        Noise.Validate(nameof(Noise));
         if (Strength < 1f && InitialLatentsColumnName is null)
             throw new ArgumentException($"Strength {Strength} is below 1, which needs initial latents: set InitialLatentsColumnName (e.g. EncodeImage's output column), or leave Strength at 1 for text-to-image.", nameof(Strength));
         ValidateAddedConditioning(info);
@@ -408,7 +423,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 
             _channel = stage.StartChannel();
             _denoiser = new LatentDenoiser(stage.Model,
-                new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength) { OnStepEnd = o.OnStepEnd },
+                new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength) { OnStepEnd = o.OnStepEnd, Noise = o.Noise },
                 conditionings, new ChannelLog(_channel));
             _embeddings = new float[b][];
             _seeds = new long[b];
