@@ -30,6 +30,9 @@ internal sealed record DenoiseSettings(
     /// <summary>Called at the end of every step with a view of the batch's latents (diffusers' <c>callback_on_step_end</c>).</summary>
     public DenoiseStepCallback? OnStepEnd { get; init; }
 
+    /// <summary>Inpainting (the stage reads a mask): at strength 1 the run starts from pure noise, as diffusers' inpainting pipeline.</summary>
+    public bool Inpainting { get; init; }
+
     /// <summary>Where the initial and the steps' noise come from (the stage's <c>Noise</c> option).</summary>
     public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
 }
@@ -135,21 +138,23 @@ internal sealed class LatentDenoiser : IDisposable
 
         // 2. Timesteps. One scheduler clone per denoiser, reused batch after batch: SetTimesteps resets all per-run state
         //    (scheduler contract), so its scratch and history buffers are allocated once per cursor. Image-to-image keeps
-        //    the last ⌊Steps·Strength⌋ of them (diffusers' get_timesteps).
+        //    the last ⌊Steps·Strength⌋ of them (diffusers' get_timesteps), all of them at strength 1.
         var scheduler = _scheduler ??= _settings.Scheduler.Clone();
         scheduler.SetTimesteps(_settings.Steps);
         var timesteps = scheduler.Timesteps;
-        int start = _settings.Strength < 1f ? scheduler.GetStartIndex(_settings.Strength) : 0;
+        bool fromImage = StartsFromInitialLatents(batch);
+        int start = fromImage ? scheduler.GetStartIndex(_settings.Strength) : 0;
 
         // 3. Initial latents (prepare_latents): N(0, I) per row from the row's seed (or the row's given noise), kept as ε;
-        //    then ε × the init sigma, or for image-to-image add_noise(initial latents, ε, timesteps[start]).
+        //    then ε × the init sigma, or for image-to-image add_noise(initial latents, ε, timesteps[start]) — at strength 1
+        //    too, as StableDiffusionImg2ImgPipeline does (only the inpainting pipeline starts from pure noise there).
         var noise = DrawNoise(batch, latents);
         if (start == timesteps.Length)
         {
             batch.InitialLatents.Span.CopyTo(latents); // no step left: the initial latents are the result
             return;
         }
-        if (_settings.Strength < 1f)
+        if (fromImage)
         {
             scheduler.AddNoise(batch.InitialLatents.Span, _noise, start, latents);
             scheduler.SetBeginIndex(start);
@@ -281,6 +286,14 @@ internal sealed class LatentDenoiser : IDisposable
         }
         return false;
     }
+
+    /// <summary>
+    /// Whether the run starts from the initial latents noised to its first timestep: image-to-image at every strength
+    /// (diffusers' StableDiffusionImg2ImgPipeline.prepare_latents has no strength-1 branch), and inpainting below strength 1
+    /// (StableDiffusionInpaintPipeline: <c>latents = noise if is_strength_max else add_noise(image_latents, noise, t)</c>).
+    /// </summary>
+    private bool StartsFromInitialLatents(DenoiseBatch batch) =>
+        !batch.InitialLatents.IsEmpty && (_settings.Strength < 1f || !_settings.Inpainting);
 
     /// <summary>Writes scale_model_input(latents) into the latents' channels of every sample row (both halves with guidance).</summary>
     private void WriteSample(DiffusionScheduler scheduler, ReadOnlySpan<float> latents, Span<float> sample, int step, int count)
