@@ -25,7 +25,7 @@ internal sealed class Arguments
     private static readonly Option<string?> s_scheduler = KnownScheduler(new Option<string?>("--scheduler") { Description = "The scheduler; default: the model's.", HelpName = "NAME" });
     private static readonly Option<int> s_count = Ranged(new Option<int>("--count") { Description = "N images with seeds seed, seed+1, …; files out-0.png, out-1.png, ….", DefaultValueFactory = _ => 1 }, 1, 10000);
     private static readonly Option<string?> s_initImage = new("--init-image") { Description = "Image-to-image: start from this picture (PNG, JPEG, …); other sizes are stretched to fit.", HelpName = "PATH" };
-    private static readonly Option<float?> s_strength = Ranged(new Option<float?>("--strength") { Description = "With --init-image: how much to change it, from 0 (keep it) to 1 (ignore it); default 0.8, 1 with --mask or --outpaint." }, 0f, 1f);
+    private static readonly Option<float?> s_strength = Ranged(new Option<float?>("--strength") { Description = "With --init-image: how much to change it, from 0 (keep it) to 1 (noise it at the first timestep, as diffusers: a faint trace stays); default 0.8, 1 with --mask or --outpaint." }, 0f, 1f);
     private static readonly Option<string?> s_mask = new("--mask") { Description = "Inpainting: repaint the white part of this mask (the init image's size) and keep the rest.", HelpName = "PATH" };
     private static readonly Option<(int Left, int Top, int Right, int Bottom)?> s_outpaint = new("--outpaint")
     {
