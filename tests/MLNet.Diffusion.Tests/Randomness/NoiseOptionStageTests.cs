@@ -212,6 +212,27 @@ public sealed class NoiseOptionStageTests
         }
     }
 
+    [TestMethod]
+    public void TheNoiseOptionIsSavedWithEachStageAndOldRecordsReadTheDefault()
+    {
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder);
+        var ml = model.MLContext;
+        var data = ml.Data.LoadFromEnumerable(new[] { new LatentRow { Seed = 1, Latents = new float[256] } });
+        var a1111 = NoiseOptions.Automatic1111("NV", 31337);
+        var fitted = ml.Transforms.AddDiffusionNoise(model, "Noisy", "Latents", new AddDiffusionNoiseOptions { Timestep = 10, SeedColumnName = "Seed", Noise = a1111 }).Fit(data);
+        string json = DiffusionPipelineDefinition.FromTransformer(fitted, data.Schema).ToJson();
+        StringAssert.Contains(json, "\"Generator\": \"Philox\"");
+        StringAssert.Contains(json, "\"StepNoiseSeedOffset\": 31337");
+        var stage = (AddDiffusionNoiseStageDefinition)DiffusionPipelineDefinition.FromJson(json).Stages.Single();
+        Assert.AreEqual(a1111, stage.Noise);
+
+        // A record written before the field existed reads as the library's generator: today's behaviour.
+        var node = System.Text.Json.Nodes.JsonNode.Parse(json)!;
+        node["Stages"]![0]!.AsObject().Remove("Noise");
+        var old = (AddDiffusionNoiseStageDefinition)DiffusionPipelineDefinition.FromJson(node.ToJsonString()).Stages.Single();
+        Assert.AreEqual(NoiseOptions.Default, old.Noise);
+    }
+
     private sealed class LatentRow
     {
         public int Seed { get; set; }
