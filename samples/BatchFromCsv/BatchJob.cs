@@ -8,11 +8,17 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Diffusion;
 using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Randomness;
 
 namespace BatchFromCsv;
 
 /// <summary>Settings of a batch run; Steps … Scheduler are the defaults of the CSV columns of the same names.</summary>
-internal sealed record BatchSettings(string Input, string OutputDirectory, string? Model, int Steps, float Guidance, int Width, int Height, string? Scheduler, int BatchSize);
+/// <param name="Noise">The stages' noise (<c>--rng</c>/<c>--reproduce</c>); null for the library's generator.</param>
+internal sealed record BatchSettings(string Input, string OutputDirectory, string? Model, int Steps, float Guidance, int Width, int Height, string? Scheduler, int BatchSize, NoiseOptions? Noise = null)
+{
+    /// <summary>The noise options every seeded stage gets.</summary>
+    public NoiseOptions NoiseOrDefault => Noise ?? NoiseOptions.Default;
+}
 
 /// <summary>
 /// What a run did: PNGs written, rows skipped because their PNG was already there, rows that failed, and the first
@@ -75,9 +81,10 @@ internal static class BatchJob
     }
 
     /// <summary>The PNG text entries of a row: what it was generated with, compared on restart.</summary>
-    internal static Dictionary<string, string> Parameters(CsvPrompt p, string scheduler, string modelDirectory)
+    internal static Dictionary<string, string> Parameters(CsvPrompt p, string scheduler, string modelDirectory, NoiseOptions? noise = null)
     {
         var r = p.Settings;
+        noise ??= NoiseOptions.Default;
         var text = new Dictionary<string, string>
         {
             ["prompt"] = p.Row.Prompt,
@@ -97,6 +104,24 @@ internal static class BatchJob
         }
         if (r.Mask)
             text["mask"] = p.Row.MaskPath;
+        // AUTOMATIC1111's 'parameters' chunk (its PNG Info, ComfyUI and image sites read it), with the noise generator as RNG.
+        bool known = A1111Samplers.TryGetSampler(scheduler, out string sampler, out string scheduleType);
+        text[GenerationParameters.PngKeyword] = new GenerationParameters
+        {
+            Prompt = p.Row.Prompt,
+            NegativePrompt = p.Row.NegativePrompt,
+            Steps = r.Steps,
+            Sampler = known ? sampler : null,
+            ScheduleType = known ? scheduleType : null,
+            CfgScale = r.Guidance,
+            Seed = p.Row.Seed,
+            Width = r.Width,
+            Height = r.Height,
+            DenoisingStrength = r.InitImage ? r.Strength : null,
+            EtaNoiseSeedDelta = noise.BatchPolicy == NoiseBatchPolicy.GeneratorPerRow ? noise.StepNoiseSeedOffset : null,
+            Rng = noise.Generator switch { NoiseGenerator.TorchCpu => "CPU", NoiseGenerator.Philox => "NV", _ => "MLNet" },
+            Extra = known ? Array.Empty<KeyValuePair<string, string>>() : new[] { new KeyValuePair<string, string>("Scheduler", scheduler) },
+        }.ToInfotext();
         return text;
     }
 
@@ -145,7 +170,7 @@ internal static class BatchJob
                     continue;
                 }
                 var p = prompt!;
-                var text = Parameters(p, p.Settings.Scheduler ?? _model.Info.SchedulerConfig.ClassName ?? "default", _model.Directory);
+                var text = Parameters(p, p.Settings.Scheduler ?? _model.Info.SchedulerConfig.ClassName ?? "default", _model.Directory, _s.Noise);
                 if (AlreadyWritten(Path.Combine(_s.OutputDirectory, p.FileName), text))
                 {
                     Generate(); // rows before it first, so that summary.csv keeps the CSV's order
@@ -238,7 +263,7 @@ internal static class BatchJob
                 chain = chain
                     .Append<ITransformer>(ml.Transforms.LoadImages("InitImage", imageFolder: null, inputColumnName: nameof(PromptRow.InitImagePath)))
                     .Append<ITransformer>(ml.Transforms.EncodeImage(_model, "InitialLatents", "InitImage",
-                        new EncodeImageOptions { Width = r.Width, Height = r.Height, SeedColumnName = nameof(PromptRow.Seed), BatchSize = _s.BatchSize }));
+                        new EncodeImageOptions { Width = r.Width, Height = r.Height, SeedColumnName = nameof(PromptRow.Seed), BatchSize = _s.BatchSize, Noise = _s.NoiseOrDefault }));
             }
             if (r.Mask)
             {
@@ -251,6 +276,7 @@ internal static class BatchJob
                         Width = r.Width,
                         Height = r.Height,
                         SeedColumnName = nameof(PromptRow.Seed),
+                        Noise = _s.NoiseOrDefault,
                     }));
             }
             return chain
@@ -267,6 +293,7 @@ internal static class BatchJob
                     MaskColumnName = r.Mask ? "LatentMask" : null,
                     MaskedImageLatentsColumnName = r.Mask ? "MaskedImageLatents" : null,
                     BatchSize = _s.BatchSize,
+                    Noise = _s.NoiseOrDefault,
                     Progress = _progress,
                     CancellationToken = _cancellationToken,
                 }))

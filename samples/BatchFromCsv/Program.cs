@@ -5,6 +5,7 @@ using System.IO;
 using System.Linq;
 using System.Threading;
 using Microsoft.ML;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion;
 using MLNet.Diffusion.Samples;
 using MLNet.Diffusion.Schedulers;
@@ -29,12 +30,17 @@ public static class Program
     private static readonly Option<int> s_height = Multiple8(new Option<int>("--height") { Description = "Height of rows without a Height value.", DefaultValueFactory = _ => 512 });
     private static readonly Option<string?> s_scheduler = new Option<string?>("--scheduler") { Description = "Scheduler of rows without a Scheduler value; default: the model's.", HelpName = "NAME" }
         .AcceptOnlyFromAmong(SchedulerFactory.Names.ToArray());
+    private static readonly Option<string> s_rng = new Option<string>("--rng")
+    {
+        Description = "The noise generator: library (this library's own), torch-cpu (torch.randn on a CPU generator per row, as diffusers with a list of generators) or philox (AUTOMATIC1111's NV/GPU source).",
+        DefaultValueFactory = _ => "library",
+    }.AcceptOnlyFromAmong("library", "torch-cpu", "philox");
     private static readonly Option<int> s_batchSize = Ranged(new Option<int>("--batch-size") { Description = "Rows per ONNX call.", DefaultValueFactory = _ => 4 }, 1, 64);
 
     /// <summary>The command (its options; response files: <c>BatchFromCsv @args.rsp</c>).</summary>
     internal static RootCommand Command { get; } = new("Generates one PNG per row of a prompts CSV; run it again to finish an interrupted run.")
     {
-        s_input, s_outputDir, s_model, s_steps, s_guidance, s_width, s_height, s_scheduler, s_batchSize,
+        s_input, s_outputDir, s_model, s_steps, s_guidance, s_width, s_height, s_scheduler, s_batchSize, s_rng,
     };
 
     /// <summary>Entry point: 0 done, 1 failure or failed rows, 2 bad arguments, 130 stopped by Ctrl+C.</summary>
@@ -49,7 +55,8 @@ public static class Program
         if (parse.Action is not null)
             return parse.Invoke(new InvocationConfiguration { Output = Console.Out, Error = Console.Error }); // --help, --version
         var settings = new BatchSettings(parse.GetRequiredValue(s_input).FullName, parse.GetRequiredValue(s_outputDir), parse.GetValue(s_model), parse.GetValue(s_steps),
-            parse.GetValue(s_guidance), parse.GetValue(s_width), parse.GetValue(s_height), parse.GetValue(s_scheduler), parse.GetValue(s_batchSize));
+            parse.GetValue(s_guidance), parse.GetValue(s_width), parse.GetValue(s_height), parse.GetValue(s_scheduler), parse.GetValue(s_batchSize),
+            new NoiseOptions { Generator = parse.GetValue(s_rng) switch { "torch-cpu" => NoiseGenerator.TorchCpu, "philox" => NoiseGenerator.Philox, _ => NoiseGenerator.Library } });
 
         int stops = 0;
         using var cancel = new CancellationTokenSource();

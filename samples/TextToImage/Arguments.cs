@@ -2,6 +2,7 @@ using System;
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Schedulers;
 
 namespace TextToImage;
@@ -24,7 +25,7 @@ internal sealed class Arguments
     private static readonly Option<string?> s_scheduler = KnownScheduler(new Option<string?>("--scheduler") { Description = "The scheduler; default: the model's.", HelpName = "NAME" });
     private static readonly Option<int> s_count = Ranged(new Option<int>("--count") { Description = "N images with seeds seed, seed+1, …; files out-0.png, out-1.png, ….", DefaultValueFactory = _ => 1 }, 1, 10000);
     private static readonly Option<string?> s_initImage = new("--init-image") { Description = "Image-to-image: start from this picture (PNG, JPEG, …); other sizes are stretched to fit.", HelpName = "PATH" };
-    private static readonly Option<float?> s_strength = Ranged(new Option<float?>("--strength") { Description = "With --init-image: how much to change it, from 0 (keep it) to 1 (ignore it); default 0.8, 1 with --mask or --outpaint." }, 0f, 1f);
+    private static readonly Option<float?> s_strength = Ranged(new Option<float?>("--strength") { Description = "With --init-image: how much to change it, from 0 (keep it) to 1 (noise it at the first timestep, as diffusers: a faint trace stays); default 0.8, 1 with --mask or --outpaint." }, 0f, 1f);
     private static readonly Option<string?> s_mask = new("--mask") { Description = "Inpainting: repaint the white part of this mask (the init image's size) and keep the rest.", HelpName = "PATH" };
     private static readonly Option<(int Left, int Top, int Right, int Bottom)?> s_outpaint = new("--outpaint")
     {
@@ -32,6 +33,18 @@ internal sealed class Arguments
         HelpName = "LEFT,TOP,RIGHT,BOTTOM",
         CustomParser = Margins,
     };
+
+    private static readonly Option<string> s_rng = new Option<string>("--rng")
+    {
+        Description = "The noise generator: library (this library's own), torch-cpu (torch.randn on a CPU generator: diffusers, ComfyUI, A1111 'RNG: CPU') or philox (A1111's 'NV'/'GPU').",
+        DefaultValueFactory = _ => "library",
+    }.AcceptOnlyFromAmong("library", "torch-cpu", "philox");
+    private static readonly Option<string?> s_reproduce = new Option<string?>("--reproduce")
+    {
+        Description = "Reproduce another tool's noise from the same seed: diffusers (a CPU generator per image), comfyui (one CPU randn for the batch, steps from seed + 1) or a1111 (per-image seeds; --rng philox, the default here, or torch-cpu).",
+        HelpName = "TOOL",
+    }.AcceptOnlyFromAmong("diffusers", "comfyui", "a1111");
+    private static readonly Option<long> s_ensd = new("--ensd") { Description = "AUTOMATIC1111's Eta noise seed delta (e.g. 31337): the steps' noise comes from seed + ENSD.", DefaultValueFactory = _ => 0 };
 
     /// <summary>The command: its options, and the rules between them checked after every option is read.</summary>
     public static RootCommand Command { get; } = CreateCommand();
@@ -72,6 +85,44 @@ internal sealed class Arguments
 
     public int Count { get; private init; }
 
+    /// <summary>The noise generator named by <c>--rng</c>: library, torch-cpu or philox.</summary>
+    public string Rng { get; private init; } = "library";
+
+    /// <summary>The tool whose noise to reproduce (<c>--reproduce</c>); null for none.</summary>
+    public string? Reproduce { get; private init; }
+
+    /// <summary>AUTOMATIC1111's eta noise seed delta; 0 for none.</summary>
+    public long Ensd { get; private init; }
+
+    /// <summary>The stages' noise options for <see cref="Rng"/>, <see cref="Reproduce"/> and <see cref="Ensd"/>.</summary>
+    public NoiseOptions Noise => Reproduce switch
+    {
+        "diffusers" => NoiseOptions.Diffusers(),
+        "comfyui" => NoiseOptions.ComfyUI(),
+        "a1111" => NoiseOptions.Automatic1111(Rng == "torch-cpu" ? "CPU" : "NV", Ensd),
+        _ => new NoiseOptions
+        {
+            Generator = Rng switch { "torch-cpu" => NoiseGenerator.TorchCpu, "philox" => NoiseGenerator.Philox, _ => NoiseGenerator.Library },
+            StepNoiseSeedOffset = Ensd == 0 ? null : Ensd,
+        },
+    };
+
+    /// <summary>The <c>RNG</c> value of the PNG's infotext: AUTOMATIC1111's CPU or NV, or <c>MLNet</c> for this library's generator.</summary>
+    public static string InfotextRng(NoiseGenerator generator) => generator switch
+    {
+        NoiseGenerator.TorchCpu => "CPU",
+        NoiseGenerator.Philox => "NV",
+        _ => "MLNet",
+    };
+
+    /// <summary>The <c>--rng</c> value for an infotext's <c>RNG</c> (CPU, NV/GPU, MLNet or none).</summary>
+    public static string RngFromInfotext(string? rng) => rng?.Trim().ToUpperInvariant() switch
+    {
+        "CPU" => "torch-cpu",
+        "NV" or "GPU" => "philox",
+        _ => "library",
+    };
+
     /// <summary>Parses a command line; any problem is an <see cref="ArgumentException"/> with System.CommandLine's first error.</summary>
     public static Arguments Parse(string[] args)
     {
@@ -99,6 +150,9 @@ internal sealed class Arguments
         Strength = result.GetValue(s_strength),
         Mask = result.GetValue(s_mask),
         Outpaint = result.GetValue(s_outpaint),
+        Rng = result.GetValue(s_rng) ?? "library",
+        Reproduce = result.GetValue(s_reproduce),
+        Ensd = result.GetValue(s_ensd),
     };
 
     private static RootCommand CreateCommand()
@@ -107,7 +161,7 @@ internal sealed class Arguments
             + "Arguments can also come from a response file: TextToImage @args.rsp, one option per line, values with spaces in quotes.")
         {
             s_prompt, s_negativePrompt, s_output, s_model, s_steps, s_guidance, s_seed, s_width, s_height, s_scheduler, s_count,
-            s_initImage, s_strength, s_mask, s_outpaint,
+            s_initImage, s_strength, s_mask, s_outpaint, s_rng, s_reproduce, s_ensd,
         };
         command.Validators.Add(Validate);
         return command;
@@ -127,6 +181,12 @@ internal sealed class Arguments
             r.AddError("--outpaint needs --init-image (the picture to extend)");
         else if (Given(s_mask) && Given(s_outpaint))
             r.AddError("--mask and --outpaint cannot be combined: --outpaint makes its own mask (the new border)");
+        else if (Given(s_reproduce) && Given(s_rng) && r.GetValue(s_reproduce) != "a1111")
+            r.AddError("--rng goes with --reproduce a1111 only (diffusers and comfyui draw with torch-cpu)");
+        else if (Given(s_reproduce) && Given(s_rng) && r.GetValue(s_rng) == "library")
+            r.AddError("--reproduce a1111 takes --rng philox or torch-cpu (AUTOMATIC1111's NV and CPU sources)");
+        else if (Given(s_ensd) && Given(s_reproduce) && r.GetValue(s_reproduce) != "a1111")
+            r.AddError("--ensd is AUTOMATIC1111's setting; diffusers and comfyui have none");
     }
 
     /// <summary>Four non-negative margins "left,top,right,bottom", at least one positive.</summary>

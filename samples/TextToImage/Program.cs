@@ -10,6 +10,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Diffusion;
 using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Samples;
 
 using MLNet.Diffusion.Shapes;
@@ -103,7 +104,9 @@ public static class Program
             // Inpainting: an inpainting UNet (9 channels) reads both columns, an ordinary one blends with the initial latents.
             MaskColumnName = mask is null ? null : "LatentMask",
             MaskedImageLatentsColumnName = mask is null ? null : "MaskedImageLatents",
-            BatchSize = 1,
+            // One UNet row at a time; ComfyUI's one randn for the whole batch needs the images in one batch.
+            BatchSize = a.Noise.BatchPolicy == NoiseBatchPolicy.GeneratorPerBatch ? Math.Min(a.Count, 256) : 1,
+            Noise = a.Noise,
             Progress = progress,
             CancellationToken = cancellationToken,
         };
@@ -116,7 +119,7 @@ public static class Program
             pipeline = pipeline
                 .Append<ITransformer>(ml.Transforms.LoadImages("InitImage", imageFolder: null, inputColumnName: nameof(PromptRow.InitImagePath)))
                 .Append<ITransformer>(ml.Transforms.EncodeImage(sd, "InitialLatents", "InitImage",
-                    new EncodeImageOptions { Width = width, Height = height, SeedColumnName = nameof(PromptRow.Seed) }));
+                    new EncodeImageOptions { Width = width, Height = height, SeedColumnName = nameof(PromptRow.Seed), Noise = a.Noise }));
         }
         if (mask is not null)
         {
@@ -131,6 +134,7 @@ public static class Program
                     Width = width,
                     Height = height,
                     SeedColumnName = nameof(PromptRow.Seed),
+                    Noise = a.Noise,
                 }));
         }
         pipeline = pipeline
@@ -199,7 +203,27 @@ public static class Program
             string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
             if (dir is not null)
                 Directory.CreateDirectory(dir);
-            PngFile.Save(image, path, text);
+            // AUTOMATIC1111's 'parameters' chunk too, with the noise generator as its RNG, so A1111's PNG Info, ComfyUI
+            // and this sample (TextToImageTests' round trip) read the settings back.
+            var noise = a.Noise;
+            bool known = A1111Samplers.TryGetSampler(scheduler, out string sampler, out string scheduleType);
+            var parameters = new GenerationParameters
+            {
+                Prompt = a.Prompt,
+                NegativePrompt = a.NegativePrompt,
+                Steps = a.Steps,
+                Sampler = known ? sampler : null,
+                ScheduleType = known ? scheduleType : null,
+                CfgScale = a.Guidance,
+                Seed = seed,
+                Width = width,
+                Height = height,
+                DenoisingStrength = initImage is null ? null : strength,
+                EtaNoiseSeedDelta = noise.StepNoiseSeedOffset is { } delta && a.Reproduce != "comfyui" ? delta : null,
+                Rng = Arguments.InfotextRng(noise.Generator),
+                Extra = known ? Array.Empty<KeyValuePair<string, string>>() : new[] { new KeyValuePair<string, string>("Scheduler", scheduler) },
+            };
+            PngFile.Save(image, path, parameters, text);
             image.Dispose();
             Console.WriteLine($"{path}  (seed {seed})");
             written.Add((path, seed, clock.Elapsed));

@@ -3,7 +3,7 @@ using System.Numerics.Tensors;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MLNet.Diffusion.Onnx;
-using MLNet.Diffusion.Schedulers;
+using MLNet.Diffusion.Randomness;
 
 namespace MLNet.Diffusion.Pipeline;
 
@@ -27,6 +27,7 @@ internal sealed class ImageEncoder : IDisposable
     private readonly StableDiffusionModel _model;
     private readonly OnnxComponent _encoder;
     private readonly LatentSampling _sampling;
+    private readonly NoiseOptions _noise;
     private readonly string[] _inputNames;
     private readonly string[] _outputNames;
     private TensorBuffer? _input;
@@ -38,8 +39,9 @@ internal sealed class ImageEncoder : IDisposable
     private readonly int? _tileSize;
     private float[] _tileOutput = Array.Empty<float>();
 
-    public ImageEncoder(StableDiffusionModel model, LatentSampling sampling, VaeTiling tiling = VaeTiling.Off, int? tileSize = null)
+    public ImageEncoder(StableDiffusionModel model, LatentSampling sampling, VaeTiling tiling = VaeTiling.Off, int? tileSize = null, NoiseOptions? noise = null)
     {
+        _noise = noise ?? NoiseOptions.Default;
         _tiling = tiling;
         _tileSize = tileSize;
         _model = model;
@@ -48,6 +50,28 @@ internal sealed class ImageEncoder : IDisposable
         _inputNames = new[] { input };
         _outputNames = new[] { output };
         _sampling = sampling;
+    }
+
+    /// <summary>
+    /// Refuses <see cref="LatentSampling.Mean"/> with an encoder that samples inside its graph: its output is already
+    /// mean + σ·ε, so there is no mean to take (diffusers' classic ONNX export, <c>latent_sample</c> with C channels).
+    /// </summary>
+    /// <param name="model">The model whose encoder runs.</param>
+    /// <param name="sampling">The stage's sampling mode.</param>
+    /// <param name="stage">The stage's name for the message (EncodeImage, PrepareInpainting).</param>
+    internal static void CheckSampling(StableDiffusionModel model, LatentSampling sampling, string stage)
+    {
+        if (sampling != LatentSampling.Mean)
+            return;
+        var encoder = RequireEncoder(model);
+        var (_, output) = ReadContract(model, encoder);
+        int c = model.Info.LatentChannels;
+        if (output == "latent_parameters" || OnnxComponent.StaticDim(encoder.Output(output), 1) == 2 * c)
+            return;
+        throw new ArgumentException(
+            $"{stage}: Sampling = Mean needs the latent distribution's mean, but {ModelFolder.VaeEncoder}/model.onnx of '{model.Directory}' outputs '{output}' "
+            + $"with {c} channels, a latent already sampled inside the graph (the classic diffusers ONNX export), so the mean is not available. "
+            + $"Use an encoder exporting 'latent_parameters' [B, {2 * c}, h, w] (mean and log-variance), or Sampling = Sample.", "Sampling");
     }
 
     /// <summary>The encoder of <paramref name="model"/>, or an error naming the missing vae_encoder folder.</summary>
@@ -123,11 +147,17 @@ internal sealed class ImageEncoder : IDisposable
 
         float scale = _model.Info.VaeScalingFactor;
         bool parameters = _output.Length == 2 * count * len;
+        if (parameters && _sampling == LatentSampling.Sample)
+            DrawNoise(seeds, count * len);
         for (int r = 0; r < count; r++)
         {
             var row = latents.Slice(r * len, len);
             if (!parameters)
             {
+                if (_sampling == LatentSampling.Mean)
+                    throw new InvalidOperationException(
+                        $"Sampling = Mean needs the latent distribution's mean, but {ModelFolder.VaeEncoder}/model.onnx returned '{_outputNames[0]}' with {c} channels, "
+                        + $"a latent already sampled inside the graph; use an encoder exporting 'latent_parameters' ({2 * c} channels: mean and log-variance).");
                 TensorPrimitives.Multiply(_output.AsSpan(r * len, len), scale, row);
             }
             else
@@ -140,21 +170,35 @@ internal sealed class ImageEncoder : IDisposable
                 else
                 {
                     // DiagonalGaussianDistribution: logvar = clamp(logvar, −30, 20); std = exp(0.5·logvar); x = mean + std·ε.
-                    if (_scratch.Length != len)
-                        _scratch = new float[len];
                     var std = _output.AsSpan((2 * r + 1) * len, len);
                     TensorPrimitives.Max(std, -30f, std);
                     TensorPrimitives.Min(std, 20f, std);
                     TensorPrimitives.Multiply(std, 0.5f, std);
                     TensorPrimitives.Exp(std, std);
-                    new GaussianNoise(seeds[r] ^ NoiseStream).NextGaussian(_scratch);
-                    TensorPrimitives.MultiplyAdd(std, _scratch, mean, row);
+                    TensorPrimitives.MultiplyAdd(std, _scratch.AsSpan(r * len, len), mean, row);
                     TensorPrimitives.Multiply(row, scale, row);
                 }
             }
             if (!float.IsFinite(TensorPrimitives.Sum(row)))
                 throw new InvalidOperationException($"The VAE encoder produced non-finite values (NaN or infinity) for row {rows[r]}.");
         }
+    }
+
+    /// <summary>
+    /// The batch's ε for DiagonalGaussianDistribution.sample, one draw of [count, C, h, w] under the stage's
+    /// <see cref="NoiseOptions"/> (diffusers' <c>randn_tensor(mean.shape, generator=…)</c>). The library's generator
+    /// draws from the row's seed XOR <see cref="NoiseStream"/>; the other sources draw from the seed itself, as the
+    /// first draw of the generator diffusers passes to <c>retrieve_latents</c>.
+    /// </summary>
+    private void DrawNoise(ReadOnlySpan<long> seeds, int length)
+    {
+        if (_scratch.Length != length)
+            _scratch = new float[length];
+        Span<long> streams = seeds.Length <= 256 ? stackalloc long[seeds.Length] : new long[seeds.Length];
+        long xor = _noise.Generator == NoiseGenerator.Library ? NoiseStream : 0;
+        for (int r = 0; r < seeds.Length; r++)
+            streams[r] = seeds[r] ^ xor;
+        _noise.CreateBatch(streams, length / seeds.Length).NextGaussian(_scratch);
     }
 
     /// <summary>The tile side in pixels for an image of this size, or null when it is encoded whole (<see cref="VaeTiler.Plan"/>).</summary>

@@ -5,6 +5,7 @@ using System.Numerics.Tensors;
 using System.Threading;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MLNet.Diffusion.Onnx;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Schedulers;
 
 namespace MLNet.Diffusion.Pipeline;
@@ -31,6 +32,12 @@ internal sealed record DenoiseSettings(
 
     /// <summary>The UNet to run instead of the model's <c>unet/</c> (OnnxStack's ControlNet UNet); null: the model's.</summary>
     public OnnxComponent? Unet { get; init; }
+
+    /// <summary>Inpainting (the stage reads a mask): at strength 1 the run starts from pure noise, as diffusers' inpainting pipeline.</summary>
+    public bool Inpainting { get; init; }
+
+    /// <summary>Where the initial and the steps' noise come from (the stage's <c>Noise</c> option).</summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
 }
 
 /// <summary>
@@ -140,21 +147,23 @@ internal sealed class LatentDenoiser : IDisposable
 
         // 2. Timesteps. One scheduler clone per denoiser, reused batch after batch: SetTimesteps resets all per-run state
         //    (scheduler contract), so its scratch and history buffers are allocated once per cursor. Image-to-image keeps
-        //    the last ⌊Steps·Strength⌋ of them (diffusers' get_timesteps).
+        //    the last ⌊Steps·Strength⌋ of them (diffusers' get_timesteps), all of them at strength 1.
         var scheduler = _scheduler ??= _settings.Scheduler.Clone();
         scheduler.SetTimesteps(_settings.Steps);
         var timesteps = scheduler.Timesteps;
-        int start = _settings.Strength < 1f ? scheduler.GetStartIndex(_settings.Strength) : 0;
+        bool fromImage = StartsFromInitialLatents(batch);
+        int start = fromImage ? scheduler.GetStartIndex(_settings.Strength) : 0;
 
         // 3. Initial latents (prepare_latents): N(0, I) per row from the row's seed (or the row's given noise), kept as ε;
-        //    then ε × the init sigma, or for image-to-image add_noise(initial latents, ε, timesteps[start]).
+        //    then ε × the init sigma, or for image-to-image add_noise(initial latents, ε, timesteps[start]) — at strength 1
+        //    too, as StableDiffusionImg2ImgPipeline does (only the inpainting pipeline starts from pure noise there).
         var noise = DrawNoise(batch, latents);
         if (start == timesteps.Length)
         {
             batch.InitialLatents.Span.CopyTo(latents); // no step left: the initial latents are the result
             return;
         }
-        if (_settings.Strength < 1f)
+        if (fromImage)
         {
             scheduler.AddNoise(batch.InitialLatents.Span, _noise, start, latents);
             scheduler.SetBeginIndex(start);
@@ -217,7 +226,7 @@ internal sealed class LatentDenoiser : IDisposable
                 CheckFinite(guided, count, len, batch.FirstRow, i, t);
             }
 
-            // 5.5 The scheduler step x_t → x_{t−1}, each row's stochastic noise from its own generator.
+            // 5.5 The scheduler step x_t → x_{t−1}; a stochastic step draws the next noise of the rows' generators.
             scheduler.Step(guided, i, latents, noise);
 
             // 5.6 The conditionings after the step (inpainting with an ordinary UNet: blend the known region).
@@ -236,29 +245,65 @@ internal sealed class LatentDenoiser : IDisposable
     }
 
     /// <summary>
-    /// Writes each row's initial noise ε into <paramref name="latents"/> (its given noise, else drawn from its seed) and
-    /// keeps a copy of ε for the forward process; returns the rows' generators, which go on to serve the scheduler.
+    /// Writes each row's initial noise ε into <paramref name="latents"/> (its given noise, else the first draw of its
+    /// generator) and keeps a copy of ε for the forward process; returns the batch's generators
+    /// (<see cref="NoiseOptions.CreateBatch"/>), which go on to serve the scheduler's stochastic steps.
     /// </summary>
     private BatchNoise DrawNoise(DenoiseBatch batch, Span<float> latents)
     {
         int len = LatentLength;
         var given = batch.InitialNoise.Span;
-        var noise = new BatchNoise(batch.Count, len);
-        var seeds = batch.Seeds.Span;
-        for (int r = 0; r < batch.Count; r++)
+        var noise = _settings.Noise.CreateBatch(batch.Seeds.Span, len);
+        if (_settings.Noise.BatchPolicy == NoiseBatchPolicy.GeneratorPerBatch)
         {
-            noise.Generators[r] = new GaussianNoise(seeds[r]);
-            var row = latents.Slice(r * len, len);
-            if (!given.IsEmpty && given[r] is { } values)
-                values.CopyTo(row);
+            // One generator draws the whole batch tensor (torch.randn((n, C, h, w))); given rows replace their part. When
+            // every row is given, nothing is drawn (diffusers' latents=) and the steps start where the generator stands.
+            if (given.IsEmpty || HasSeededRow(given))
+                noise.NextGaussian(latents);
             else
-                noise.Generators[r].NextGaussian(row);
+                noise.SkipInitialDraw();
+            for (int r = 0; r < given.Length; r++)
+                given[r]?.CopyTo(latents.Slice(r * len, len));
+        }
+        else
+        {
+            for (int r = 0; r < batch.Count; r++)
+            {
+                var row = latents.Slice(r * len, len);
+                if (!given.IsEmpty && given[r] is { } values)
+                {
+                    values.CopyTo(row);
+                    noise.SkipInitialDraw(r);
+                }
+                else
+                {
+                    noise.NextGaussian(r, row);
+                }
+            }
         }
         if (_noise.Length != latents.Length)
             _noise = new float[latents.Length];
         latents.CopyTo(_noise);
         return noise;
     }
+
+    private static bool HasSeededRow(ReadOnlySpan<float[]?> given)
+    {
+        foreach (var row in given)
+        {
+            if (row is null)
+                return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Whether the run starts from the initial latents noised to its first timestep: image-to-image at every strength
+    /// (diffusers' StableDiffusionImg2ImgPipeline.prepare_latents has no strength-1 branch), and inpainting below strength 1
+    /// (StableDiffusionInpaintPipeline: <c>latents = noise if is_strength_max else add_noise(image_latents, noise, t)</c>).
+    /// </summary>
+    private bool StartsFromInitialLatents(DenoiseBatch batch) =>
+        !batch.InitialLatents.IsEmpty && (_settings.Strength < 1f || !_settings.Inpainting);
 
     /// <summary>Writes scale_model_input(latents) into the latents' channels of every sample row (both halves with guidance).</summary>
     private void WriteSample(DiffusionScheduler scheduler, ReadOnlySpan<float> latents, Span<float> sample, int step, int count)
@@ -382,26 +427,4 @@ internal sealed class LatentDenoiser : IDisposable
     }
 
     public void Dispose() => DisposeBuffers();
-
-    /// <summary>Each row's scheduler noise from that row's own generator, so batching never changes a row's result.</summary>
-    private sealed class BatchNoise : INoiseSource
-    {
-        private readonly int _rowLength;
-
-        public BatchNoise(int rows, int rowLength)
-        {
-            Generators = new GaussianNoise[rows];
-            _rowLength = rowLength;
-        }
-
-        public GaussianNoise[] Generators { get; }
-
-        public void NextGaussian(Span<float> destination)
-        {
-            if (destination.Length != Generators.Length * _rowLength)
-                throw new ArgumentException($"Expected noise for {Generators.Length} rows of {_rowLength} values, got {destination.Length}.", nameof(destination));
-            for (int r = 0; r < Generators.Length; r++)
-                Generators[r].NextGaussian(destination.Slice(r * _rowLength, _rowLength));
-        }
-    }
 }

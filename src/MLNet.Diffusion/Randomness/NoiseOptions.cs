@@ -76,6 +76,18 @@ public sealed record NoiseOptions
         };
     }
 
+    /// <summary>Throws, naming the stage option, when a field holds a value outside its enum (a stage validates its options with it).</summary>
+    /// <param name="optionName">The stage option that holds these settings, e.g. <c>Noise</c>.</param>
+    internal void Validate(string optionName)
+    {
+        if (!Enum.IsDefined(Generator))
+            throw new ArgumentOutOfRangeException(optionName, Generator, $"{optionName}.Generator must be Library, TorchCpu or Philox.");
+        if (!Enum.IsDefined(TorchCpuKernel))
+            throw new ArgumentOutOfRangeException(optionName, TorchCpuKernel, $"{optionName}.TorchCpuKernel must be Avx2 or Portable.");
+        if (!Enum.IsDefined(BatchPolicy))
+            throw new ArgumentOutOfRangeException(optionName, BatchPolicy, $"{optionName}.BatchPolicy must be GeneratorPerRow or GeneratorPerBatch.");
+    }
+
     /// <summary>Creates one generator of this kind from <paramref name="seed"/>.</summary>
     /// <param name="seed">The seed.</param>
     public INoiseSource CreateGenerator(long seed) => Generator switch

@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Transforms;
 
@@ -26,6 +27,13 @@ public sealed class AddDiffusionNoiseOptions
     /// <summary>Base seed for rows without a seed column; null derives it from the MLContext's random source.</summary>
     public int? Seed { get; init; }
 
+    /// <summary>
+    /// Where ε comes from: default <see cref="NoiseOptions.Default"/>. A row's ε is the first draw of a generator seeded
+    /// with its seed (<c>torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))</c> with
+    /// <see cref="NoiseGenerator.TorchCpu"/>). The stage works row by row, so every batch policy draws per row.
+    /// </summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
+
     /// <summary>Name of an optional second output: the noise ε itself (the ε-prediction training target), same shape as the input.</summary>
     public string? NoiseOutputColumnName { get; init; }
 
@@ -38,6 +46,9 @@ public sealed class AddDiffusionNoiseOptions
             throw new ArgumentException($"Set either Timestep ({Timestep}) or TimestepColumnName ('{TimestepColumnName}'), not both.", nameof(TimestepColumnName));
         if (Timestep is int t && (t < 0 || t > last))
             throw new ArgumentOutOfRangeException(nameof(Timestep), t, $"Timestep must be a training timestep in [0, {last}] (num_train_timesteps − 1).");
+        if (Noise is null)
+            throw new ArgumentNullException(nameof(Noise), "Noise must be set; NoiseOptions.Default is the library's generator.");
+        Noise.Validate(nameof(Noise));
     }
 }
 
@@ -141,7 +152,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
             long seed = _rowSeeds.Read(position);
 
             // x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4).
-            new GaussianNoise(seed).NextGaussian(_noise);
+            o.Noise.CreateGenerator(seed).NextGaussian(_noise);
             NoiseScheduleMath.AddNoise(_stage._schedule, (int)t, _clean, _noise, _noisy);
         }
 

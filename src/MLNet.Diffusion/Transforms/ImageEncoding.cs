@@ -4,6 +4,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -52,6 +53,13 @@ public sealed class EncodeImageOptions
     /// <summary>Base seed for rows without a seed column; null derives it from the MLContext's random source.</summary>
     public int? Seed { get; init; }
 
+    /// <summary>
+    /// Where the sampling noise ε comes from (<see cref="LatentSampling.Sample"/>): default <see cref="NoiseOptions.Default"/>.
+    /// With another generator a row's ε is that generator's first draw from the row's seed (diffusers' <c>retrieve_latents(…,
+    /// generator)</c>); <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> draws [BatchSize, C, h, w] at once.
+    /// </summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
+
     /// <summary>Rows per VAE encoder call.</summary>
     public int BatchSize { get; init; } = 4;
 
@@ -73,6 +81,7 @@ public sealed class EncodeImageOptions
         ImageStageInput.ValidateSize(info, Width, Height, ResizeMode);
         ImageStageInput.ValidateEncoding(Sampling, BatchSize);
         VaeTiler.Validate(Tiling, TileSize, info.VaeSpatialFactor);
+        ImageStageInput.ValidateNoise(Noise);
     }
 }
 
@@ -92,6 +101,7 @@ public sealed class ImageEncodingTransformer : DiffusionTransformer
         ArgumentNullException.ThrowIfNull(options);
         options.Validate(model.Info);
         ImageEncoder.ReadContract(model, ImageEncoder.RequireEncoder(model));
+        ImageEncoder.CheckSampling(model, options.Sampling, "EncodeImage");
         OutputColumnName = outputColumnName;
         InputColumnName = inputColumnName;
         Options = options;
@@ -137,7 +147,7 @@ public sealed class ImageEncodingTransformer : DiffusionTransformer
         {
             _stage = stage;
             var o = stage.Options;
-            _encoder = new ImageEncoder(stage.Model, o.Sampling, o.Tiling, o.TileSize);
+            _encoder = new ImageEncoder(stage.Model, o.Sampling, o.Tiling, o.TileSize, o.Noise);
             _channel = stage.StartChannel();
             _imageGetter = input.GetGetter<MLImage>(input.Schema[stage.InputColumnName]);
             _images = new ImageStageInput(o.Width, o.Height, o.ResizeMode, nameof(EncodeImageOptions), "to resize it, or resize it before this stage.");

@@ -2,6 +2,7 @@ using System;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Randomness;
 
 namespace MLNet.Diffusion.Transforms;
 
@@ -50,6 +51,13 @@ internal sealed class ImageStageInput
     }
 
     /// <summary>Checks the options of the VAE encoder calls: a known sampling mode and a batch size in [1, 256].</summary>
+    public static void ValidateNoise(NoiseOptions noise)
+    {
+        if (noise is null)
+            throw new ArgumentNullException("Noise", "Noise must be set; NoiseOptions.Default is the library's generator.");
+        noise.Validate("Noise");
+    }
+
     public static void ValidateEncoding(LatentSampling sampling, int batchSize)
     {
         if (!Enum.IsDefined(sampling))

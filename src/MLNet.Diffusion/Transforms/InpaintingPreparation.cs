@@ -4,6 +4,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Transforms;
 
@@ -64,6 +65,13 @@ public sealed class PrepareInpaintingOptions
     /// <summary>Base seed for rows without a seed column; null derives it from the MLContext's random source.</summary>
     public int? Seed { get; init; }
 
+    /// <summary>
+    /// Where the masked image's sampling noise ε comes from (<see cref="LatentSampling.Sample"/>): default <see cref="NoiseOptions.Default"/>.
+    /// With another generator a row's ε is that generator's first draw from the row's seed (diffusers' <c>retrieve_latents(…,
+    /// generator)</c>); <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> draws [BatchSize, C, h, w] at once.
+    /// </summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
+
     /// <summary>Rows per VAE encoder call.</summary>
     public int BatchSize { get; init; } = 4;
 
@@ -78,6 +86,7 @@ public sealed class PrepareInpaintingOptions
         if (!Enum.IsDefined(MaskDownsampling))
             throw new ArgumentOutOfRangeException(nameof(MaskDownsampling), MaskDownsampling, "MaskDownsampling must be Nearest or Any.");
         ImageStageInput.ValidateEncoding(Sampling, BatchSize);
+        ImageStageInput.ValidateNoise(Noise);
     }
 }
 
@@ -96,7 +105,10 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
         ArgumentNullException.ThrowIfNull(options);
         options.Validate(model.Info);
         if (options.MaskedImageLatentsColumnName is not null)
+        {
             ImageEncoder.ReadContract(model, ImageEncoder.RequireEncoder(model));
+            ImageEncoder.CheckSampling(model, options.Sampling, "PrepareInpainting");
+        }
         Options = options;
         int f = model.Info.VaeSpatialFactor, h = options.Height / f, w = options.Width / f;
         var outputs = new List<KeyValuePair<string, DataViewType>> { new(options.LatentMaskColumnName, new VectorDataViewType(NumberDataViewType.Single, 1, h, w)) };
@@ -157,7 +169,7 @@ public sealed class InpaintingPreparationTransformer : DiffusionTransformer
             _batchMasks = new float[b * _maskLength];
             if (encode)
             {
-                _encoder = new ImageEncoder(stage.Model, o.Sampling);
+                _encoder = new ImageEncoder(stage.Model, o.Sampling, noise: o.Noise);
                 _latentLength = _encoder.LatentLength(o.Height, o.Width);
             }
             _batchPixels = new float[encode ? b * _pixelLength : 0];

@@ -6,6 +6,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Transforms;
 using MLNet.Diffusion.Schedulers;
 
@@ -50,6 +51,17 @@ public sealed class DenoiseLatentsOptions
     public int? Seed { get; init; }
 
     /// <summary>
+    /// Where the noise comes from: the generator, how a batch shares it, and the stream of the stochastic steps; default
+    /// <see cref="NoiseOptions.Default"/> (this library's generator, one per row). <see cref="NoiseOptions.Diffusers"/>,
+    /// <see cref="NoiseOptions.ComfyUI"/> and <see cref="NoiseOptions.Automatic1111"/> reproduce those tools' noise from
+    /// the same seed: the initial noise is the generator's first draw, and each stochastic step (Euler ancestral, DDPM,
+    /// LCM, DDIM with eta &gt; 0, …) draws the next one of the latent shape, as diffusers' <c>randn_tensor(model_output.shape,
+    /// generator=…)</c>. With <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> the batch is <see cref="BatchSize"/> rows.
+    /// docs/reproducing.md has the table of tools and settings.
+    /// </summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
+
+    /// <summary>
     /// Name of an optional initial-noise column, float vector [C, h, w] of N(0, 1) noise that replaces the seeded noise,
     /// so results of other tools can be reproduced exactly from their noise.
     /// </summary>
@@ -57,22 +69,26 @@ public sealed class DenoiseLatentsOptions
 
     /// <summary>
     /// Image-to-image: name of an optional column of initial latents, a float vector [C, h, w] of scaled latents as
-    /// EncodeImage produces them. With <see cref="Strength"/> below 1, denoising starts from these latents noised to the
-    /// timestep the strength selects instead of from pure noise.
+    /// EncodeImage produces them. Denoising starts from these latents noised to the timestep <see cref="Strength"/>
+    /// selects instead of from pure noise (at strength 1 too; with a <see cref="MaskColumnName"/>, strength 1 starts from
+    /// pure noise, as diffusers' inpainting pipeline).
     /// </summary>
     public string? InitialLatentsColumnName { get; init; }
 
     /// <summary>
-    /// Image-to-image strength in [0, 1] (diffusers' StableDiffusionImg2ImgPipeline <c>strength</c>); default 1. The
-    /// run keeps the last ⌊Steps·Strength⌋ of the <see cref="Steps"/> timesteps and starts from the initial latents
-    /// noised to the first of them: x = AddNoise(latents, ε, t_start) with ε the row's noise (its seed, or
-    /// <see cref="InitialNoiseColumnName"/>). Values below 1 need <see cref="InitialLatentsColumnName"/>.
+    /// Image-to-image strength in [0, 1] (diffusers' StableDiffusionImg2ImgPipeline <c>strength</c>); default 1. With
+    /// <see cref="InitialLatentsColumnName"/> the run keeps the last ⌊Steps·Strength⌋ of the <see cref="Steps"/> timesteps
+    /// and starts from the initial latents noised to the first of them: x = AddNoise(latents, ε, t_start) with ε the row's
+    /// noise (its seed, or <see cref="InitialNoiseColumnName"/>). Values below 1 need <see cref="InitialLatentsColumnName"/>;
+    /// without it, strength 1 is text-to-image.
     /// </summary>
     /// <remarks>
-    /// The edges, decided here: when no step is left (Strength 0, or Steps·Strength &lt; 1) the initial latents are
-    /// returned unchanged. Strength 1 is exactly text-to-image: the initial latents are ignored and the result is
-    /// bit-identical to a run without them. diffusers instead noises the image at the first timestep even at strength
-    /// 1, which leaves a faint trace of it (√ᾱ_t ≈ 0.08–0.09 at SD's first timesteps, t = 951–981).
+    /// The edges, as diffusers: when no step is left (Strength 0, or Steps·Strength &lt; 1) the initial latents are
+    /// returned unchanged. Strength 1 with initial latents still starts from AddNoise(latents, ε, t_first), not from pure
+    /// noise (<c>prepare_latents</c> has no strength-1 branch), so a faint trace of the image stays: √ᾱ_t ≈ 0.12 at
+    /// t_first = 901 (SD 1.x's schedule, 10 DDIM steps), ≈ 0.07 at t = 999. For the sigma schedulers it is x₀ + σ_max·ε.
+    /// Inpainting (<see cref="MaskColumnName"/>) at strength 1 starts from pure noise, as StableDiffusionInpaintPipeline
+    /// (<c>is_strength_max</c>).
     /// </remarks>
     public float Strength { get; init; } = 1f;
 
@@ -178,7 +194,10 @@ public sealed class DenoiseLatentsOptions
         if (BatchSize < 1 || BatchSize > 256)
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 256].");
         if (!(Strength >= 0f && Strength <= 1f))
-            throw new ArgumentOutOfRangeException(nameof(Strength), Strength, "Strength must be in [0, 1] (0 keeps the initial latents, 1 is text-to-image).");
+            throw new ArgumentOutOfRangeException(nameof(Strength), Strength, "Strength must be in [0, 1] (0 keeps the initial latents, 1 noises them at the first timestep).");
+        if (Noise is null)
+            throw new ArgumentNullException(nameof(Noise), "Noise must be set; NoiseOptions.Default is the library's generator.");
+        Noise.Validate(nameof(Noise));
         if (Strength < 1f && InitialLatentsColumnName is null)
             throw new ArgumentException($"Strength {Strength} is below 1, which needs initial latents: set InitialLatentsColumnName (e.g. EncodeImage's output column), or leave Strength at 1 for text-to-image.", nameof(Strength));
         ValidateAddedConditioning(info);
@@ -504,6 +523,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 {
                     OnStepEnd = o.OnStepEnd,
                     Unet = units.Count > 0 ? stage.Model.ResidualUnet : null,
+                    Noise = o.Noise,
+                    Inpainting = o.MaskColumnName is not null,
                 },
                 conditionings, new ChannelLog(_channel));
             _embeddings = new float[b][];

@@ -77,8 +77,6 @@ public sealed class EncodeImageTests
         var sample = Encode(parameters, data, options);
         var sampleAgain = Encode(parameters, data, options);
         var otherSeeds = Encode(parameters, Rows(standard.MLContext, 64, 21, 22, 23), options);
-        // The standard encoder in Mean mode: its latent_sample is used as it is.
-        CollectionAssert.AreEqual(sampled[0], Encode(standard, data, new EncodeImageOptions { Width = 64, Height = 64, Sampling = LatentSampling.Mean })[0]);
 
         // diffusers' DiagonalGaussianDistribution: std = exp(0.5·logvar) = e^−6 here; sample = mean + std·ε, then × scaling factor.
         float std = MathF.Exp(0.5f * ShapesGraphs.LatentLogVariance) * standard.Info.VaeScalingFactor;
@@ -247,5 +245,33 @@ public sealed class EncodeImageTests
         Assert.AreEqual(4 * (64 / f) * (64 / f), latents.Length);
         Assert.IsTrue(latents.All(float.IsFinite));
         Assert.AreEqual(64, view.GetColumn<MLImage>("Decoded").Single().Width);
+    }
+
+    [TestMethod]
+    public void MeanSamplingIsRefusedForAnEncoderThatSamplesInsideItsGraph()
+    {
+        // tiny-sd's and the Shapes model's vae_encoder output latent_sample (C channels, drawn inside the graph): there is
+        // no mean to take, so Sampling = Mean is an error naming the export and what works, for both encoding stages.
+        using var standard = StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder);
+        var ml = standard.MLContext;
+        var e = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.EncodeImage(standard, "Latents", "Image", new EncodeImageOptions { Width = 64, Height = 64, Sampling = LatentSampling.Mean }));
+        Assert.AreEqual("Sampling", e.ParamName);
+        StringAssert.Contains(e.Message, "EncodeImage");
+        StringAssert.Contains(e.Message, "'latent_sample' with 4 channels");
+        StringAssert.Contains(e.Message, "'latent_parameters' [B, 8, h, w]");
+        var inpaint = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.PrepareInpainting(standard, new PrepareInpaintingOptions
+        {
+            ImageColumnName = "Image", MaskColumnName = "Mask", LatentMaskColumnName = "LatentMask", MaskedImageLatentsColumnName = "Masked", Width = 64, Height = 64, Sampling = LatentSampling.Mean,
+        }));
+        StringAssert.Contains(inpaint.Message, "PrepareInpainting");
+
+        string dir = SharedModels.RequireTinySd();
+        using var tiny = StableDiffusionModel.Load(new MLContext(1), dir);
+        var t = Assert.ThrowsExactly<ArgumentException>(() => tiny.MLContext.Transforms.EncodeImage(tiny, "Latents", "Image", new EncodeImageOptions { Width = 64, Height = 64, Sampling = LatentSampling.Mean }));
+        StringAssert.Contains(t.Message, "latent_sample");
+
+        // The latent_parameters export takes the mean.
+        using var parameters = StableDiffusionModel.Load(new MLContext(1), ShapesVariantModels.LatentParameters);
+        _ = parameters.MLContext.Transforms.EncodeImage(parameters, "Latents", "Image", new EncodeImageOptions { Width = 64, Height = 64, Sampling = LatentSampling.Mean });
     }
 }

@@ -52,7 +52,7 @@ public sealed class ImageToImageInputTests
         var noColumn = Assert.ThrowsExactly<ArgumentException>(() => ml.Transforms.DenoiseLatents(model, "L", "E", Options(0.5f, column: null)));
         Assert.AreEqual("Strength", noColumn.ParamName);
         StringAssert.Contains(noColumn.Message, "InitialLatentsColumnName");
-        // Strength 1 with a column is text-to-image and valid; so is Strength 0 with one.
+        // Strength 1 with a column is valid (the image noised at the first timestep, as diffusers); so is Strength 0 with one.
         _ = ml.Transforms.DenoiseLatents(model, "L", "E", Options(1f));
         _ = ml.Transforms.DenoiseLatents(model, "L", "E", Options(0f));
     }

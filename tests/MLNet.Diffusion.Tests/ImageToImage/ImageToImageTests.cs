@@ -115,16 +115,62 @@ public sealed class ImageToImageTests
     }
 
     [TestMethod]
-    public void Strength1IsTextToImageBitForBit()
+    public void Strength1StartsFromTheImageNoisedAtTheFirstTimestepAsDiffusers()
     {
+        // diffusers' StableDiffusionImg2ImgPipeline (pipeline_stable_diffusion_img2img.py): get_timesteps keeps
+        // init_timestep = min(int(N·strength), N) = N timesteps at strength 1, and prepare_latents always returns
+        // scheduler.add_noise(init_latents, noise, timesteps[:1]) — no strength-1 branch. With SD 1.x's schedule
+        // (scaled_linear 0.00085–0.012, steps_offset 1, leading) and 10 DDIM steps, t_first = 901 and
+        // √ᾱ_901 ≈ 0.1183: about 12% of the image stays in the start (issue 14, point 5).
         using var model = Load();
         var ml = model.MLContext;
-        var data = RedCircle64(model, "a green square");
-        var withImage = Vectors(Run(model, data, 64, 1f, steps: 8), "Latents").Single();
-        var textToImage = ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
-            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 8, SeedColumnName = "Seed", BatchSize = 2 }))
-            .Fit(data).Transform(data);
-        CollectionAssert.AreEqual(Vectors(textToImage, "Latents").Single(), withImage);
+        var data = RedCircle64(model, "a green square", seed: 7);
+        var withImage = Run(model, data, 64, 1f, steps: 10, batch: 1, scheduler: "ddim");
+        var x0 = Vectors(withImage, "InitialLatents").Single();
+        var actual = Vectors(withImage, "Latents").Single();
+
+        // ᾱ_t = Π_{s≤t} (1 − β_s), β = linspace(√0.00085, √0.012, 1000)² (diffusers' scaled_linear), in double.
+        double alphaBar = 1;
+        for (int s = 0; s <= 901; s++)
+        {
+            double b = Math.Sqrt(0.00085) + (Math.Sqrt(0.012) - Math.Sqrt(0.00085)) * s / 999.0;
+            alphaBar *= 1 - b * b;
+        }
+        Assert.AreEqual(0.1183, Math.Sqrt(alphaBar), 1e-4);
+        var scheduler = SchedulerFactory.Create("ddim", model.Info.SchedulerConfig);
+        scheduler.SetTimesteps(10);
+        Assert.AreEqual(901f, scheduler.Timesteps[0]);
+
+        // The same run from text-to-image with its initial noise given as add_noise(x0, ε, 901) (DDIM's init sigma is 1),
+        // ε the row's seeded noise: equal up to the float rounding of the start.
+        var eps = new float[x0.Length];
+        new GaussianNoise(7).NextGaussian(eps);
+        var start = x0.Select((x, k) => (float)(Math.Sqrt(alphaBar) * x + Math.Sqrt(1 - alphaBar) * eps[k])).ToArray();
+        var given = ml.Data.LoadFromEnumerable(new[] { new NoiseRow { Prompt = "a green square", Seed = 7, Noise = start } });
+        var fromStart = Vectors(ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions
+            {
+                Width = 64, Height = 64, Steps = 10, Scheduler = "ddim", SeedColumnName = "Seed", InitialNoiseColumnName = "Noise", BatchSize = 1,
+            }))
+            .Fit(given).Transform(given), "Latents").Single();
+        for (int k = 0; k < actual.Length; k++)
+            Assert.AreEqual(fromStart[k], actual[k], 1e-3f * Math.Max(1f, Math.Abs(fromStart[k])), $"value {k}");
+
+        // Text-to-image from ε alone (what strength 1 did before) ends elsewhere: the image's trace matters.
+        var textToImage = Vectors(ml.Transforms.EncodePrompt(model, "Embeddings", "Prompt")
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", new DenoiseLatentsOptions { Width = 64, Height = 64, Steps = 10, Scheduler = "ddim", SeedColumnName = "Seed", BatchSize = 1 }))
+            .Fit(data).Transform(data), "Latents").Single();
+        Assert.IsTrue(textToImage.Zip(actual, (a, b) => Math.Abs(a - b)).Max() > 1e-2f, "strength 1 with an image is not text-to-image");
+    }
+
+    private sealed class NoiseRow
+    {
+        public string Prompt { get; set; } = string.Empty;
+
+        public int Seed { get; set; }
+
+        [VectorType(4, 8, 8)]
+        public float[] Noise { get; set; } = Array.Empty<float>();
     }
 
     [TestMethod]

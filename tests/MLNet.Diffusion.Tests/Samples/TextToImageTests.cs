@@ -1,8 +1,10 @@
 using System;
+using System.Globalization;
 using System.IO;
 using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Imaging;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Shapes;
 using MLNet.Diffusion.Tests.ImageToImage;
 using MLNet.Diffusion.Tests.Shapes;
@@ -102,6 +104,74 @@ public sealed class TextToImageTests
             StringAssert.Contains(error.ToString(), "missing.png");
             Assert.AreEqual(2, TextToImage.Program.Main(new[] { "--prompt", "x", "--strength", "0.5" }));
             StringAssert.Contains(error.ToString(), "--strength needs --init-image");
+        }
+        finally
+        {
+            Console.SetOut(previousOut);
+            Console.SetError(previousError);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public void RngAndReproduceChooseTheNoiseAndAreChecked()
+    {
+        Assert.AreEqual(NoiseOptions.Default, Arguments.Parse(new[] { "--prompt", "x" }).Noise);
+        Assert.AreEqual(NoiseGenerator.TorchCpu, Arguments.Parse(new[] { "--prompt", "x", "--rng", "torch-cpu" }).Noise.Generator);
+        Assert.AreEqual(NoiseOptions.Diffusers(), Arguments.Parse(new[] { "--prompt", "x", "--reproduce", "diffusers" }).Noise);
+        Assert.AreEqual(NoiseOptions.ComfyUI(), Arguments.Parse(new[] { "--prompt", "x", "--reproduce", "comfyui" }).Noise);
+        Assert.AreEqual(NoiseOptions.Automatic1111("NV", 31337), Arguments.Parse(new[] { "--prompt", "x", "--reproduce", "a1111", "--ensd", "31337" }).Noise);
+        Assert.AreEqual(NoiseOptions.Automatic1111("CPU"), Arguments.Parse(new[] { "--prompt", "x", "--reproduce", "a1111", "--rng", "torch-cpu" }).Noise);
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--rng", "cuda" })).Message, "cuda");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--reproduce", "diffusers", "--rng", "philox" })).Message, "--rng");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Arguments.Parse(new[] { "--prompt", "x", "--reproduce", "comfyui", "--ensd", "5" })).Message, "--ensd");
+    }
+
+    [TestMethod]
+    [DoNotParallelize] // redirects Console.Out and Console.Error
+    public void APngsParametersGenerateThePngAgainByteForByte()
+    {
+        // Generate with the sample, read AUTOMATIC1111's 'parameters' chunk of its PNG, turn it back into arguments and
+        // generate again: the same file, bytes included. Euler ancestral, so the steps' noise (Philox, seed + ENSD) counts.
+        string dir = Path.Combine(Path.GetTempPath(), "mlnet-roundtrip-sample-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        var (previousOut, previousError) = (Console.Out, Console.Error);
+        var error = new StringWriter();
+        try
+        {
+            Console.SetOut(TextWriter.Null);
+            Console.SetError(error);
+            string first = Path.Combine(dir, "first.png");
+            Assert.AreEqual(0, TextToImage.Program.Main(new[]
+            {
+                "--model", ShapesTestModel.Folder, "--prompt", "a green triangle", "--negative-prompt", "a red square", "--steps", "4", "--guidance", "5",
+                "--width", "64", "--height", "64", "--seed", "1234", "--scheduler", "euler-a", "--reproduce", "a1111", "--ensd", "31337", "--output", first,
+            }), error.ToString());
+
+            var p = PngFile.ReadParameters(first) ?? throw new AssertFailedException("no 'parameters' chunk");
+            Assert.AreEqual(("NV", 31337L, "Euler a", 1234L), (p.Rng, p.EtaNoiseSeedDelta, p.Sampler, p.Seed));
+            string second = Path.Combine(dir, "second.png");
+            Assert.AreEqual(0, TextToImage.Program.Main(new[]
+            {
+                "--model", ShapesTestModel.Folder, "--prompt", p.Prompt, "--negative-prompt", p.NegativePrompt, "--steps", p.Steps!.Value.ToString(CultureInfo.InvariantCulture),
+                "--guidance", p.CfgScale!.Value.ToString(CultureInfo.InvariantCulture), "--width", p.Width!.Value.ToString(CultureInfo.InvariantCulture),
+                "--height", p.Height!.Value.ToString(CultureInfo.InvariantCulture), "--seed", p.Seed!.Value.ToString(CultureInfo.InvariantCulture),
+                "--scheduler", A1111Samplers.ToScheduler(p.Sampler!, p.ScheduleType)!, "--reproduce", "a1111", "--rng", Arguments.RngFromInfotext(p.Rng),
+                "--ensd", (p.EtaNoiseSeedDelta ?? 0).ToString(CultureInfo.InvariantCulture), "--output", second,
+            }), error.ToString());
+            CollectionAssert.AreEqual(File.ReadAllBytes(first), File.ReadAllBytes(second));
+
+            // Another generator from the same seed is another picture: the recorded RNG matters.
+            string library = Path.Combine(dir, "library.png");
+            Assert.AreEqual(0, TextToImage.Program.Main(new[]
+            {
+                "--model", ShapesTestModel.Folder, "--prompt", "a green triangle", "--negative-prompt", "a red square", "--steps", "4", "--guidance", "5",
+                "--width", "64", "--height", "64", "--seed", "1234", "--scheduler", "euler-a", "--output", library,
+            }), error.ToString());
+            using var a = MLImage.CreateFromFile(first);
+            using var b = MLImage.CreateFromFile(library);
+            CollectionAssert.AreNotEqual(a.Pixels.ToArray(), b.Pixels.ToArray());
+            Assert.AreEqual("MLNet", PngFile.ReadParameters(library)!.Rng);
         }
         finally
         {

@@ -6,6 +6,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
 using MLNet.Diffusion.Persistence;
 using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -37,6 +38,9 @@ public sealed record AddDiffusionNoiseStageDefinition : DiffusionStageDefinition
     /// <summary>The base seed (saved resolved when the options had none, so results repeat).</summary>
     public int? Seed { get; init; }
 
+    /// <summary><see cref="AddDiffusionNoiseOptions.Noise"/>; records saved before it existed read as <see cref="NoiseOptions.Default"/>.</summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.AddDiffusionNoise;
 
@@ -58,6 +62,7 @@ public sealed record AddDiffusionNoiseStageDefinition : DiffusionStageDefinition
             NoiseOutputColumnName = o.NoiseOutputColumnName,
             Timestep = o.Timestep,
             Seed = RowSeed.Base(o.Seed, stage.Model),
+            Noise = o.Noise,
         };
     }
 
@@ -70,6 +75,7 @@ public sealed record AddDiffusionNoiseStageDefinition : DiffusionStageDefinition
                 NoiseOutputColumnName = NoiseOutputColumnName,
                 Timestep = Timestep,
                 Seed = Seed,
+                Noise = Noise ?? NoiseOptions.Default,
             });
 
     internal override DiffusionStageDefinition ForSurrogate() => this with

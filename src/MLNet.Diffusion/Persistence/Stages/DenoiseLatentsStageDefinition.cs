@@ -6,6 +6,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
 using MLNet.Diffusion.Persistence;
 using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Transforms;
 
@@ -44,6 +45,9 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
 
     /// <summary>The base seed (saved resolved when the options had none, so results repeat).</summary>
     public int? Seed { get; init; }
+
+    /// <summary><see cref="DenoiseLatentsOptions.Noise"/>; records saved before it existed read as <see cref="NoiseOptions.Default"/>.</summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
 
     /// <summary><see cref="DenoiseLatentsOptions.Steps"/>.</summary>
     public int Steps { get; init; } = 20;
@@ -134,6 +138,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
             MaskedImageLatentsColumnName = o.MaskedImageLatentsColumnName,
             PooledEmbeddingsColumnName = stage.PooledColumnName,
             Seed = RowSeed.Base(o.Seed, stage.Model),
+            Noise = o.Noise,
             Steps = o.Steps,
             GuidanceScale = o.GuidanceScale,
             Width = o.Width,
@@ -176,6 +181,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
                 MaskedImageLatentsColumnName = MaskedImageLatentsColumnName,
                 PooledEmbeddingsColumnName = PooledEmbeddingsColumnName,
                 Seed = Seed,
+                Noise = Noise ?? NoiseOptions.Default,
                 Steps = Steps,
                 GuidanceScale = GuidanceScale,
                 Width = Width,

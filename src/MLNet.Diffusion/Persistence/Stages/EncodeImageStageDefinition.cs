@@ -6,6 +6,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Transforms;
 using MLNet.Diffusion.Persistence;
 using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -27,6 +28,9 @@ public sealed record EncodeImageStageDefinition : DiffusionStageDefinition
 
     /// <summary>The base seed (saved resolved when the options had none, so results repeat).</summary>
     public int? Seed { get; init; }
+
+    /// <summary><see cref="EncodeImageOptions.Noise"/>; records saved before it existed read as <see cref="NoiseOptions.Default"/>.</summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
 
     /// <summary><see cref="EncodeImageOptions.Width"/>.</summary>
     public int Width { get; init; } = 512;
@@ -70,6 +74,7 @@ public sealed record EncodeImageStageDefinition : DiffusionStageDefinition
             InputColumnName = stage.InputColumnName,
             SeedColumnName = o.SeedColumnName,
             Seed = RowSeed.Base(o.Seed, stage.Model),
+            Noise = o.Noise,
             Width = o.Width,
             Height = o.Height,
             ResizeMode = o.ResizeMode,
@@ -82,7 +87,7 @@ public sealed record EncodeImageStageDefinition : DiffusionStageDefinition
 
     private protected override DiffusionTransformer Create(StableDiffusionModel model, IProgress<DenoiseProgress>? progress, CancellationToken cancellationToken) =>
         new ImageEncodingTransformer(model, OutputColumnName ?? throw Missing(nameof(OutputColumnName)), InputColumnName ?? throw Missing(nameof(InputColumnName)),
-            new EncodeImageOptions { SeedColumnName = SeedColumnName, Seed = Seed, Width = Width, Height = Height, ResizeMode = ResizeMode, Sampling = Sampling, BatchSize = BatchSize, Tiling = Tiling, TileSize = TileSize });
+            new EncodeImageOptions { SeedColumnName = SeedColumnName, Seed = Seed, Noise = Noise ?? NoiseOptions.Default, Width = Width, Height = Height, ResizeMode = ResizeMode, Sampling = Sampling, BatchSize = BatchSize, Tiling = Tiling, TileSize = TileSize });
 
     internal override DiffusionStageDefinition ForSurrogate() => this with
     {

@@ -7,6 +7,7 @@ using Microsoft.ML.Transforms;
 using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Persistence;
 using MLNet.Diffusion.Pipeline;
+using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion;
@@ -34,6 +35,9 @@ public sealed record PrepareInpaintingStageDefinition : DiffusionStageDefinition
 
     /// <summary>The base seed (saved resolved when the options had none, so results repeat).</summary>
     public int? Seed { get; init; }
+
+    /// <summary><see cref="PrepareInpaintingOptions.Noise"/>; records saved before it existed read as <see cref="NoiseOptions.Default"/>.</summary>
+    public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
 
     /// <summary><see cref="PrepareInpaintingOptions.Width"/>.</summary>
     public int Width { get; init; } = 512;
@@ -73,6 +77,7 @@ public sealed record PrepareInpaintingStageDefinition : DiffusionStageDefinition
             MaskedImageLatentsColumnName = o.MaskedImageLatentsColumnName,
             SeedColumnName = o.SeedColumnName,
             Seed = RowSeed.Base(o.Seed, stage.Model),
+            Noise = o.Noise,
             Width = o.Width,
             Height = o.Height,
             ResizeMode = o.ResizeMode,
@@ -91,6 +96,7 @@ public sealed record PrepareInpaintingStageDefinition : DiffusionStageDefinition
             MaskedImageLatentsColumnName = MaskedImageLatentsColumnName,
             SeedColumnName = SeedColumnName,
             Seed = Seed,
+            Noise = Noise ?? NoiseOptions.Default,
             Width = Width,
             Height = Height,
             ResizeMode = ResizeMode,
