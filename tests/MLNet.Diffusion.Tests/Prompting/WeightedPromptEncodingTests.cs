@@ -224,4 +224,112 @@ public sealed class WeightedPromptEncodingTests
             new EncodePromptOptions { LongPrompt = true, PromptSyntax = PromptSyntax.A1111 }));
         StringAssert.Contains(ex.Message, "LongPrompt applies to plain prompts");
     }
+
+    /// <summary>compel's <c>build_weighted_embedding_tensor</c>: <c>empty_z + (z − empty_z) · w</c> for every token.</summary>
+    private static float[] CompelWeighted(float[] z, float[] empty, Func<int, float> weightOfToken)
+    {
+        var result = new float[z.Length];
+        for (int i = 0; i < z.Length; i++)
+            result[i] = empty[i] + ((z[i] - empty[i]) * weightOfToken(i / D));
+        return result;
+    }
+
+    [TestMethod]
+    public void CompelUpWeightingScalesTheDistanceFromTheEmptyPrompt()
+    {
+        using var model = Load();
+        var empty = RunEncoder(Frame(Array.Empty<int>()));
+        var z = RunEncoder(Frame(Content("a").Concat(Content("red")).Concat(Content("circle"))));
+        // "red++" = attention_plus_base ** 2 = 1.1² on the "red" token (position 2).
+        float w = (float)Math.Pow(1.1, 2);
+        var expected = CompelWeighted(z, empty, t => t == 2 ? w : 1f);
+        var embeddings = Encode(model, Options(PromptSyntax.Compel), ("a red++ circle", ""))[0];
+        AssertClose(expected, embeddings.Skip(L * D).ToArray(), 1e-6, "a red++ circle");
+        AssertClose(empty, embeddings.Take(L * D).ToArray(), 0, "empty negative prompt");
+        Assert.IsTrue(Math.Abs(expected[(2 * D) + 5] - z[(2 * D) + 5]) > 1e-4, "the weight moved the red token's states");
+    }
+
+    [TestMethod]
+    public void CompelDownWeightingLerpsTowardsThePromptWithoutThePhrase()
+    {
+        using var model = Load();
+        var empty = RunEncoder(Frame(Array.Empty<int>()));
+        float w = (float)Math.Pow(0.9, 2);
+        var with = CompelWeighted(RunEncoder(Frame(Content("a").Concat(Content("red")).Concat(Content("circle")))), empty, t => t == 2 ? w : 1f);
+        var without = CompelWeighted(RunEncoder(Frame(Content("a").Concat(Content("circle")))), empty, _ => 1f);
+        // get_embeddings_for_weighted_prompt_fragments: weights [1, tan((1 − w)·π/2)], normalized, summed.
+        double lerp = Math.Tan((1 - Math.Pow(0.9, 2)) * Math.PI / 2);
+        var expected = with.Select((v, i) => (float)((v * 1.0 / (1 + lerp)) + (without[i] * lerp / (1 + lerp)))).ToArray();
+        var embeddings = Encode(model, Options(PromptSyntax.Compel), ("a red-- circle", ""))[0];
+        AssertClose(expected, embeddings.Skip(L * D).ToArray(), 1e-5, "a red-- circle");
+    }
+
+    [TestMethod]
+    public void CompelBlendSumsAndAndConcatenatesOnTheTokenAxis()
+    {
+        using var model = Load();
+        var empty = RunEncoder(Frame(Array.Empty<int>()));
+        var red = RunEncoder(Frame(Content("a").Concat(Content("red")).Concat(Content("circle"))));
+        var blue = RunEncoder(Frame(Content("a").Concat(Content("blue")).Concat(Content("square"))));
+        var rows = Encode(model, Options(PromptSyntax.Compel),
+            ("(\"a red circle\", \"a blue square\").blend(0.7, 0.3)", ""),
+            ("(\"a red circle\", \"a blue square\").and()", ""));
+        // _get_conditioning_for_blend → apply_embedding_weights(normalize=True): 0.7·A + 0.3·B (A, B through the empty-prompt formula).
+        var a = CompelWeighted(red, empty, _ => 1f);
+        var b = CompelWeighted(blue, empty, _ => 1f);
+        AssertClose(a.Select((v, i) => (0.7f * v) + (0.3f * b[i])).ToArray(), rows[0].Skip(L * D).ToArray(), 1e-5, "blend");
+        // build_conditioning_tensor_for_conjunction: torch.cat(parts, dim=1); the negative is padded with the empty prompt.
+        Assert.AreEqual(2 * 2 * L * D, rows[1].Length);
+        AssertClose(empty.Concat(empty).ToArray(), rows[1].Take(2 * L * D).ToArray(), 0, "padded negative");
+        AssertClose(a.Concat(b).ToArray(), rows[1].Skip(2 * L * D).ToArray(), 0, "and");
+    }
+
+    [TestMethod]
+    public void A1111OnSdxlWeightsEachEncodersStatesAndTakesTheFirstChunksPooledVector()
+    {
+        using var model = MLNet.Diffusion.Tests.Sdxl.SdxlTestModel.Load();
+        const int D1 = 32, D2 = 40, Dx = D1 + D2, P = 24;
+        var ml = model.MLContext;
+        var data = ml.Data.LoadFromEnumerable(new[] { new Row { Prompt = "a (red:1.5) circle" }, new Row { Prompt = "a red circle" } });
+        float[][] Column(EncodePromptOptions o, string name) => ml.Transforms.EncodePrompt(model, o).Fit(data).Transform(data)
+            .GetColumn<VBuffer<float>>(name).Select(v => v.DenseValues().ToArray()).ToArray();
+        var plain = new EncodePromptOptions { InputColumnName = "Prompt" };
+        var a1111 = new EncodePromptOptions { InputColumnName = "Prompt", PromptSyntax = PromptSyntax.A1111 };
+        var z = Column(plain, "Embeddings")[1].Skip(L * Dx).ToArray();
+        var plainPooled = Column(plain, EncodePromptOptions.DefaultPooledColumnName)[1];
+        var states = Column(a1111, "Embeddings");
+        var pooled = Column(a1111, EncodePromptOptions.DefaultPooledColumnName);
+        // Unweighted text: same as plain (weights 1; tokenizer_2's "!" padding after EOS, A1111's process_tokens).
+        CollectionAssert.AreEqual(z, states[1].Skip(L * Dx).ToArray(), "unweighted");
+        // Pooled: the first chunk's, before emphasis; no negative prompt on this force_zeros folder: zeros.
+        CollectionAssert.AreEqual(plainPooled, pooled[0]);
+        Assert.IsTrue(states[0].Take(L * Dx).All(v => v == 0f), "no negative prompt is zeros");
+        // EmphasisOriginal per embedder: each encoder's [77, D_e] block has its own means.
+        var expected = (float[])z.Clone();
+        int red = 2;
+        foreach (var (offset, width) in new[] { (0, D1), (D1, D2) })
+        {
+            double before = 0, after = 0;
+            for (int t = 0; t < L; t++)
+            {
+                for (int j = 0; j < width; j++)
+                {
+                    float v = z[(t * Dx) + offset + j];
+                    before += v;
+                    after += t == red ? v * 1.5f : v;
+                }
+            }
+            double ratio = (before / (L * width)) / (after / (L * width));
+            for (int t = 0; t < L; t++)
+            {
+                for (int j = 0; j < width; j++)
+                {
+                    int i = (t * Dx) + offset + j;
+                    expected[i] = (float)((t == red ? z[i] * 1.5f : z[i]) * ratio);
+                }
+            }
+        }
+        AssertClose(expected, states[0].Skip(L * Dx).ToArray(), 1e-5, "SDXL Original emphasis");
+        Assert.AreEqual(2 * P, pooled[0].Length);
+    }
 }
