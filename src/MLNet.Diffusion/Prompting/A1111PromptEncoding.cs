@@ -46,6 +46,7 @@ internal sealed class A1111PromptEncoding
     private readonly int _batchSize;
     private float[]? _emptyStates;
     private float[]? _emptyPooled;
+    private bool _emptyFinite;
     private int[] _ids = Array.Empty<int>();
     private float[] _chunkPooled = Array.Empty<float>();
     private float[] _scratch = Array.Empty<float>();
@@ -96,6 +97,8 @@ internal sealed class A1111PromptEncoding
 
         int per = _length * _hidden;
         var (addCond, addUncond) = ConditioningPadding.EmptyChunksToAdd(condStates.Length / _hidden, uncondStates.Length / _hidden, _length);
+        if (addCond + addUncond > 0 && !_emptyFinite)
+            ThrowIfNotFinite(_emptyStates, row, "empty prompt that pads the shorter side", 0);
         int total = condStates.Length + (addCond * per);
         if (embeddings is null || embeddings.Length != 2 * total)
             embeddings = new float[2 * total];
@@ -115,11 +118,12 @@ internal sealed class A1111PromptEncoding
     {
         if (_emptyStates is not null)
             return;
-        (_emptyStates, _emptyPooled) = EncodeText(string.Empty, negative: false, row: -1);
+        (_emptyStates, _emptyPooled) = EncodeText(string.Empty, negative: false, row: -1, check: false);
+        _emptyFinite = Array.TrueForAll(_emptyStates, float.IsFinite);
     }
 
     /// <summary>Plans, chunks, encodes and weights one text: states [chunks·77, D] and the first chunk's pooled vector.</summary>
-    private (float[] States, float[] Pooled) EncodeText(string text, bool negative, long row)
+    private (float[] States, float[] Pooled) EncodeText(string text, bool negative, long row, bool check = true)
     {
         string side = negative ? "negative prompt" : "prompt";
         int encoders = _chunkers.Length;
@@ -168,12 +172,12 @@ internal sealed class A1111PromptEncoding
 
         var states = new float[count * _length * _hidden];
         var pooled = new float[_pooledSize];
-        EncodeChunks(chunks, count, states, pooled);
+        EncodeChunks(chunks, count, states, pooled, row, check ? side : null);
         return (states, pooled);
     }
 
     /// <summary>Ids per chunk and encoder, the ONNX calls, the emphasis per chunk and encoder, the first chunk's pooled vector.</summary>
-    private void EncodeChunks(IReadOnlyList<PromptChunk>[] chunks, int count, float[] states, float[] pooled)
+    private void EncodeChunks(IReadOnlyList<PromptChunk>[] chunks, int count, float[] states, float[] pooled, long row, string? side)
     {
         int encoders = _chunkers.Length, per = _length * _hidden, idsPer = encoders * _length;
         if (_ids.Length < count * idsPer)
@@ -207,6 +211,7 @@ internal sealed class A1111PromptEncoding
             if (encoders == 1)
             {
                 PromptWeighting.Apply(chunkStates, _hidden, chunks[0][c].Multipliers, _emphasis);
+                ThrowIfNotFinite(chunkStates, row, side, c);
                 continue;
             }
 
@@ -221,9 +226,31 @@ internal sealed class A1111PromptEncoding
                 for (int t = 0; t < _length; t++)
                     chunkStates.Slice((t * _hidden) + offset, width).CopyTo(block.Slice(t * width, width));
                 PromptWeighting.Apply(block, width, chunks[e][c].Multipliers, _emphasis);
+                ThrowIfNotFinite(block, row, side, c);
                 for (int t = 0; t < _length; t++)
                     block.Slice(t * width, width).CopyTo(chunkStates.Slice((t * _hidden) + offset, width));
                 offset += width;
+            }
+        }
+    }
+
+    /// <summary>
+    /// "Original" rescales a chunk by mean-before ÷ mean-after; a text encoder whose states average to exactly 0 (the
+    /// Shapes model's attribute table) makes that 0/0 — NaN in A1111 too. Said here, naming the row, instead of as a
+    /// non-finite UNet result steps later.
+    /// </summary>
+    private void ThrowIfNotFinite(ReadOnlySpan<float> values, long row, string? side, int chunk)
+    {
+        if (side is null)
+            return;
+        foreach (float v in values)
+        {
+            if (!float.IsFinite(v))
+            {
+                throw new InvalidOperationException(
+                    $"Row {row}: A1111's {_emphasis} emphasis made chunk {chunk + 1} of the {side} non-finite: it rescales by the chunk's "
+                    + "mean before ÷ after weighting, and this text encoder's states average to 0 (as A1111 would, it divides by zero). "
+                    + "Use PromptEmphasis.NoNorm or Ignore with this model.");
             }
         }
     }

@@ -332,4 +332,20 @@ public sealed class WeightedPromptEncodingTests
         AssertClose(expected, states[0].Skip(L * Dx).ToArray(), 1e-5, "SDXL Original emphasis");
         Assert.AreEqual(2 * P, pooled[0].Length);
     }
+
+    [TestMethod]
+    public void OriginalEmphasisOnAZeroMeanEncoderIsAClearErrorAndNoNormWorks()
+    {
+        // The Shapes text encoder is a table of attribute embeddings whose chunk mean is exactly 0: Original's
+        // mean ÷ mean is 0/0 (NaN in A1111 as well).
+        using var model = StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder);
+        var ex = Assert.ThrowsExactly<InvalidOperationException>(() => new PromptEncoder(model,
+                new PromptEncodingSettings(1, false, 8, false, PromptSyntax.A1111, PromptEmphasis.Original, MaxChunks: 8), PipelineLog.None)
+            .Encode(new[] { "a (red:1.3) circle" }, new string?[] { null }, new long[] { 4 }, new float[]?[1], new float[]?[1]));
+        StringAssert.StartsWith(ex.Message, "Row 4: A1111's Original emphasis made chunk 1 of the ");
+        var embeddings = new float[]?[1];
+        new PromptEncoder(model, new PromptEncodingSettings(1, false, 8, false, PromptSyntax.A1111, PromptEmphasis.NoNorm, MaxChunks: 8), PipelineLog.None)
+            .Encode(new[] { "a (red:1.3) circle" }, new string?[] { null }, new long[] { 4 }, embeddings, new float[]?[1]);
+        Assert.IsTrue(embeddings[0]!.All(float.IsFinite));
+    }
 }
