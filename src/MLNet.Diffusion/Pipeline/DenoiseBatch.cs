@@ -18,6 +18,14 @@ internal sealed record DenoiseBatch(int Count, long FirstRow, ReadOnlyMemory<flo
     /// <summary>Per row, the N(0, I) noise [C, h, w] that replaces its seeded noise, or null; empty: seeded noise for every row.</summary>
     public ReadOnlyMemory<float[]?> InitialNoise { get; init; }
 
+    /// <summary>
+    /// Per row, the AND parts and prompt-editing schedule of its conditionings (A1111 syntax), or null for an ordinary
+    /// row; empty: every row is ordinary. With schedules, row r's embeddings are [1 + K_r, S, D] (the unconditional
+    /// states, then its K_r = <see cref="Prompting.ConditioningSchedule.ConditioningCount"/> conditionings; K_r = 1 for a
+    /// null schedule), the rows' blocks back to back.
+    /// </summary>
+    public ReadOnlyMemory<Prompting.ConditioningSchedule?> Schedules { get; init; }
+
     /// <summary>Per row [C, h, w], where image-to-image starts (and what an ordinary UNet keeps outside an inpainting mask); empty: none.</summary>
     public ReadOnlyMemory<float> InitialLatents { get; init; }
 }

@@ -71,6 +71,9 @@ internal sealed class LatentDenoiser : IDisposable
     private DiffusionScheduler? _scheduler;
     private int _rows = -1;
     private int _sequence = -1;
+    private bool _scheduled;
+    private int _parts = 1;
+    private long[] _rowOffsets = Array.Empty<long>();
     private IReadOnlyList<TensorBuffer> _inputs = Array.Empty<TensorBuffer>();
     private TensorBuffer? _sample;
     private TensorBuffer? _timestep;
@@ -134,8 +137,10 @@ internal sealed class LatentDenoiser : IDisposable
         int count = batch.Count, len = LatentLength, hidden = _model.Info.HiddenSize;
         if (!_conditional && !batch.Embeddings.IsEmpty)
             throw new ArgumentException($"The UNet of '{_model.Info.Directory}' is unconditional (no encoder_hidden_states input); the batch must carry no embeddings.", nameof(batch));
-        if (_conditional && batch.Embeddings.Length != count * 2 * batch.SequenceLength * hidden)
-            throw new ArgumentException($"Expected {count}×2×{batch.SequenceLength}×{hidden} embedding values, got {batch.Embeddings.Length}.", nameof(batch));
+        bool scheduled = !batch.Schedules.IsEmpty;
+        long states = scheduled ? ScheduledStates(batch, _settings.Steps) : 2L * count;
+        if (_conditional && batch.Embeddings.Length != states * batch.SequenceLength * hidden)
+            throw new ArgumentException($"Expected {states}×{batch.SequenceLength}×{hidden} embedding values ({count} rows), got {batch.Embeddings.Length}.", nameof(batch));
         if (batch.Latents.Length != count * len)
             throw new ArgumentException($"Expected room for {count}×{len} latent values.", nameof(batch));
         if (batch.Seeds.Length != count || !batch.InitialNoise.IsEmpty && batch.InitialNoise.Length != count)
@@ -174,8 +179,10 @@ internal sealed class LatentDenoiser : IDisposable
         }
 
         // 4. The batch's UNet inputs: the prompt embeddings [uncond; cond] and each conditioning's, then bound once.
-        Ensure(count, batch.SequenceLength);
-        if (_conditional)
+        Ensure(count, batch.SequenceLength, scheduled);
+        if (scheduled)
+            WriteUnconditional(batch, batch.SequenceLength * hidden);
+        else if (_conditional)
             WriteEmbeddings(count, batch.Embeddings.Span, batch.SequenceLength * hidden);
         var sample = _sample!.ElementType == TensorElementType.Float ? _sample.FloatSpan : _scaled.AsSpan(0, _sample.Length);
         int channel = _channels, plane = _latentHeight * _latentWidth;
@@ -205,6 +212,16 @@ internal sealed class LatentDenoiser : IDisposable
                 _sample.Write(sample);
             _timestep!.Fill(t);
 
+            // 5.3–5.4 With schedules: one UNet call per AND part, guidance summed over the parts (RunParts).
+            Span<float> guided;
+            if (scheduled)
+            {
+                guided = RunParts(batch, i, t, unetRows, batch.SequenceLength * hidden);
+                scheduler.Step(guided, i, latents, noise);
+                AfterStep(batch, i, t, start, timesteps.Length, scheduler, sample, latents, stopwatch);
+                continue;
+            }
+
             // 5.3 The UNet's noise prediction.
             _binding.Run();
             Span<float> prediction = _output!.ElementType == TensorElementType.Float ? _output.FloatSpan : _prediction.AsSpan(0, unetRows * len);
@@ -212,7 +229,6 @@ internal sealed class LatentDenoiser : IDisposable
                 _output.Read(prediction);
 
             // 5.4 Classifier-free guidance, with the finite check in the same pass (GuidanceMath).
-            Span<float> guided;
             if (_guidance)
             {
                 guided = _guided.AsSpan(0, half);
@@ -229,19 +245,119 @@ internal sealed class LatentDenoiser : IDisposable
             // 5.5 The scheduler step x_t → x_{t−1}; a stochastic step draws the next noise of the rows' generators.
             scheduler.Step(guided, i, latents, noise);
 
-            // 5.6 The conditionings after the step (inpainting with an ordinary UNet: blend the known region).
-            foreach (var c in _conditionings)
-                c.AfterStep(new UnetStep(batch, i, t, _guidance, scheduler, _noise, sample, latents));
-
-            // 5.7 callback_on_step_end, the log and progress.
-            _settings.OnStepEnd?.Invoke(new DenoiseStepEnd(i - start, timesteps.Length - start, t, batch.FirstRow, count, _channels, _latentHeight, _latentWidth, latents));
-            if (_log.TraceEnabled)
-                _log.Trace($"Rows {batch.FirstRow}–{batch.FirstRow + count - 1}: step {i - start + 1}/{timesteps.Length - start} (t = {t}) done after {stopwatch.Elapsed.TotalMilliseconds:F0} ms.");
-            _settings.Progress?.Report(new DenoiseProgress(i - start + 1, timesteps.Length - start, t, batch.FirstRow, count, stopwatch.Elapsed));
+            // 5.6–5.7 The conditionings after the step, the callback, the log and progress.
+            AfterStep(batch, i, t, start, timesteps.Length, scheduler, sample, latents, stopwatch);
         }
 
         // 6. A last finite check of the result.
         CheckFinite(latents, count, len, batch.FirstRow, timesteps.Length - 1, timesteps[^1]);
+    }
+
+    /// <summary>5.6 The conditionings after the step (inpainting with an ordinary UNet: blend the known region); 5.7 callback_on_step_end, the log and progress.</summary>
+    private void AfterStep(DenoiseBatch batch, int i, float t, int start, int steps, DiffusionScheduler scheduler, Span<float> sample, Span<float> latents, Stopwatch stopwatch)
+    {
+        int count = batch.Count;
+        foreach (var c in _conditionings)
+            c.AfterStep(new UnetStep(batch, i, t, _guidance, scheduler, _noise, sample, latents));
+        _settings.OnStepEnd?.Invoke(new DenoiseStepEnd(i - start, steps - start, t, batch.FirstRow, count, _channels, _latentHeight, _latentWidth, latents));
+        if (_log.TraceEnabled)
+            _log.Trace($"Rows {batch.FirstRow}–{batch.FirstRow + count - 1}: step {i - start + 1}/{steps - start} (t = {t}) done after {stopwatch.Elapsed.TotalMilliseconds:F0} ms.");
+        _settings.Progress?.Report(new DenoiseProgress(i - start + 1, steps - start, t, batch.FirstRow, count, stopwatch.Elapsed));
+    }
+
+    /// <summary>The states a scheduled batch holds, Σ_r (1 + K_r), checking that each schedule covers the run and needs no missing guidance.</summary>
+    private long ScheduledStates(DenoiseBatch batch, int steps)
+    {
+        var schedules = batch.Schedules.Span;
+        if (schedules.Length != batch.Count)
+            throw new ArgumentException($"Expected a schedule (or null) for each of the {batch.Count} rows, got {schedules.Length}.", nameof(batch));
+        long states = 0;
+        int parts = 1;
+        for (int r = 0; r < schedules.Length; r++)
+        {
+            var schedule = schedules[r];
+            states += 1 + (schedule?.ConditioningCount ?? 1);
+            if (schedule is null)
+                continue;
+            if (schedule.Steps < steps)
+                throw new ArgumentException($"Row {batch.FirstRow + r}: its prompt schedule was made for {schedule.Steps} steps, the run has {steps}; encode the prompt for the run's step count.", nameof(batch));
+            if (!_guidance && (schedule.Parts > 1 || schedule.Weight(0) != 1f))
+                throw new NotSupportedException($"Row {batch.FirstRow + r}: AND and part weights combine noise predictions with the unconditional one, which needs classifier-free guidance (GuidanceScale > 1).");
+            parts = Math.Max(parts, schedule.Parts);
+        }
+        _parts = parts;
+        if (_rowOffsets.Length < batch.Count)
+            _rowOffsets = new long[batch.Count];
+        long offset = 0;
+        for (int r = 0; r < schedules.Length; r++)
+        {
+            _rowOffsets[r] = offset;
+            offset += 1 + (schedules[r]?.ConditioningCount ?? 1);
+        }
+        return states;
+    }
+
+    /// <summary>With schedules: each row's unconditional states into the first half of encoder_hidden_states, once per batch.</summary>
+    private void WriteUnconditional(DenoiseBatch batch, int perState)
+    {
+        if (!_guidance)
+            return;
+        var embeddings = batch.Embeddings.Span;
+        for (int r = 0; r < batch.Count; r++)
+            _embeddings!.Write(embeddings.Slice((int)(_rowOffsets[r] * perState), perState), r * perState);
+    }
+
+    /// <summary>
+    /// One denoiser call with AND parts and prompt editing (A1111's <c>CFGDenoiser.forward</c> and
+    /// <c>combine_denoised</c>): for each part k, every row's conditional half gets the conditioning its schedule names
+    /// for this call, the UNet runs, and the guided prediction accumulates <c>uncond + Σ_k (cond_k − uncond) · (w_k · g)</c>
+    /// (a row with fewer parts adds nothing in the later calls). Without guidance a row's single part is its prediction.
+    /// </summary>
+    private Span<float> RunParts(DenoiseBatch batch, int step, float t, int unetRows, int perState)
+    {
+        int count = batch.Count, len = LatentLength, half = count * len;
+        var schedules = batch.Schedules.Span;
+        var embeddings = batch.Embeddings.Span;
+        var guided = _guided.AsSpan(0, half);
+        float g = _settings.GuidanceScale;
+        for (int k = 0; k < _parts; k++)
+        {
+            for (int r = 0; r < count; r++)
+            {
+                var schedule = schedules[r];
+                int index = schedule is null ? 0 : schedule.IndexAt(step, Math.Min(k, schedule.Parts - 1));
+                _embeddings!.Write(embeddings.Slice((int)((_rowOffsets[r] + 1 + index) * perState), perState), (_guidance ? count + r : r) * perState);
+            }
+            _binding!.Run();
+            Span<float> prediction = _output!.ElementType == TensorElementType.Float ? _output.FloatSpan : _prediction.AsSpan(0, unetRows * len);
+            if (_output.ElementType != TensorElementType.Float)
+                _output.Read(prediction);
+            if (!_guidance)
+            {
+                prediction.Slice(0, half).CopyTo(guided);
+                break;
+            }
+            var uncond = prediction.Slice(0, half);
+            var cond = prediction.Slice(half, half);
+            if (k == 0)
+                uncond.CopyTo(guided);
+            for (int r = 0; r < count; r++)
+            {
+                var schedule = schedules[r];
+                int parts = schedule?.Parts ?? 1;
+                if (k >= parts)
+                    continue;
+                // denoised[i] += (x_out[cond_index] − denoised_uncond[i]) * (weight * cond_scale)
+                float w = (schedule?.Weight(k) ?? 1f) * g;
+                var u = uncond.Slice(r * len, len);
+                var c = cond.Slice(r * len, len);
+                var d = guided.Slice(r * len, len);
+                for (int j = 0; j < len; j++)
+                    d[j] += (c[j] - u[j]) * w;
+            }
+        }
+        CheckFinite(guided, count, len, batch.FirstRow, step, t);
+        return guided;
     }
 
     /// <summary>
@@ -356,9 +472,9 @@ internal sealed class LatentDenoiser : IDisposable
     }
 
     /// <summary>The UNet's tensors and IO binding for a batch shape: the denoiser's inputs, then each conditioning's.</summary>
-    private void Ensure(int count, int sequenceLength)
+    private void Ensure(int count, int sequenceLength, bool scheduled)
     {
-        if (count == _rows && sequenceLength == _sequence)
+        if (count == _rows && sequenceLength == _sequence && scheduled == _scheduled)
             return;
         DisposeBuffers();
         var inputs = new UnetInputs(_unet, count, _guidance);
@@ -370,7 +486,7 @@ internal sealed class LatentDenoiser : IDisposable
             long[] timestepShape = _timestepRank == 0 ? Array.Empty<long>() : new long[] { _timestepStaticDim == 1 ? 1 : unetRows };
             _timestep = inputs.Add("timestep", timestepShape, perStep: true);
             // The UNet's own inputs decide: an unconditional UNet2DModel takes no text states.
-            _embeddings = _conditional ? inputs.Add("encoder_hidden_states", new long[] { unetRows, sequenceLength, _model.Info.HiddenSize }, perStep: false) : null;
+            _embeddings = _conditional ? inputs.Add("encoder_hidden_states", new long[] { unetRows, sequenceLength, _model.Info.HiddenSize }, perStep: scheduled) : null;
             foreach (var c in _conditionings)
                 c.DeclareInputs(inputs);
             foreach (string name in _unet.Inputs.Keys)
@@ -399,8 +515,9 @@ internal sealed class LatentDenoiser : IDisposable
         _scaledLatents = _unetChannels != _channels ? new float[count * LatentLength] : Array.Empty<float>();
         if (_output!.ElementType != TensorElementType.Float)
             _prediction = new float[unetRows * LatentLength];
-        _guided = _guidance ? new float[count * LatentLength] : Array.Empty<float>();
+        _guided = _guidance || scheduled ? new float[count * LatentLength] : Array.Empty<float>();
         _rows = count;
+        _scheduled = scheduled;
         _sequence = sequenceLength;
     }
 

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using MLNet.Diffusion.Prompting;
 
 namespace MLNet.Diffusion.Pipeline;
 
@@ -8,7 +9,12 @@ namespace MLNet.Diffusion.Pipeline;
 /// <param name="LongPrompt">Encode prompts longer than the model's window in 75-token windows instead of truncating them.</param>
 /// <param name="MaxWindows">With <paramref name="LongPrompt"/>, the most windows a row may use.</param>
 /// <param name="Pooled">Whether the pooled vectors are written (the model must have them).</param>
-internal sealed record PromptEncodingSettings(int BatchSize, bool LongPrompt, int MaxWindows, bool Pooled);
+/// <param name="Syntax">The prompt syntax; <see cref="PromptSyntax.Plain"/> is the recipe below, the others are
+/// <see cref="A1111PromptEncoding"/> and <see cref="CompelPromptEncoding"/>.</param>
+/// <param name="Emphasis">With <see cref="PromptSyntax.A1111"/>, how token weights change the states.</param>
+/// <param name="MaxChunks">With A1111 or compel syntax, the most 77-token chunks a text may use (1 when the UNet fixes its sequence axis).</param>
+internal sealed record PromptEncodingSettings(int BatchSize, bool LongPrompt, int MaxWindows, bool Pooled,
+    PromptSyntax Syntax = PromptSyntax.Plain, PromptEmphasis Emphasis = PromptEmphasis.Original, int MaxChunks = 1);
 
 /// <summary>
 /// The prompt-encoding recipe of diffusers' <c>encode_prompt</c> (StableDiffusionPipeline, StableDiffusionXLPipeline) for a
@@ -55,6 +61,9 @@ internal sealed class PromptEncoder : IDisposable
     private int[] _windowIds = Array.Empty<int>();
     private float[]? _emptyState;
     private float[]? _emptyPooled;
+    private A1111PromptEncoding? _a1111;
+    private float[]? _noPooled;
+    private CompelPromptEncoding? _compel;
 
     /// <summary>Creates the recipe on a model's text encoder(s).</summary>
     /// <param name="model">The model.</param>
@@ -83,6 +92,20 @@ internal sealed class PromptEncoder : IDisposable
         int count = prompts.Length;
         if (negatives.Length != count || rows.Length != count || embeddings.Length != count || (_pooledSize > 0 && pooled.Length != count))
             throw new ArgumentException($"Expected {count} negatives, row numbers and outputs.", nameof(negatives));
+        if (_settings.Syntax == PromptSyntax.A1111)
+        {
+            _a1111 ??= new A1111PromptEncoding(_runner, _settings.Emphasis, _settings.MaxChunks, _pooledSize, _forceZeros, _settings.BatchSize);
+            for (int r = 0; r < count; r++)
+                _a1111.Encode(prompts[r], negatives[r], rows[r], ref embeddings[r], ref (_pooledSize > 0 ? ref pooled[r] : ref _noPooled));
+            return;
+        }
+        if (_settings.Syntax == PromptSyntax.Compel)
+        {
+            _compel ??= new CompelPromptEncoding(_runner, _settings.MaxChunks, _pooledSize, _forceZeros);
+            for (int r = 0; r < count; r++)
+                _compel.Encode(prompts[r], negatives[r], rows[r], ref embeddings[r], ref (_pooledSize > 0 ? ref pooled[r] : ref _noPooled));
+            return;
+        }
         if (_settings.LongPrompt)
         {
             EncodeWindows(prompts, negatives, rows, embeddings, pooled);

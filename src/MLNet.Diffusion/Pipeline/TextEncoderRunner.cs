@@ -47,6 +47,9 @@ internal sealed class TextEncoderRunner : IDisposable
     /// <summary>The tokenizer that makes the ids of encoder <paramref name="encoder"/>.</summary>
     public ClipTokenizer TokenizerOf(int encoder) => _bindings[encoder].Tokenizer;
 
+    /// <summary>The width D_e of encoder <paramref name="encoder"/>'s states within D (its features start after the earlier encoders').</summary>
+    public int HiddenSizeOf(int encoder) => _bindings[encoder].HiddenSize;
+
     /// <summary>
     /// Encodes <paramref name="count"/> prompts. <paramref name="ids"/> holds per prompt one row of L ids per encoder
     /// (prompt r, encoder e at (r·E + e)·L); writes [count, L, D] states and, if requested, [count, P] pooled vectors.

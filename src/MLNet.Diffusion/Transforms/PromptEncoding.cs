@@ -67,8 +67,22 @@ public sealed class EncodePromptOptions
     /// </summary>
     public bool LongPrompt { get; init; }
 
-    /// <summary>With <see cref="LongPrompt"/>, the most windows a prompt may use (each 75 tokens).</summary>
+    /// <summary>With <see cref="LongPrompt"/>, the most windows a prompt may use (each 75 tokens); with A1111 or compel syntax, the most chunks.</summary>
     public int MaxWindows { get; init; } = 8;
+
+    /// <summary>
+    /// The prompt syntax (docs/prompt-syntax.md). <see cref="Prompting.PromptSyntax.Plain"/> (default): the text as written,
+    /// diffusers' encoding. <see cref="Prompting.PromptSyntax.A1111"/>: AUTOMATIC1111's weights <c>(x:1.3)</c>, <c>[x]</c>,
+    /// <c>BREAK</c>, its 75-token chunks and <see cref="Emphasis"/>. <see cref="Prompting.PromptSyntax.Compel"/>: compel's
+    /// <c>word++</c>, <c>(phrase)0.8</c>, <c>.blend()</c>, <c>.and()</c>. With either of the latter the output column is a
+    /// variable-size vector [2, k·77, D] (k chunks, the negative prompt and the prompt padded to the same k with the empty
+    /// prompt's states), <see cref="LongPrompt"/> is not used, and k &gt; 1 needs a UNet with a dynamic sequence axis.
+    /// A1111's <c>AND</c>, part weights and prompt editing (<c>[a:b:n]</c>, <c>[a|b]</c>) are refused with an error naming the row.
+    /// </summary>
+    public Prompting.PromptSyntax PromptSyntax { get; init; } = Prompting.PromptSyntax.Plain;
+
+    /// <summary>With <see cref="Prompting.PromptSyntax.A1111"/>, how token weights change the states (A1111's "Emphasis mode"; default Original).</summary>
+    public Prompting.PromptEmphasis Emphasis { get; init; } = Prompting.PromptEmphasis.Original;
 
     /// <summary>A copy with the pooled column's name set (the model-dependent default, resolved by the stage).</summary>
     internal EncodePromptOptions WithPooledOutputColumnName(string name)
@@ -86,6 +100,12 @@ public sealed class EncodePromptOptions
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be in [1, 1024].");
         if (MaxWindows < 1 || MaxWindows > 64)
             throw new ArgumentOutOfRangeException(nameof(MaxWindows), MaxWindows, "MaxWindows must be in [1, 64].");
+        if (!Enum.IsDefined(PromptSyntax))
+            throw new ArgumentOutOfRangeException(nameof(PromptSyntax), PromptSyntax, "PromptSyntax must be Plain, A1111 or Compel.");
+        if (!Enum.IsDefined(Emphasis))
+            throw new ArgumentOutOfRangeException(nameof(Emphasis), Emphasis, "Emphasis must be None, Ignore, Original or NoNorm.");
+        if (LongPrompt && PromptSyntax != Prompting.PromptSyntax.Plain)
+            throw new ArgumentException($"LongPrompt applies to plain prompts; {PromptSyntax} syntax cuts prompts into chunks itself (MaxWindows bounds them).", nameof(LongPrompt));
     }
 }
 
@@ -110,9 +130,12 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         Options = options;
         if (options.LongPrompt && Onnx.OnnxComponent.StaticDim(model.Unet.Input("encoder_hidden_states"), 1) is int fixedLength)
             throw new ArgumentException($"LongPrompt needs a UNet whose encoder_hidden_states sequence axis is dynamic; '{model.Directory}' unet/model.onnx fixes it to {fixedLength} tokens.", nameof(options));
+        bool weighted = options.PromptSyntax != Prompting.PromptSyntax.Plain;
+        // A UNet with a fixed sequence axis takes one 77-token chunk; the encoder refuses longer texts naming the row.
+        MaxChunks = weighted && Onnx.OnnxComponent.StaticDim(model.Unet.Input("encoder_hidden_states"), 1) is not null ? 1 : options.MaxWindows;
         var outputs = new List<KeyValuePair<string, DataViewType>>
         {
-            new(options.OutputColumnName, options.LongPrompt
+            new(options.OutputColumnName, options.LongPrompt || weighted
                 ? new VectorDataViewType(NumberDataViewType.Single)
                 : new VectorDataViewType(NumberDataViewType.Single, 2, info.SequenceLength, info.HiddenSize)),
         };
@@ -128,6 +151,9 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
     public EncodePromptOptions Options { get; }
 
     internal override int BatchSize => Options.BatchSize;
+
+    /// <summary>With A1111 or compel syntax, the most 77-token chunks a text may use.</summary>
+    internal int MaxChunks { get; }
 
     internal override IReadOnlyList<KeyValuePair<string, DataViewType>> GetOutputColumns(DataViewSchema? inputSchema) => _outputs;
 
@@ -155,7 +181,8 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             var options = stage.Options;
             _channel = stage.StartChannel();
             _encoder = new PromptEncoder(stage.Model,
-                new PromptEncodingSettings(stage.BatchSize, options.LongPrompt, options.MaxWindows, Pooled: options.PooledOutputColumnName is not null),
+                new PromptEncodingSettings(stage.BatchSize, options.LongPrompt, options.MaxWindows, Pooled: options.PooledOutputColumnName is not null,
+                    options.PromptSyntax, options.Emphasis, stage.MaxChunks),
                 new ChannelLog(_channel));
             _prompt = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[options.InputColumnName]);
             if (options.NegativePromptColumnName is { } n)

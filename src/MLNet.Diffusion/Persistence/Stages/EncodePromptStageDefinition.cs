@@ -39,6 +39,12 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="EncodePromptOptions.EncodeEmptyNegativePrompt"/> (absent in records written before it existed: false, the behaviour then).</summary>
     public bool EncodeEmptyNegativePrompt { get; init; }
 
+    /// <summary><see cref="EncodePromptOptions.PromptSyntax"/> (absent in records written before it existed: Plain, the behaviour then).</summary>
+    public Prompting.PromptSyntax PromptSyntax { get; init; }
+
+    /// <summary><see cref="EncodePromptOptions.Emphasis"/> (absent in older records: Original, the option's default).</summary>
+    public Prompting.PromptEmphasis Emphasis { get; init; } = Prompting.PromptEmphasis.Original;
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.EncodePrompt;
 
@@ -61,6 +67,8 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
             LongPrompt = o.LongPrompt,
             MaxWindows = o.MaxWindows,
             EncodeEmptyNegativePrompt = o.EncodeEmptyNegativePrompt,
+            PromptSyntax = o.PromptSyntax,
+            Emphasis = o.Emphasis,
         };
     }
 
@@ -75,6 +83,8 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
             LongPrompt = LongPrompt,
             MaxWindows = MaxWindows,
             EncodeEmptyNegativePrompt = EncodeEmptyNegativePrompt,
+            PromptSyntax = PromptSyntax,
+            Emphasis = Emphasis,
         });
 
     internal override DiffusionStageDefinition ForSurrogate() => this with
