@@ -6,6 +6,7 @@ using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Lora;
 using MLNet.Diffusion.Onnx;
 using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Tokenization;
@@ -18,16 +19,17 @@ namespace MLNet.Diffusion;
 /// <c>mlContext.Transforms</c> extensions, and dispose it when the pipeline is no longer used: it holds native memory.
 /// </summary>
 /// <remarks>Only load models from trusted sources: an ONNX file is code that ONNX Runtime executes.</remarks>
-public sealed class StableDiffusionModel : IDisposable
+public sealed partial class StableDiffusionModel : IDisposable
 {
     private readonly IHost _host;
     private readonly OnnxSessionFactory _sessions;
     private readonly bool _textEncoderThreadsSpin;
-    private readonly Lazy<OnnxComponent?> _vaeEncoder;
+    // The sessions without LoRA, the weight-variant sessions and the LoRA set cache, shared (reference-counted) by this
+    // model and every model WithLoras derived from it: whichever is disposed last closes them.
+    private readonly SharedSessions _shared = null!;
+    // This model's LoRA set (pinned in the cache for the model's lifetime); null: the base weights.
+    private readonly LoraSessionSet? _loras;
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
-    // Sessions with replaced weights (LoRA, textual inversion), one per (component, WeightVariant.Id).
-    private readonly Dictionary<(string Component, string VariantId), OnnxComponent> _variants = new();
-    private readonly object _variantsLock = new();
     private int _disposed;
 
     private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options)
@@ -43,6 +45,7 @@ public sealed class StableDiffusionModel : IDisposable
         bool fallback = options.FallbackToCpu ?? mlContext.FallbackToCpu;
         _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn) { ProfilingFilePrefix = options.ProfilingFilePrefix };
         _textEncoderThreadsSpin = options.TextEncoderThreadsSpin;
+        LoraDirectory = options.LoraDirectory is null ? null : Path.GetFullPath(options.LoraDirectory);
 
         var layout = ModelFolder.Validate(directory);
         Directory = layout.Directory;
@@ -62,26 +65,49 @@ public sealed class StableDiffusionModel : IDisposable
             TextEncoder = refiner ? TextEncoder2! : Open(ModelFolder.TextEncoder);
             if (!refiner)
                 times.Mark(ModelFolder.TextEncoder + " session");
-            Unet = Open(ModelFolder.Unet);
-            times.Mark(ModelFolder.Unet + " session");
+            // A model loaded with LoRAs that change the UNet opens only the merged UNet: the base one opens when a LoRA
+            // set that leaves the UNet unchanged needs it (WithLoras()), so loading costs one UNet copy, not two.
+            var baseUnet = new Lazy<OnnxComponent>(() => Open(ModelFolder.Unet), LazyThreadSafetyMode.ExecutionAndPublication);
             VaeDecoder = Open(ModelFolder.VaeDecoder);
             times.Mark(ModelFolder.VaeDecoder + " session");
-            _vaeEncoder = new Lazy<OnnxComponent?>(() =>
+            var vaeEncoder = new Lazy<OnnxComponent?>(() =>
                 File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VaeEncoder)) ? Open(ModelFolder.VaeEncoder) : null,
                 LazyThreadSafetyMode.ExecutionAndPublication);
+            _shared = new SharedSessions(TextEncoder, TextEncoder2, baseUnet, VaeDecoder, vaeEncoder,
+                new LoraSessionCache(options.LoraSessionCacheBytes, BuildLoraSessions, Warn));
+            if (options.Loras is { Count: > 0 } loras)
+            {
+                _loras = _shared.Loras.Acquire(CreateLoraSet(loras));
+                ReportUnmatched(_loras);
+                times.Mark("LoRA merge and sessions");
+            }
+            if (_loras?.Unet is null)
+            {
+                _ = baseUnet.Value;
+                times.Mark(ModelFolder.Unet + " session");
+            }
             var components = new ModelComponents(layout, TextEncoder, TextEncoder2, Tokenizer, Tokenizer2, Unet, VaeDecoder);
             var inspection = ModelInspector.Inspect(components, schedulerConfig, options.VaeScalingFactor, _sessions.EffectiveProvider.ToString(), Warn);
             Info = inspection.Info;
-            _textEncoders = inspection.TextEncoders;
+            _shared.TextEncoderBindings = inspection.TextEncoders;
+            _textEncoders = BindTextEncoders(inspection.TextEncoders, _loras);
             times.Mark("inspection");
         }
         catch
         {
-            TextEncoder?.Dispose();
-            if (!ReferenceEquals(TextEncoder2, TextEncoder))
-                TextEncoder2?.Dispose();
-            Unet?.Dispose();
-            VaeDecoder?.Dispose();
+            if (_shared is not null)
+            {
+                if (_loras is not null)
+                    _shared.Loras.Release(_loras);
+                _shared.Release();
+            }
+            else
+            {
+                TextEncoder?.Dispose();
+                if (!ReferenceEquals(TextEncoder2, TextEncoder))
+                    TextEncoder2?.Dispose();
+                VaeDecoder?.Dispose();
+            }
             throw;
         }
         using var ch = _host.Start("Load");
@@ -150,11 +176,12 @@ public sealed class StableDiffusionModel : IDisposable
     /// <summary>The text encoders in the order their states are concatenated, with their tokenizers and outputs.</summary>
     internal System.Collections.Generic.IReadOnlyList<TextEncoderBinding> TextEncoders => _textEncoders;
 
-    internal OnnxComponent Unet { get; }
+    /// <summary>The UNet denoising runs: merged with this model's LoRA set when it changes the UNet, else the base one.</summary>
+    internal OnnxComponent Unet => _loras?.Unet ?? _shared.BaseUnet.Value;
 
     internal OnnxComponent VaeDecoder { get; }
 
-    internal OnnxComponent? VaeEncoderOrNull { get { ThrowIfDisposed(); return _vaeEncoder.Value; } }
+    internal OnnxComponent? VaeEncoderOrNull { get { ThrowIfDisposed(); return _shared.VaeEncoder.Value; } }
 
     /// <summary>Where the load spent its time, phase by phase (the vae_encoder session opens lazily, on first use, and is not counted).</summary>
     internal LoadTimes LoadTimes { get; }
@@ -208,7 +235,7 @@ public sealed class StableDiffusionModel : IDisposable
         {
             return component switch
             {
-                ModelFolder.Unet => Unet,
+                ModelFolder.Unet => _shared.BaseUnet.Value,
                 ModelFolder.VaeDecoder => VaeDecoder,
                 ModelFolder.VaeEncoder => VaeEncoderOrNull ?? throw new ArgumentException($"Model folder '{Directory}' has no vae_encoder/.", nameof(component)),
                 ModelFolder.TextEncoder when Info.Kind != ModelKind.StableDiffusionXLRefiner => TextEncoder,
@@ -216,16 +243,16 @@ public sealed class StableDiffusionModel : IDisposable
                 _ => throw new ArgumentException($"Model folder '{Directory}' has no component '{component}'.", nameof(component)),
             };
         }
-        lock (_variantsLock)
+        lock (_shared.Variants)
         {
             ThrowIfDisposed();
-            if (_variants.TryGetValue((component, variant.Id), out var cached))
+            if (_shared.Variants.TryGetValue((component, variant.Id), out var cached))
                 return cached;
             if (!File.Exists(ModelFolder.ModelPath(Directory, component)))
                 throw new ArgumentException($"Model folder '{Directory}' has no component '{component}'.", nameof(component));
             CheckVariant(component, variant);
             var opened = OpenSession(component, variant);
-            _variants.Add((component, variant.Id), opened);
+            _shared.Variants.Add((component, variant.Id), opened);
             return opened;
         }
     }
@@ -251,23 +278,82 @@ public sealed class StableDiffusionModel : IDisposable
 
     internal string VaeDecoderOutputName => ModelInspector.VaeDecoderOutputName(VaeDecoder);
 
-    /// <summary>Releases the ONNX Runtime sessions. Stages that use this model fail with <see cref="ObjectDisposedException"/> afterwards.</summary>
+    /// <summary>
+    /// Releases the ONNX Runtime sessions. Stages that use this model fail with <see cref="ObjectDisposedException"/>
+    /// afterwards. A model and the models <see cref="WithLoras(LoraReference[])"/> derived from it (or it from) share their unchanged
+    /// sessions: each may be disposed in any order, and the shared sessions close when the last of them is disposed.
+    /// </summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
-        TextEncoder.Dispose();
-        if (!ReferenceEquals(TextEncoder2, TextEncoder))
-            TextEncoder2?.Dispose();
-        Unet.Dispose();
-        VaeDecoder.Dispose();
-        if (_vaeEncoder.IsValueCreated)
-            _vaeEncoder.Value?.Dispose();
-        lock (_variantsLock)
+        if (_loras is not null)
+            _shared.Loras.Release(_loras);
+        _shared.Release();
+    }
+
+    /// <summary>The sessions a model and its <see cref="WithLoras(LoraReference[])"/> relatives share, closed with the last reference.</summary>
+    private sealed class SharedSessions
+    {
+        private int _references = 1;
+
+        public SharedSessions(OnnxComponent textEncoder, OnnxComponent? textEncoder2, Lazy<OnnxComponent> unet, OnnxComponent vaeDecoder,
+            Lazy<OnnxComponent?> vaeEncoder, LoraSessionCache loras)
         {
-            foreach (var component in _variants.Values)
-                component.Dispose();
-            _variants.Clear();
+            TextEncoder = textEncoder;
+            TextEncoder2 = textEncoder2;
+            BaseUnet = unet;
+            VaeDecoder = vaeDecoder;
+            VaeEncoder = vaeEncoder;
+            Loras = loras;
+        }
+
+        public OnnxComponent TextEncoder { get; }
+
+        public OnnxComponent? TextEncoder2 { get; }
+
+        public Lazy<OnnxComponent> BaseUnet { get; }
+
+        public OnnxComponent VaeDecoder { get; }
+
+        public Lazy<OnnxComponent?> VaeEncoder { get; }
+
+        public LoraSessionCache Loras { get; }
+
+        /// <summary>The text encoder bindings of the base weights (set once, by the loading model's inspection).</summary>
+        public TextEncoderBinding[] TextEncoderBindings { get; set; } = Array.Empty<TextEncoderBinding>();
+
+        /// <summary>Sessions with replaced weights (textual inversion, …), one per (component, WeightVariant.Id); also the lock for it.</summary>
+        public Dictionary<(string Component, string VariantId), OnnxComponent> Variants { get; } = new();
+
+        /// <summary>Data SHA-256 per LoRA file (full path, length, write time), computed once.</summary>
+        public Dictionary<(string Path, long Length, DateTime Written), string> LoraHashes { get; } = new();
+
+        public void AddReference()
+        {
+            if (Interlocked.Increment(ref _references) <= 1)
+                throw new ObjectDisposedException(nameof(StableDiffusionModel), "The model's sessions were closed.");
+        }
+
+        public void Release()
+        {
+            if (Interlocked.Decrement(ref _references) != 0)
+                return;
+            Loras.Dispose();
+            TextEncoder.Dispose();
+            if (!ReferenceEquals(TextEncoder2, TextEncoder))
+                TextEncoder2?.Dispose();
+            if (BaseUnet.IsValueCreated)
+                BaseUnet.Value.Dispose();
+            VaeDecoder.Dispose();
+            if (VaeEncoder.IsValueCreated)
+                VaeEncoder.Value?.Dispose();
+            lock (Variants)
+            {
+                foreach (var component in Variants.Values)
+                    component.Dispose();
+                Variants.Clear();
+            }
         }
     }
 }

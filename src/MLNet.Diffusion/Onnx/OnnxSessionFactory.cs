@@ -86,7 +86,10 @@ internal sealed class OnnxSessionFactory
         weightLease = null;
         var options = new SessionOptions
         {
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            // Replaced initializers need ORT_ENABLE_EXTENDED: at ORT_ENABLE_ALL, ONNX Runtime (1.31, CPU) folds Conv weights
+            // before AddInitializer's values apply, so a LoRA's convolution changes are silently lost (measured on the
+            // tiny-sd export, shared/models/tiny-sd-lora/README.md "Known ONNX Runtime behaviour").
+            GraphOptimizationLevel = variant is null ? GraphOptimizationLevel.ORT_ENABLE_ALL : GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         IDisposable? lease = null;
