@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Globalization;
 
 namespace TextToImage;
@@ -43,6 +44,9 @@ internal sealed class Arguments
     public int Count { get; private set; } = 1;
 
     public bool Help { get; private set; }
+
+    // LoRA (issue 16): --lora path[:scale], repeatable.
+    public List<MLNet.Diffusion.LoraReference> Loras { get; } = new();
 
     public static Arguments Parse(string[] args)
     {
@@ -109,6 +113,10 @@ internal sealed class Arguments
                     break;
                 case "--outpaint":
                     a.Outpaint = Margins(name, Value());
+                    break;
+                // LoRA (issue 16): path[:scale], repeatable.
+                case "--lora":
+                    a.Loras.Add(MLNet.Diffusion.LoraReference.Parse(Value()));
                     break;
                 default:
                     throw new ArgumentException($"unknown argument '{name}'");

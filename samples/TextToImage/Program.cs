@@ -24,7 +24,7 @@ public static class Program
         Usage: TextToImage --prompt TEXT [--output out.png] [--model DIR] [--negative-prompt TEXT]
                            [--steps 20] [--guidance 7.5] [--seed N] [--width 512] [--height 512]
                            [--scheduler NAME] [--count 1] [--init-image PATH [--strength 0.8]
-                           [--mask PATH | --outpaint LEFT,TOP,RIGHT,BOTTOM]]
+                           [--mask PATH | --outpaint LEFT,TOP,RIGHT,BOTTOM]] [--lora PATH[:SCALE]]...
           --model DIR        a Stable Diffusion ONNX folder (diffusers export layout); default: the embedded Shapes model
           --scheduler        one of: {0}
           --count N          N images with seeds seed, seed+1, …; files out-0.png, out-1.png, …
@@ -37,6 +37,8 @@ public static class Program
           --outpaint L,T,R,B outpainting: extend the init image by these margins in pixels (rounded up to multiples of 8)
                              and paint the new border; writes the padded picture and its mask next to the output
                              (NAME-canvas.png, NAME-mask.png)
+          --lora PATH[:S]    merge this LoRA (.safetensors: kohya, LoCon or diffusers/PEFT) into the UNet and text
+                             encoder with scale S (default 1); repeatable
         """;
 
     /// <summary>Entry point; returns 0 on success, 2 on bad arguments, 1 on a failure, 130 when cancelled.</summary>
@@ -88,8 +90,11 @@ public static class Program
         var total = Stopwatch.StartNew();
         string modelDir = a.Model ?? ShapesModel.EnsureBuilt();
         var ml = new MLContext(seed: 0);
-        using var sd = StableDiffusionModel.Load(ml, modelDir);
+        using var sd = StableDiffusionModel.Load(ml, modelDir, new StableDiffusionModelOptions { Loras = a.Loras });
         Console.Error.WriteLine($"Model: {sd.Directory} ({sd.Info.ExecutionProvider}), loaded in {total.Elapsed.TotalSeconds:F1} s");
+        // LoRA (issue 16): keys that changed nothing are listed, not ignored.
+        foreach (string key in sd.UnmatchedLoraKeys)
+            Console.Error.WriteLine($"warning: LoRA key changed nothing: {key}");
 
         string? initImage = a.InitImage is null ? null : Path.GetFullPath(a.InitImage);
         string? mask = a.Mask is null ? null : Path.GetFullPath(a.Mask);

@@ -124,3 +124,21 @@ public sealed class LoraRowTests
         StringAssert.Contains(error.Message, "LoRA");
     }
 }
+
+/// <summary>The TextToImage sample's <c>--lora path[:scale]</c> option.</summary>
+[TestClass]
+public sealed class LoraSampleArgumentTests
+{
+    [TestMethod]
+    public void ParsesRepeatedLoraOptions()
+    {
+        var a = TextToImage.Arguments.Parse(["--prompt", "x", "--lora", "style.safetensors:0.6", "--lora", "C:\\loras\\b.safetensors", "--lora", "/l/c.safetensors:-1"]);
+        CollectionAssert.AreEqual(new[]
+        {
+            new LoraReference("style.safetensors", 0.6f),
+            new LoraReference("C:\\loras\\b.safetensors", 1f),
+            new LoraReference("/l/c.safetensors", -1f),
+        }, a.Loras);
+        Assert.ThrowsExactly<FormatException>(() => LoraReference.Parse(" "));
+    }
+}
