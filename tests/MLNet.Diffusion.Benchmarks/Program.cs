@@ -18,6 +18,11 @@ public static class Program
             return Pipeline.PipelineHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == "pipeline-memory")
             return Pipeline.PipelineHarness.MemoryChild(args[1..]);
+        // Issue 16: the cost of applying LoRAs (docs/benchmarks.md "LoRA"); each measurement in a child process.
+        if (args.Length > 0 && args[0] == "lora-cost")
+            return Lora.LoraCostHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "lora-cost-child")
+            return Lora.LoraCostHarness.Child(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

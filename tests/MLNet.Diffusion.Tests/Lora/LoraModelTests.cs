@@ -182,6 +182,31 @@ public sealed class LoraModelTests
     }
 
     [TestMethod]
+    public void TextEncoderAttentionLoraOnThePackedOpenClipEncoderIsRefusedWithAnExplanation()
+    {
+        // tiny-sd's text encoder packs Q, K and V into nn.MultiheadAttention's in_proj_weight: a q_proj LoRA has no weight
+        // of its own there, so the set is refused (not half-applied), and the model stays usable.
+        var tensors = new Dictionary<string, SafeTensors.SafeTensorsWriter.Entry>();
+        LoraFiles.AddPair(tensors, "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
+            "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", [4, 32], [32, 4], 1);
+        string path = PersistenceRoundTrip.TempFile("te_lora.safetensors");
+        System.IO.File.WriteAllBytes(path, SafeTensors.SafeTensorsWriter.Build(tensors));
+        try
+        {
+            using var model = Load();
+            var error = Assert.ThrowsExactly<NotSupportedException>(() => model.WithLoras(new LoraReference(path)));
+            StringAssert.Contains(error.Message, "packed");
+            StringAssert.Contains(error.Message, "text_model.encoder.layers.0.self_attn.q_proj");
+            Assert.AreEqual(0, model.LoraSessions.CachedIds.Count);
+            CollectionAssert.AreEqual(GenerateOne(model), GenerateOne(model));
+        }
+        finally
+        {
+            System.IO.File.Delete(path);
+        }
+    }
+
+    [TestMethod]
     public void FormatsA1111LoraHashes()
     {
         using var model = Load(File("tiny_lora_kohya.safetensors", 0.8f));
