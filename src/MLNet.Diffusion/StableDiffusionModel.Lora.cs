@@ -17,6 +17,7 @@ public sealed partial class StableDiffusionModel
     {
         parent._shared.AddReference();
         _shared = parent._shared;
+        _loraCache = parent._loraCache;
         _loras = loras;
         _host = parent._host;
         _sessions = parent._sessions;
@@ -187,16 +188,16 @@ public sealed partial class StableDiffusionModel
     {
         var info = new FileInfo(path);
         var key = (info.FullName, info.Length, info.LastWriteTimeUtc);
-        lock (_shared.LoraHashes)
+        lock (_loraCache.FileHashes)
         {
-            if (_shared.LoraHashes.TryGetValue(key, out string? hash))
+            if (_loraCache.FileHashes.TryGetValue(key, out string? hash))
                 return hash;
         }
         string computed;
         using (var file = SafeTensorsFile.Open(path))
             computed = file.ComputeDataSha256();
-        lock (_shared.LoraHashes)
-            _shared.LoraHashes[key] = computed;
+        lock (_loraCache.FileHashes)
+            _loraCache.FileHashes[key] = computed;
         return computed;
     }
 

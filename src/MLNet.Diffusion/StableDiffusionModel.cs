@@ -29,6 +29,8 @@ public sealed partial class StableDiffusionModel : IDisposable
     private readonly SharedSessions _shared = null!;
     // This model's LoRA set (pinned in the cache for the model's lifetime); null: the base weights.
     private readonly LoraSessionSet? _loras;
+    // The LoRA set cache (also in _shared, which the loading constructor creates only after the model's own set is merged).
+    private readonly LoraSessionCache _loraCache = null!;
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
     private int _disposed;
 
@@ -57,6 +59,8 @@ public sealed partial class StableDiffusionModel : IDisposable
         Tokenizer = refiner ? Tokenizer2! : ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));
         times.Mark("tokenizers");
 
+        Lazy<OnnxComponent>? baseUnet = null;
+        LoraSessionCache? loraCache = null;
         try
         {
             TextEncoder2 = xl ? Open(ModelFolder.TextEncoder2) : null;
@@ -67,17 +71,12 @@ public sealed partial class StableDiffusionModel : IDisposable
                 times.Mark(ModelFolder.TextEncoder + " session");
             // A model loaded with LoRAs that change the UNet opens only the merged UNet: the base one opens when a LoRA
             // set that leaves the UNet unchanged needs it (WithLoras()), so loading costs one UNet copy, not two.
-            var baseUnet = new Lazy<OnnxComponent>(() => Open(ModelFolder.Unet), LazyThreadSafetyMode.ExecutionAndPublication);
-            VaeDecoder = Open(ModelFolder.VaeDecoder);
-            times.Mark(ModelFolder.VaeDecoder + " session");
-            var vaeEncoder = new Lazy<OnnxComponent?>(() =>
-                File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VaeEncoder)) ? Open(ModelFolder.VaeEncoder) : null,
-                LazyThreadSafetyMode.ExecutionAndPublication);
-            _shared = new SharedSessions(TextEncoder, TextEncoder2, baseUnet, VaeDecoder, vaeEncoder,
-                new LoraSessionCache(options.LoraSessionCacheBytes, BuildLoraSessions, Warn));
+            baseUnet = new Lazy<OnnxComponent>(() => Open(ModelFolder.Unet), LazyThreadSafetyMode.ExecutionAndPublication);
+            loraCache = new LoraSessionCache(options.LoraSessionCacheBytes, BuildLoraSessions, Warn);
+            _loraCache = loraCache;
             if (options.Loras is { Count: > 0 } loras)
             {
-                _loras = _shared.Loras.Acquire(CreateLoraSet(loras));
+                _loras = loraCache.Acquire(CreateLoraSet(loras));
                 ReportUnmatched(_loras);
                 times.Mark("LoRA merge and sessions");
             }
@@ -86,6 +85,12 @@ public sealed partial class StableDiffusionModel : IDisposable
                 _ = baseUnet.Value;
                 times.Mark(ModelFolder.Unet + " session");
             }
+            VaeDecoder = Open(ModelFolder.VaeDecoder);
+            times.Mark(ModelFolder.VaeDecoder + " session");
+            var vaeEncoder = new Lazy<OnnxComponent?>(() =>
+                File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VaeEncoder)) ? Open(ModelFolder.VaeEncoder) : null,
+                LazyThreadSafetyMode.ExecutionAndPublication);
+            _shared = new SharedSessions(TextEncoder, TextEncoder2, baseUnet, VaeDecoder, vaeEncoder, loraCache);
             var components = new ModelComponents(layout, TextEncoder, TextEncoder2, Tokenizer, Tokenizer2, Unet, VaeDecoder);
             var inspection = ModelInspector.Inspect(components, schedulerConfig, options.VaeScalingFactor, _sessions.EffectiveProvider.ToString(), Warn);
             Info = inspection.Info;
@@ -106,6 +111,9 @@ public sealed partial class StableDiffusionModel : IDisposable
                 TextEncoder?.Dispose();
                 if (!ReferenceEquals(TextEncoder2, TextEncoder))
                     TextEncoder2?.Dispose();
+                loraCache?.Dispose();
+                if (baseUnet is { IsValueCreated: true })
+                    baseUnet.Value.Dispose();
                 VaeDecoder?.Dispose();
             }
             throw;
@@ -325,9 +333,6 @@ public sealed partial class StableDiffusionModel : IDisposable
 
         /// <summary>Sessions with replaced weights (textual inversion, …), one per (component, WeightVariant.Id); also the lock for it.</summary>
         public Dictionary<(string Component, string VariantId), OnnxComponent> Variants { get; } = new();
-
-        /// <summary>Data SHA-256 per LoRA file (full path, length, write time), computed once.</summary>
-        public Dictionary<(string Path, long Length, DateTime Written), string> LoraHashes { get; } = new();
 
         public void AddReference()
         {

@@ -76,6 +76,9 @@ internal sealed class LoraSessionCache : IDisposable
         _log = log;
     }
 
+    /// <summary>Data SHA-256 per LoRA file (full path, length, write time), computed once; lock it to use it.</summary>
+    public Dictionary<(string Path, long Length, DateTime Written), string> FileHashes { get; } = new();
+
     /// <summary>The byte budget.</summary>
     public long BudgetBytes { get; }
 
