@@ -1,7 +1,9 @@
 using System;
+using System.Collections.Generic;
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
+using MLNet.Diffusion;
 using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Schedulers;
 
@@ -45,6 +47,15 @@ internal sealed class Arguments
         HelpName = "TOOL",
     }.AcceptOnlyFromAmong("diffusers", "comfyui", "a1111");
     private static readonly Option<long> s_ensd = new("--ensd") { Description = "AUTOMATIC1111's Eta noise seed delta (e.g. 31337): the steps' noise comes from seed + ENSD.", DefaultValueFactory = _ => 0 };
+    // LoRA (issue 16): --lora path[:scale], repeatable.
+    private static readonly Option<LoraReference[]> s_lora = new("--lora")
+    {
+        Description = "Merge this LoRA (.safetensors: kohya, LoCon or diffusers/PEFT) into the UNet and text encoder with scale S (default 1); repeatable.",
+        HelpName = "PATH[:S]",
+        Arity = ArgumentArity.ZeroOrMore,
+        DefaultValueFactory = _ => Array.Empty<LoraReference>(),
+        CustomParser = ParseLoras,
+    };
 
     /// <summary>The command: its options, and the rules between them checked after every option is read.</summary>
     public static RootCommand Command { get; } = CreateCommand();
@@ -93,6 +104,9 @@ internal sealed class Arguments
 
     /// <summary>AUTOMATIC1111's eta noise seed delta; 0 for none.</summary>
     public long Ensd { get; private init; }
+
+    /// <summary>LoRA (issue 16): the <c>--lora path[:scale]</c> options in order; empty for none.</summary>
+    public IReadOnlyList<LoraReference> Loras { get; private init; } = Array.Empty<LoraReference>();
 
     /// <summary>The stages' noise options for <see cref="Rng"/>, <see cref="Reproduce"/> and <see cref="Ensd"/>.</summary>
     public NoiseOptions Noise => Reproduce switch
@@ -153,6 +167,7 @@ internal sealed class Arguments
         Rng = result.GetValue(s_rng) ?? "library",
         Reproduce = result.GetValue(s_reproduce),
         Ensd = result.GetValue(s_ensd),
+        Loras = result.GetValue(s_lora) ?? Array.Empty<LoraReference>(),
     };
 
     private static RootCommand CreateCommand()
@@ -161,7 +176,7 @@ internal sealed class Arguments
             + "Arguments can also come from a response file: TextToImage @args.rsp, one option per line, values with spaces in quotes.")
         {
             s_prompt, s_negativePrompt, s_output, s_model, s_steps, s_guidance, s_seed, s_width, s_height, s_scheduler, s_count,
-            s_initImage, s_strength, s_mask, s_outpaint, s_rng, s_reproduce, s_ensd,
+            s_initImage, s_strength, s_mask, s_outpaint, s_rng, s_reproduce, s_ensd, s_lora,
         };
         command.Validators.Add(Validate);
         return command;
@@ -187,6 +202,25 @@ internal sealed class Arguments
             r.AddError("--reproduce a1111 takes --rng philox or torch-cpu (AUTOMATIC1111's NV and CPU sources)");
         else if (Given(s_ensd) && Given(s_reproduce) && r.GetValue(s_reproduce) != "a1111")
             r.AddError("--ensd is AUTOMATIC1111's setting; diffusers and comfyui have none");
+    }
+
+    /// <summary>The <c>--lora</c> values, each <c>path[:scale]</c> (<see cref="LoraReference.Parse"/>).</summary>
+    private static LoraReference[] ParseLoras(ArgumentResult result)
+    {
+        var loras = new LoraReference[result.Tokens.Count];
+        for (int i = 0; i < loras.Length; i++)
+        {
+            try
+            {
+                loras[i] = LoraReference.Parse(result.Tokens[i].Value);
+            }
+            catch (FormatException e)
+            {
+                result.AddError($"--lora '{result.Tokens[i].Value}': {e.Message}");
+                return Array.Empty<LoraReference>();
+            }
+        }
+        return loras;
     }
 
     /// <summary>Four non-negative margins "left,top,right,bottom", at least one positive.</summary>

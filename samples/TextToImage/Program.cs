@@ -70,8 +70,11 @@ public static class Program
         var total = Stopwatch.StartNew();
         string modelDir = a.Model ?? ShapesModel.EnsureBuilt();
         var ml = new MLContext(seed: 0);
-        using var sd = StableDiffusionModel.Load(ml, modelDir);
+        using var sd = StableDiffusionModel.Load(ml, modelDir, new StableDiffusionModelOptions { Loras = a.Loras });
         console.WriteLine($"Model: {sd.Directory} ({sd.Info.ExecutionProvider}), loaded in {total.Elapsed.TotalSeconds:F1} s");
+        // LoRA (issue 16): keys that changed nothing are listed, not ignored.
+        foreach (string key in sd.UnmatchedLoraKeys)
+            console.MarkupLineInterpolated($"[yellow]warning:[/] LoRA key changed nothing: {key}");
 
         string? initImage = a.InitImage is null ? null : Path.GetFullPath(a.InitImage);
         string? mask = a.Mask is null ? null : Path.GetFullPath(a.Mask);

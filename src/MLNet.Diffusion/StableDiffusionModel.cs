@@ -6,6 +6,7 @@ using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Lora;
 using MLNet.Diffusion.Onnx;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Schedulers;
@@ -19,26 +20,26 @@ namespace MLNet.Diffusion;
 /// <c>mlContext.Transforms</c> extensions, and dispose it when the pipeline is no longer used: it holds native memory.
 /// </summary>
 /// <remarks>Only load models from trusted sources: an ONNX file is code that ONNX Runtime executes.</remarks>
-public sealed class StableDiffusionModel : IDisposable
+public sealed partial class StableDiffusionModel : IDisposable
 {
     private readonly IHost _host;
     private readonly OnnxSessionFactory _sessions;
     private readonly bool _textEncoderThreadsSpin;
-    private readonly Lazy<OnnxComponent?> _vaeEncoder;
+    // Every session of the folder (text encoders, base UNet, autoencoder, VQ decoders, ControlNets, OnnxStack's residual
+    // UNet), the weight-variant sessions and the LoRA set cache, shared (reference-counted) by this model and every model
+    // WithLoras derived from it: whichever is disposed last closes them.
+    private readonly SharedSessions _shared = null!;
+    // This model's LoRA set (pinned in the cache for the model's lifetime); null: the base weights.
+    private readonly LoraSessionSet? _loras;
+    // The LoRA set cache (also in _shared, which the loading constructor creates only after the model's own set is merged).
+    private readonly LoraSessionCache _loraCache = null!;
     // Unconditional (LDM, DDPM) folders have no text encoder and tokenizer; pixel-space (DDPM) folders no autoencoder.
     private readonly OnnxComponent? _textEncoder;
     private readonly ClipTokenizer? _tokenizer;
     private readonly OnnxComponent? _vaeDecoder;
-    private readonly Lazy<OnnxComponent?> _vqDecoderNoQuantize;
     private readonly Lazy<VqCodebook?> _codebook;
     private readonly Lazy<bool> _vqDecoderQuantizes;
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
-    // Sessions with replaced weights (LoRA, textual inversion), one per (component, WeightVariant.Id).
-    private readonly Dictionary<(string Component, string VariantId), OnnxComponent> _variants = new();
-    private readonly object _variantsLock = new();
-    // ControlNets given as files or folders (LoadControlNet), by full path of their model.onnx; guarded by _variantsLock.
-    private readonly Dictionary<string, ControlNetModel> _controlNets = new(StringComparer.Ordinal);
-    private readonly OnnxComponent? _onnxStackUnet;
     private int _disposed;
 
     private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options)
@@ -58,6 +59,7 @@ public sealed class StableDiffusionModel : IDisposable
             OptimizedModelCache = options.OptimizedModelCacheDirectory is { } cache ? new OptimizedModelCache(cache, LogInfo) : null,
         };
         _textEncoderThreadsSpin = options.TextEncoderThreadsSpin;
+        LoraDirectory = options.LoraDirectory is null ? null : Path.GetFullPath(options.LoraDirectory);
 
         var layout = ModelFolder.Validate(directory);
         Directory = layout.Directory;
@@ -73,7 +75,7 @@ public sealed class StableDiffusionModel : IDisposable
         _tokenizer = !conditional ? null : refiner ? Tokenizer2! : ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));
         times.Mark("tokenizers");
         string encoderComponent = vq ? ModelFolder.VqvaeEncoder : ModelFolder.VaeEncoder;
-        _vqDecoderNoQuantize = new Lazy<OnnxComponent?>(() =>
+        var vqDecoderNoQuantize = new Lazy<OnnxComponent?>(() =>
             vq && File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoderNoQuantize)) ? Open(ModelFolder.VqvaeDecoderNoQuantize) : null,
             LazyThreadSafetyMode.ExecutionAndPublication);
         // A VQ decoder graph quantises when it holds the nearest-code search (ArgMin over the distances, as the diffusers
@@ -81,6 +83,8 @@ public sealed class StableDiffusionModel : IDisposable
         _vqDecoderQuantizes = new Lazy<bool>(() => vq && HasOp(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoder), "ArgMin"), LazyThreadSafetyMode.ExecutionAndPublication);
         _codebook = new Lazy<VqCodebook?>(() => vq ? VqCodebook.Load(Directory, Info!.LatentChannels, Info.CodebookSize) : null, LazyThreadSafetyMode.ExecutionAndPublication);
 
+        Lazy<OnnxComponent>? baseUnet = null;
+        LoraSessionCache? loraCache = null;
         try
         {
             TextEncoder2 = xl ? Open(ModelFolder.TextEncoder2) : null;
@@ -89,24 +93,40 @@ public sealed class StableDiffusionModel : IDisposable
             _textEncoder = !conditional ? null : refiner ? TextEncoder2! : Open(ModelFolder.TextEncoder);
             if (conditional && !refiner)
                 times.Mark(ModelFolder.TextEncoder + " session");
-            Unet = Open(ModelFolder.Unet);
-            times.Mark(ModelFolder.Unet + " session");
+            // A model loaded with LoRAs that change the UNet opens only the merged UNet: the base one opens when a LoRA
+            // set that leaves the UNet unchanged needs it (WithLoras()), so loading costs one UNet copy, not two.
+            baseUnet = new Lazy<OnnxComponent>(() => Open(ModelFolder.Unet), LazyThreadSafetyMode.ExecutionAndPublication);
+            loraCache = new LoraSessionCache(options.LoraSessionCacheBytes, BuildLoraSessions, Warn);
+            _loraCache = loraCache;
+            if (options.Loras is { Count: > 0 } loras)
+            {
+                _loras = loraCache.Acquire(CreateLoraSet(loras));
+                ReportUnmatched(_loras);
+                times.Mark("LoRA merge and sessions");
+            }
+            if (_loras?.Unet is null)
+            {
+                _ = baseUnet.Value;
+                times.Mark(ModelFolder.Unet + " session");
+            }
             string decoderComponent = vq ? ModelFolder.VqvaeDecoder : ModelFolder.VaeDecoder;
             _vaeDecoder = pixel ? null : Open(decoderComponent);
             if (!pixel)
                 times.Mark(decoderComponent + " session");
-            _vaeEncoder = new Lazy<OnnxComponent?>(() =>
+            var vaeEncoder = new Lazy<OnnxComponent?>(() =>
                 !pixel && File.Exists(ModelFolder.ModelPath(Directory, encoderComponent)) ? Open(encoderComponent) : null,
                 LazyThreadSafetyMode.ExecutionAndPublication);
+            _shared = new SharedSessions(_textEncoder, TextEncoder2, baseUnet, _vaeDecoder, vaeEncoder, vqDecoderNoQuantize, loraCache);
             var components = new ModelComponents(layout, _textEncoder, TextEncoder2, _tokenizer, Tokenizer2, Unet, _vaeDecoder) { VectorQuantized = vq };
             var inspection = ModelInspector.Inspect(components, schedulerConfig, options.VaeScalingFactor, _sessions.EffectiveProvider.ToString(), Warn);
             Info = inspection.Info;
-            _textEncoders = inspection.TextEncoders;
+            _shared.TextEncoderBindings = inspection.TextEncoders;
+            _textEncoders = BindTextEncoders(inspection.TextEncoders, _loras);
             times.Mark("inspection");
-            (_onnxStackUnet, var folderControlNet) = OpenControlNetGraphs();
+            (_shared.OnnxStackUnet, var folderControlNet) = OpenControlNetGraphs();
             try
             {
-                ResidualUnet = ControlNetGraphs.TakesResiduals(Unet) ? Unet : _onnxStackUnet;
+                _shared.UnetTakesResiduals = ControlNetGraphs.TakesResiduals(Unet);
                 if (ResidualUnet is not null)
                 {
                     var probe = folderControlNet is null ? null : new ControlNetProbe(folderControlNet, Info.LatentChannels, Info.VaeSpatialFactor, Info.SequenceLength, Info.HiddenSize);
@@ -116,6 +136,7 @@ public sealed class StableDiffusionModel : IDisposable
                 if (folderControlNet is not null)
                 {
                     ControlNet = CreateControlNet(folderControlNet);
+                    _shared.FolderControlNet = ControlNet;
                     Info.HasControlNet = true;
                 }
             }
@@ -129,12 +150,24 @@ public sealed class StableDiffusionModel : IDisposable
         }
         catch
         {
-            _textEncoder?.Dispose();
-            if (!ReferenceEquals(TextEncoder2, _textEncoder))
-                TextEncoder2?.Dispose();
-            Unet?.Dispose();
-            _onnxStackUnet?.Dispose();
-            _vaeDecoder?.Dispose();
+            if (_shared is not null)
+            {
+                if (_loras is not null)
+                    _shared.Loras.Release(_loras);
+                _shared.Release();
+            }
+            else
+            {
+                if (_loras is not null)
+                    loraCache!.Release(_loras);
+                _textEncoder?.Dispose();
+                if (!ReferenceEquals(TextEncoder2, _textEncoder))
+                    TextEncoder2?.Dispose();
+                loraCache?.Dispose();
+                if (baseUnet is { IsValueCreated: true })
+                    baseUnet.Value.Dispose();
+                _vaeDecoder?.Dispose();
+            }
             throw;
         }
         using var ch = _host.Start("Load");
@@ -204,14 +237,15 @@ public sealed class StableDiffusionModel : IDisposable
     /// <summary>The text encoders in the order their states are concatenated, with their tokenizers and outputs.</summary>
     internal System.Collections.Generic.IReadOnlyList<TextEncoderBinding> TextEncoders => _textEncoders;
 
-    internal OnnxComponent Unet { get; }
+    /// <summary>The UNet denoising runs: merged with this model's LoRA set when it changes the UNet, else the base one.</summary>
+    internal OnnxComponent Unet => _loras?.Unet ?? _shared.BaseUnet.Value;
 
     /// <summary>The autoencoder's decoder: vae_decoder/, or vqvae_decoder/ for a VQ autoencoder (which quantises inside its graph).</summary>
     internal OnnxComponent VaeDecoder => _vaeDecoder ?? throw new InvalidOperationException(
         $"The model '{Directory}' is a pixel-space diffusion model ({ModelFolder.Describe(Info.Kind)}): it has no autoencoder, and its denoised tensor is the image.");
 
     /// <summary>VQ autoencoders: vqvae_decoder_no_quantize/ (diffusers <c>VQModel.decode(h, force_not_quantize=True)</c>), or null when the folder has none.</summary>
-    internal OnnxComponent? VqDecoderNoQuantize { get { ThrowIfDisposed(); return _vqDecoderNoQuantize.Value; } }
+    internal OnnxComponent? VqDecoderNoQuantize { get { ThrowIfDisposed(); return _shared.VqDecoderNoQuantize.Value; } }
 
     /// <summary>VQ autoencoders: the codebook read from vqvae_decoder/codebook.npy, or null when the folder has none (or is not VQ).</summary>
     internal VqCodebook? Codebook { get { ThrowIfDisposed(); return _codebook.Value; } }
@@ -235,9 +269,10 @@ public sealed class StableDiffusionModel : IDisposable
 
     /// <summary>
     /// The UNet that takes ControlNet residuals: <see cref="Unet"/> when it does (diffusers' naming), else OnnxStack's
-    /// <c>controlnet/model.onnx</c> UNet; null when the folder has none.
+    /// <c>controlnet/model.onnx</c> UNet; null when the folder has none. With LoRAs that change the UNet, the merged one
+    /// (OnnxStack's separate residual UNet is not merged).
     /// </summary>
-    internal OnnxComponent? ResidualUnet { get; }
+    internal OnnxComponent? ResidualUnet => _shared.UnetTakesResiduals ? Unet : _shared.OnnxStackUnet;
 
     /// <summary>
     /// The folder's own ControlNet (diffusers' naming: <c>controlnet/model.onnx</c> taking <c>controlnet_cond</c>), checked
@@ -248,7 +283,8 @@ public sealed class StableDiffusionModel : IDisposable
     /// <summary>
     /// Loads a ControlNet given as a <c>.onnx</c> file or a folder holding <c>model.onnx</c> (OnnxStack ships them as
     /// separate models; several make a multi-ControlNet run), and checks that its residuals fit the UNet's residual inputs
-    /// (names, count, channels, text width). Loaded once per path and released with the model.
+    /// (names, count, channels, text width). Loaded once per path and released with the model (and the models
+    /// <see cref="WithLoras(LoraReference[])"/> derived from it, which share it).
     /// </summary>
     /// <param name="path">The ControlNet's <c>.onnx</c> file or folder.</param>
     /// <returns>The ControlNet, owned by this model.</returns>
@@ -265,16 +301,16 @@ public sealed class StableDiffusionModel : IDisposable
             throw new FileNotFoundException($"ControlNet '{path}' not found: expected a .onnx file or a folder holding model.onnx ('{file}').", file);
         if (ControlNet is not null && string.Equals(ControlNet.Path, file, StringComparison.Ordinal))
             return ControlNet;
-        lock (_variantsLock)
+        lock (_shared.Variants)
         {
             ThrowIfDisposed();
-            if (_controlNets.TryGetValue(file, out var cached))
+            if (_shared.ControlNets.TryGetValue(file, out var cached))
                 return cached;
             var component = OpenFile(ModelFolder.ControlNet, file);
             try
             {
                 var controlNet = CreateControlNet(component);
-                _controlNets.Add(file, controlNet);
+                _shared.ControlNets.Add(file, controlNet);
                 return controlNet;
             }
             catch
@@ -335,7 +371,7 @@ public sealed class StableDiffusionModel : IDisposable
     }
 
 
-    internal OnnxComponent? VaeEncoderOrNull { get { ThrowIfDisposed(); return _vaeEncoder.Value; } }
+    internal OnnxComponent? VaeEncoderOrNull { get { ThrowIfDisposed(); return _shared.VaeEncoder.Value; } }
 
     /// <summary>Where the load spent its time, phase by phase (the vae_encoder session opens lazily, on first use, and is not counted).</summary>
     internal LoadTimes LoadTimes { get; }
@@ -401,7 +437,7 @@ public sealed class StableDiffusionModel : IDisposable
         {
             return component switch
             {
-                ModelFolder.Unet => Unet,
+                ModelFolder.Unet => _shared.BaseUnet.Value,
                 ModelFolder.VaeDecoder when Info.Autoencoder == AutoencoderKind.KL => VaeDecoder,
                 ModelFolder.VqvaeDecoder when Info.Autoencoder == AutoencoderKind.VQ => VaeDecoder,
                 ModelFolder.VqvaeDecoderNoQuantize when VqDecoderNoQuantize is not null => VqDecoderNoQuantize,
@@ -412,16 +448,16 @@ public sealed class StableDiffusionModel : IDisposable
                 _ => throw new ArgumentException($"Model folder '{Directory}' has no component '{component}'.", nameof(component)),
             };
         }
-        lock (_variantsLock)
+        lock (_shared.Variants)
         {
             ThrowIfDisposed();
-            if (_variants.TryGetValue((component, variant.Id), out var cached))
+            if (_shared.Variants.TryGetValue((component, variant.Id), out var cached))
                 return cached;
             if (!File.Exists(ModelFolder.ModelPath(Directory, component)))
                 throw new ArgumentException($"Model folder '{Directory}' has no component '{component}'.", nameof(component));
             CheckVariant(component, variant);
             var opened = OpenSession(component, variant);
-            _variants.Add((component, variant.Id), opened);
+            _shared.Variants.Add((component, variant.Id), opened);
             return opened;
         }
     }
@@ -447,30 +483,103 @@ public sealed class StableDiffusionModel : IDisposable
 
     internal string VaeDecoderOutputName => ModelInspector.VaeDecoderOutputName(VaeDecoder);
 
-    /// <summary>Releases the ONNX Runtime sessions. Stages that use this model fail with <see cref="ObjectDisposedException"/> afterwards.</summary>
+    /// <summary>
+    /// Releases the ONNX Runtime sessions. Stages that use this model fail with <see cref="ObjectDisposedException"/>
+    /// afterwards. A model and the models <see cref="WithLoras(LoraReference[])"/> derived from it (or it from) share their unchanged
+    /// sessions: each may be disposed in any order, and the shared sessions close when the last of them is disposed.
+    /// </summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
-        _textEncoder?.Dispose();
-        if (!ReferenceEquals(TextEncoder2, _textEncoder))
-            TextEncoder2?.Dispose();
-        Unet.Dispose();
-        _onnxStackUnet?.Dispose();
-        ControlNet?.Component.Dispose();
-        _vaeDecoder?.Dispose();
-        if (_vaeEncoder.IsValueCreated)
-            _vaeEncoder.Value?.Dispose();
-        if (_vqDecoderNoQuantize.IsValueCreated)
-            _vqDecoderNoQuantize.Value?.Dispose();
-        lock (_variantsLock)
+        if (_loras is not null)
+            _shared.Loras.Release(_loras);
+        _shared.Release();
+    }
+
+    /// <summary>The sessions a model and its <see cref="WithLoras(LoraReference[])"/> relatives share, closed with the last reference.</summary>
+    private sealed class SharedSessions
+    {
+        private int _references = 1;
+
+        public SharedSessions(OnnxComponent? textEncoder, OnnxComponent? textEncoder2, Lazy<OnnxComponent> unet, OnnxComponent? vaeDecoder,
+            Lazy<OnnxComponent?> vaeEncoder, Lazy<OnnxComponent?> vqDecoderNoQuantize, LoraSessionCache loras)
         {
-            foreach (var component in _variants.Values)
-                component.Dispose();
-            _variants.Clear();
-            foreach (var controlNet in _controlNets.Values)
-                controlNet.Component.Dispose();
-            _controlNets.Clear();
+            TextEncoder = textEncoder;
+            TextEncoder2 = textEncoder2;
+            BaseUnet = unet;
+            VaeDecoder = vaeDecoder;
+            VaeEncoder = vaeEncoder;
+            VqDecoderNoQuantize = vqDecoderNoQuantize;
+            Loras = loras;
+        }
+
+        /// <summary>The first text encoder; null for unconditional models.</summary>
+        public OnnxComponent? TextEncoder { get; }
+
+        public OnnxComponent? TextEncoder2 { get; }
+
+        public Lazy<OnnxComponent> BaseUnet { get; }
+
+        /// <summary>The autoencoder's decoder (KL or VQ); null for pixel-space models.</summary>
+        public OnnxComponent? VaeDecoder { get; }
+
+        public Lazy<OnnxComponent?> VaeEncoder { get; }
+
+        public Lazy<OnnxComponent?> VqDecoderNoQuantize { get; }
+
+        public LoraSessionCache Loras { get; }
+
+        /// <summary>OnnxStack's UNet with residual inputs (<c>controlnet/model.onnx</c>); set once, by the loading constructor.</summary>
+        public OnnxComponent? OnnxStackUnet { get; set; }
+
+        /// <summary>Whether the folder's UNet takes ControlNet residuals; set once, by the loading constructor.</summary>
+        public bool UnetTakesResiduals { get; set; }
+
+        /// <summary>The folder's own ControlNet; set once, by the loading constructor.</summary>
+        public ControlNetModel? FolderControlNet { get; set; }
+
+        /// <summary>The text encoder bindings of the base weights (set once, by the loading model's inspection).</summary>
+        public TextEncoderBinding[] TextEncoderBindings { get; set; } = Array.Empty<TextEncoderBinding>();
+
+        /// <summary>Sessions with replaced weights (textual inversion, …), one per (component, WeightVariant.Id); also the lock for it and <see cref="ControlNets"/>.</summary>
+        public Dictionary<(string Component, string VariantId), OnnxComponent> Variants { get; } = new();
+
+        /// <summary>ControlNets given as files or folders (LoadControlNet), by full path of their model.onnx; guarded by <see cref="Variants"/>.</summary>
+        public Dictionary<string, ControlNetModel> ControlNets { get; } = new(StringComparer.Ordinal);
+
+        public void AddReference()
+        {
+            if (Interlocked.Increment(ref _references) <= 1)
+                throw new ObjectDisposedException(nameof(StableDiffusionModel), "The model's sessions were closed.");
+        }
+
+        public void Release()
+        {
+            if (Interlocked.Decrement(ref _references) != 0)
+                return;
+            Loras.Dispose();
+            TextEncoder?.Dispose();
+            if (!ReferenceEquals(TextEncoder2, TextEncoder))
+                TextEncoder2?.Dispose();
+            if (BaseUnet.IsValueCreated)
+                BaseUnet.Value.Dispose();
+            OnnxStackUnet?.Dispose();
+            FolderControlNet?.Component.Dispose();
+            VaeDecoder?.Dispose();
+            if (VaeEncoder.IsValueCreated)
+                VaeEncoder.Value?.Dispose();
+            if (VqDecoderNoQuantize.IsValueCreated)
+                VqDecoderNoQuantize.Value?.Dispose();
+            lock (Variants)
+            {
+                foreach (var component in Variants.Values)
+                    component.Dispose();
+                Variants.Clear();
+                foreach (var controlNet in ControlNets.Values)
+                    controlNet.Component.Dispose();
+                ControlNets.Clear();
+            }
         }
     }
 }

@@ -49,4 +49,27 @@ public sealed class StableDiffusionModelOptions
     /// the GPU tests read which execution provider ran each node. Internal: a diagnostics hook, not a product option.
     /// </summary>
     internal string? ProfilingFilePrefix { get; init; }
+
+    /// <summary>
+    /// LoRA files merged into the UNet and text encoder weights when the model loads (each with its scale); null or
+    /// empty loads the base weights. <see cref="StableDiffusionModel.WithLoras(LoraReference[])"/> derives models with
+    /// other sets that share the unchanged sessions. Keys that match no weight are logged and listed in
+    /// <see cref="StableDiffusionModel.UnmatchedLoraKeys"/>.
+    /// </summary>
+    public System.Collections.Generic.IReadOnlyList<LoraReference>? Loras { get; init; }
+
+    /// <summary>
+    /// The folder that A1111-style <c>&lt;lora:name:scale&gt;</c> tags in prompts are looked up in (<c>name.safetensors</c>,
+    /// subfolders included). Null (the default): prompts with LoRA tags are refused. Rows whose tags name different LoRAs
+    /// run in groups, each with its own merged sessions.
+    /// </summary>
+    public string? LoraDirectory { get; init; }
+
+    /// <summary>
+    /// The most bytes the sessions of LoRA sets may hold (each changed component's session counts its whole weights, e.g.
+    /// about 3.4 GB for an SD 1.5 float32 UNet): when a new set goes over it, the least recently used set that no model or
+    /// running batch uses is closed. Sets in use are never closed, so the budget is exceeded by them if need be.
+    /// 4 GiB by default.
+    /// </summary>
+    public long LoraSessionCacheBytes { get; init; } = 4L << 30;
 }

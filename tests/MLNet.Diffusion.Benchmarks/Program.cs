@@ -24,6 +24,11 @@ public static class Program
             return Pipeline.VaeAndLoadHarness.VaeChild(args[1..]);
         if (args.Length > 0 && args[0] == "load-child")
             return Pipeline.VaeAndLoadHarness.LoadChild(args[1..]);
+        // Issue 16: the cost of applying LoRAs (docs/benchmarks.md "LoRA"); each measurement in a child process.
+        if (args.Length > 0 && args[0] == "lora-cost")
+            return Lora.LoraCostHarness.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "lora-cost-child")
+            return Lora.LoraCostHarness.Child(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

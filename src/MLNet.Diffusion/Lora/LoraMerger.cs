@@ -244,7 +244,9 @@ internal static class LoraMerger
         var consumers = index.ConsumersOf(target.Initializer.Name);
         foreach (var (node, other) in consumers)
         {
-            if (other != target.ModulePath)
+            // The target's own node is never another module, even when its name carries no scope (graphs whose weights
+            // are named <path>.weight but whose nodes are Conv_45, as the Shapes builder writes them).
+            if (other != target.ModulePath && node != target.NodeName)
                 throw new InvalidOperationException($"LoRA '{file}' module '{module.SourceKey}' targets initializer '{target.Initializer.Name}' of graph '{index.GraphName}', "
                     + $"which module '{target.ModulePath}' shares with node '{node}' of '{other}' (the exporter merged identical weights). "
                     + "ONNX Runtime replaces an initializer for every node that reads it, so patching it would change the other module too; "

@@ -126,7 +126,11 @@ internal sealed class OnnxSessionFactory
         weightLease = null;
         var options = new SessionOptions
         {
-            GraphOptimizationLevel = Level,
+            // Base sessions run at the factory's level (the optimised-model cache's graphs were optimised at it). Replaced
+            // initializers need ORT_ENABLE_EXTENDED: at ORT_ENABLE_ALL, ONNX Runtime (1.31, CPU) folds Conv weights before
+            // AddInitializer's values apply, so a LoRA's convolution changes are silently lost (measured on the tiny-sd
+            // export, shared/models/tiny-sd-lora/README.md "Known ONNX Runtime behaviour"). Variants never use the cache.
+            GraphOptimizationLevel = variant is null ? Level : GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         IDisposable? lease = null;

@@ -5,6 +5,7 @@ using System.Threading;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Lora;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Transforms;
@@ -109,6 +110,14 @@ public sealed class DenoiseLatentsOptions
     /// inpainting UNet; an ordinary UNet does not use it (the column is then not read), so one pipeline serves both.
     /// </summary>
     public string? MaskedImageLatentsColumnName { get; init; }
+
+    /// <summary>
+    /// Name of an optional text column of per-row LoRA tags: EncodePrompt's <see cref="EncodePromptOptions.LoraColumnName"/>
+    /// output. Each row's UNet then carries the LoRAs its prompt named (on top of the model's own), as its text encoder
+    /// did. Consecutive rows with the same LoRAs run in one UNet batch; a row with other LoRAs starts a new one, so
+    /// sorting rows by their LoRAs batches them best. Null: every row uses the model's UNet.
+    /// </summary>
+    public string? LoraColumnName { get; init; }
 
     /// <summary>Rows per UNet call (the guidance batch is twice as large).</summary>
     public int BatchSize { get; init; } = 4;
@@ -419,7 +428,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             .Add(Options.MaskColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {h * w} (1×{h}×{w}) latent mask, 1 = repaint (PrepareInpainting's output)",
                 "Vector<Single> latent mask (PrepareInpainting's output)", size: h * w)
             .Add(info.IsInpaintingUnet ? Options.MaskedImageLatentsColumnName : null, InputColumnKind.FloatVector, $"Vector<Single> of size {len} ({shape}) masked-image latents (PrepareInpainting's output)",
-                "Vector<Single> masked-image latents (PrepareInpainting's output)", size: len);
+                "Vector<Single> masked-image latents (PrepareInpainting's output)", size: len)
+            .Add(Options.LoraColumnName, InputColumnKind.Text, "String of <lora:name:scale> tags (EncodePrompt's LoRA column)");
         int image = 3 * Options.Height * Options.Width;
         foreach (var unit in Options.ControlNets ?? Array.Empty<ControlNetUnit>())
         {
@@ -463,6 +473,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private float[] _batchEmbeddings = Array.Empty<float>();
         private float[] _batchLatents = Array.Empty<float>();
         private float[] _batchInitial = Array.Empty<float>();
+        private readonly RowLoras<LatentDenoiser> _loras;
+        private readonly ValueGetter<ReadOnlyMemory<char>>? _loraGetter;
 
         public Worker(LatentDenoisingTransformer stage, DataViewRow input)
         {
@@ -518,15 +530,20 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             }
 
             _channel = stage.StartChannel();
-            _denoiser = new LatentDenoiser(stage.Model,
-                new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength)
-                {
-                    OnStepEnd = o.OnStepEnd,
-                    Unet = units.Count > 0 ? stage.Model.ResidualUnet : null,
-                    Noise = o.Noise,
-                    Inpainting = o.MaskColumnName is not null,
-                },
-                conditionings, new ChannelLog(_channel));
+            var settings = new DenoiseSettings(o.Steps, o.GuidanceScale, o.Width, o.Height, stage._scheduler, o.Progress, o.CancellationToken, o.Strength)
+            {
+                OnStepEnd = o.OnStepEnd,
+                Unet = units.Count > 0 ? stage.Model.ResidualUnet : null,
+                Noise = o.Noise,
+                Inpainting = o.MaskColumnName is not null,
+            };
+            _denoiser = new LatentDenoiser(stage.Model, settings, conditionings, new ChannelLog(_channel));
+            // Per-row LoRA sets: a denoiser per set, on a model whose UNet carries it, with the same settings (its own UNet
+            // for ControlNet residuals) and the same conditionings (filled per run).
+            _loras = new RowLoras<LatentDenoiser>(stage.Model, o.LoraColumnName, b, model => new LatentDenoiser(model,
+                settings with { Unet = units.Count > 0 ? model.ResidualUnet : null }, conditionings, new ChannelLog(_channel)));
+            if (o.LoraColumnName is { } loraColumn)
+                _loraGetter = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[loraColumn]);
             _embeddings = new float[b][];
             _seeds = new long[b];
             _positions = new long[b];
@@ -569,6 +586,12 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 _buffer.CopyTo(e);
             }
             _seeds[slot] = _rowSeeds.Read(position);
+            if (_loraGetter is not null)
+            {
+                ReadOnlyMemory<char> tags = default;
+                _loraGetter(ref tags);
+                _loras.ReadTags(slot, position, tags.ToString());
+            }
             _noise?.Read(slot, position);
             _pooled?.Read(slot, position);
             _initial?.Read(slot, position);
@@ -605,7 +628,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             while (start < count)
             {
                 int end = start + 1;
-                while (end < count && _embeddings[end].Length == _embeddings[start].Length)
+                while (end < count && _embeddings[end].Length == _embeddings[start].Length && _loras.SetId(end) == _loras.SetId(start))
                     end++;
                 Run(start, end - start);
                 start = end;
@@ -614,7 +637,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 
         private void Run(int start, int count)
         {
-            int perRow = _embeddings[start].Length, len = _denoiser.LatentLength;
+            var denoiser = _loras.For(start, _denoiser);
+            int perRow = _embeddings[start].Length, len = denoiser.LatentLength;
             int sequence = perRow == 0 ? 0 : perRow / (2 * _stage.Model.Info.HiddenSize);
             if (_batchEmbeddings.Length != count * perRow)
                 _batchEmbeddings = new float[count * perRow];
@@ -660,7 +684,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 }
             }
 
-            _denoiser.Run(new DenoiseBatch(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsMemory(start, count), _batchLatents)
+            denoiser.Run(new DenoiseBatch(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsMemory(start, count), _batchLatents)
             {
                 InitialNoise = _noise is null ? default : _noise.Slots.AsMemory(start, count),
                 InitialLatents = _initial is null ? default : _batchInitial,
@@ -679,6 +703,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 
         public override void Dispose()
         {
+            _loras.Dispose();
             _denoiser.Dispose();
             _controlNet?.Dispose();
             _channel.Dispose();

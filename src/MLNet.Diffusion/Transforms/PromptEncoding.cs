@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Lora;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Transforms;
 
@@ -84,6 +85,16 @@ public sealed class EncodePromptOptions
     /// <summary>With <see cref="Prompting.PromptSyntax.A1111"/>, how token weights change the states (A1111's "Emphasis mode"; default Original).</summary>
     public Prompting.PromptEmphasis Emphasis { get; init; } = Prompting.PromptEmphasis.Original;
 
+    /// <summary>
+    /// Name of an output text column that receives each row's LoRA tags (A1111's <c>&lt;lora:name:scale&gt;</c>, taken out of
+    /// the prompt and negative prompt before tokenizing, in a canonical form; empty for a row without tags). The row's text
+    /// is encoded with those LoRAs merged into the text encoder (on top of the model's own), and DenoiseLatents applies
+    /// them to the UNet when its <see cref="DenoiseLatentsOptions.LoraColumnName"/> names this column. Names are looked up
+    /// in <see cref="StableDiffusionModelOptions.LoraDirectory"/>. Null (default): a prompt with a LoRA tag is an error
+    /// naming the row, so that no LoRA is applied to the text encoder only.
+    /// </summary>
+    public string? LoraColumnName { get; init; }
+
     /// <summary>A copy with the pooled column's name set (the model-dependent default, resolved by the stage).</summary>
     internal EncodePromptOptions WithPooledOutputColumnName(string name)
     {
@@ -144,6 +155,8 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             int p = info.PooledSize ?? throw new ArgumentException($"The text encoder of '{model.Directory}' has no pooler_output, so PooledOutputColumnName cannot be set.", nameof(options));
             outputs.Add(new(pooledName, new VectorDataViewType(NumberDataViewType.Single, 2, p)));
         }
+        if (options.LoraColumnName is { } loraColumn)
+            outputs.Add(new(loraColumn, TextDataViewType.Instance));
         _outputs = outputs.ToArray();
     }
 
@@ -175,6 +188,8 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         private readonly long[] _positions;
         private readonly float[]?[] _embeddings;
         private readonly float[]?[] _pooled;
+        private readonly RowLoras<PromptEncoder> _loras;
+        private readonly int _pooledCount;
 
         public Worker(PromptEncodingTransformer stage, DataViewRow input)
         {
@@ -184,6 +199,7 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
                 new PromptEncodingSettings(stage.BatchSize, options.LongPrompt, options.MaxWindows, Pooled: options.PooledOutputColumnName is not null,
                     options.PromptSyntax, options.Emphasis, stage.MaxChunks),
                 new ChannelLog(_channel));
+            _pooledCount = options.PooledOutputColumnName is null ? 0 : 1;
             _prompt = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[options.InputColumnName]);
             if (options.NegativePromptColumnName is { } n)
                 _negative = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[n]);
@@ -196,6 +212,10 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             _positions = new long[b];
             _embeddings = new float[]?[b];
             _pooled = new float[]?[b];
+            _loras = new RowLoras<PromptEncoder>(stage.Model, options.LoraColumnName, b,
+                model => new PromptEncoder(model,
+                    new PromptEncodingSettings(stage.BatchSize, options.LongPrompt, options.MaxWindows, Pooled: options.PooledOutputColumnName is not null),
+                    new ChannelLog(_channel)));
         }
 
         public override void ReadRow(int slot, long position)
@@ -207,20 +227,45 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             _negative?.Invoke(ref negative);
             _negatives[slot] = negative.IsEmpty ? _emptyNegative : negative.ToString();
             _positions[slot] = position;
+            _loras.ReadPrompt(slot, position, ref _prompts[slot]);
         }
 
-        public override void Process(int count) =>
-            _encoder.Encode(_prompts.AsSpan(0, count), _negatives.AsSpan(0, count), _positions.AsSpan(0, count), _embeddings.AsSpan(0, count), _pooled.AsSpan(0, count));
+        public override void Process(int count)
+        {
+            if (!_loras.AnyTagged(count))
+            {
+                _encoder.Encode(_prompts.AsSpan(0, count), _negatives.AsSpan(0, count), _positions.AsSpan(0, count), _embeddings.AsSpan(0, count), _pooled.AsSpan(0, count));
+                return;
+            }
+            // Rows grouped by LoRA set: each group through the text encoder with its set merged.
+            foreach (var (encoder, rows) in _loras.Groups(count, _encoder))
+            {
+                int n = rows.Count;
+                var prompts = new string[n];
+                var negatives = new string?[n];
+                var positions = new long[n];
+                var embeddings = new float[]?[n];
+                var pooled = new float[]?[n];
+                for (int i = 0; i < n; i++)
+                    (prompts[i], negatives[i], positions[i], embeddings[i], pooled[i]) = (_prompts[rows[i]], _negatives[rows[i]], _positions[rows[i]], _embeddings[rows[i]], _pooled[rows[i]]);
+                encoder.Encode(prompts, negatives, positions, embeddings, pooled);
+                for (int i = 0; i < n; i++)
+                    (_embeddings[rows[i]], _pooled[rows[i]]) = (embeddings[i], pooled[i]);
+            }
+        }
 
         public override Delegate MakeGetter(int outputIndex, Func<int> slot)
         {
             if (outputIndex == 0)
                 return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => WriteVector(_embeddings[slot()]!, ref value));
+            if (outputIndex == 2 || (outputIndex == 1 && _pooledCount == 0))
+                return (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> value) => value = _loras.Tags(slot()).AsMemory());
             return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => WriteVector(_pooled[slot()]!, ref value));
         }
 
         public override void Dispose()
         {
+            _loras.Dispose();
             _encoder.Dispose();
             _channel.Dispose();
         }

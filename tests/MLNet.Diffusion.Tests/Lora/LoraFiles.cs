@@ -10,6 +10,13 @@ namespace MLNet.Diffusion.Tests.Lora;
 /// <summary>Crafts LoRA files for tests (seeded random matrices) and finds the shared tiny-sd-lora files.</summary>
 internal static class LoraFiles
 {
+    /// <summary>The LoRA graph and weight reader of an ONNX file, through the library's reader (the product path).</summary>
+    public static (LoraGraph Graph, Func<LoraGraphInitializer, float[]> ReadWeight) LoadGraph(string modelPath)
+    {
+        var reader = MLNet.Diffusion.Onnx.OnnxModelReader.Open(modelPath);
+        return (LoraGraphReader.Build(reader, modelPath), LoraGraphReader.WeightReader(reader));
+    }
+
     public static string SharedFolder() => Path.Combine(SharedModels.RequireTinySd(), "..", "tiny-sd-lora");
 
     public static string Shared(string name) => Path.Combine(SharedFolder(), name);

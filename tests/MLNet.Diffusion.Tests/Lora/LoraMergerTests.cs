@@ -193,6 +193,18 @@ public sealed class LoraMergerTests
     }
 
     [TestMethod]
+    public void PatchesANamedWeightWhoseNodeNameCarriesNoScope()
+    {
+        // The Shapes builder (SyntheticUnet) names weights <path>.weight but nodes Conv_45: the node reading the weight is
+        // the module's own, not another module sharing it (found by the LoRA cost benchmark).
+        var graph = Graph();
+        graph = new LoraGraph(graph.Name, graph.Nodes.Select(n => n.Name == "/blk/conv1/Conv" ? n with { Name = "Conv_45" } : n).ToList(), graph.Initializers);
+        var lora = PeftFile(seed: 950, alpha: 1f);
+        var result = LoraMerger.Merge([Target(graph)], [new LoraApplication(lora, 1f)]);
+        AssertClose(Expected("blk.conv1", (lora, 1f)), result.Weights.Single(w => w.Initializer.Name == "blk.conv1.weight").Values, 1e-6, "blk.conv1");
+    }
+
+    [TestMethod]
     public void PatchesAWeightItsOwnModuleReadsTwice()
     {
         // The same Linear called twice traces to two MatMuls of one module reading one initializer: the LoRA changes both calls.

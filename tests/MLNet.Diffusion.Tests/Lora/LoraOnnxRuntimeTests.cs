@@ -50,7 +50,7 @@ public sealed class LoraOnnxRuntimeTests
     public void EveryKindOfPatchedWeightChangesTheUnetOutput()
     {
         string model = Path.Combine(SharedModels.RequireTinySd(), "unet", "model.onnx");
-        var (graph, read) = OnnxLoraGraphs.Load(model);
+        var (graph, read) = LoraFiles.LoadGraph(model);
         var index = LoraTargetIndex.Build(graph);
         var result = LoraMerger.Merge([new LoraMergeTarget(LoraComponent.Unet, index, read)],
             [new LoraApplication(LoraFile.Read(LoraFiles.Shared("tiny_locon_kohya_fp16.safetensors")), 1f)]);

@@ -25,7 +25,7 @@ public sealed class LoraReferenceTests
     public void MergedWeightMinusOriginalEqualsThePyTorchDelta(string file, string module)
     {
         string unet = Path.Combine(SharedModels.RequireTinySd(), "unet", "model.onnx");
-        var (graph, read) = OnnxLoraGraphs.Load(unet);
+        var (graph, read) = LoraFiles.LoadGraph(unet);
         var index = LoraTargetIndex.Build(graph);
         var result = LoraMerger.Merge([new LoraMergeTarget(LoraComponent.Unet, index, read)], [new LoraApplication(LoraFile.Read(LoraFiles.Shared(file)), 0.8f)]);
         var target = index.Targets[module];

@@ -17,7 +17,7 @@ public sealed class LoraTinySdTests
 {
     private static readonly Lazy<(LoraGraph Graph, Func<LoraGraphInitializer, float[]> Read, LoraTargetIndex Index)> s_unet = new(() =>
     {
-        var (graph, read) = OnnxLoraGraphs.Load(Path.Combine(SharedModels.RequireTinySd(), "unet", "model.onnx"));
+        var (graph, read) = LoraFiles.LoadGraph(Path.Combine(SharedModels.RequireTinySd(), "unet", "model.onnx"));
         return (graph, read, LoraTargetIndex.Build(graph));
     });
 
@@ -138,7 +138,7 @@ public sealed class LoraTinySdTests
     {
         // This export's text encoder is OpenCLIP-style: nn.MultiheadAttention's packed in_proj_weight ([32, 96] as Wᵀ)
         // holds Q, K and V, so a q_proj LoRA has no weight of its own.
-        var (graph, read) = OnnxLoraGraphs.Load(Path.Combine(SharedModels.RequireTinySd(), "text_encoder", "model.onnx"));
+        var (graph, read) = LoraFiles.LoadGraph(Path.Combine(SharedModels.RequireTinySd(), "text_encoder", "model.onnx"));
         var index = LoraTargetIndex.Build(graph);
         Assert.AreEqual(5, index.PackedAttentionNodes.Count, string.Join(", ", index.PackedAttentionNodes));
         var tensors = new Dictionary<string, SafeTensors.SafeTensorsWriter.Entry>();

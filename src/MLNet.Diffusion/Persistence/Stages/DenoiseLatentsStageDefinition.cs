@@ -127,6 +127,11 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     internal static DenoiseLatentsStageDefinition From(LatentDenoisingTransformer stage)
     {
         var o = stage.Options;
+        // A loaded pipeline opens its model folder with default options, so LoRAs would be silently dropped: refuse
+        // until the records carry the LoRA set (issue 16).
+        if (o.LoraColumnName is not null || !stage.Model.LoraSet.IsEmpty)
+            throw new NotSupportedException($"The DenoiseLatents stage uses LoRAs ({(o.LoraColumnName is null ? "the model's" : "DenoiseLatentsOptions.LoraColumnName '" + o.LoraColumnName + "'")}); "
+                + "saving a pipeline with LoRAs is not supported yet: a loaded pipeline would run without them.");
         return new()
         {
             OutputColumnName = stage.OutputColumnName,

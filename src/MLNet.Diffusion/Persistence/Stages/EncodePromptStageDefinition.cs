@@ -57,6 +57,11 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
     internal static EncodePromptStageDefinition From(PromptEncodingTransformer stage)
     {
         var o = stage.Options;
+        // A loaded pipeline opens its model folder with default options, so LoRAs would be silently dropped: refuse
+        // until the records carry the LoRA set (issue 16).
+        if (o.LoraColumnName is not null || !stage.Model.LoraSet.IsEmpty)
+            throw new NotSupportedException($"The EncodePrompt stage uses LoRAs ({(o.LoraColumnName is null ? "the model's" : "EncodePromptOptions.LoraColumnName '" + o.LoraColumnName + "'")}); "
+                + "saving a pipeline with LoRAs is not supported yet: a loaded pipeline would run without them.");
         return new()
         {
             OutputColumnName = o.OutputColumnName,
