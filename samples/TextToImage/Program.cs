@@ -156,7 +156,7 @@ public static class Program
                 // A bar for the images and one for the steps of the image in progress, each with its ETA.
                 var imageTask = context.AddTask("images", maxValue: a.Count);
                 progress.Task = context.AddTask("steps", maxValue: 1);
-                WriteImages(a, images, scheduler, sd.Directory, width, height, initImage, mask, strength, imageTask, written);
+                WriteImages(a, images, scheduler, sd.Directory, width, height, initImage, mask, strength, imageTask, written, sd.FormatLoraHashes(a.Prompt));
             });
         var table = new Table().AddColumn("file").AddColumn("seed").AddColumn(new TableColumn("seconds").RightAligned());
         foreach (var (path, seed, time) in written)
@@ -168,7 +168,7 @@ public static class Program
 
     /// <summary>Reads the pipeline's images and writes each as a PNG carrying its generation parameters.</summary>
     private static void WriteImages(Arguments a, IDataView images, string scheduler, string modelDirectory, int width, int height, string? initImage, string? mask, float strength,
-        ProgressTask imageTask, List<(string Path, long Seed, TimeSpan Time)> written)
+        ProgressTask imageTask, List<(string Path, long Seed, TimeSpan Time)> written, string? loraHashes)
     {
         var clock = Stopwatch.StartNew();
         using var cursor = images.GetRowCursor(new[] { images.Schema["Image"], images.Schema[nameof(PromptRow.Seed)] });
@@ -224,7 +224,7 @@ public static class Program
                 DenoisingStrength = initImage is null ? null : strength,
                 EtaNoiseSeedDelta = noise.StepNoiseSeedOffset is { } delta && a.Reproduce != "comfyui" ? delta : null,
                 Rng = Arguments.InfotextRng(noise.Generator),
-                Extra = known ? Array.Empty<KeyValuePair<string, string>>() : new[] { new KeyValuePair<string, string>("Scheduler", scheduler) },
+                Extra = Extra(known ? null : scheduler, loraHashes),
             };
             PngFile.Save(image, path, parameters, text);
             image.Dispose();
@@ -234,6 +234,20 @@ public static class Program
             imageTask.Increment(1);
             index++;
         }
+    }
+
+    /// <summary>
+    /// The infotext's extra pairs: the scheduler when A1111 has no name for it, and AUTOMATIC1111's <c>Lora hashes</c>
+    /// (<c>name: first 12 hex digits of the file's data SHA-256</c>, quoted by the infotext writer) when LoRAs applied.
+    /// </summary>
+    private static KeyValuePair<string, string>[] Extra(string? scheduler, string? loraHashes)
+    {
+        var extra = new List<KeyValuePair<string, string>>(2);
+        if (scheduler is not null)
+            extra.Add(new("Scheduler", scheduler));
+        if (loraHashes is not null)
+            extra.Add(new("Lora hashes", loraHashes));
+        return extra.ToArray();
     }
 
     /// <summary>

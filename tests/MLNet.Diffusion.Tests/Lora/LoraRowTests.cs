@@ -141,4 +141,28 @@ public sealed class LoraSampleArgumentTests
         }, a.Loras.ToArray());
         Assert.ThrowsExactly<FormatException>(() => LoraReference.Parse(" "));
     }
+
+    [TestMethod]
+    public void ThePngRecordsTheLorasAndTheirHashesAsAutomatic1111Does()
+    {
+        string lora = Path.Combine(LoraFiles.SharedFolder(), "tiny_lora_kohya.safetensors");
+        string output = Path.Combine(Path.GetTempPath(), "mlnet-lora-png-" + Guid.NewGuid().ToString("N")[..8] + ".png");
+        try
+        {
+            int code = TextToImage.Program.Main(["--model", TestSupport.SharedModels.RequireTinySd(), "--prompt", "a cat", "--steps", "2",
+                "--width", "64", "--height", "64", "--seed", "3", "--lora", lora + ":0.8", "--output", output]);
+            Assert.AreEqual(0, code);
+            var parameters = MLNet.Diffusion.Imaging.PngFile.ReadParameters(output);
+            Assert.IsNotNull(parameters, "the PNG has AUTOMATIC1111's parameters chunk");
+            // A1111's "Lora hashes": name, then the first 12 hex digits of the SHA-256 of the file's tensor data.
+            string hash;
+            using (var file = MLNet.Diffusion.SafeTensors.SafeTensorsFile.Open(lora))
+                hash = file.ComputeDataSha256()[..12];
+            CollectionAssert.Contains(parameters.Extra.ToArray(), new KeyValuePair<string, string>("Lora hashes", "tiny_lora_kohya: " + hash));
+        }
+        finally
+        {
+            File.Delete(output);
+        }
+    }
 }
