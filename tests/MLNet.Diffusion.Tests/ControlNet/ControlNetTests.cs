@@ -38,13 +38,7 @@ public sealed class ControlNetTests
         public float Scale { get; set; } = 1f;
     }
 
-    internal static string RequireFolder()
-    {
-        string? dir = SharedFolder.Find(Path.Combine("models", "tiny-sd-controlnet"), "model_index.json");
-        if (dir is null)
-            Assert.Inconclusive("../shared/models/tiny-sd-controlnet not found (MLNET_DIFFUSION_SHARED); these tests run ControlNet on that export.");
-        return dir!;
-    }
+    internal static string RequireFolder() => SharedModels.Require("tiny-sd-controlnet");
 
     /// <summary>A white disk (or, with <paramref name="square"/>, a square outline) on black, [3, H, W] in [0, 1].</summary>
     internal static float[] ControlImage(bool square = false, int shift = 0)

@@ -34,9 +34,7 @@ public sealed class WeightedPromptEncodingTests
     private static string MakeLnBiasFolder()
     {
         string tinySd = SharedModels.RequireTinySd();
-        string lnBias = Path.Combine(Path.GetDirectoryName(tinySd)!, "tiny-sd-lnbias", "text_encoder", "model.onnx");
-        if (!File.Exists(lnBias))
-            Assert.Inconclusive($"{lnBias} not found; these tests need the LayerNorm-bias text encoder next to tiny-sd.");
+        string lnBias = Path.Combine(SharedModels.Require("tiny-sd-lnbias", Path.Combine("text_encoder", "model.onnx")), "text_encoder", "model.onnx");
         string folder = Path.Combine(Path.GetTempPath(), "mlnet-diffusion-tiny-sd-lnbias-" + Environment.ProcessId);
         foreach (string file in Directory.GetFiles(tinySd, "*", SearchOption.AllDirectories))
         {

@@ -271,9 +271,7 @@ public sealed class SdxlPromptEncodingTests
     {
         // The real-architecture export of ../shared/models/tiny-sdxl: CLIP towers of 5 layers (penultimate = hidden_states.4),
         // widths 32 and 48, text_embeds 40.
-        string? folder = SharedFolder.Find(Path.Combine("models", "tiny-sdxl"), "model_index.json");
-        if (folder is null)
-            Assert.Inconclusive("../shared/models/tiny-sdxl not found and MLNET_DIFFUSION_SHARED is not set.");
+        string folder = SharedModels.Require("tiny-sdxl");
         using var model = StableDiffusionModel.Load(new MLContext(1), folder);
         CheckNoneAndEmptyNegative(model, folder, "hidden_states.4", 32, 48, 40, requirePooled: true);
     }

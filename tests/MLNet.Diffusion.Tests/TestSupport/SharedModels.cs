@@ -13,6 +13,19 @@ internal static class SharedModels
 {
     private static readonly Lazy<string?> s_tinySd = new(() => SharedFolder.Find(Path.Combine("models", "tiny-sd"), "model_index.json"));
 
+    /// <summary>
+    /// The folder <c>../shared/models/<paramref name="name"/></c> (found by <paramref name="marker"/>): tests on the shared
+    /// exports are inconclusive, saying which folder is missing, only when ../shared is absent (a user's clone).
+    /// </summary>
+    public static string Require(string name, string marker = "model_index.json")
+    {
+        string? folder = SharedFolder.Find(Path.Combine("models", name), marker);
+        if (folder is null)
+            Assert.Inconclusive($"../shared/models/{name} not found above {AppContext.BaseDirectory} and MLNET_DIFFUSION_SHARED is not set; "
+                + "this test runs on that export.");
+        return folder!;
+    }
+
     public static string RequireTinySd()
     {
         if (s_tinySd.Value is null)

@@ -12,19 +12,9 @@ namespace MLNet.Diffusion.Tests.Vq;
 /// </summary>
 internal static class UnconditionalModels
 {
-    private static readonly Lazy<string?> s_ldm = new(() => SharedFolder.Find(Path.Combine("models", "tiny-ldm-vq"), "model_index.json"));
-    private static readonly Lazy<string?> s_ddpm = new(() => SharedFolder.Find(Path.Combine("models", "tiny-ddpm-pixel"), "model_index.json"));
+    public static string RequireLdmVq() => SharedModels.Require("tiny-ldm-vq");
 
-    public static string RequireLdmVq() => Require(s_ldm.Value, "tiny-ldm-vq");
-
-    public static string RequireDdpmPixel() => Require(s_ddpm.Value, "tiny-ddpm-pixel");
-
-    private static string Require(string? dir, string name)
-    {
-        if (dir is null)
-            Assert.Inconclusive($"../shared/models/{name} not found above {AppContext.BaseDirectory} and MLNET_DIFFUSION_SHARED is not set.");
-        return dir!;
-    }
+    public static string RequireDdpmPixel() => SharedModels.Require("tiny-ddpm-pixel");
 
     /// <summary>Copies a model folder to a fresh temporary folder (the caller deletes it).</summary>
     public static string CopyToTemp(string source)
