@@ -1,5 +1,4 @@
 using System;
-using System.Diagnostics;
 using System.IO;
 using System.Linq;
 using System.Security.Cryptography;
@@ -13,26 +12,24 @@ namespace MLNet.Diffusion.Tests.Shapes;
 public sealed class ShapesBuildTests
 {
     [TestMethod]
-    public void Build_IsDeterministic_Fast_AndSmall()
+    public void Build_IsDeterministic_AndSmall()
     {
         string first = ShapesTestModel.Folder;
         string second = Path.Combine(Path.GetTempPath(), "mlnet-shapes-det-" + Guid.NewGuid().ToString("N")[..8]);
         try
         {
-            var sw = Stopwatch.StartNew();
+            // Build time is measured by the benchmark project, never asserted in a unit test.
             ShapesModel.Build(second);
-            sw.Stop();
             var a = Hashes(first);
             var b = Hashes(second);
             CollectionAssert.AreEqual(a.Select(x => x.Path).ToArray(), b.Select(x => x.Path).ToArray());
             for (int i = 0; i < a.Length; i++)
                 Assert.AreEqual(a[i].Hash, b[i].Hash, $"{a[i].Path} differs between two builds");
             long bytes = Directory.EnumerateFiles(second, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
-            Console.WriteLine($"Build: {ShapesTestModel.BuildTime.TotalSeconds:F2} s (first), {sw.Elapsed.TotalSeconds:F2} s (second); {a.Length} files, {bytes / 1e6:F2} MB");
+            Console.WriteLine($"Build: {a.Length} files, {bytes / 1e6:F2} MB");
             foreach (var (path, hash) in a)
                 Console.WriteLine($"  {path} {hash[..16]}");
             Assert.IsTrue(bytes < 20_000_000, $"{bytes} bytes");
-            Assert.IsTrue(sw.Elapsed < TimeSpan.FromSeconds(60), $"build took {sw.Elapsed}");
         }
         finally
         {
