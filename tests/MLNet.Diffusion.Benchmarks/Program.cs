@@ -29,6 +29,9 @@ public static class Program
             return Lora.LoraCostHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == "lora-cost-child")
             return Lora.LoraCostHarness.Child(args[1..]);
+        // Issue 14: PhiloxNoise's vectorised log/sin against the scalar path (docs/benchmarks.md "Noise sources").
+        if (args.Length > 0 && args[0] == "philox-exactness")
+            return Randomness.PhiloxExactnessCheck.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }
