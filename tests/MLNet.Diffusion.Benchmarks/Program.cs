@@ -24,6 +24,8 @@ public static class Program
             return Pipeline.VaeAndLoadHarness.VaeChild(args[1..]);
         if (args.Length > 0 && args[0] == "load-probe")
             return Pipeline.LoadProbe.Run(args[1..]); // issue 21: where a load's time goes, ONNX Runtime started first
+        if (args.Length > 0 && args[0] == "session-probe")
+            return Pipeline.LoadProbe.Sessions(args[1..]);
         if (args.Length > 0 && args[0] == "load-child")
             return Pipeline.VaeAndLoadHarness.LoadChild(args[1..]);
         // Issue 16: the cost of applying LoRAs (docs/benchmarks.md "LoRA"); each measurement in a child process.

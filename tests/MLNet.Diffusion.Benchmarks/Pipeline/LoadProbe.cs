@@ -55,6 +55,26 @@ internal static class LoadProbe
         return 0;
     }
 
+    /// <summary>
+    /// <c>-- session-probe ORIGINAL CACHED</c>: session creation of a model file at ORT_ENABLE_ALL against its cached
+    /// optimised graph at ORT_DISABLE_ALL (as the optimised-model cache loads it), three times each, alternating.
+    /// </summary>
+    public static int Sessions(string[] args)
+    {
+        using (new InferenceSession(args[0])) { }
+        for (int round = 0; round < 3; round++)
+        {
+            foreach (var (label, path, level) in new[] { ("original, ORT_ENABLE_ALL", args[0], GraphOptimizationLevel.ORT_ENABLE_ALL), ("cached, ORT_DISABLE_ALL", args[1], GraphOptimizationLevel.ORT_DISABLE_ALL), ("cached, ORT_ENABLE_BASIC", args[1], GraphOptimizationLevel.ORT_ENABLE_BASIC) })
+            {
+                var sw = Stopwatch.StartNew();
+                using var options = new SessionOptions { GraphOptimizationLevel = level };
+                using (new InferenceSession(path, options)) { }
+                Console.WriteLine(string.Create(Inv, $"{label}: {sw.Elapsed.TotalMilliseconds:F0} ms"));
+            }
+        }
+        return 0;
+    }
+
     private static double Lap(Stopwatch sw)
     {
         double ms = sw.Elapsed.TotalMilliseconds;

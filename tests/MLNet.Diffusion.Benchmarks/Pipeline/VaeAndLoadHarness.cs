@@ -13,23 +13,25 @@ namespace MLNet.Diffusion.Benchmarks.Pipeline;
 
 /// <summary>
 /// Issue 21's two measurements, each configuration in a fresh child process (so that peaks and first-load costs are its
-/// own): <c>-- pipeline-vae-load [--only vae,load] [--sd-synthetic] [--models DIR]</c>.
+/// own): <c>-- pipeline-vae-load [--only vae,load] [--sd-synthetic] [--models DIR] [--repeats N] [--folder NAME=DIR]…</c>.
 /// (a) VAE decodes of 1024² and 2048² latents on the Shapes model, tiled (256-pixel tiles, the Shapes VAE's
 /// sample_size) and whole: time of the second decode and the process's peak working set (VmHWM) minus its resident set
 /// just before the first decode. (b) Model loads: today's path (no optimised-model cache), the first load with an empty
 /// cache (optimises and saves) and a load with the cache filled, for Shapes and, with <c>--sd-synthetic</c>, the
-/// SD 1.5-sized <see cref="SyntheticUnet"/> folder. Prints a markdown section.
+/// SD 1.5-sized <see cref="SyntheticUnet"/> folder, and any <c>--folder</c>: each as the first load of a fresh process,
+/// the first load after ONNX Runtime was started on another model, and the steady state (the median of loads 2–N in one
+/// process). Prints a markdown section.
 /// </summary>
 internal static class VaeAndLoadHarness
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    // Loads per child process for the "today" and "cache warm" rows: the first pays the process's one-time costs.
-    private const int LoadRepeats = 5;
 
     public static int Run(string[] args)
     {
         bool vae = true, load = true, sd = false;
+        int repeatCount = 5;
+        var extra = new System.Collections.Generic.List<(string Name, string Folder)>();
         string models = Path.Combine(Path.GetTempPath(), "mlnet-diffusion-bench-models");
         for (int i = 0; i < args.Length; i++)
         {
@@ -42,7 +44,12 @@ internal static class VaeAndLoadHarness
                     break;
                 case "--sd-synthetic": sd = true; break;
                 case "--models": models = args[++i]; break;
-                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --only vae,load, --sd-synthetic, --models DIR.");
+                case "--repeats": repeatCount = int.Parse(args[++i], Inv); break;
+                case "--folder":
+                    string[] named = args[++i].Split('=', 2);
+                    extra.Add((named[0], named[1]));
+                    break;
+                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --only vae,load, --sd-synthetic, --models DIR, --repeats N, --folder NAME=DIR.");
             }
         }
         var md = new StringBuilder();
@@ -64,8 +71,8 @@ internal static class VaeAndLoadHarness
         }
         if (load)
         {
-            md.AppendLine($"| model | load | first load in the process (ms) | steady state (ms, median of loads 2–{LoadRepeats}) | phases (first load; steady-state load) |");
-            md.AppendLine("| -- | -- | --: | --: | -- |");
+            md.AppendLine($"| model | load | first load in a fresh process (ms) | first load after ONNX Runtime's start (ms) | steady state (ms, median of loads 2–{repeatCount}) | phases (fresh process; after ONNX Runtime's start; steady state) |");
+            md.AppendLine("| -- | -- | --: | --: | --: | -- |");
             var folders = new System.Collections.Generic.List<(string Name, string Folder)> { ("Shapes", shapes) };
             if (sd)
             {
@@ -80,31 +87,44 @@ internal static class VaeAndLoadHarness
                 }
                 folders.Add(("SD 1.5-sized synthetic UNet", folder));
             }
+            folders.AddRange(extra);
             foreach (var (name, folder) in folders)
             {
                 string cache = Path.Combine(Path.GetTempPath(), "mlnet-bench-optcache-" + Guid.NewGuid().ToString("N")[..8]);
+                string cache2 = cache + "-b";
                 try
                 {
-                    // The cold row loads once (a second load in its process would find the cache filled: that is the warm row).
-                    foreach (var (label, dir, repeats) in new[] { ("today (no cache)", "none", LoadRepeats), ("cache cold (optimise + save)", cache, 1), ("cache warm", cache, LoadRepeats) })
+                    // Per row, two processes: one loading REPEATS times (the first load pays the process's one-time costs,
+                    // the later ones are the load path's own), one starting ONNX Runtime on another model first and
+                    // loading once. The cold rows load once into an empty cache each (a second load would be warm).
+                    var rows = new[]
                     {
-                        var loads = Child("load-child", folder, dir, repeats.ToString(Inv)).Where(l => l.StartsWith("LOAD ", StringComparison.Ordinal)).ToArray();
-                        if (loads.Length != repeats)
+                        ("today (no cache)", "none", repeatCount, "none"),
+                        ("cache cold (optimise + save)", cache, 1, cache2),
+                        ("cache warm", cache, repeatCount, cache),
+                    };
+                    foreach (var (label, dir, repeats, warmDir) in rows)
+                    {
+                        var loads = ParseLoads(Child("load-child", folder, dir, repeats.ToString(Inv), "fresh"));
+                        var afterStart = ParseLoads(Child("load-child", folder, warmDir, "1", "ort-first"));
+                        if (loads.Length != repeats || afterStart.Length != 1)
                         {
-                            md.AppendLine($"| {name} | {label} | ? | ? | child failed |");
+                            md.AppendLine($"| {name} | {label} | ? | ? | ? | child failed |");
                             continue;
                         }
-                        var parsed = loads.Select(l => (Ms: double.Parse(l.Split(' ')[2], Inv), Phases: l[(l.IndexOf(": ", StringComparison.Ordinal) + 2)..].TrimEnd('\r'))).ToArray();
-                        var later = parsed.Skip(1).OrderBy(p => p.Ms).ToArray();
+                        var later = loads.Skip(1).OrderBy(p => p.Ms).ToArray();
                         string steady = later.Length == 0 ? "–" : later[later.Length / 2].Ms.ToString("F0", Inv);
-                        string phases = parsed[0].Phases + (later.Length == 0 ? string.Empty : "; " + later[later.Length / 2].Phases);
-                        md.AppendLine($"| {name} | {label} | {parsed[0].Ms.ToString("F0", Inv)} | {steady} | {phases} |");
+                        string phases = loads[0].Phases + "; " + afterStart[0].Phases + (later.Length == 0 ? string.Empty : "; " + later[later.Length / 2].Phases);
+                        md.AppendLine($"| {name} | {label} | {loads[0].Ms.ToString("F0", Inv)} | {afterStart[0].Ms.ToString("F0", Inv)} | {steady} | {phases} |");
                     }
                 }
                 finally
                 {
-                    if (Directory.Exists(cache))
-                        Directory.Delete(cache, recursive: true);
+                    foreach (string c in new[] { cache, cache2 })
+                    {
+                        if (Directory.Exists(c))
+                            Directory.Delete(c, recursive: true);
+                    }
                 }
             }
         }
@@ -151,14 +171,27 @@ internal static class VaeAndLoadHarness
         return 0;
     }
 
+    private static (double Ms, string Phases)[] ParseLoads(string[] lines) => lines
+        .Where(l => l.StartsWith("LOAD ", StringComparison.Ordinal))
+        .Select(l => (double.Parse(l.Split(' ')[2], Inv), l[(l.IndexOf(": ", StringComparison.Ordinal) + 2)..].TrimEnd('\r')))
+        .ToArray();
+
     /// <summary>
     /// Child: REPEATS loads of the folder one after the other in this process (the first pays ONNX Runtime's start, the
     /// JIT and the static tables; the later ones are the load path's own cost); prints "LOAD i totalMs phases" per load.
+    /// With "ort-first", a session of another model (the folder's vae_encoder, which a load does not open) is created
+    /// and disposed first, so that ONNX Runtime's start is paid before the timed loads.
     /// </summary>
     public static int LoadChild(string[] args)
     {
         string? cache = args[1] == "none" ? null : args[1];
         int repeats = args.Length > 2 ? int.Parse(args[2], Inv) : 1;
+        if (args.Length > 3 && args[3] == "ort-first")
+        {
+            var start = Stopwatch.StartNew();
+            using (new Microsoft.ML.OnnxRuntime.InferenceSession(Path.Combine(args[0], "vae_encoder", "model.onnx")))
+                Console.WriteLine(string.Create(Inv, $"ONNX Runtime start + vae_encoder session: {start.Elapsed.TotalMilliseconds:F0} ms"));
+        }
         for (int i = 0; i < repeats; i++)
         {
             var sw = Stopwatch.StartNew();
