@@ -13,14 +13,14 @@ namespace MLNet.Diffusion.Benchmarks.Pipeline;
 
 /// <summary>
 /// Issue 21's two measurements, each configuration in a fresh child process (so that peaks and first-load costs are its
-/// own): <c>-- pipeline-vae-load [--only vae,load] [--sd-synthetic] [--models DIR] [--repeats N] [--folder NAME=DIR]…</c>.
+/// own): <c>-- pipeline-vae-load [--only vae,load] [--sd-synthetic] [--models DIR] [--repeats N] [--processes N] [--folder NAME=DIR]…</c>.
 /// (a) VAE decodes of 1024² and 2048² latents on the Shapes model, tiled (256-pixel tiles, the Shapes VAE's
 /// sample_size) and whole: time of the second decode and the process's peak working set (VmHWM) minus its resident set
 /// just before the first decode. (b) Model loads: today's path (no optimised-model cache), the first load with an empty
 /// cache (optimises and saves) and a load with the cache filled, for Shapes and, with <c>--sd-synthetic</c>, the
 /// SD 1.5-sized <see cref="SyntheticUnet"/> folder, and any <c>--folder</c>: each as the first load of a fresh process,
 /// the first load after ONNX Runtime was started on another model, and the steady state (the median of loads 2–N in one
-/// process). Prints a markdown section.
+/// process), each the median over N processes (default 3). Prints a markdown section.
 /// </summary>
 internal static class VaeAndLoadHarness
 {
@@ -30,7 +30,7 @@ internal static class VaeAndLoadHarness
     public static int Run(string[] args)
     {
         bool vae = true, load = true, sd = false;
-        int repeatCount = 5;
+        int repeatCount = 5, processCount = 3;
         var extra = new System.Collections.Generic.List<(string Name, string Folder)>();
         string models = Path.Combine(Path.GetTempPath(), "mlnet-diffusion-bench-models");
         for (int i = 0; i < args.Length; i++)
@@ -45,11 +45,12 @@ internal static class VaeAndLoadHarness
                 case "--sd-synthetic": sd = true; break;
                 case "--models": models = args[++i]; break;
                 case "--repeats": repeatCount = int.Parse(args[++i], Inv); break;
+                case "--processes": processCount = int.Parse(args[++i], Inv); break;
                 case "--folder":
                     string[] named = args[++i].Split('=', 2);
                     extra.Add((named[0], named[1]));
                     break;
-                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --only vae,load, --sd-synthetic, --models DIR, --repeats N, --folder NAME=DIR.");
+                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --only vae,load, --sd-synthetic, --models DIR, --repeats N, --processes N, --folder NAME=DIR.");
             }
         }
         var md = new StringBuilder();
@@ -71,7 +72,7 @@ internal static class VaeAndLoadHarness
         }
         if (load)
         {
-            md.AppendLine($"| model | load | first load in a fresh process (ms) | first load after ONNX Runtime's start (ms) | steady state (ms, median of loads 2–{repeatCount}) | phases (fresh process; after ONNX Runtime's start; steady state) |");
+            md.AppendLine($"| model | load | first load in a fresh process (ms, median of {processCount}) | first load after ONNX Runtime's start (ms, median of {processCount}) | steady state (ms, median of loads 2–{repeatCount} of {processCount} processes) | phases (fresh process; after ONNX Runtime's start; steady state) |");
             md.AppendLine("| -- | -- | --: | --: | --: | -- |");
             var folders = new System.Collections.Generic.List<(string Name, string Folder)> { ("Shapes", shapes) };
             if (sd)
@@ -105,17 +106,41 @@ internal static class VaeAndLoadHarness
                     };
                     foreach (var (label, dir, repeats, warmDir) in rows)
                     {
-                        var loads = ParseLoads(Child("load-child", folder, dir, repeats.ToString(Inv), "fresh"));
-                        var afterStart = ParseLoads(Child("load-child", folder, warmDir, "1", "ort-first"));
-                        if (loads.Length != repeats || afterStart.Length != 1)
+                        // Each column is the median over PROCESSES child processes (the machine is shared: single runs
+                        // swing by ±50 %); a cold row's processes each start from an empty cache.
+                        var fresh = new System.Collections.Generic.List<(double Ms, string Phases)>();
+                        var afterStart = new System.Collections.Generic.List<(double Ms, string Phases)>();
+                        var steadyLoads = new System.Collections.Generic.List<(double Ms, string Phases)>();
+                        bool failed = false;
+                        for (int p = 0; p < processCount && !failed; p++)
+                        {
+                            if (repeats == 1)
+                            {
+                                foreach (string c in new[] { cache, cache2 })
+                                {
+                                    if (Directory.Exists(c))
+                                        Directory.Delete(c, recursive: true);
+                                }
+                            }
+                            var loads = ParseLoads(Child("load-child", folder, dir, repeats.ToString(Inv), "fresh"));
+                            var started = ParseLoads(Child("load-child", folder, warmDir, "1", "ort-first"));
+                            failed = loads.Length != repeats || started.Length != 1;
+                            if (failed)
+                                break;
+                            fresh.Add(loads[0]);
+                            afterStart.Add(started[0]);
+                            steadyLoads.AddRange(loads.Skip(1));
+                        }
+                        if (failed)
                         {
                             md.AppendLine($"| {name} | {label} | ? | ? | ? | child failed |");
                             continue;
                         }
-                        var later = loads.Skip(1).OrderBy(p => p.Ms).ToArray();
-                        string steady = later.Length == 0 ? "–" : later[later.Length / 2].Ms.ToString("F0", Inv);
-                        string phases = loads[0].Phases + "; " + afterStart[0].Phases + (later.Length == 0 ? string.Empty : "; " + later[later.Length / 2].Phases);
-                        md.AppendLine($"| {name} | {label} | {loads[0].Ms.ToString("F0", Inv)} | {afterStart[0].Ms.ToString("F0", Inv)} | {steady} | {phases} |");
+                        var f = Median(fresh);
+                        var a = Median(afterStart);
+                        string steady = steadyLoads.Count == 0 ? "–" : Median(steadyLoads).Ms.ToString("F0", Inv);
+                        string phases = f.Phases + "; " + a.Phases + (steadyLoads.Count == 0 ? string.Empty : "; " + Median(steadyLoads).Phases);
+                        md.AppendLine($"| {name} | {label} | {f.Ms.ToString("F0", Inv)} | {a.Ms.ToString("F0", Inv)} | {steady} | {phases} |");
                     }
                 }
                 finally
@@ -169,6 +194,12 @@ internal static class VaeAndLoadHarness
         long peak = self.PeakWorkingSet64;
         Console.WriteLine(string.Create(Inv, $"VAE {sw.Elapsed.TotalMilliseconds:F0} {(peak - before) / 1048576.0:F0} {peak / 1048576.0:F0}"));
         return 0;
+    }
+
+    private static (double Ms, string Phases) Median(System.Collections.Generic.List<(double Ms, string Phases)> loads)
+    {
+        var sorted = loads.OrderBy(l => l.Ms).ToArray();
+        return sorted[sorted.Length / 2];
     }
 
     private static (double Ms, string Phases)[] ParseLoads(string[] lines) => lines
