@@ -22,6 +22,10 @@ public static class Program
             return Pipeline.VaeAndLoadHarness.Run(args[1..]); // issue 21: tiled VAE memory, cached model loads
         if (args.Length > 0 && args[0] == "vae-child")
             return Pipeline.VaeAndLoadHarness.VaeChild(args[1..]);
+        if (args.Length > 0 && args[0] == "load-probe")
+            return Pipeline.LoadProbe.Run(args[1..]); // issue 21: where a load's time goes, ONNX Runtime started first
+        if (args.Length > 0 && args[0] == "session-probe")
+            return Pipeline.LoadProbe.Sessions(args[1..]);
         if (args.Length > 0 && args[0] == "load-child")
             return Pipeline.VaeAndLoadHarness.LoadChild(args[1..]);
         // Issue 16: the cost of applying LoRAs (docs/benchmarks.md "LoRA"); each measurement in a child process.
@@ -29,6 +33,9 @@ public static class Program
             return Lora.LoraCostHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == "lora-cost-child")
             return Lora.LoraCostHarness.Child(args[1..]);
+        // Issue 14: PhiloxNoise's vectorised log/sin against the scalar path (docs/benchmarks.md "Noise sources").
+        if (args.Length > 0 && args[0] == "philox-exactness")
+            return Randomness.PhiloxExactnessCheck.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

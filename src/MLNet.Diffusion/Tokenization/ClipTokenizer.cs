@@ -87,6 +87,10 @@ public sealed class ClipTokenizer
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException"><c>vocab.json</c> or <c>merges.txt</c> is missing.</exception>
     /// <exception cref="InvalidDataException">A file is malformed; the message names the file and the problem.</exception>
+    /// <remarks>
+    /// While a tokenizer built from the same vocabulary and merges bytes and the same options is alive in the process,
+    /// it is returned again instead of being parsed anew (a model folder loaded twice, or folders sharing CLIP's files).
+    /// </remarks>
     public static ClipTokenizer FromFolder(string tokenizerDirectory)
     {
         ArgumentException.ThrowIfNullOrEmpty(tokenizerDirectory);
@@ -99,9 +103,20 @@ public sealed class ClipTokenizer
         string mergesPath = ClipTokenizerFiles.RequireFile(tokenizerDirectory, ClipTokenizerFiles.Merges);
         var options = ClipTokenizerFiles.ReadOptions(tokenizerDirectory);
 
-        using FileStream vocab = File.OpenRead(vocabPath);
-        using FileStream merges = File.OpenRead(mergesPath);
-        return Create(vocab, merges, options, vocabPath, mergesPath);
+        // A tokenizer built from the same bytes and options earlier in this process is reused (ClipTokenizerCache).
+        byte[] vocabBytes = File.ReadAllBytes(vocabPath);
+        byte[] mergesBytes = File.ReadAllBytes(mergesPath);
+        string key = ClipTokenizerCache.Key(vocabBytes, mergesBytes, options);
+        if (ClipTokenizerCache.TryGet(key, out ClipTokenizer cached))
+        {
+            return cached;
+        }
+
+        using var vocab = new MemoryStream(vocabBytes, writable: false);
+        using var merges = new MemoryStream(mergesBytes, writable: false);
+        ClipTokenizer tokenizer = Create(vocab, merges, options, vocabPath, mergesPath);
+        ClipTokenizerCache.Add(key, tokenizer);
+        return tokenizer;
     }
 
     /// <summary>

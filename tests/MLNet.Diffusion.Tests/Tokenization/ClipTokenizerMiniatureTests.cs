@@ -231,6 +231,40 @@ public sealed class ClipTokenizerMiniatureTests
         Assert.ThrowsExactly<DirectoryNotFoundException>(() => ClipTokenizer.FromFolder(dir));
     }
 
+    [TestMethod]
+    public void FromFolderReusesTheTokenizerOfIdenticalFilesAndRebuildsWhenTheyChange()
+    {
+        string dir = WriteFolder(specialTokensMap: null, tokenizerConfig: null);
+        string other = WriteFolder(specialTokensMap: null, tokenizerConfig: null);
+        try
+        {
+            ClipTokenizer first = ClipTokenizer.FromFolder(dir);
+            Assert.AreSame(first, ClipTokenizer.FromFolder(dir), "the same folder again");
+            Assert.AreSame(first, ClipTokenizer.FromFolder(other), "another folder with the same files");
+            var cat = new int[77];
+            first.EncodeToFixedLength("cat", cat);
+
+            // The same vocabulary without the merge "ca t</w>": "cat" no longer becomes one token.
+            File.WriteAllText(Path.Combine(other, "merges.txt"), "#version: 0.2\n" + string.Join("\n", s_merges.Where(m => m != "ca t</w>")) + "\n");
+            ClipTokenizer changed = ClipTokenizer.FromFolder(other);
+            Assert.AreNotSame(first, changed);
+            var split = new int[77];
+            changed.EncodeToFixedLength("cat", split);
+            CollectionAssert.AreNotEqual(cat, split);
+            Assert.AreEqual(513, cat[1], "the first folder's tokenizer is unchanged");
+
+            // Other options from the configs make another tokenizer.
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), "{\"model_max_length\": 16}");
+            Assert.AreEqual(16, ClipTokenizer.FromFolder(dir).ModelMaxLength);
+            Assert.AreEqual(77, first.ModelMaxLength);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+            Directory.Delete(other, recursive: true);
+        }
+    }
+
     /// <summary>GPT-2/CLIP bytes_to_unicode in its published order (printable bytes first, then the rest at U+0100+).</summary>
     internal static List<string> ByteSymbols()
     {
