@@ -15,8 +15,10 @@ namespace MLNet.Diffusion.Pipeline;
 /// <param name="MaxChunks">With A1111 or compel syntax, the most 77-token chunks a text may use (1 when the UNet fixes its sequence axis).</param>
 /// <param name="ScheduleSteps">With A1111 syntax, the sampling steps prompt editing is scheduled for: AND, part weights and
 /// <c>[a:b:n]</c>/<c>[a|b]</c> then give [1 + K, T, D] embeddings and a <see cref="ConditioningSchedule"/>; null: refused.</param>
+/// <param name="Pad">With A1111 or compel syntax, pad the shorter of prompt and negative prompt with the empty prompt's
+/// chunks (A1111's "Pad prompt/negative prompt"); false: refuse a row whose chunk counts differ.</param>
 internal sealed record PromptEncodingSettings(int BatchSize, bool LongPrompt, int MaxWindows, bool Pooled,
-    PromptSyntax Syntax = PromptSyntax.Plain, PromptEmphasis Emphasis = PromptEmphasis.Original, int MaxChunks = 1, int? ScheduleSteps = null);
+    PromptSyntax Syntax = PromptSyntax.Plain, PromptEmphasis Emphasis = PromptEmphasis.Original, int MaxChunks = 1, int? ScheduleSteps = null, bool Pad = true);
 
 /// <summary>
 /// The prompt-encoding recipe of diffusers' <c>encode_prompt</c> (StableDiffusionPipeline, StableDiffusionXLPipeline) for a
@@ -101,7 +103,7 @@ internal sealed class PromptEncoder : IDisposable
             throw new ArgumentException($"Expected {count} negatives, row numbers and outputs.", nameof(negatives));
         if (_settings.Syntax == PromptSyntax.A1111)
         {
-            _a1111 ??= new A1111PromptEncoding(_runner, _settings.Emphasis, _settings.MaxChunks, _pooledSize, _forceZeros, _settings.BatchSize);
+            _a1111 ??= new A1111PromptEncoding(_runner, _settings.Emphasis, _settings.MaxChunks, _pooledSize, _forceZeros, _settings.BatchSize, _settings.Pad);
             for (int r = 0; r < count; r++)
             {
                 var schedule = _a1111.Encode(prompts[r], negatives[r], rows[r], _settings.ScheduleSteps, ref embeddings[r], ref (_pooledSize > 0 ? ref pooled[r] : ref _noPooled));
@@ -112,7 +114,7 @@ internal sealed class PromptEncoder : IDisposable
         }
         if (_settings.Syntax == PromptSyntax.Compel)
         {
-            _compel ??= new CompelPromptEncoding(_runner, _settings.MaxChunks, _pooledSize, _forceZeros);
+            _compel ??= new CompelPromptEncoding(_runner, _settings.MaxChunks, _pooledSize, _forceZeros, _settings.Pad);
             for (int r = 0; r < count; r++)
                 _compel.Encode(prompts[r], negatives[r], rows[r], ref embeddings[r], ref (_pooledSize > 0 ? ref pooled[r] : ref _noPooled));
             return;

@@ -44,6 +44,7 @@ internal sealed class A1111PromptEncoding
     private readonly int _hidden;
     private readonly int _pooledSize;
     private readonly int _batchSize;
+    private readonly bool _pad;
     private float[]? _emptyStates;
     private float[]? _emptyPooled;
     private bool _emptyFinite;
@@ -58,8 +59,10 @@ internal sealed class A1111PromptEncoding
     /// <param name="pooledSize">The pooled width written (0: none).</param>
     /// <param name="forceZeros">Whether "no negative prompt" is zeros (<c>force_zeros_for_empty_prompt</c>).</param>
     /// <param name="batchSize">Chunks per text-encoder call.</param>
-    public A1111PromptEncoding(TextEncoderRunner runner, PromptEmphasis emphasis, int maxChunks, int pooledSize, bool forceZeros, int batchSize)
+    /// <param name="pad">Pad the shorter of prompt and negative prompt with empty chunks (<c>pad_cond_uncond</c>); false: refuse the row.</param>
+    public A1111PromptEncoding(TextEncoderRunner runner, PromptEmphasis emphasis, int maxChunks, int pooledSize, bool forceZeros, int batchSize, bool pad = true)
     {
+        _pad = pad;
         _runner = runner;
         _emphasis = emphasis;
         _maxChunks = maxChunks;
@@ -105,6 +108,7 @@ internal sealed class A1111PromptEncoding
 
         int per = _length * _hidden;
         var (addCond, addUncond) = ConditioningPadding.EmptyChunksToAdd(condStates.Length / _hidden, uncondStates.Length / _hidden, _length);
+        ConditioningPadding.ThrowIfUnpadded(_pad, condStates.Length / _hidden, uncondStates.Length / _hidden, _length, row);
         if (addCond + addUncond > 0 && !_emptyFinite)
             ThrowIfNotFinite(_emptyStates, row, "empty prompt that pads the shorter side", 0);
         int total = condStates.Length + (addCond * per);
@@ -186,6 +190,7 @@ internal sealed class A1111PromptEncoding
         }
 
         var (addCond, addUncond) = ConditioningPadding.EmptyChunksToAdd(condTokens, uncondStates.Length / _hidden, _length);
+        ConditioningPadding.ThrowIfUnpadded(_pad, condTokens, uncondStates.Length / _hidden, _length, row);
         if (addCond + addUncond > 0 && !_emptyFinite)
             ThrowIfNotFinite(_emptyStates, row, "empty prompt that pads the shorter side", 0);
         int total = (condTokens + (addCond * _length)) * _hidden;

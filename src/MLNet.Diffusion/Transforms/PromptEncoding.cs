@@ -106,6 +106,17 @@ public sealed class EncodePromptOptions
     public int? ScheduleSteps { get; init; }
 
     /// <summary>
+    /// With A1111 or compel syntax, when the prompt and the negative prompt make different numbers of 77-token chunks:
+    /// true (default) appends the empty prompt's encoded chunk to the shorter until they match, as A1111 does with its
+    /// "Pad prompt/negative prompt" setting on (<c>pad_cond_uncond</c>, written "Pad conds: True" in its parameters;
+    /// compel's <c>pad_conditioning_tensors_to_same_length</c> is the same rule). A1111's own default is off: it then runs
+    /// the prompt and the negative prompt in separate UNet calls, each at its own length, which the stage's [2, T, D]
+    /// column cannot hold. False refuses such a row (naming it and both chunk counts) instead of padding, so that a run
+    /// never silently differs from A1111 with the setting off; rows whose chunk counts match are the same either way.
+    /// </summary>
+    public bool PadPromptAndNegativePrompt { get; init; } = true;
+
+    /// <summary>
     /// Name of an output text column that receives each row's LoRA tags (A1111's <c>&lt;lora:name:scale&gt;</c>, taken out of
     /// the prompt and negative prompt before tokenizing, in a canonical form; empty for a row without tags). The row's text
     /// is encoded with those LoRAs merged into the text encoder (on top of the model's own), and DenoiseLatents applies
@@ -145,6 +156,8 @@ public sealed class EncodePromptOptions
             if (ScheduleSteps is null)
                 throw new ArgumentException("PromptScheduleColumnName needs ScheduleSteps: A1111 computes [a:b:0.5]'s switch from the number of sampling steps (set it to DenoiseLatentsOptions.Steps).", nameof(ScheduleSteps));
         }
+        if (!PadPromptAndNegativePrompt && PromptSyntax == Prompting.PromptSyntax.Plain)
+            throw new ArgumentException("PadPromptAndNegativePrompt applies to A1111 and compel syntax (their chunks); plain prompts are one window, or LongPrompt's windows.", nameof(PadPromptAndNegativePrompt));
         if (ScheduleSteps is int steps)
         {
             if (PromptScheduleColumnName is null)
@@ -242,7 +255,7 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             var options = stage.Options;
             _channel = stage.StartChannel();
             var settings = new PromptEncodingSettings(stage.BatchSize, options.LongPrompt, options.MaxWindows, Pooled: options.PooledOutputColumnName is not null,
-                options.PromptSyntax, options.Emphasis, stage.MaxChunks, options.ScheduleSteps);
+                options.PromptSyntax, options.Emphasis, stage.MaxChunks, options.ScheduleSteps, options.PadPromptAndNegativePrompt);
             _encoder = new PromptEncoder(stage.Model, settings, new ChannelLog(_channel));
             // Output order: embeddings, then pooled, LoRA tags and schedule, each when the options ask for it.
             int next = 1;

@@ -271,6 +271,91 @@ public sealed class PromptSchedulePipelineTests
         StringAssert.StartsWith(refused.Message, "Row 0: the negative prompt uses prompt editing");
     }
 
+    [TestMethod]
+    public void ASchedulePipelineSavesAndLoadsWithTheSameLatents()
+    {
+        using var model = Load();
+        const int steps = 6;
+        var ml = model.MLContext;
+        var rows = new[] { new Row { Prompt = "a [red:blue:0.5] circle", Seed = 2 }, new Row { Prompt = "a red circle AND a green square :0.7", Seed = 4 } };
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var fitted = ml.Transforms.EncodePrompt(model, Encoding(steps))
+            .Append(ml.Transforms.DenoiseLatents(model, "Latents", "Embeddings", Denoising(steps, scheduled: true)))
+            .Fit(data);
+        float[][] Column(IDataView view, string name) => view.GetColumn<VBuffer<float>>(name).Select(v => v.DenseValues().ToArray()).ToArray();
+        var expected = Column(fitted.Transform(data), "Latents");
+
+        // The JSON definition carries both stages' schedule fields.
+        var definition = DiffusionPipelineDefinition.FromJson(DiffusionPipelineDefinition.FromTransformer(fitted).ToJson());
+        var encode = definition.Stages.OfType<EncodePromptStageDefinition>().Single();
+        Assert.AreEqual("Schedule", encode.PromptScheduleColumnName);
+        Assert.AreEqual(steps, encode.ScheduleSteps);
+        Assert.AreEqual("Schedule", definition.Stages.OfType<DenoiseLatentsStageDefinition>().Single().PromptScheduleColumnName);
+        var rebuilt = Column(definition.Build(model).Transform(data), "Latents");
+        for (int r = 0; r < rows.Length; r++)
+            AssertBitEqual(expected[r], rebuilt[r], $"row {r} from the JSON definition");
+
+        // mlContext.Model.Save: the schedule rides in EncodePrompt's second output slot and DenoiseLatents' v4 schedule slot.
+        string path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"mlnet-diffusion-schedule-{Environment.ProcessId}.zip");
+        try
+        {
+            ml.Model.Save(fitted, data.Schema, path);
+            var fresh = new MLContext(seed: 77);
+            var loaded = fresh.Model.Load(path, out _).Transform(fresh.Data.LoadFromEnumerable(rows));
+            // Read every output in one cursor (docs/persistence.md: a saved stage binds its inputs even when unread).
+            var latents = new List<float[]>();
+            using (var cursor = loaded.GetRowCursor(loaded.Schema))
+            {
+                var getters = new[] { "Embeddings", "Schedule", "Latents" }.Select(n => cursor.GetGetter<VBuffer<float>>(loaded.Schema[n])).ToArray();
+                VBuffer<float> value = default;
+                while (cursor.MoveNext())
+                {
+                    getters[0](ref value);
+                    getters[1](ref value);
+                    getters[2](ref value);
+                    latents.Add(value.DenseValues().ToArray());
+                }
+            }
+            for (int r = 0; r < rows.Length; r++)
+                AssertBitEqual(expected[r], latents[r], $"row {r} from the saved zip");
+        }
+        finally
+        {
+            System.IO.File.Delete(path);
+        }
+    }
+
+    [TestMethod]
+    public void PaddingPromptAndNegativePromptIsOnByDefaultAndOffRefusesUnequalChunkCounts()
+    {
+        // A1111's "Pad prompt/negative prompt" (pad_cond_uncond): the stage pads by default; A1111's own default is off,
+        // where it runs the two sides in separate UNet calls, which the [2, T, D] column cannot hold.
+        Assert.IsTrue(new EncodePromptOptions().PadPromptAndNegativePrompt);
+        using var model = Load();
+        PromptEncoder Encoder(bool pad) => new(model,
+            new PromptEncodingSettings(1, false, 8, false, PromptSyntax.A1111, PromptEmphasis.NoNorm, MaxChunks: 8, Pad: pad), PipelineLog.None);
+        float[] Encode(PromptEncoder encoder, string prompt, string negative)
+        {
+            var embeddings = new float[]?[1];
+            encoder.Encode(new[] { prompt }, new string?[] { negative }, new long[] { 5 }, embeddings, new float[]?[1]);
+            return embeddings[0]!;
+        }
+
+        using var padded = Encoder(pad: true);
+        using var unpadded = Encoder(pad: false);
+        // Equal chunk counts: the same states either way.
+        AssertBitEqual(Encode(padded, "a red BREAK circle", "a blue BREAK square"), Encode(unpadded, "a red BREAK circle", "a blue BREAK square"), "two chunks each");
+        // Two chunks against one: padded, the negative's second chunk is the empty prompt's encoded chunk (pad_cond).
+        var both = Encode(padded, "a red circle BREAK on the left", "a blue square");
+        Assert.AreEqual(2 * 2 * L * D, both.Length);
+        var empty = Encode(padded, string.Empty, string.Empty);
+        AssertBitEqual(Block(empty, 0), Block(both, 1), "the negative prompt's padding chunk");
+        var ex = Assert.ThrowsExactly<NotSupportedException>(() => Encode(unpadded, "a red circle BREAK on the left", "a blue square"));
+        StringAssert.StartsWith(ex.Message, "Row 5: the prompt makes 2 chunk(s) of 75 tokens and the negative prompt 1.");
+        var plain = Assert.ThrowsExactly<ArgumentException>(() => model.MLContext.Transforms.EncodePrompt(model, new EncodePromptOptions { PadPromptAndNegativePrompt = false }));
+        StringAssert.Contains(plain.Message, "PadPromptAndNegativePrompt applies to A1111 and compel syntax");
+    }
+
     private static void AssertClose(float[] expected, float[] actual, string what)
     {
         Assert.AreEqual(expected.Length, actual.Length, what);
