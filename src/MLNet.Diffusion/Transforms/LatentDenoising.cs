@@ -791,7 +791,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 /// |  |  |
 /// | -- | -- |
 /// | Does this estimator need to look at the data to train its parameters? | No |
-/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); SDXL: Vector of Single [2, P] pooled embeddings; optional seed (integer), optional initial noise, optional initial latents (image-to-image), optional latent mask and masked-image latents (inpainting) |
+/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); SDXL: Vector of Single [2, P] pooled embeddings; optional seed (integer), optional initial noise, optional initial latents (image-to-image), optional latent mask and masked-image latents (inpainting); optional prompt schedule (EncodePrompt's A1111 prompt editing and AND) |
 /// | Output column data type | Vector of Single [C, H/f, W/f] latents |
 /// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
 /// ]]></format>

@@ -359,7 +359,7 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
 /// | -- | -- |
 /// | Does this estimator need to look at the data to train its parameters? | No |
 /// | Input column data type | Text (prompt), optional Text (negative prompt) |
-/// | Output column data type | Vector of Single [2, 77, D] (unconditional, conditional); SDXL also the pooled Vector of Single [2, P] |
+/// | Output column data type | Vector of Single [2, 77, D] (unconditional, conditional); SDXL also the pooled Vector of Single [2, P]; optional Text LoRA tags; optional Vector of Single prompt schedule (A1111 prompt editing and AND, with [1 + K, T, D] embeddings) |
 /// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
 /// ]]></format>
 /// </remarks>
