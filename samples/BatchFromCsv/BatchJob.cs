@@ -14,7 +14,11 @@ namespace BatchFromCsv;
 
 /// <summary>Settings of a batch run; Steps … Scheduler are the defaults of the CSV columns of the same names.</summary>
 /// <param name="Noise">The stages' noise (<c>--rng</c>/<c>--reproduce</c>); null for the library's generator.</param>
-internal sealed record BatchSettings(string Input, string OutputDirectory, string? Model, int Steps, float Guidance, int Width, int Height, string? Scheduler, int BatchSize, NoiseOptions? Noise = null)
+/// <param name="PromptSyntax">How prompts are read (<c>--prompt-syntax</c>) in rows without a PromptSyntax value.</param>
+/// <param name="Emphasis">A1111's emphasis mode (<c>--emphasis</c>) for rows read with A1111 syntax.</param>
+internal sealed record BatchSettings(string Input, string OutputDirectory, string? Model, int Steps, float Guidance, int Width, int Height, string? Scheduler, int BatchSize, NoiseOptions? Noise = null,
+    MLNet.Diffusion.Prompting.PromptSyntax PromptSyntax = MLNet.Diffusion.Prompting.PromptSyntax.Plain,
+    MLNet.Diffusion.Prompting.PromptEmphasis Emphasis = MLNet.Diffusion.Prompting.PromptEmphasis.Original)
 {
     /// <summary>The noise options every seeded stage gets.</summary>
     public NoiseOptions NoiseOrDefault => Noise ?? NoiseOptions.Default;
@@ -81,7 +85,8 @@ internal static class BatchJob
     }
 
     /// <summary>The PNG text entries of a row: what it was generated with, compared on restart.</summary>
-    internal static Dictionary<string, string> Parameters(CsvPrompt p, string scheduler, string modelDirectory, NoiseOptions? noise = null)
+    internal static Dictionary<string, string> Parameters(CsvPrompt p, string scheduler, string modelDirectory, NoiseOptions? noise = null,
+        MLNet.Diffusion.Prompting.PromptEmphasis emphasis = MLNet.Diffusion.Prompting.PromptEmphasis.Original)
     {
         var r = p.Settings;
         noise ??= NoiseOptions.Default;
@@ -106,6 +111,7 @@ internal static class BatchJob
             text["mask"] = p.Row.MaskPath;
         // AUTOMATIC1111's 'parameters' chunk (its PNG Info, ComfyUI and image sites read it), with the noise generator as RNG.
         bool known = A1111Samplers.TryGetSampler(scheduler, out string sampler, out string scheduleType);
+        bool a1111 = r.Syntax == MLNet.Diffusion.Prompting.PromptSyntax.A1111;
         text[GenerationParameters.PngKeyword] = new GenerationParameters
         {
             Prompt = p.Row.Prompt,
@@ -120,9 +126,26 @@ internal static class BatchJob
             DenoisingStrength = r.InitImage ? r.Strength : null,
             EtaNoiseSeedDelta = noise.BatchPolicy == NoiseBatchPolicy.GeneratorPerRow ? noise.StepNoiseSeedOffset : null,
             Rng = noise.Generator switch { NoiseGenerator.TorchCpu => "CPU", NoiseGenerator.Philox => "NV", _ => "MLNet" },
-            Extra = known ? Array.Empty<KeyValuePair<string, string>>() : new[] { new KeyValuePair<string, string>("Scheduler", scheduler) },
+            Extra = Extra(known ? null : scheduler, r.Syntax),
+            // Prompt syntax (issue 15): A1111's Emphasis key when not Original, and this library's "Prompt syntax" key when not plain.
+            Emphasis = a1111 ? emphasis : null,
+            PromptSyntax = r.Syntax,
         }.ToInfotext();
         return text;
+    }
+
+    /// <summary>
+    /// The infotext's extra pairs: the scheduler when A1111 has no name for it, and with A1111 syntax its <c>Pad conds: True</c>
+    /// (EncodePrompt pads the prompt and the negative prompt to the same chunk count, as A1111 with that setting on).
+    /// </summary>
+    private static KeyValuePair<string, string>[] Extra(string? scheduler, MLNet.Diffusion.Prompting.PromptSyntax syntax)
+    {
+        var extra = new List<KeyValuePair<string, string>>(2);
+        if (scheduler is not null)
+            extra.Add(new("Scheduler", scheduler));
+        if (syntax == MLNet.Diffusion.Prompting.PromptSyntax.A1111)
+            extra.Add(new("Pad conds", "True"));
+        return extra.ToArray();
     }
 
     /// <summary>One run's state; rows flow through <see cref="ReadAll"/> and are generated a run at a time.</summary>
@@ -170,7 +193,7 @@ internal static class BatchJob
                     continue;
                 }
                 var p = prompt!;
-                var text = Parameters(p, p.Settings.Scheduler ?? _model.Info.SchedulerConfig.ClassName ?? "default", _model.Directory, _s.Noise);
+                var text = Parameters(p, p.Settings.Scheduler ?? _model.Info.SchedulerConfig.ClassName ?? "default", _model.Directory, _s.Noise, _s.Emphasis);
                 if (AlreadyWritten(Path.Combine(_s.OutputDirectory, p.FileName), text))
                 {
                     Generate(); // rows before it first, so that summary.csv keeps the CSV's order
@@ -256,8 +279,19 @@ internal static class BatchJob
         private IEstimator<ITransformer> Pipeline(RowSettings r)
         {
             var ml = _model.MLContext;
+            // Prompt syntax (issue 15): A1111's [a:b:n], [a|b] and AND need the schedule column between the stages (SD 1.x/2.x).
+            string? schedule = r.Syntax == MLNet.Diffusion.Prompting.PromptSyntax.A1111 && _model.Info.Kind == ModelKind.StableDiffusion ? "PromptSchedule" : null;
             var chain = new EstimatorChain<ITransformer>()
-                .Append<ITransformer>(ml.Transforms.EncodePrompt(_model, "Embeddings", nameof(PromptRow.Prompt), nameof(PromptRow.NegativePrompt)));
+                .Append<ITransformer>(ml.Transforms.EncodePrompt(_model, new EncodePromptOptions
+                {
+                    OutputColumnName = "Embeddings",
+                    InputColumnName = nameof(PromptRow.Prompt),
+                    NegativePromptColumnName = nameof(PromptRow.NegativePrompt),
+                    PromptSyntax = r.Syntax,
+                    Emphasis = _s.Emphasis,
+                    PromptScheduleColumnName = schedule,
+                    ScheduleSteps = schedule is null ? null : r.Steps,
+                }));
             if (r.InitImage)
             {
                 chain = chain
@@ -296,6 +330,7 @@ internal static class BatchJob
                     Noise = _s.NoiseOrDefault,
                     Progress = _progress,
                     CancellationToken = _cancellationToken,
+                    PromptScheduleColumnName = schedule,
                 }))
                 .Append<ITransformer>(ml.Transforms.DecodeLatents(_model, "Image", "Latents", new DecodeLatentsOptions { BatchSize = _s.BatchSize }));
         }

@@ -35,12 +35,22 @@ public static class Program
         Description = "The noise generator: library (this library's own), torch-cpu (torch.randn on a CPU generator per row, as diffusers with a list of generators) or philox (AUTOMATIC1111's NV/GPU source).",
         DefaultValueFactory = _ => "library",
     }.AcceptOnlyFromAmong("library", "torch-cpu", "philox");
+    private static readonly Option<string> s_promptSyntax = new Option<string>("--prompt-syntax")
+    {
+        Description = "How prompts of rows without a PromptSyntax value are read: plain, a1111 ((red:1.3), [red:blue:0.5], AND …) or compel (red++, .blend() …); docs/prompt-syntax.md.",
+        DefaultValueFactory = _ => "plain",
+    }.AcceptOnlyFromAmong("plain", "a1111", "compel");
+    private static readonly Option<string> s_emphasis = new Option<string>("--emphasis")
+    {
+        Description = "A1111's emphasis mode for rows read with a1111 syntax; no-norm for the Shapes model, whose text states average to 0.",
+        DefaultValueFactory = _ => "original",
+    }.AcceptOnlyFromAmong("original", "no-norm", "ignore", "none");
     private static readonly Option<int> s_batchSize = Ranged(new Option<int>("--batch-size") { Description = "Rows per ONNX call.", DefaultValueFactory = _ => 4 }, 1, 64);
 
     /// <summary>The command (its options; response files: <c>BatchFromCsv @args.rsp</c>).</summary>
     internal static RootCommand Command { get; } = new("Generates one PNG per row of a prompts CSV; run it again to finish an interrupted run.")
     {
-        s_input, s_outputDir, s_model, s_steps, s_guidance, s_width, s_height, s_scheduler, s_batchSize, s_rng,
+        s_input, s_outputDir, s_model, s_steps, s_guidance, s_width, s_height, s_scheduler, s_batchSize, s_rng, s_promptSyntax, s_emphasis,
     };
 
     /// <summary>Entry point: 0 done, 1 failure or failed rows, 2 bad arguments, 130 stopped by Ctrl+C.</summary>
@@ -56,7 +66,20 @@ public static class Program
             return parse.Invoke(new InvocationConfiguration { Output = Console.Out, Error = Console.Error }); // --help, --version
         var settings = new BatchSettings(parse.GetRequiredValue(s_input).FullName, parse.GetRequiredValue(s_outputDir), parse.GetValue(s_model), parse.GetValue(s_steps),
             parse.GetValue(s_guidance), parse.GetValue(s_width), parse.GetValue(s_height), parse.GetValue(s_scheduler), parse.GetValue(s_batchSize),
-            new NoiseOptions { Generator = parse.GetValue(s_rng) switch { "torch-cpu" => NoiseGenerator.TorchCpu, "philox" => NoiseGenerator.Philox, _ => NoiseGenerator.Library } });
+            new NoiseOptions { Generator = parse.GetValue(s_rng) switch { "torch-cpu" => NoiseGenerator.TorchCpu, "philox" => NoiseGenerator.Philox, _ => NoiseGenerator.Library } },
+            parse.GetValue(s_promptSyntax) switch
+            {
+                "a1111" => MLNet.Diffusion.Prompting.PromptSyntax.A1111,
+                "compel" => MLNet.Diffusion.Prompting.PromptSyntax.Compel,
+                _ => MLNet.Diffusion.Prompting.PromptSyntax.Plain,
+            },
+            parse.GetValue(s_emphasis) switch
+            {
+                "no-norm" => MLNet.Diffusion.Prompting.PromptEmphasis.NoNorm,
+                "ignore" => MLNet.Diffusion.Prompting.PromptEmphasis.Ignore,
+                "none" => MLNet.Diffusion.Prompting.PromptEmphasis.None,
+                _ => MLNet.Diffusion.Prompting.PromptEmphasis.Original,
+            });
 
         int stops = 0;
         using var cancel = new CancellationTokenSource();

@@ -31,7 +31,8 @@ public sealed class PromptRow
 /// <summary>
 /// The settings a CSV row may override; rows with equal settings share one fitted pipeline and are generated as one run.
 /// </summary>
-internal sealed record RowSettings(int Steps, float Guidance, string? Scheduler, int Width, int Height, float? Strength, bool InitImage, bool Mask);
+internal sealed record RowSettings(int Steps, float Guidance, string? Scheduler, int Width, int Height, float? Strength, bool InitImage, bool Mask,
+    MLNet.Diffusion.Prompting.PromptSyntax Syntax = MLNet.Diffusion.Prompting.PromptSyntax.Plain);
 
 /// <summary>A parsed CSV row: its index among the data rows (0-based; the PNG is <c>row-{Index:D4}.png</c>) and its first line.</summary>
 internal sealed record CsvPrompt(long Index, long Line, PromptRow Row, RowSettings Settings)
@@ -58,7 +59,7 @@ internal sealed class PromptCsv : IDisposable
     /// <summary>The columns a prompts CSV may have (header names, case-insensitive); only <c>Prompt</c> is required.</summary>
     public static readonly IReadOnlyList<string> KnownColumns = new[]
     {
-        "Prompt", "NegativePrompt", "Seed", "Steps", "Guidance", "Scheduler", "Width", "Height", "Strength", "InitImage", "Mask",
+        "Prompt", "NegativePrompt", "Seed", "Steps", "Guidance", "Scheduler", "Width", "Height", "Strength", "InitImage", "Mask", "PromptSyntax",
     };
 
     private readonly CsvReader _csv;
@@ -186,6 +187,7 @@ internal sealed class PromptCsv : IDisposable
         string? init = Cell("InitImage") is { } ii ? Image("InitImage", ii) : null;
         string? mask = Cell("Mask") is { } m ? Image("Mask", m) : null;
         float? strength = Cell("Strength") is { } sg ? Number("Strength", sg, 0, 1) : null;
+        var syntax = Cell("PromptSyntax") is { } ps ? Syntax(ps) : _defaults.PromptSyntax;
         if (mask is not null && init is null)
             throw new RowException("Mask", "a mask needs an InitImage (the picture whose white part it repaints)");
         if (strength is not null && init is null)
@@ -194,7 +196,7 @@ internal sealed class PromptCsv : IDisposable
             strength ??= mask is null ? 0.8f : 1f; // diffusers' defaults: 0.8 for image-to-image, 1 for inpainting
 
         var row = new PromptRow { Prompt = prompt, NegativePrompt = Cell("NegativePrompt") ?? string.Empty, Seed = seed, InitImagePath = init ?? string.Empty, MaskPath = mask ?? string.Empty };
-        return new CsvPrompt(_index, _csv.LineNumber, row, new RowSettings(steps, guidance, scheduler, width, height, strength, init is not null, mask is not null));
+        return new CsvPrompt(_index, _csv.LineNumber, row, new RowSettings(steps, guidance, scheduler, width, height, strength, init is not null, mask is not null, syntax));
     }
 
     private static long Integer(string column, string text, long min, long max)
@@ -210,6 +212,14 @@ internal sealed class PromptCsv : IDisposable
         int v = (int)Integer(column, text, 8, 4096);
         return v % 8 == 0 ? v : throw new RowException(column, $"{v} is not a multiple of 8");
     }
+
+    private static MLNet.Diffusion.Prompting.PromptSyntax Syntax(string name) => name.ToLowerInvariant() switch
+    {
+        "plain" => MLNet.Diffusion.Prompting.PromptSyntax.Plain,
+        "a1111" => MLNet.Diffusion.Prompting.PromptSyntax.A1111,
+        "compel" => MLNet.Diffusion.Prompting.PromptSyntax.Compel,
+        _ => throw new RowException("PromptSyntax", $"'{name}' is unknown; use plain, a1111 or compel"),
+    };
 
     private static string Scheduler(string name)
     {

@@ -57,6 +57,18 @@ internal sealed class Arguments
         CustomParser = ParseLoras,
     };
 
+    // Prompt syntax (issue 15): how the prompt is read, and A1111's emphasis mode.
+    private static readonly Option<string> s_promptSyntax = new Option<string>("--prompt-syntax")
+    {
+        Description = "How the prompt is read: plain (the text as written), a1111 ((red:1.3), [red], BREAK, [red:blue:0.5], [red|blue], AND) or compel (red++, (red)1.3, .blend(), .and()); docs/prompt-syntax.md.",
+        DefaultValueFactory = _ => "plain",
+    }.AcceptOnlyFromAmong("plain", "a1111", "compel");
+    private static readonly Option<string> s_emphasis = new Option<string>("--emphasis")
+    {
+        Description = "With --prompt-syntax a1111: A1111's emphasis mode; no-norm for the Shapes model, whose text states average to 0.",
+        DefaultValueFactory = _ => "original",
+    }.AcceptOnlyFromAmong("original", "no-norm", "ignore", "none");
+
     /// <summary>The command: its options, and the rules between them checked after every option is read.</summary>
     public static RootCommand Command { get; } = CreateCommand();
 
@@ -107,6 +119,12 @@ internal sealed class Arguments
 
     /// <summary>LoRA (issue 16): the <c>--lora path[:scale]</c> options in order; empty for none.</summary>
     public IReadOnlyList<LoraReference> Loras { get; private init; } = Array.Empty<LoraReference>();
+
+    /// <summary>How the prompt is read (<c>--prompt-syntax</c>).</summary>
+    public MLNet.Diffusion.Prompting.PromptSyntax PromptSyntax { get; private init; }
+
+    /// <summary>A1111's emphasis mode (<c>--emphasis</c>).</summary>
+    public MLNet.Diffusion.Prompting.PromptEmphasis Emphasis { get; private init; } = MLNet.Diffusion.Prompting.PromptEmphasis.Original;
 
     /// <summary>The stages' noise options for <see cref="Rng"/>, <see cref="Reproduce"/> and <see cref="Ensd"/>.</summary>
     public NoiseOptions Noise => Reproduce switch
@@ -168,6 +186,19 @@ internal sealed class Arguments
         Reproduce = result.GetValue(s_reproduce),
         Ensd = result.GetValue(s_ensd),
         Loras = result.GetValue(s_lora) ?? Array.Empty<LoraReference>(),
+        PromptSyntax = result.GetValue(s_promptSyntax) switch
+        {
+            "a1111" => MLNet.Diffusion.Prompting.PromptSyntax.A1111,
+            "compel" => MLNet.Diffusion.Prompting.PromptSyntax.Compel,
+            _ => MLNet.Diffusion.Prompting.PromptSyntax.Plain,
+        },
+        Emphasis = result.GetValue(s_emphasis) switch
+        {
+            "no-norm" => MLNet.Diffusion.Prompting.PromptEmphasis.NoNorm,
+            "ignore" => MLNet.Diffusion.Prompting.PromptEmphasis.Ignore,
+            "none" => MLNet.Diffusion.Prompting.PromptEmphasis.None,
+            _ => MLNet.Diffusion.Prompting.PromptEmphasis.Original,
+        },
     };
 
     private static RootCommand CreateCommand()
@@ -177,6 +208,7 @@ internal sealed class Arguments
         {
             s_prompt, s_negativePrompt, s_output, s_model, s_steps, s_guidance, s_seed, s_width, s_height, s_scheduler, s_count,
             s_initImage, s_strength, s_mask, s_outpaint, s_rng, s_reproduce, s_ensd, s_lora,
+            s_promptSyntax, s_emphasis,
         };
         command.Validators.Add(Validate);
         return command;
@@ -202,6 +234,8 @@ internal sealed class Arguments
             r.AddError("--reproduce a1111 takes --rng philox or torch-cpu (AUTOMATIC1111's NV and CPU sources)");
         else if (Given(s_ensd) && Given(s_reproduce) && r.GetValue(s_reproduce) != "a1111")
             r.AddError("--ensd is AUTOMATIC1111's setting; diffusers and comfyui have none");
+        else if (Given(s_emphasis) && r.GetValue(s_promptSyntax) != "a1111")
+            r.AddError("--emphasis goes with --prompt-syntax a1111 (it says how A1111's weights change the text states)");
     }
 
     /// <summary>The <c>--lora</c> values, each <c>path[:scale]</c> (<see cref="LoraReference.Parse"/>).</summary>

@@ -94,6 +94,8 @@ public static class Program
         var data = ml.Data.LoadFromEnumerable(rows);
 
         var progress = new StepProgress();
+        // Prompt syntax (issue 15): A1111's [a:b:n], [a|b] and AND need the schedule column between the stages (SD 1.x/2.x).
+        string? schedule = a.PromptSyntax == MLNet.Diffusion.Prompting.PromptSyntax.A1111 && sd.Info.Kind == ModelKind.StableDiffusion ? "PromptSchedule" : null;
         var options = new DenoiseLatentsOptions
         {
             Steps = a.Steps,
@@ -112,9 +114,19 @@ public static class Program
             Noise = a.Noise,
             Progress = progress,
             CancellationToken = cancellationToken,
+            PromptScheduleColumnName = schedule,
         };
         var pipeline = new EstimatorChain<ITransformer>()
-            .Append<ITransformer>(ml.Transforms.EncodePrompt(sd, "Embeddings", nameof(PromptRow.Prompt), nameof(PromptRow.NegativePrompt)));
+            .Append<ITransformer>(ml.Transforms.EncodePrompt(sd, new EncodePromptOptions
+            {
+                OutputColumnName = "Embeddings",
+                InputColumnName = nameof(PromptRow.Prompt),
+                NegativePromptColumnName = nameof(PromptRow.NegativePrompt),
+                PromptSyntax = a.PromptSyntax,
+                Emphasis = a.Emphasis,
+                PromptScheduleColumnName = schedule,
+                ScheduleSteps = schedule is null ? null : a.Steps,
+            }));
         if (initImage is not null)
         {
             // Image-to-image: ML.NET's LoadImages reads the picture, EncodeImage turns it into the latents denoising starts
@@ -224,7 +236,10 @@ public static class Program
                 DenoisingStrength = initImage is null ? null : strength,
                 EtaNoiseSeedDelta = noise.StepNoiseSeedOffset is { } delta && a.Reproduce != "comfyui" ? delta : null,
                 Rng = Arguments.InfotextRng(noise.Generator),
-                Extra = Extra(known ? null : scheduler, loraHashes),
+                Extra = Extra(known ? null : scheduler, loraHashes, a.PromptSyntax),
+                // Prompt syntax (issue 15): A1111's Emphasis key when not Original, and this library's "Prompt syntax" key when not plain.
+                Emphasis = a.PromptSyntax == MLNet.Diffusion.Prompting.PromptSyntax.A1111 ? a.Emphasis : null,
+                PromptSyntax = a.PromptSyntax,
             };
             PngFile.Save(image, path, parameters, text);
             image.Dispose();
@@ -238,15 +253,19 @@ public static class Program
 
     /// <summary>
     /// The infotext's extra pairs: the scheduler when A1111 has no name for it, and AUTOMATIC1111's <c>Lora hashes</c>
-    /// (<c>name: first 12 hex digits of the file's data SHA-256</c>, quoted by the infotext writer) when LoRAs applied.
+    /// (<c>name: first 12 hex digits of the file's data SHA-256</c>, quoted by the infotext writer) when LoRAs applied, and
+    /// A1111's <c>Pad conds: True</c> with its syntax: EncodePrompt pads the prompt and the negative prompt to the same chunk
+    /// count, which A1111 does with that setting on (its default is off).
     /// </summary>
-    private static KeyValuePair<string, string>[] Extra(string? scheduler, string? loraHashes)
+    private static KeyValuePair<string, string>[] Extra(string? scheduler, string? loraHashes, MLNet.Diffusion.Prompting.PromptSyntax syntax)
     {
-        var extra = new List<KeyValuePair<string, string>>(2);
+        var extra = new List<KeyValuePair<string, string>>(3);
         if (scheduler is not null)
             extra.Add(new("Scheduler", scheduler));
         if (loraHashes is not null)
             extra.Add(new("Lora hashes", loraHashes));
+        if (syntax == MLNet.Diffusion.Prompting.PromptSyntax.A1111)
+            extra.Add(new("Pad conds", "True"));
         return extra.ToArray();
     }
 

@@ -70,6 +70,20 @@ public sealed record GenerationParameters
     /// <summary><c>RNG</c>: <c>CPU</c> or <c>NV</c>; absent means <c>GPU</c> (AUTOMATIC1111's default).</summary>
     public string? Rng { get; init; }
 
+    /// <summary>
+    /// <c>Emphasis</c>: AUTOMATIC1111's emphasis mode (<c>None</c>, <c>Ignore</c>, <c>Original</c>, <c>No norm</c>), which it writes
+    /// only when it is not its default <c>Original</c>; null when not written.
+    /// </summary>
+    public Prompting.PromptEmphasis? Emphasis { get; init; }
+
+    /// <summary>
+    /// <c>Prompt syntax</c>: how this library read the prompt (<c>a1111</c> or <c>compel</c>), written only when not
+    /// <see cref="Prompting.PromptSyntax.Plain"/>. AUTOMATIC1111 has no such key (it always reads its own syntax, and its PNG
+    /// Info keeps the pair as an extra parameter); it tells a reader that <c>(red:1.3)</c> in the prompt was a weight,
+    /// not text. Null when not written, which means plain text.
+    /// </summary>
+    public Prompting.PromptSyntax? PromptSyntax { get; init; }
+
     /// <summary>Every other <c>key: value</c> pair, in order, values unquoted (written after the known keys).</summary>
     public IReadOnlyList<KeyValuePair<string, string>> Extra { get; init; } = Array.Empty<KeyValuePair<string, string>>();
 
@@ -81,7 +95,8 @@ public sealed record GenerationParameters
             && Sampler == other.Sampler && ScheduleType == other.ScheduleType && CfgScale == other.CfgScale
             && Seed == other.Seed && Width == other.Width && Height == other.Height && ModelHash == other.ModelHash
             && Model == other.Model && DenoisingStrength == other.DenoisingStrength && ClipSkip == other.ClipSkip
-            && EtaNoiseSeedDelta == other.EtaNoiseSeedDelta && Rng == other.Rng && Extra.SequenceEqual(other.Extra);
+            && EtaNoiseSeedDelta == other.EtaNoiseSeedDelta && Rng == other.Rng && Emphasis == other.Emphasis
+            && PromptSyntax == other.PromptSyntax && Extra.SequenceEqual(other.Extra);
 
     /// <inheritdoc/>
     public override int GetHashCode() => HashCode.Combine(Prompt, NegativePrompt, Steps, Sampler, Seed, Width, Height, Extra.Count);
@@ -110,6 +125,8 @@ public sealed record GenerationParameters
             ("Clip skip", ClipSkip is > 1 ? ClipSkip.Value.ToString(CultureInfo.InvariantCulture) : null),
             ("ENSD", EtaNoiseSeedDelta is { } ensd and not 0 ? ensd.ToString(CultureInfo.InvariantCulture) : null),
             ("RNG", Rng is { } rng && !string.Equals(rng, "GPU", StringComparison.Ordinal) ? rng : null),
+            ("Emphasis", Emphasis is { } emphasis and not Prompting.PromptEmphasis.Original ? EmphasisName(emphasis) : null),
+            ("Prompt syntax", PromptSyntax is { } syntax and not Prompting.PromptSyntax.Plain ? SyntaxName(syntax) : null),
         };
         pairs.AddRange(Extra.Select(kv => (kv.Key, (string?)kv.Value)));
         // create_infotext: `k if k == v else f'{k}: {quote(v)}'` for every value that is not None.
@@ -178,11 +195,58 @@ public sealed record GenerationParameters
                 "Clip skip" when TryInt(value, out int clipSkip) => result with { ClipSkip = clipSkip },
                 "ENSD" when TryLong(value, out long ensd) => result with { EtaNoiseSeedDelta = ensd },
                 "RNG" => result with { Rng = value },
+                "Emphasis" when TryEmphasis(value, out var emphasis) => result with { Emphasis = emphasis },
+                "Prompt syntax" when TrySyntax(value, out var syntax) => result with { PromptSyntax = syntax },
                 // Other keys, and known keys whose value does not parse (AUTOMATIC1111 keeps every value as text).
                 _ => Keep(result, extra, key, value),
             };
         }
         return result with { Extra = extra.ToArray() };
+    }
+
+    /// <summary>AUTOMATIC1111's names of its emphasis modes (<c>modules/sd_emphasis.py</c>: <c>name</c> of each class).</summary>
+    private static string EmphasisName(Prompting.PromptEmphasis emphasis) => emphasis switch
+    {
+        Prompting.PromptEmphasis.None => "None",
+        Prompting.PromptEmphasis.Ignore => "Ignore",
+        Prompting.PromptEmphasis.NoNorm => "No norm",
+        _ => "Original",
+    };
+
+    private static bool TryEmphasis(string value, out Prompting.PromptEmphasis emphasis)
+    {
+        foreach (var mode in new[] { Prompting.PromptEmphasis.None, Prompting.PromptEmphasis.Ignore, Prompting.PromptEmphasis.Original, Prompting.PromptEmphasis.NoNorm })
+        {
+            if (string.Equals(EmphasisName(mode), value, StringComparison.Ordinal))
+            {
+                emphasis = mode;
+                return true;
+            }
+        }
+        emphasis = default;
+        return false;
+    }
+
+    /// <summary>The <c>Prompt syntax</c> value: the samples' <c>--prompt-syntax</c> spelling.</summary>
+    private static string SyntaxName(Prompting.PromptSyntax syntax) => syntax switch
+    {
+        Prompting.PromptSyntax.A1111 => "a1111",
+        Prompting.PromptSyntax.Compel => "compel",
+        _ => "plain",
+    };
+
+    private static bool TrySyntax(string value, out Prompting.PromptSyntax syntax)
+    {
+        foreach (var s in new[] { Prompting.PromptSyntax.Plain, Prompting.PromptSyntax.A1111, Prompting.PromptSyntax.Compel })
+        {
+            if (string.Equals(SyntaxName(s), value, StringComparison.OrdinalIgnoreCase))
+            {
+                syntax = s;
+                return true;
+            }
+        }
+        syntax = default;
+        return false;
     }
 
     private static GenerationParameters Keep(GenerationParameters result, List<KeyValuePair<string, string>> extra, string key, string value)

@@ -13,8 +13,12 @@ namespace MLNet.Diffusion.Pipeline;
 /// <see cref="A1111PromptEncoding"/> and <see cref="CompelPromptEncoding"/>.</param>
 /// <param name="Emphasis">With <see cref="PromptSyntax.A1111"/>, how token weights change the states.</param>
 /// <param name="MaxChunks">With A1111 or compel syntax, the most 77-token chunks a text may use (1 when the UNet fixes its sequence axis).</param>
+/// <param name="ScheduleSteps">With A1111 syntax, the sampling steps prompt editing is scheduled for: AND, part weights and
+/// <c>[a:b:n]</c>/<c>[a|b]</c> then give [1 + K, T, D] embeddings and a <see cref="ConditioningSchedule"/>; null: refused.</param>
+/// <param name="Pad">With A1111 or compel syntax, pad the shorter of prompt and negative prompt with the empty prompt's
+/// chunks (A1111's "Pad prompt/negative prompt"); false: refuse a row whose chunk counts differ.</param>
 internal sealed record PromptEncodingSettings(int BatchSize, bool LongPrompt, int MaxWindows, bool Pooled,
-    PromptSyntax Syntax = PromptSyntax.Plain, PromptEmphasis Emphasis = PromptEmphasis.Original, int MaxChunks = 1);
+    PromptSyntax Syntax = PromptSyntax.Plain, PromptEmphasis Emphasis = PromptEmphasis.Original, int MaxChunks = 1, int? ScheduleSteps = null, bool Pad = true);
 
 /// <summary>
 /// The prompt-encoding recipe of diffusers' <c>encode_prompt</c> (StableDiffusionPipeline, StableDiffusionXLPipeline) for a
@@ -84,24 +88,33 @@ internal sealed class PromptEncoder : IDisposable
     /// <summary>
     /// Encodes one batch. Row r is <paramref name="prompts"/>[r] and <paramref name="negatives"/>[r] (null: no negative
     /// prompt); <paramref name="rows"/>[r] names it in messages. <paramref name="embeddings"/>[r] receives [2, L, D] and, when
-    /// pooled vectors are wanted, <paramref name="pooled"/>[r] receives [2, P].
+    /// pooled vectors are wanted, <paramref name="pooled"/>[r] receives [2, P]. With
+    /// <see cref="PromptEncodingSettings.ScheduleSteps"/>, <paramref name="schedules"/>[r] receives the row's prompt-editing
+    /// and AND schedule (null for an ordinary prompt, whose embeddings are then as without it) and a scheduled row's
+    /// embeddings are [1 + K, T, D].
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A long prompt needs more windows than <see cref="PromptEncodingSettings.MaxWindows"/>.</exception>
-    public void Encode(ReadOnlySpan<string> prompts, ReadOnlySpan<string?> negatives, ReadOnlySpan<long> rows, Span<float[]?> embeddings, Span<float[]?> pooled)
+    public void Encode(ReadOnlySpan<string> prompts, ReadOnlySpan<string?> negatives, ReadOnlySpan<long> rows, Span<float[]?> embeddings, Span<float[]?> pooled,
+        Span<ConditioningSchedule?> schedules = default)
     {
         int count = prompts.Length;
-        if (negatives.Length != count || rows.Length != count || embeddings.Length != count || (_pooledSize > 0 && pooled.Length != count))
+        if (negatives.Length != count || rows.Length != count || embeddings.Length != count || (_pooledSize > 0 && pooled.Length != count)
+            || (_settings.ScheduleSteps is not null && schedules.Length != count))
             throw new ArgumentException($"Expected {count} negatives, row numbers and outputs.", nameof(negatives));
         if (_settings.Syntax == PromptSyntax.A1111)
         {
-            _a1111 ??= new A1111PromptEncoding(_runner, _settings.Emphasis, _settings.MaxChunks, _pooledSize, _forceZeros, _settings.BatchSize);
+            _a1111 ??= new A1111PromptEncoding(_runner, _settings.Emphasis, _settings.MaxChunks, _pooledSize, _forceZeros, _settings.BatchSize, _settings.Pad);
             for (int r = 0; r < count; r++)
-                _a1111.Encode(prompts[r], negatives[r], rows[r], ref embeddings[r], ref (_pooledSize > 0 ? ref pooled[r] : ref _noPooled));
+            {
+                var schedule = _a1111.Encode(prompts[r], negatives[r], rows[r], _settings.ScheduleSteps, ref embeddings[r], ref (_pooledSize > 0 ? ref pooled[r] : ref _noPooled));
+                if (_settings.ScheduleSteps is not null)
+                    schedules[r] = schedule;
+            }
             return;
         }
         if (_settings.Syntax == PromptSyntax.Compel)
         {
-            _compel ??= new CompelPromptEncoding(_runner, _settings.MaxChunks, _pooledSize, _forceZeros);
+            _compel ??= new CompelPromptEncoding(_runner, _settings.MaxChunks, _pooledSize, _forceZeros, _settings.Pad);
             for (int r = 0; r < count; r++)
                 _compel.Encode(prompts[r], negatives[r], rows[r], ref embeddings[r], ref (_pooledSize > 0 ? ref pooled[r] : ref _noPooled));
             return;

@@ -44,6 +44,7 @@ internal sealed class A1111PromptEncoding
     private readonly int _hidden;
     private readonly int _pooledSize;
     private readonly int _batchSize;
+    private readonly bool _pad;
     private float[]? _emptyStates;
     private float[]? _emptyPooled;
     private bool _emptyFinite;
@@ -58,8 +59,10 @@ internal sealed class A1111PromptEncoding
     /// <param name="pooledSize">The pooled width written (0: none).</param>
     /// <param name="forceZeros">Whether "no negative prompt" is zeros (<c>force_zeros_for_empty_prompt</c>).</param>
     /// <param name="batchSize">Chunks per text-encoder call.</param>
-    public A1111PromptEncoding(TextEncoderRunner runner, PromptEmphasis emphasis, int maxChunks, int pooledSize, bool forceZeros, int batchSize)
+    /// <param name="pad">Pad the shorter of prompt and negative prompt with empty chunks (<c>pad_cond_uncond</c>); false: refuse the row.</param>
+    public A1111PromptEncoding(TextEncoderRunner runner, PromptEmphasis emphasis, int maxChunks, int pooledSize, bool forceZeros, int batchSize, bool pad = true)
     {
+        _pad = pad;
         _runner = runner;
         _emphasis = emphasis;
         _maxChunks = maxChunks;
@@ -78,25 +81,34 @@ internal sealed class A1111PromptEncoding
     /// when pooled vectors are written, <paramref name="pooled"/> receives [2, P]. Both arrays are reused when they have
     /// the right length.
     /// </summary>
+    /// <param name="prompt">The prompt.</param>
+    /// <param name="negative">The negative prompt; null: none.</param>
+    /// <param name="row">The row, for messages.</param>
+    /// <param name="steps">The sampling steps the prompt-editing schedule is computed for (A1111's steps setting); null:
+    /// AND, part weights and prompt editing are refused, as the stage has no schedule column to carry them.</param>
+    /// <param name="embeddings">Receives [2, T, D], or with a schedule [1 + K, T, D]: the negative prompt's states, then
+    /// the K conditionings the schedule numbers (<see cref="ConditioningSchedule.FromPlan"/>).</param>
+    /// <param name="pooled">Receives [2, P] when pooled vectors are written.</param>
+    /// <returns>Null for an ordinary prompt (the output is then exactly what it is without <paramref name="steps"/>); else the
+    /// schedule the denoiser follows.</returns>
     /// <exception cref="ArgumentException">A weight in the text is not a number, or the text needs more chunks than allowed.</exception>
-    /// <exception cref="NotSupportedException">The text uses <c>AND</c>, a part weight or prompt editing.</exception>
-    public void Encode(string prompt, string? negative, long row, ref float[]? embeddings, ref float[]? pooled)
+    /// <exception cref="NotSupportedException">The text uses <c>AND</c>, a part weight or prompt editing and no step count
+    /// is given, or the negative prompt uses prompt editing.</exception>
+    public ConditioningSchedule? Encode(string prompt, string? negative, long row, int? steps, ref float[]? embeddings, ref float[]? pooled)
     {
         EnsureEmpty();
-        var (condStates, condPooled) = EncodeText(prompt, negative: false, row);
-        float[] uncondStates, uncondPooled;
-        if (negative is null && _forceZeros)
+        if (steps is int n && PlanScheduled(prompt, row, n) is { } plan)
         {
-            uncondStates = new float[_length * _hidden];
-            uncondPooled = new float[_pooledSize];
+            EncodeScheduled(plan, negative, row, n, ref embeddings);
+            return ConditioningSchedule.FromPlan(plan, n);
         }
-        else
-        {
-            (uncondStates, uncondPooled) = EncodeText(negative ?? string.Empty, negative: true, row);
-        }
+
+        var (condStates, condPooled) = EncodeText(prompt, negative: false, row, steps: steps ?? ScheduleProbeSteps);
+        var (uncondStates, uncondPooled) = EncodeNegative(negative, row, steps);
 
         int per = _length * _hidden;
         var (addCond, addUncond) = ConditioningPadding.EmptyChunksToAdd(condStates.Length / _hidden, uncondStates.Length / _hidden, _length);
+        ConditioningPadding.ThrowIfUnpadded(_pad, condStates.Length / _hidden, uncondStates.Length / _hidden, _length, row);
         if (addCond + addUncond > 0 && !_emptyFinite)
             ThrowIfNotFinite(_emptyStates, row, "empty prompt that pads the shorter side", 0);
         int total = condStates.Length + (addCond * per);
@@ -111,6 +123,136 @@ internal sealed class A1111PromptEncoding
             uncondPooled.CopyTo(pooled, 0);
             condPooled.CopyTo(pooled, _pooledSize);
         }
+
+        return null;
+    }
+
+    /// <summary>"No negative prompt" (zeros on a <c>force_zeros_for_empty_prompt</c> folder) or the negative prompt's states.</summary>
+    private (float[] States, float[] Pooled) EncodeNegative(string? negative, long row, int? steps)
+    {
+        if (negative is null && _forceZeros)
+            return (new float[_length * _hidden], new float[_pooledSize]);
+        return EncodeText(negative ?? string.Empty, negative: true, row, steps: steps ?? ScheduleProbeSteps);
+    }
+
+    /// <summary>The prompt's plan for <paramref name="steps"/> when it needs the denoiser to switch or sum conditionings; null for an ordinary prompt.</summary>
+    private A1111PromptPlan? PlanScheduled(string prompt, long row, int steps)
+    {
+        A1111PromptPlan plan;
+        try
+        {
+            plan = A1111PromptPlan.ForPrompt(prompt, steps, _chunkers[0], _emphasis);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new ArgumentException($"Row {row}: the prompt is not valid A1111 syntax: {ex.Message}", ex);
+        }
+
+        if (plan.Parts.Count == 1 && plan.Parts[0].Weight == 1.0 && plan.Texts[0].Schedule.Count == 1)
+            return null;
+        if (_chunkers.Length != 1 || _pooledSize > 0)
+        {
+            throw new NotSupportedException(
+                $"Row {row}: the prompt uses AND, a part weight or prompt editing, which this library runs for models with one text encoder "
+                + "and no pooled output only (SDXL's pooled text_embeds would have to switch with each conditioning).");
+        }
+
+        return plan;
+    }
+
+    /// <summary>
+    /// A scheduled prompt (AND parts, part weights, <c>[a:b:n]</c>, <c>[a|b]</c>) into [1 + K, T, D], as A1111 prepares what
+    /// <c>CFGDenoiser.forward</c> reads: every distinct text's schedule entries encoded together chunk by chunk (the
+    /// "Original" emphasis mean taken over that batch, <c>FrozenCLIPEmbedderWithCustomWordsBase.forward</c>), the texts
+    /// stacked to the longest by repeating their last token state (<c>stack_conds</c>), then the conditionings and the
+    /// negative prompt lined up with the empty prompt's chunks (<c>pad_cond_uncond</c>). The step never changes T: every
+    /// part is present at every call and a text's entries share its chunk count.
+    /// </summary>
+    private void EncodeScheduled(A1111PromptPlan plan, string? negative, long row, int steps, ref float[]? embeddings)
+    {
+        var (uncondStates, _) = EncodeNegative(negative, row, steps);
+        int per = _length * _hidden;
+        var texts = new float[plan.Texts.Count][];
+        int condTokens = 0, conditionings = 0;
+        for (int t = 0; t < texts.Length; t++)
+        {
+            A1111PlannedText text = plan.Texts[t];
+            if (text.ChunkCount > _maxChunks)
+            {
+                throw new ArgumentOutOfRangeException(nameof(PromptEncodingSettings.MaxWindows),
+                    $"Row {row}: the prompt's text '{text.Text}' needs {text.ChunkCount} chunks of 75 tokens, more than the {_maxChunks} allowed (EncodePromptOptions.MaxWindows, "
+                    + "or 1 when the UNet fixes its encoder_hidden_states sequence axis).");
+            }
+
+            texts[t] = EncodeEntries(text, row);
+            condTokens = Math.Max(condTokens, text.ChunkCount * _length);
+            conditionings += text.Schedule.Count;
+        }
+
+        var (addCond, addUncond) = ConditioningPadding.EmptyChunksToAdd(condTokens, uncondStates.Length / _hidden, _length);
+        ConditioningPadding.ThrowIfUnpadded(_pad, condTokens, uncondStates.Length / _hidden, _length, row);
+        if (addCond + addUncond > 0 && !_emptyFinite)
+            ThrowIfNotFinite(_emptyStates, row, "empty prompt that pads the shorter side", 0);
+        int total = (condTokens + (addCond * _length)) * _hidden;
+        if (embeddings is null || embeddings.Length != (1 + conditionings) * total)
+            embeddings = new float[(1 + conditionings) * total];
+        ConditioningPadding.AppendEmptyChunks(uncondStates, _emptyStates!, addUncond, embeddings.AsSpan(0, total));
+        var stacked = new float[condTokens * _hidden];
+        int k = 1;
+        for (int t = 0; t < texts.Length; t++)
+        {
+            A1111PlannedText text = plan.Texts[t];
+            int entryLength = text.ChunkCount * per;
+            for (int e = 0; e < text.Schedule.Count; e++, k++)
+            {
+                ReadOnlySpan<float> states = texts[t].AsSpan(e * entryLength, entryLength);
+                if (entryLength < stacked.Length)
+                {
+                    ConditioningPadding.RepeatLastToken(states, _hidden, stacked);
+                    states = stacked;
+                }
+
+                ConditioningPadding.AppendEmptyChunks(states, _emptyStates!, addCond, embeddings.AsSpan(k * total, total));
+            }
+        }
+    }
+
+    /// <summary>
+    /// One text's schedule entries, [entries, chunks·77, D]: chunk c of every entry in one batch, weighted over that batch
+    /// (A1111's <c>z.mean()</c> is over the batch of texts encoded together).
+    /// </summary>
+    private float[] EncodeEntries(A1111PlannedText text, long row)
+    {
+        int entries = text.Schedule.Count, chunks = text.ChunkCount, per = _length * _hidden;
+        var result = new float[entries * chunks * per];
+        var ids = new int[entries * _length];
+        var multipliers = new float[entries * _length];
+        var batch = new float[entries * per];
+        var tokenizer = _runner.TokenizerOf(0);
+        for (int c = 0; c < chunks; c++)
+        {
+            for (int e = 0; e < entries; e++)
+            {
+                PromptChunk chunk = text.Chunks[e][c];
+                var chunkIds = ids.AsSpan(e * _length, _length);
+                chunk.Tokens.CopyTo(chunkIds);
+                A1111PromptChunker.ApplyPadToken(chunkIds, tokenizer.EndTokenId, tokenizer.PadTokenId);
+                chunk.Multipliers.CopyTo(multipliers.AsSpan(e * _length, _length));
+            }
+
+            for (int start = 0; start < entries; start += _batchSize)
+            {
+                int m = Math.Min(_batchSize, entries - start);
+                _runner.Encode(ids.AsSpan(start * _length, m * _length), m, batch.AsSpan(start * per, m * per), Span<float>.Empty);
+            }
+
+            PromptWeighting.Apply(batch, _hidden, multipliers, _emphasis);
+            ThrowIfNotFinite(batch, row, "prompt", c);
+            for (int e = 0; e < entries; e++)
+                batch.AsSpan(e * per, per).CopyTo(result.AsSpan(((e * chunks) + c) * per, per));
+        }
+
+        return result;
     }
 
     /// <summary>The empty prompt's chunk (A1111's <c>cond_stage_model_empty_prompt</c>): what pads the shorter side.</summary>
@@ -123,7 +265,7 @@ internal sealed class A1111PromptEncoding
     }
 
     /// <summary>Plans, chunks, encodes and weights one text: states [chunks·77, D] and the first chunk's pooled vector.</summary>
-    private (float[] States, float[] Pooled) EncodeText(string text, bool negative, long row, bool check = true)
+    private (float[] States, float[] Pooled) EncodeText(string text, bool negative, long row, bool check = true, int steps = ScheduleProbeSteps)
     {
         string side = negative ? "negative prompt" : "prompt";
         int encoders = _chunkers.Length;
@@ -134,8 +276,8 @@ internal sealed class A1111PromptEncoding
             try
             {
                 plan = negative
-                    ? A1111PromptPlan.ForNegativePrompt(text, ScheduleProbeSteps, _chunkers[e], _emphasis)
-                    : A1111PromptPlan.ForPrompt(text, ScheduleProbeSteps, _chunkers[e], _emphasis);
+                    ? A1111PromptPlan.ForNegativePrompt(text, steps, _chunkers[e], _emphasis)
+                    : A1111PromptPlan.ForPrompt(text, steps, _chunkers[e], _emphasis);
             }
             catch (ArgumentException ex)
             {
@@ -144,9 +286,12 @@ internal sealed class A1111PromptEncoding
 
             if (plan.Parts.Count != 1 || plan.Parts[0].Weight != 1.0 || plan.Texts[0].Schedule.Count != 1)
             {
-                throw new NotSupportedException(
-                    $"Row {row}: the {side} uses AND, a part weight (text :w) or prompt editing ([a:b:n], [a|b]); the "
-                    + "denoiser does not switch or sum conditionings yet, so such prompts are refused rather than encoded as one text.");
+                throw new NotSupportedException(negative
+                    ? $"Row {row}: the negative prompt uses prompt editing ([a:b:n], [a|b]); the denoiser switches the prompt's conditionings "
+                        + "only, so such a negative prompt is refused rather than encoded as one text."
+                    : $"Row {row}: the prompt uses AND, a part weight (text :w) or prompt editing ([a:b:n], [a|b]); set "
+                        + "EncodePromptOptions.PromptScheduleColumnName and ScheduleSteps (and DenoiseLatentsOptions.PromptScheduleColumnName) "
+                        + "so that the denoiser switches and sums conditionings, else such prompts are refused rather than encoded as one text.");
             }
 
             chunks[e] = plan.Texts[0].Chunks[0];

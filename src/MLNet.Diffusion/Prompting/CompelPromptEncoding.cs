@@ -39,6 +39,7 @@ internal sealed class CompelPromptEncoding
     private readonly int _hidden;
     private readonly int _pooledSize;
     private readonly int _encoders;
+    private readonly bool _pad;
     private readonly int[] _ids;
     private readonly float[][] _weights;
     private readonly float[] _pooledScratch;
@@ -50,8 +51,10 @@ internal sealed class CompelPromptEncoding
     /// <param name="maxChunks">The most 77-token parts a text may use (1 when the UNet fixes its sequence axis).</param>
     /// <param name="pooledSize">The pooled width written (0: none).</param>
     /// <param name="forceZeros">Whether "no negative prompt" is zeros (<c>force_zeros_for_empty_prompt</c>).</param>
-    public CompelPromptEncoding(TextEncoderRunner runner, int maxChunks, int pooledSize, bool forceZeros)
+    /// <param name="pad">Pad the shorter of prompt and negative prompt with empty chunks; false: refuse the row.</param>
+    public CompelPromptEncoding(TextEncoderRunner runner, int maxChunks, int pooledSize, bool forceZeros, bool pad = true)
     {
+        _pad = pad;
         _runner = runner;
         _maxChunks = maxChunks;
         _pooledSize = pooledSize;
@@ -77,6 +80,7 @@ internal sealed class CompelPromptEncoding
         float[] cond = Conditioning(prompt, row, "prompt");
         float[] uncond = negative is null && _forceZeros ? new float[_length * _hidden] : Conditioning(negative ?? string.Empty, row, "negative prompt");
         var (addCond, addUncond) = ConditioningPadding.EmptyChunksToAdd(cond.Length / _hidden, uncond.Length / _hidden, _length);
+        ConditioningPadding.ThrowIfUnpadded(_pad, cond.Length / _hidden, uncond.Length / _hidden, _length, row);
         int total = cond.Length + (addCond * _length * _hidden);
         if (embeddings is null || embeddings.Length != 2 * total)
             embeddings = new float[2 * total];

@@ -38,6 +38,26 @@ internal static class ConditioningPadding
     }
 
     /// <summary>
+    /// With padding off (A1111's default <c>pad_cond_uncond = False</c>), A1111 runs a prompt and a negative prompt of
+    /// different token counts in separate UNet calls; the stages' [2, T, D] layout cannot, so such a row is refused.
+    /// </summary>
+    /// <param name="pad">Whether padding is on (then nothing is checked).</param>
+    /// <param name="condTokens">The prompt's token count.</param>
+    /// <param name="uncondTokens">The negative prompt's token count.</param>
+    /// <param name="chunkTokens">Tokens per chunk (77).</param>
+    /// <param name="row">The row, for the message.</param>
+    /// <exception cref="NotSupportedException">Padding is off and the counts differ.</exception>
+    public static void ThrowIfUnpadded(bool pad, int condTokens, int uncondTokens, int chunkTokens, long row)
+    {
+        if (pad || condTokens == uncondTokens)
+            return;
+        throw new NotSupportedException(
+            $"Row {row}: the prompt makes {condTokens / chunkTokens} chunk(s) of 75 tokens and the negative prompt {uncondTokens / chunkTokens}. With "
+            + "EncodePromptOptions.PadPromptAndNegativePrompt off (A1111's default) A1111 runs them in separate UNet calls at their own lengths, which "
+            + "this library does not; turn it on to pad the shorter with the empty prompt's chunks (A1111's \"Pad prompt/negative prompt\").");
+    }
+
+    /// <summary>
     /// <c>pad_cond</c>: writes <paramref name="states"/> followed by <paramref name="count"/> copies of
     /// <paramref name="emptyChunkStates"/> into <paramref name="destination"/>.
     /// </summary>

@@ -103,6 +103,80 @@ internal sealed class ConditioningSchedule
         }
     }
 
+    /// <summary>An ordinary prompt's schedule for <paramref name="steps"/> calls: one conditioning, one part of weight 1.</summary>
+    /// <param name="steps">The denoiser calls.</param>
+    /// <returns>The schedule (<see cref="IsPlain"/>).</returns>
+    public static ConditioningSchedule Plain(int steps) => new(steps, 1, new[] { 1f }, new int[steps]);
+
+    /// <summary>Values <see cref="WriteTo"/> writes: <c>[steps, K, parts, weights…, indexes (steps × parts)…]</c>.</summary>
+    public int SerializedLength => 3 + _weights.Length + _indexes.Length;
+
+    /// <summary>
+    /// Writes the schedule as the EncodePrompt stage's schedule column holds it, <c>[steps, K, parts, w_1 … w_parts,
+    /// index(call 0, part 1) …]</c> (call-major); every count and index is a whole number below 2^24, exact in a Single.
+    /// </summary>
+    /// <param name="destination">Exactly <see cref="SerializedLength"/> values.</param>
+    public void WriteTo(Span<float> destination)
+    {
+        if (destination.Length != SerializedLength)
+            throw new ArgumentException($"A schedule of {Steps} calls and {Parts} parts takes {SerializedLength} values, not {destination.Length}.", nameof(destination));
+        destination[0] = Steps;
+        destination[1] = ConditioningCount;
+        destination[2] = _weights.Length;
+        _weights.CopyTo(destination.Slice(3));
+        var indexes = destination.Slice(3 + _weights.Length);
+        for (int i = 0; i < _indexes.Length; i++)
+            indexes[i] = _indexes[i];
+    }
+
+    /// <summary>Reads what <see cref="WriteTo"/> wrote.</summary>
+    /// <param name="values">The values of one row's schedule column.</param>
+    /// <param name="error">Why the values are not a schedule (null when they are).</param>
+    /// <returns>The schedule, or null with <paramref name="error"/> set.</returns>
+    public static ConditioningSchedule? TryRead(ReadOnlySpan<float> values, out string? error)
+    {
+        error = null;
+        if (values.Length < 4 || !IsCount(values[0], 1) || !IsCount(values[1], 1) || !IsCount(values[2], 1))
+        {
+            error = $"it holds {values.Length} values that do not start with [steps ≥ 1, conditionings ≥ 1, parts ≥ 1]";
+            return null;
+        }
+
+        int steps = (int)values[0], conditionings = (int)values[1], parts = (int)values[2];
+        if (values.Length != 3L + parts + ((long)steps * parts))
+        {
+            error = $"a schedule of {steps} steps and {parts} parts takes {3L + parts + ((long)steps * parts)} values, not {values.Length}";
+            return null;
+        }
+
+        var weights = values.Slice(3, parts).ToArray();
+        var indexes = new int[steps * parts];
+        var written = values.Slice(3 + parts);
+        for (int i = 0; i < indexes.Length; i++)
+        {
+            if (!IsCount(written[i], 0) || written[i] >= conditionings)
+            {
+                error = $"conditioning index {written[i]} is not one of the row's {conditionings} conditionings";
+                return null;
+            }
+
+            indexes[i] = (int)written[i];
+        }
+
+        foreach (float w in weights)
+        {
+            if (!float.IsFinite(w))
+            {
+                error = $"an AND part weight is {w}";
+                return null;
+            }
+        }
+
+        return new ConditioningSchedule(steps, conditionings, weights, indexes);
+    }
+
+    private static bool IsCount(float value, int min) => value >= min && value < (1 << 24) && value == MathF.Floor(value);
+
     /// <summary>The distinct conditionings in the order <see cref="FromPlan"/> numbers them: (text index, schedule entry).</summary>
     /// <param name="plan">The plan.</param>
     /// <returns>The pairs.</returns>

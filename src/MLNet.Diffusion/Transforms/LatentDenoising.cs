@@ -119,6 +119,17 @@ public sealed class DenoiseLatentsOptions
     /// </summary>
     public string? LoraColumnName { get; init; }
 
+    /// <summary>
+    /// Name of an optional prompt-schedule column: EncodePrompt's <see cref="EncodePromptOptions.PromptScheduleColumnName"/>
+    /// output (A1111 syntax). A row whose schedule edits or combines conditionings — <c>[red:blue:0.5]</c>,
+    /// <c>[red|blue]</c>, <c>a AND b :0.5</c> — reads its embeddings as [1 + K, S, D] and switches the conditional states
+    /// at the denoiser call A1111's <c>reconstruct_cond_batch</c> picks; AND parts run one UNet call each and are summed
+    /// as A1111's <c>combine_denoised</c>: ε = ε_u + Σ_k (ε_k − ε_u)·w_k·g (AND and part weights need guidance, g &gt; 1).
+    /// An ordinary row's schedule changes nothing. A schedule made for another step count than <see cref="Steps"/> is an
+    /// error naming the row. Null (default): none.
+    /// </summary>
+    public string? PromptScheduleColumnName { get; init; }
+
     /// <summary>Rows per UNet call (the guidance batch is twice as large).</summary>
     public int BatchSize { get; init; } = 4;
 
@@ -207,6 +218,13 @@ public sealed class DenoiseLatentsOptions
         if (Noise is null)
             throw new ArgumentNullException(nameof(Noise), "Noise must be set; NoiseOptions.Default is the library's generator.");
         Noise.Validate(nameof(Noise));
+        if (PromptScheduleColumnName is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(PromptScheduleColumnName, nameof(PromptScheduleColumnName));
+            if (!info.IsConditional || info.TimeIdsWidth is not null)
+                throw new ArgumentException($"PromptScheduleColumnName applies to text-conditioned SD 1.x/2.x models; '{info.Directory}' is {info.Kind}"
+                    + (info.TimeIdsWidth is not null ? " (SDXL: its pooled text_embeds would have to switch with each conditioning)." : "."), nameof(PromptScheduleColumnName));
+        }
         if (Strength < 1f && InitialLatentsColumnName is null)
             throw new ArgumentException($"Strength {Strength} is below 1, which needs initial latents: set InitialLatentsColumnName (e.g. EncodeImage's output column), or leave Strength at 1 for text-to-image.", nameof(Strength));
         ValidateAddedConditioning(info);
@@ -419,8 +437,11 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         int per = info.HiddenSize, f = info.VaeSpatialFactor, h = Options.Height / f, w = Options.Width / f, len = _latentLength;
         string shape = LatentShape;
         string pooled = $"Vector<Single> of [2, {info.PooledSize}] pooled prompt embeddings (EncodePrompt's pooled output, which the SDXL UNet takes as text_embeds)";
+        // With a schedule column a row holds 1 + K blocks of [S, D] (K its conditionings), so only D divides its length.
         var table = new InputColumnTable()
-            .Add(InputColumnName, InputColumnKind.FloatVector, $"Vector<Single> of [2, S, {per}] prompt embeddings", "Vector<Single> prompt embeddings", sizeMultiple: 2 * per)
+            .Add(InputColumnName, InputColumnKind.FloatVector, $"Vector<Single> of [2, S, {per}] prompt embeddings", "Vector<Single> prompt embeddings",
+                sizeMultiple: Options.PromptScheduleColumnName is null ? 2 * per : per)
+            .Add(Options.PromptScheduleColumnName, InputColumnKind.FloatVector, "Vector<Single> prompt schedule (EncodePrompt's PromptScheduleColumnName output)")
             .Add(Options.SeedColumnName, InputColumnKind.Integer, ColumnChecks.SeedDescription)
             .Add(Options.InitialNoiseColumnName, InputColumnKind.FloatVector, $"Vector<Single> of size {len}", size: len, sizeExpected: $"Vector<Single> of size {len} ({shape})")
             .Add(PooledColumnName, InputColumnKind.FloatVector, pooled, size: 2 * (info.PooledSize ?? 0))
@@ -453,6 +474,11 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private readonly LatentDenoiser _denoiser;
         private readonly IChannel _channel;
         private readonly ValueGetter<VBuffer<float>>? _embeddingsGetter;
+        private readonly ValueGetter<VBuffer<float>>? _scheduleGetter;
+        private readonly Prompting.ConditioningSchedule?[] _schedules;
+        private readonly int[] _sequences;
+        private VBuffer<float> _scheduleBuffer;
+        private float[] _scheduleValues = Array.Empty<float>();
         private readonly RowSeeds _rowSeeds;
         private readonly VectorColumnSlots? _noise;
         private readonly VectorColumnSlots? _initial;
@@ -484,6 +510,10 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             int b = stage.BatchSize, len = stage._latentLength, f = info.VaeSpatialFactor, plane = o.Height / f * (o.Width / f);
             string shape = stage.LatentShape;
             _embeddingsGetter = stage.InputColumnName is { } embeddings ? input.GetGetter<VBuffer<float>>(input.Schema[embeddings]) : null;
+            if (o.PromptScheduleColumnName is { } schedule)
+                _scheduleGetter = input.GetGetter<VBuffer<float>>(input.Schema[schedule]);
+            _schedules = new Prompting.ConditioningSchedule?[b];
+            _sequences = new int[b];
             _rowSeeds = new RowSeeds(input, o.SeedColumnName, o.Seed, stage.Model);
             if (o.InitialNoiseColumnName is { } n)
                 _noise = new VectorColumnSlots(input, n, len, b, "initial-noise", $"{len} ({shape})");
@@ -550,6 +580,31 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             _latents = new float[b][];
         }
 
+        /// <summary>
+        /// Reads the row's prompt schedule (when the stage has a schedule column): null for an ordinary row; refuses one made
+        /// for another step count. Returns the blocks of [S, D] its embeddings hold: 2, or 1 + K for a scheduled row.
+        /// </summary>
+        private int ReadSchedule(int slot, long position)
+        {
+            _schedules[slot] = null;
+            if (_scheduleGetter is null)
+                return 2;
+            _scheduleGetter(ref _scheduleBuffer);
+            if (_scheduleValues.Length != _scheduleBuffer.Length)
+                _scheduleValues = new float[_scheduleBuffer.Length];
+            _scheduleBuffer.CopyTo(_scheduleValues);
+            string column = _stage.Options.PromptScheduleColumnName!;
+            var schedule = Prompting.ConditioningSchedule.TryRead(_scheduleValues, out string? error)
+                ?? throw new InvalidOperationException($"Row {position}: column '{column}' is not a prompt schedule from EncodePrompt: {error}.");
+            if (schedule.Steps != _stage.Options.Steps)
+                throw new InvalidOperationException($"Row {position}: the prompt schedule in column '{column}' was made for {schedule.Steps} steps "
+                    + $"(EncodePromptOptions.ScheduleSteps), but DenoiseLatents runs {_stage.Options.Steps}; A1111's [a:b:0.5] switches at a step computed "
+                    + "from the step count, so set both to the same number.");
+            if (!schedule.IsPlain)
+                _schedules[slot] = schedule;
+            return 1 + schedule.ConditioningCount;
+        }
+
         /// <summary>A Single column's getter; a vector column (a saved stage's one-value slot) gives its only value.</summary>
         private static ValueGetter<float> ScaleGetter(DataViewRow input, string column)
         {
@@ -573,17 +628,21 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             if (_embeddingsGetter is null)
             {
                 _embeddings[slot] = Array.Empty<float>(); // an unconditional UNet: no embeddings
+                _sequences[slot] = 0;
             }
             else
             {
+                int blocks = ReadSchedule(slot, position);
                 _embeddingsGetter(ref _buffer);
-                int per = 2 * _stage.Model.Info.HiddenSize;
+                int per = blocks * _stage.Model.Info.HiddenSize;
                 if (_buffer.Length == 0 || _buffer.Length % per != 0)
-                    throw new InvalidOperationException($"Row {position}: column '{_stage.InputColumnName}' has {_buffer.Length} values; expected [2, S, {per / 2}] prompt embeddings from EncodePrompt.");
+                    throw new InvalidOperationException($"Row {position}: column '{_stage.InputColumnName}' has {_buffer.Length} values; expected [{blocks}, S, {per / blocks}] prompt embeddings from EncodePrompt"
+                        + (blocks == 2 ? "." : $" (the negative prompt's states and the {blocks - 1} conditionings its schedule in '{_stage.Options.PromptScheduleColumnName}' names)."));
                 var e = _embeddings[slot];
                 if (e is null || e.Length != _buffer.Length)
                     _embeddings[slot] = e = new float[_buffer.Length];
                 _buffer.CopyTo(e);
+                _sequences[slot] = _buffer.Length / per;
             }
             _seeds[slot] = _rowSeeds.Read(position);
             if (_loraGetter is not null)
@@ -623,12 +682,12 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 
         public override void Process(int count)
         {
-            // Rows with the same sequence length (always, unless LongPrompt) run together in one loop.
+            // Rows with the same sequence length (always, unless LongPrompt or A1111/compel chunks) run together in one loop.
             int start = 0;
             while (start < count)
             {
                 int end = start + 1;
-                while (end < count && _embeddings[end].Length == _embeddings[start].Length && _loras.SetId(end) == _loras.SetId(start))
+                while (end < count && _sequences[end] == _sequences[start] && _loras.SetId(end) == _loras.SetId(start))
                     end++;
                 Run(start, end - start);
                 start = end;
@@ -638,12 +697,21 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private void Run(int start, int count)
         {
             var denoiser = _loras.For(start, _denoiser);
-            int perRow = _embeddings[start].Length, len = denoiser.LatentLength;
-            int sequence = perRow == 0 ? 0 : perRow / (2 * _stage.Model.Info.HiddenSize);
-            if (_batchEmbeddings.Length != count * perRow)
-                _batchEmbeddings = new float[count * perRow];
+            int len = denoiser.LatentLength, sequence = _sequences[start], total = 0;
+            bool scheduled = false;
             for (int r = 0; r < count; r++)
-                _embeddings[start + r].CopyTo(_batchEmbeddings, r * perRow);
+            {
+                total += _embeddings[start + r].Length;
+                scheduled |= _schedules[start + r] is not null;
+            }
+            // Each row's blocks back to back ([2, S, D], or [1 + K, S, D] for a scheduled row: DenoiseBatch.Schedules).
+            if (_batchEmbeddings.Length != total)
+                _batchEmbeddings = new float[total];
+            for (int r = 0, offset = 0; r < count; r++)
+            {
+                _embeddings[start + r].CopyTo(_batchEmbeddings, offset);
+                offset += _embeddings[start + r].Length;
+            }
             if (_batchLatents.Length != count * len)
                 _batchLatents = new float[count * len];
             if (_initial is not null)
@@ -688,6 +756,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             {
                 InitialNoise = _noise is null ? default : _noise.Slots.AsMemory(start, count),
                 InitialLatents = _initial is null ? default : _batchInitial,
+                // Only a batch with a scheduled row takes the scheduled path; ordinary rows keep today's loop bit for bit.
+                Schedules = scheduled ? _schedules.AsMemory(start, count) : default,
             });
             for (int r = 0; r < count; r++)
             {
@@ -721,7 +791,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
 /// |  |  |
 /// | -- | -- |
 /// | Does this estimator need to look at the data to train its parameters? | No |
-/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); SDXL: Vector of Single [2, P] pooled embeddings; optional seed (integer), optional initial noise, optional initial latents (image-to-image), optional latent mask and masked-image latents (inpainting) |
+/// | Input column data type | Vector of Single [2, S, D] (EncodePrompt's output); SDXL: Vector of Single [2, P] pooled embeddings; optional seed (integer), optional initial noise, optional initial latents (image-to-image), optional latent mask and masked-image latents (inpainting); optional prompt schedule (EncodePrompt's A1111 prompt editing and AND) |
 /// | Output column data type | Vector of Single [C, H/f, W/f] latents |
 /// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
 /// ]]></format>

@@ -78,12 +78,43 @@ public sealed class EncodePromptOptions
     /// <c>word++</c>, <c>(phrase)0.8</c>, <c>.blend()</c>, <c>.and()</c>. With either of the latter the output column is a
     /// variable-size vector [2, k·77, D] (k chunks, the negative prompt and the prompt padded to the same k with the empty
     /// prompt's states), <see cref="LongPrompt"/> is not used, and k &gt; 1 needs a UNet with a dynamic sequence axis.
-    /// A1111's <c>AND</c>, part weights and prompt editing (<c>[a:b:n]</c>, <c>[a|b]</c>) are refused with an error naming the row.
+    /// A1111's <c>AND</c>, part weights and prompt editing (<c>[a:b:n]</c>, <c>[a|b]</c>) need <see cref="PromptScheduleColumnName"/>;
+    /// without it they are refused with an error naming the row.
     /// </summary>
     public Prompting.PromptSyntax PromptSyntax { get; init; } = Prompting.PromptSyntax.Plain;
 
     /// <summary>With <see cref="Prompting.PromptSyntax.A1111"/>, how token weights change the states (A1111's "Emphasis mode"; default Original).</summary>
     public Prompting.PromptEmphasis Emphasis { get; init; } = Prompting.PromptEmphasis.Original;
+
+    /// <summary>
+    /// With <see cref="Prompting.PromptSyntax.A1111"/>: name of an output column that carries each row's prompt-editing and
+    /// <c>AND</c> schedule to DenoiseLatents (<see cref="DenoiseLatentsOptions.PromptScheduleColumnName"/>), so that
+    /// <c>[red:blue:0.5]</c>, <c>[red|blue]</c> and <c>a AND b :0.5</c> work from a prompt column. Needs
+    /// <see cref="ScheduleSteps"/>. A scheduled row's embeddings are then [1 + K, T, D] (the negative prompt's states, then its
+    /// K distinct conditionings); an ordinary row's stay [2, T, D], bit for bit what they are without this column. The
+    /// column is a variable-size Single vector <c>[steps, K, parts, weights…, conditioning of each part at each step…]</c>.
+    /// Models with one text encoder and no pooled output (SD 1.x/2.x) only; the negative prompt may not use prompt editing.
+    /// Null (default): no schedule column, and such prompts are refused with an error naming the row.
+    /// </summary>
+    public string? PromptScheduleColumnName { get; init; }
+
+    /// <summary>
+    /// With <see cref="PromptScheduleColumnName"/>: the sampling steps the schedule is computed for, as A1111 computes
+    /// <c>[a:b:0.5]</c>'s switch from its steps setting. It must equal the DenoiseLatents stage's
+    /// <see cref="DenoiseLatentsOptions.Steps"/>, which refuses a schedule made for another step count.
+    /// </summary>
+    public int? ScheduleSteps { get; init; }
+
+    /// <summary>
+    /// With A1111 or compel syntax, when the prompt and the negative prompt make different numbers of 77-token chunks:
+    /// true (default) appends the empty prompt's encoded chunk to the shorter until they match, as A1111 does with its
+    /// "Pad prompt/negative prompt" setting on (<c>pad_cond_uncond</c>, written "Pad conds: True" in its parameters;
+    /// compel's <c>pad_conditioning_tensors_to_same_length</c> is the same rule). A1111's own default is off: it then runs
+    /// the prompt and the negative prompt in separate UNet calls, each at its own length, which the stage's [2, T, D]
+    /// column cannot hold. False refuses such a row (naming it and both chunk counts) instead of padding, so that a run
+    /// never silently differs from A1111 with the setting off; rows whose chunk counts match are the same either way.
+    /// </summary>
+    public bool PadPromptAndNegativePrompt { get; init; } = true;
 
     /// <summary>
     /// Name of an output text column that receives each row's LoRA tags (A1111's <c>&lt;lora:name:scale&gt;</c>, taken out of
@@ -117,6 +148,23 @@ public sealed class EncodePromptOptions
             throw new ArgumentOutOfRangeException(nameof(Emphasis), Emphasis, "Emphasis must be None, Ignore, Original or NoNorm.");
         if (LongPrompt && PromptSyntax != Prompting.PromptSyntax.Plain)
             throw new ArgumentException($"LongPrompt applies to plain prompts; {PromptSyntax} syntax cuts prompts into chunks itself (MaxWindows bounds them).", nameof(LongPrompt));
+        if (PromptScheduleColumnName is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(PromptScheduleColumnName, nameof(PromptScheduleColumnName));
+            if (PromptSyntax != Prompting.PromptSyntax.A1111)
+                throw new ArgumentException($"PromptScheduleColumnName carries A1111's prompt editing and AND; it needs PromptSyntax = A1111, not {PromptSyntax}.", nameof(PromptScheduleColumnName));
+            if (ScheduleSteps is null)
+                throw new ArgumentException("PromptScheduleColumnName needs ScheduleSteps: A1111 computes [a:b:0.5]'s switch from the number of sampling steps (set it to DenoiseLatentsOptions.Steps).", nameof(ScheduleSteps));
+        }
+        if (!PadPromptAndNegativePrompt && PromptSyntax == Prompting.PromptSyntax.Plain)
+            throw new ArgumentException("PadPromptAndNegativePrompt applies to A1111 and compel syntax (their chunks); plain prompts are one window, or LongPrompt's windows.", nameof(PadPromptAndNegativePrompt));
+        if (ScheduleSteps is int steps)
+        {
+            if (PromptScheduleColumnName is null)
+                throw new ArgumentException("ScheduleSteps applies with PromptScheduleColumnName (the column that carries the schedule to DenoiseLatents).", nameof(ScheduleSteps));
+            if (steps < 1 || steps > 10000)
+                throw new ArgumentOutOfRangeException(nameof(ScheduleSteps), steps, "ScheduleSteps must be in [1, 10000].");
+        }
     }
 }
 
@@ -157,6 +205,13 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         }
         if (options.LoraColumnName is { } loraColumn)
             outputs.Add(new(loraColumn, TextDataViewType.Instance));
+        if (options.PromptScheduleColumnName is { } scheduleColumn)
+        {
+            if (model.TextEncoder2 is not null || options.PooledOutputColumnName is not null)
+                throw new ArgumentException($"PromptScheduleColumnName: '{model.Directory}' writes pooled prompt vectors (or has two text encoders); the denoiser would have to "
+                    + "switch SDXL's pooled text_embeds with each conditioning, which it does not. Prompt editing and AND run on SD 1.x/2.x models.", nameof(options));
+            outputs.Add(new(scheduleColumn, new VectorDataViewType(NumberDataViewType.Single)));
+        }
         _outputs = outputs.ToArray();
     }
 
@@ -189,17 +244,25 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         private readonly float[]?[] _embeddings;
         private readonly float[]?[] _pooled;
         private readonly RowLoras<PromptEncoder> _loras;
-        private readonly int _pooledCount;
+        private readonly Prompting.ConditioningSchedule?[] _schedules;
+        private readonly int _pooledIndex;
+        private readonly int _loraIndex;
+        private readonly int _scheduleIndex;
+        private readonly int? _scheduleSteps;
 
         public Worker(PromptEncodingTransformer stage, DataViewRow input)
         {
             var options = stage.Options;
             _channel = stage.StartChannel();
-            _encoder = new PromptEncoder(stage.Model,
-                new PromptEncodingSettings(stage.BatchSize, options.LongPrompt, options.MaxWindows, Pooled: options.PooledOutputColumnName is not null,
-                    options.PromptSyntax, options.Emphasis, stage.MaxChunks),
-                new ChannelLog(_channel));
-            _pooledCount = options.PooledOutputColumnName is null ? 0 : 1;
+            var settings = new PromptEncodingSettings(stage.BatchSize, options.LongPrompt, options.MaxWindows, Pooled: options.PooledOutputColumnName is not null,
+                options.PromptSyntax, options.Emphasis, stage.MaxChunks, options.ScheduleSteps, options.PadPromptAndNegativePrompt);
+            _encoder = new PromptEncoder(stage.Model, settings, new ChannelLog(_channel));
+            // Output order: embeddings, then pooled, LoRA tags and schedule, each when the options ask for it.
+            int next = 1;
+            _pooledIndex = options.PooledOutputColumnName is null ? -1 : next++;
+            _loraIndex = options.LoraColumnName is null ? -1 : next++;
+            _scheduleIndex = options.PromptScheduleColumnName is null ? -1 : next;
+            _scheduleSteps = options.ScheduleSteps;
             _prompt = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[options.InputColumnName]);
             if (options.NegativePromptColumnName is { } n)
                 _negative = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[n]);
@@ -212,10 +275,10 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
             _positions = new long[b];
             _embeddings = new float[]?[b];
             _pooled = new float[]?[b];
+            _schedules = new Prompting.ConditioningSchedule?[b];
+            // A LoRA group's encoder reads the prompt with the same syntax and schedule settings as the stage's.
             _loras = new RowLoras<PromptEncoder>(stage.Model, options.LoraColumnName, b,
-                model => new PromptEncoder(model,
-                    new PromptEncodingSettings(stage.BatchSize, options.LongPrompt, options.MaxWindows, Pooled: options.PooledOutputColumnName is not null),
-                    new ChannelLog(_channel)));
+                model => new PromptEncoder(model, settings, new ChannelLog(_channel)));
         }
 
         public override void ReadRow(int slot, long position)
@@ -234,7 +297,8 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         {
             if (!_loras.AnyTagged(count))
             {
-                _encoder.Encode(_prompts.AsSpan(0, count), _negatives.AsSpan(0, count), _positions.AsSpan(0, count), _embeddings.AsSpan(0, count), _pooled.AsSpan(0, count));
+                _encoder.Encode(_prompts.AsSpan(0, count), _negatives.AsSpan(0, count), _positions.AsSpan(0, count), _embeddings.AsSpan(0, count), _pooled.AsSpan(0, count),
+                    _scheduleSteps is null ? default : _schedules.AsSpan(0, count));
                 return;
             }
             // Rows grouped by LoRA set: each group through the text encoder with its set merged.
@@ -246,11 +310,12 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
                 var positions = new long[n];
                 var embeddings = new float[]?[n];
                 var pooled = new float[]?[n];
+                var schedules = new Prompting.ConditioningSchedule?[n];
                 for (int i = 0; i < n; i++)
                     (prompts[i], negatives[i], positions[i], embeddings[i], pooled[i]) = (_prompts[rows[i]], _negatives[rows[i]], _positions[rows[i]], _embeddings[rows[i]], _pooled[rows[i]]);
-                encoder.Encode(prompts, negatives, positions, embeddings, pooled);
+                encoder.Encode(prompts, negatives, positions, embeddings, pooled, _scheduleSteps is null ? default : schedules);
                 for (int i = 0; i < n; i++)
-                    (_embeddings[rows[i]], _pooled[rows[i]]) = (embeddings[i], pooled[i]);
+                    (_embeddings[rows[i]], _pooled[rows[i]], _schedules[rows[i]]) = (embeddings[i], pooled[i], schedules[i]);
             }
         }
 
@@ -258,9 +323,20 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
         {
             if (outputIndex == 0)
                 return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => WriteVector(_embeddings[slot()]!, ref value));
-            if (outputIndex == 2 || (outputIndex == 1 && _pooledCount == 0))
+            if (outputIndex == _loraIndex)
                 return (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> value) => value = _loras.Tags(slot()).AsMemory());
+            if (outputIndex == _scheduleIndex)
+                return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => WriteSchedule(_schedules[slot()], ref value));
             return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) => WriteVector(_pooled[slot()]!, ref value));
+        }
+
+        /// <summary>A row's schedule as the column holds it; an ordinary row's is the plain schedule (one conditioning, weight 1).</summary>
+        private void WriteSchedule(Prompting.ConditioningSchedule? schedule, ref VBuffer<float> value)
+        {
+            schedule ??= Prompting.ConditioningSchedule.Plain(_scheduleSteps!.Value);
+            var editor = VBufferEditor.Create(ref value, schedule.SerializedLength);
+            schedule.WriteTo(editor.Values);
+            value = editor.Commit();
         }
 
         public override void Dispose()
@@ -283,7 +359,7 @@ public sealed class PromptEncodingTransformer : DiffusionTransformer
 /// | -- | -- |
 /// | Does this estimator need to look at the data to train its parameters? | No |
 /// | Input column data type | Text (prompt), optional Text (negative prompt) |
-/// | Output column data type | Vector of Single [2, 77, D] (unconditional, conditional); SDXL also the pooled Vector of Single [2, P] |
+/// | Output column data type | Vector of Single [2, 77, D] (unconditional, conditional); SDXL also the pooled Vector of Single [2, P]; optional Text LoRA tags; optional Vector of Single prompt schedule (A1111 prompt editing and AND, with [1 + K, T, D] embeddings) |
 /// | Required NuGet in addition to Microsoft.ML | MLNet.Diffusion, an ONNX Runtime native package |
 /// ]]></format>
 /// </remarks>

@@ -105,8 +105,8 @@ public sealed class PersistenceFixtureTests
         {
             ml.Model.Save(moved, input.Schema, zip);
             var contracts = Contracts(zip);
-            // The current contracts: v2, and DenoiseLatents v3 (ControlNet's slots, docs/persistence.md).
-            Assert.IsTrue(contracts.Count > 0 && contracts.All(c => c.EndsWith(".v2", StringComparison.Ordinal) || c == "MLNet.Diffusion.DenoiseLatents.v3"), string.Join(", ", contracts));
+            // The current contracts: v2, and DenoiseLatents v4 (v3: ControlNet's slots; v4: the prompt schedule's; docs/persistence.md).
+            Assert.IsTrue(contracts.Count > 0 && contracts.All(c => c.EndsWith(".v2", StringComparison.Ordinal) || c == "MLNet.Diffusion.DenoiseLatents.v4"), string.Join(", ", contracts));
             var fresh = new MLContext(seed: 8);
             AssertOutputs(scenario, scenario.Read(fresh.Model.Load(zip, out _).Transform(scenario.Input(fresh))), "saved again and loaded");
         }

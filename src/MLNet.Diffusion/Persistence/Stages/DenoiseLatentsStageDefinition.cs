@@ -103,6 +103,9 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="DenoiseLatentsOptions.ControlNetGuessMode"/>.</summary>
     public bool ControlNetGuessMode { get; init; }
 
+    /// <summary><see cref="DenoiseLatentsOptions.PromptScheduleColumnName"/>; null when the stage reads none (and in records written before it existed).</summary>
+    public string? PromptScheduleColumnName { get; init; }
+
     /// <summary>The ControlNets a saved stage can hold: the saved row (contract v3) has this many control-image and scale slots.</summary>
     public const int MaxSavedControlNets = 4;
 
@@ -112,8 +115,14 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     /// <inheritdoc/>
     public override int CurrentVersion => 1;
 
-    /// <summary>The ML.NET contract of the saved stage.</summary>
-    internal const string ContractName = "MLNet.Diffusion.DenoiseLatents.v3";
+    /// <summary>The ML.NET contract of the saved stage (v4 added the prompt-schedule slot <see cref="ScheduleSlot"/>).</summary>
+    internal const string ContractName = "MLNet.Diffusion.DenoiseLatents.v4";
+
+    /// <summary>The contract with ControlNet's slots and no prompt-schedule slot: still loaded, its schedule slot empty.</summary>
+    internal const string ContractNameV3 = "MLNet.Diffusion.DenoiseLatents.v3";
+
+    /// <summary>The slot of the prompt-schedule column (contract v4).</summary>
+    internal const string ScheduleSlot = "__sd_schedule";
 
     /// <summary>The contract before ControlNet's slots (docs/persistence.md): still loaded, its control slots empty.</summary>
     internal const string ContractNameV2 = "MLNet.Diffusion.DenoiseLatents.v2";
@@ -161,6 +170,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
             NegativeAestheticScore = o.NegativeAestheticScore,
             ControlNets = o.ControlNets is { Count: > 0 } units ? Resolved(units, stage) : null,
             ControlNetGuessMode = o.ControlNetGuessMode,
+            PromptScheduleColumnName = o.PromptScheduleColumnName,
         };
     }
 
@@ -204,6 +214,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
                 NegativeAestheticScore = NegativeAestheticScore,
                 ControlNets = ControlNets,
                 ControlNetGuessMode = ControlNetGuessMode,
+                PromptScheduleColumnName = PromptScheduleColumnName,
                 Progress = progress,
                 CancellationToken = cancellationToken,
             });
@@ -219,6 +230,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
         MaskedImageLatentsColumnName = IfSet(MaskedImageLatentsColumnName, Slots.MaskedLatents),
         PooledEmbeddingsColumnName = IfSet(PooledEmbeddingsColumnName, Slots.Pooled),
         ControlNets = SurrogateUnits(),
+        PromptScheduleColumnName = IfSet(PromptScheduleColumnName, ScheduleSlot),
         BatchSize = 1,
     };
 
@@ -251,6 +263,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
                 new(Slots.MaskedLatents, SlotType.Tensor, MaskedImageLatentsColumnName, InputColumnName),
                 new(Slots.Pooled, SlotType.Tensor, PooledEmbeddingsColumnName, InputColumnName),
                 new(Slots.Seed, SlotType.Int64, SeedColumnName),
+                new(ScheduleSlot, SlotType.Tensor, PromptScheduleColumnName, InputColumnName),
             };
             for (int i = 0; i < MaxSavedControlNets; i++)
             {
@@ -276,6 +289,44 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
 
 /// <summary>The saved row of DenoiseLatents (contract <see cref="DenoiseLatentsStageDefinition.ContractName"/>).</summary>
 internal sealed class DenoiseLatentsSlots
+{
+    public string[] __sd_config { get; set; } = Array.Empty<string>();
+
+    public float[] __sd_embeddings { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_noise { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_init { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_mask { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_masked { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_pooled { get; set; } = Array.Empty<float>();
+
+    public long[] __sd_seed { get; set; } = Array.Empty<long>();
+
+    public float[] __sd_control0 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_control1 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_control2 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_control3 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_cscale0 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_cscale1 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_cscale2 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_cscale3 { get; set; } = Array.Empty<float>();
+
+    public float[] __sd_schedule { get; set; } = Array.Empty<float>();
+}
+
+/// <summary>The saved row of DenoiseLatents before the prompt schedule (contract <see cref="DenoiseLatentsStageDefinition.ContractNameV3"/>).</summary>
+internal sealed class DenoiseLatentsSlotsV3
 {
     public string[] __sd_config { get; set; } = Array.Empty<string>();
 
@@ -351,6 +402,35 @@ internal sealed class DenoiseLatentsMappingV2 : StatefulCustomMappingFactory<Den
                 r.Set(DenoiseLatentsStageDefinition.ControlSlot(i), Array.Empty<float>());
                 r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(i), Array.Empty<float>());
             }
+            r.Set(DenoiseLatentsStageDefinition.ScheduleSlot, Array.Empty<float>());
+        }).ReadInto(dst);
+
+    public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+/// <summary>The v3 contract (saved before the prompt schedule): the same slots, the schedule slot left empty (its configuration reads none).</summary>
+[CustomMappingFactoryAttribute(DenoiseLatentsStageDefinition.ContractNameV3)]
+internal sealed class DenoiseLatentsMappingV3 : StatefulCustomMappingFactory<DenoiseLatentsSlotsV3, OneOutput, SurrogateState>
+{
+    public override Action<DenoiseLatentsSlotsV3, OneOutput, SurrogateState> GetMapping() => (src, dst, state) =>
+        state.Run(SurrogateState.First(src.__sd_config), r =>
+        {
+            r.Set(Slots.Embeddings, src.__sd_embeddings);
+            r.Set(Slots.Noise, src.__sd_noise);
+            r.Set(Slots.InitialLatents, src.__sd_init);
+            r.Set(Slots.Mask, src.__sd_mask);
+            r.Set(Slots.MaskedLatents, src.__sd_masked);
+            r.Set(Slots.Pooled, src.__sd_pooled);
+            r.Set(Slots.Seed, SurrogateState.First(src.__sd_seed));
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(0), src.__sd_control0);
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(1), src.__sd_control1);
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(2), src.__sd_control2);
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(3), src.__sd_control3);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(0), src.__sd_cscale0);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(1), src.__sd_cscale1);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(2), src.__sd_cscale2);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(3), src.__sd_cscale3);
+            r.Set(DenoiseLatentsStageDefinition.ScheduleSlot, Array.Empty<float>());
         }).ReadInto(dst);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
@@ -377,6 +457,7 @@ internal sealed class DenoiseLatentsMapping : StatefulCustomMappingFactory<Denoi
             r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(1), src.__sd_cscale1);
             r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(2), src.__sd_cscale2);
             r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(3), src.__sd_cscale3);
+            r.Set(DenoiseLatentsStageDefinition.ScheduleSlot, src.__sd_schedule);
         }).ReadInto(dst);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;

@@ -45,6 +45,15 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="EncodePromptOptions.Emphasis"/> (absent in older records: Original, the option's default).</summary>
     public Prompting.PromptEmphasis Emphasis { get; init; } = Prompting.PromptEmphasis.Original;
 
+    /// <summary><see cref="EncodePromptOptions.PromptScheduleColumnName"/>; null when the stage writes none (and in records written before it existed).</summary>
+    public string? PromptScheduleColumnName { get; init; }
+
+    /// <summary><see cref="EncodePromptOptions.ScheduleSteps"/> (absent in older records: null).</summary>
+    public int? ScheduleSteps { get; init; }
+
+    /// <summary><see cref="EncodePromptOptions.PadPromptAndNegativePrompt"/> (absent in older records: true, the behaviour then).</summary>
+    public bool PadPromptAndNegativePrompt { get; init; } = true;
+
     /// <inheritdoc/>
     public override DiffusionStageKind Kind => DiffusionStageKind.EncodePrompt;
 
@@ -74,6 +83,9 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
             EncodeEmptyNegativePrompt = o.EncodeEmptyNegativePrompt,
             PromptSyntax = o.PromptSyntax,
             Emphasis = o.Emphasis,
+            PromptScheduleColumnName = o.PromptScheduleColumnName,
+            ScheduleSteps = o.ScheduleSteps,
+            PadPromptAndNegativePrompt = o.PadPromptAndNegativePrompt,
         };
     }
 
@@ -90,6 +102,9 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
             EncodeEmptyNegativePrompt = EncodeEmptyNegativePrompt,
             PromptSyntax = PromptSyntax,
             Emphasis = Emphasis,
+            PromptScheduleColumnName = PromptScheduleColumnName,
+            ScheduleSteps = ScheduleSteps,
+            PadPromptAndNegativePrompt = PadPromptAndNegativePrompt,
         });
 
     internal override DiffusionStageDefinition ForSurrogate() => this with
@@ -98,6 +113,8 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
         InputColumnName = Slots.Prompt,
         NegativePromptColumnName = IfSet(NegativePromptColumnName, Slots.Negative),
         PooledOutputColumnName = IfSet(PooledOutputColumnName, Slots.Output1),
+        // A stage with a schedule column writes no pooled vector (SD 1.x/2.x only), so the schedule takes the second output.
+        PromptScheduleColumnName = IfSet(PromptScheduleColumnName, Slots.Output1),
         BatchSize = 1,
     };
 
@@ -109,8 +126,8 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
         new(Slots.Negative, SlotType.Text, NegativePromptColumnName, Placeholder: InputColumnName),
     };
 
-    internal override IReadOnlyList<SurrogateOutput> Outputs => PooledOutputColumnName is { } pooled
-        ? new SurrogateOutput[] { new(OutputColumnName, Slots.Output0), new(pooled, Slots.Output1) }
+    internal override IReadOnlyList<SurrogateOutput> Outputs => (PooledOutputColumnName ?? PromptScheduleColumnName) is { } second
+        ? new SurrogateOutput[] { new(OutputColumnName, Slots.Output0), new(second, Slots.Output1) }
         : new SurrogateOutput[] { new(OutputColumnName, Slots.Output0) };
 
     internal override string ConfigKey(DataViewSchema schema) => InputColumnName;
