@@ -21,9 +21,14 @@ public static partial class ShapesModel
     /// autoencoder in vqvae_encoder/, vqvae_decoder/ (quantising, with codebook.npy) and vqvae_decoder_no_quantize/.
     /// The UNet and the scaling factor are the same in both, so the same seed gives the same latents and only the decoders differ.
     /// </summary>
-    private static void WriteUnconditional(string directory, ShapesModelOptions options, PatchPca pca, float[] latents, int latentSize,
+    private static void WriteUnconditional(string directory, ShapesModelOptions options, PatchPca pca, byte[][] images, float[] latents, int latentSize,
         float[] sigmas, float scalingFactor, string schedulerJson)
     {
+        if (options.Variant.HasFlag(ShapesVariant.SuperResolution))
+        {
+            WriteSuperResolution(directory, options, images, pca, latents, latentSize, sigmas, scalingFactor, schedulerJson);
+            return;
+        }
         bool vq = options.Variant.HasFlag(ShapesVariant.Vq);
         int perItem = 4 * latentSize * latentSize;
 
@@ -57,15 +62,99 @@ public static partial class ShapesModel
             return;
         }
 
-        // The codebook is learned from every item's patches (the autoencoder is the dataset's, as the PCA is), not the class's.
-        float[] codebook = PatchCodebook.Learn(latents, items.Count, 4, latentSize, scalingFactor, CodebookSize);
+        WriteVq(directory, options, pca, latents, latentSize, scalingFactor, scalingFactor);
+    }
+
+    /// <summary>
+    /// The VQ autoencoder's folders: vqvae_encoder/, vqvae_decoder/ (quantising, with codebook.npy), vqvae_decoder_no_quantize/,
+    /// each with the VQModel config stating <paramref name="configScalingFactor"/>.
+    /// </summary>
+    private static void WriteVq(string directory, ShapesModelOptions options, PatchPca pca, float[] latents, int latentSize, float scalingFactor, float configScalingFactor)
+    {
+        // The codebook is learned from every item's patches (the autoencoder is the dataset's, as the PCA is), not a class's.
+        float[] codebook = PatchCodebook.Learn(latents, ShapesDataset.ItemCount, 4, latentSize, scalingFactor, CodebookSize);
         WriteModel(directory, "vqvae_encoder", ShapesGraphs.VaeEncoder(pca));
         WriteModel(directory, "vqvae_decoder", ShapesUnconditionalGraphs.VqDecoder(pca, codebook, CodebookSize));
         WriteModel(directory, "vqvae_decoder_no_quantize", ShapesGraphs.VaeDecoder(pca));
         PatchCodebook.WriteNpy(Path.Combine(directory, "vqvae_decoder", "codebook.npy"), codebook, CodebookSize, 4);
         foreach (string component in new[] { "vqvae_encoder", "vqvae_decoder", "vqvae_decoder_no_quantize" })
-            JsonFiles.Write(Path.Combine(directory, component, "config.json"), w => VqConfig(w, options.ImageSize, scalingFactor));
+            JsonFiles.Write(Path.Combine(directory, component, "config.json"), w => VqConfig(w, options.ImageSize, configScalingFactor));
     }
+
+    /// <summary>
+    /// Writes an LDMSuperResolutionPipeline folder (the layout of CompVis/ldm-super-resolution-4x-openimages): model_index.json,
+    /// scheduler/, unet/ (7 input channels, over all items, in unscaled latents) and the VQ autoencoder. The pipeline decodes
+    /// the latents with no scaling factor, so the VQ config states 1.
+    /// </summary>
+    private static void WriteSuperResolution(string directory, ShapesModelOptions options, byte[][] images, PatchPca pca, float[] latents, int latentSize,
+        float[] sigmas, float scalingFactor, string schedulerJson)
+    {
+        int count = ShapesDataset.ItemCount, plane = latentSize * latentSize;
+        var unscaled = new float[latents.Length];
+        for (int i = 0; i < latents.Length; i++)
+            unscaled[i] = (float)(latents[i] / (double)scalingFactor);
+        // d_k: the mean of each 8×8 block of the item's drawing, in [−1, 1] (v / 127.5 − 1 as the VAE's input), [K,3,s,s].
+        var lowResolution = new float[count * 3 * plane];
+        int size = options.ImageSize, patch = PatchPca.Patch;
+        for (int k = 0; k < count; k++)
+        {
+            for (int c = 0; c < 3; c++)
+            {
+                for (int by = 0; by < latentSize; by++)
+                {
+                    for (int bx = 0; bx < latentSize; bx++)
+                    {
+                        long sum = 0;
+                        for (int i = 0; i < patch; i++)
+                            for (int j = 0; j < patch; j++)
+                                sum += images[k][((by * patch + i) * size + bx * patch + j) * 3 + c];
+                        lowResolution[((k * 3 + c) * latentSize + by) * latentSize + bx] = (float)(sum / (127.5 * patch * patch) - 1.0);
+                    }
+                }
+            }
+        }
+        WriteFolderFiles(directory, SuperResolutionModelIndexJson(), SuperResolutionReadme(options, latentSize), schedulerJson);
+        WriteModel(directory, "unet", ShapesUnconditionalGraphs.SuperResolutionUnet(unscaled, lowResolution, count, latentSize, sigmas));
+        JsonFiles.Write(Path.Combine(directory, "unet", "config.json"), w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("_class_name", "UNet2DModel");
+            w.WriteNumber("in_channels", 7);
+            w.WriteNumber("out_channels", 4);
+            w.WriteNumber("sample_size", latentSize);
+            w.WriteEndObject();
+        });
+        WriteVq(directory, options, pca, latents, latentSize, scalingFactor, 1f);
+    }
+
+    private static string SuperResolutionModelIndexJson() => Json(w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("_class_name", "LDMSuperResolutionPipeline");
+        w.WriteString("_diffusers_version", "0.35.2");
+        w.WriteString("_name_or_path", "MLNet.Diffusion.Shapes.SuperResolution");
+        Pair(w, "scheduler", "diffusers", "DDIMScheduler");
+        Pair(w, "unet", "diffusers", "OnnxRuntimeModel");
+        Pair(w, "vqvae_decoder", "diffusers", "OnnxRuntimeModel");
+        Pair(w, "vqvae_encoder", "diffusers", "OnnxRuntimeModel");
+        w.WriteEndObject();
+    });
+
+    private static string SuperResolutionReadme(ShapesModelOptions options, int latentSize) => string.Create(CultureInfo.InvariantCulture, $"""
+        # Shapes, super-resolution — a miniature LDMSuperResolutionPipeline model built in code
+
+        Written by MLNet.Diffusion.Shapes {BuilderVersion} (`ShapesModel.Build`, variant {options.Variant}). diffusers' LDMSuperResolutionPipeline
+        layout: give it a Shapes picture of {latentSize}x{latentSize} pixels, get it back at {options.ImageSize}x{options.ImageSize} (the autoencoder's factor 8).
+
+        - unet: UNet2DModel contract, 7 input channels (`torch.cat([latents, image], dim=1)`: 4 latent channels, then the low-resolution
+          image in [-1, 1]): the exact posterior-mean denoiser over all {ShapesDataset.ItemCount} items given both, the image seen as the item's
+          8x8 block means plus noise of level {ShapesUnconditionalGraphs.LowResolutionSigma.ToString("R", CultureInfo.InvariantCulture)}. Latents are unscaled: the pipeline decodes them as they are.
+        - vqvae_encoder / vqvae_decoder / vqvae_decoder_no_quantize: the Shapes VQ autoencoder ({CodebookSize} codebook vectors,
+          vqvae_decoder/codebook.npy); its config states scaling_factor 1.
+        - scheduler: DDIM with Stable Diffusion 1.5 settings.
+
+        """);
+
 
     /// <summary>diffusers' <c>VQModel</c> config for the Shapes VQ autoencoder.</summary>
     private static void VqConfig(System.Text.Json.Utf8JsonWriter w, int size, float scalingFactor)

@@ -91,7 +91,7 @@ public static partial class ShapesModel
         }
         if ((options.Variant & ShapesModelOptions.UnconditionalCombinations) != 0)
         {
-            WriteUnconditional(directory, options, pca, latents, latentSize, sigmas, scalingFactor, schedulerJson);
+            WriteUnconditional(directory, options, pca, images, latents, latentSize, sigmas, scalingFactor, schedulerJson);
             return;
         }
         bool inpainting = options.Variant.HasFlag(ShapesVariant.Inpainting);

@@ -70,6 +70,15 @@ public enum ShapesVariant
     /// from the latents of all the dataset's 8×8 patches) and <c>vqvae_decoder_no_quantize/</c>.
     /// </summary>
     Vq = 8192,
+
+    /// <summary>
+    /// Latent-diffusion super-resolution (diffusers <c>LDMSuperResolutionPipeline</c>): the VQ autoencoder of
+    /// <see cref="Vq"/> and a UNet of 7 input channels (the latents, then the low-resolution RGB image) over all the
+    /// dataset's items, which upscales a picture drawn at 1/8 of <see cref="ShapesModelOptions.ImageSize"/> by the
+    /// autoencoder's factor 8. The latents are unscaled (the pipeline decodes them with no scaling factor). Combines with
+    /// no other flag.
+    /// </summary>
+    SuperResolution = 16384,
 }
 
 /// <summary>Settings of the Shapes model (<see cref="ShapesModel"/>). Every setting is part of the cache key.</summary>
@@ -113,10 +122,11 @@ public sealed class ShapesModelOptions
         | ShapesVariant.LatentParameters
         | ShapesVariant.Inpainting
         | ShapesVariant.Unconditional
-        | ShapesVariant.Vq;
+        | ShapesVariant.Vq
+        | ShapesVariant.SuperResolution;
 
     /// <summary>The variant flags of the unconditional (LDMPipeline) folders, which combine only with each other.</summary>
-    internal const ShapesVariant UnconditionalCombinations = ShapesVariant.Unconditional | ShapesVariant.Vq;
+    internal const ShapesVariant UnconditionalCombinations = ShapesVariant.Unconditional | ShapesVariant.Vq | ShapesVariant.SuperResolution;
 
     /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
     internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
@@ -139,6 +149,8 @@ public sealed class ShapesModelOptions
             throw new NotSupportedException($"Shapes model variant '{Variant & ~SdxlCombinations}' is not built together with '{ShapesVariant.Sdxl}' by this version; the SDXL-shaped folder combines with '{SdxlCombinations}'.");
         if ((Variant & UnconditionalCombinations) != 0 && (Variant & ~UnconditionalCombinations) != 0)
             throw new NotSupportedException($"Shapes model variant '{Variant & ~UnconditionalCombinations}' is not built together with '{Variant & UnconditionalCombinations}' by this version; the unconditional (LDMPipeline) folder combines only '{ShapesVariant.Unconditional}' and '{ShapesVariant.Vq}'.");
+        if (Variant.HasFlag(ShapesVariant.SuperResolution) && Variant != ShapesVariant.SuperResolution)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~ShapesVariant.SuperResolution}' is not built together with '{ShapesVariant.SuperResolution}' by this version; the super-resolution folder combines with no other flag.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>

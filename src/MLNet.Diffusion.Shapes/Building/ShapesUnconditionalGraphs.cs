@@ -70,4 +70,66 @@ internal static class ShapesUnconditionalGraphs
         g.Output("sample", DataType.Float, "batch", 3L, "height", "width");
         return g.ToModelBytes("Shapes VQ decoder: nearest codebook vector per latent pixel (ArgMin), then the inverse PCA of 8x8x3 patches (input unscaled latents: divide by scaling_factor first).");
     }
+
+    /// <summary>
+    /// τ, the noise level (in [−1, 1] pixel units) at which the super-resolution UNet observes the low-resolution image:
+    /// small against the colour differences between items, large enough that a picture drawn at the low resolution (whose
+    /// anti-aliased edges differ a little from the average of the full-size drawing's 8×8 blocks) still selects its item.
+    /// </summary>
+    public const float LowResolutionSigma = 0.1f;
+
+    /// <summary>
+    /// unet of the super-resolution folder (<see cref="ShapesVariant.SuperResolution"/>): <c>sample</c> [B,7,h,w] — the
+    /// latents x (4 channels, unscaled: LDMSuperResolutionPipeline decodes them as they are) then the low-resolution
+    /// image y [3,h,w] in [−1, 1] (<c>torch.cat([latents, image], dim=1)</c>) —, <c>timestep</c> [B] → <c>out_sample</c>
+    /// [B,4,h,w]. The exact posterior-mean denoiser given x and y, y seen as the item's low-resolution picture d_k (the mean
+    /// of each 8×8 block of its drawing) plus noise of level τ:
+    /// <code>
+    /// logit_k = (√ᾱ x·z_k − ½ᾱ‖z_k‖²) / (1 − ᾱ) + (y·d_k − ½‖d_k‖²) / τ²
+    /// x̂₀      = Σ_k softmax(logit)_k z_k,   out = ε̂ = (x − √ᾱ x̂₀) / √(1 − ᾱ)
+    /// </code>
+    /// y is read as given: DDIM (the pipeline's scheduler) leaves the concatenation unscaled.
+    /// </summary>
+    /// <param name="latents">Unscaled item latents [K,4,s,s].</param>
+    /// <param name="lowResolution">The items' low-resolution pictures d [K,3,s,s] in [−1, 1].</param>
+    /// <param name="itemCount">K.</param>
+    /// <param name="latentSize">s.</param>
+    /// <param name="sigmas">σ_t for t = 0 … T−1 from the scheduler's ᾱ table.</param>
+    public static byte[] SuperResolutionUnet(float[] latents, float[] lowResolution, int itemCount, int latentSize, float[] sigmas)
+    {
+        var g = new OnnxGraphBuilder("shapes_super_resolution_unet");
+        g.Input("sample", DataType.Float, "batch", 7L, "height", "width");
+        g.Input("timestep", DataType.Float, "batch");
+        string z = g.Initializer("item_latents", latents, itemCount, 4, latentSize, latentSize);
+        string d = g.Initializer("item_low_resolution", lowResolution, itemCount, 3, latentSize, latentSize);
+        string sigmaTable = g.Initializer("sigmas", sigmas, sigmas.Length);
+        string one = g.Scalar("one", 1f);
+
+        // 0. The two parts of the input (channels 0–3 and 4–6).
+        string channelAxis = g.Ints("channel_axis", 1);
+        string x = g.Node("Slice", ["sample", g.Ints("x.starts", 0), g.Ints("x.ends", 4), channelAxis], "noisy_latents");
+        string y = g.Node("Slice", ["sample", g.Ints("y.starts", 4), g.Ints("y.ends", 7), channelAxis], "low_resolution_image");
+
+        // 1.–2. Noise level and the item latents at the sample's size, as the other UNets.
+        var noise = UnetMath.Noise(g, sigmaTable, sigmas.Length, one);
+        string xShape = g.Node("Shape", [x], "latent_shape");
+        var items = UnetMath.Items(g, z, itemCount, xShape);
+        string fit = UnetMath.LogLikelihood(g, x, items, noise);
+
+        // 3. The low-resolution evidence: d at the sample's size, (y·d_k − ½‖d_k‖²)/τ².
+        string dSizes = g.Node("Concat", [g.Ints("kc.low", itemCount, 3), items.Hw], "low_resolution_sizes", Attr("axis", 0L));
+        string dr = g.Node("Resize", [d, string.Empty, string.Empty, dSizes], "item_low_resolution_resized",
+            Attr("mode", "linear"), Attr("coordinate_transformation_mode", "half_pixel"));
+        string df = g.Node("Flatten", [dr], "low_resolution_flat", Attr("axis", 1L));                 // [K,M]
+        string dd = g.Node("ReduceSumSquare", [df], "low_resolution_norm2", Attr("axes", [1L]), Attr("keepdims", 0L)); // [K]
+        string yf = g.Node("Flatten", [y], "image_flat", Attr("axis", 1L));                          // [B,M]
+        string yd = g.Node("Gemm", [yf, df], "image_dot", Attr("transB", 1L));                      // [B,K]
+        string evidence = g.Mul(g.Sub(yd, g.Mul(dd, g.Scalar("half.low", 0.5f))),
+            g.Scalar("inv_tau2", 1f / (LowResolutionSigma * LowResolutionSigma)), "low_resolution_evidence");
+        string logits = g.Add(fit, evidence, "logits");
+
+        // 4. Posterior mean and the noise prediction.
+        UnetMath.NoisePrediction(g, logits, x, xShape, items, noise);
+        return g.ToModelBytes("Shapes super-resolution UNet (UNet2DModel contract, LDMSuperResolutionPipeline): exact posterior-mean denoiser given the noisy latents and the low-resolution image (7 input channels; epsilon prediction).");
+    }
 }
