@@ -5,6 +5,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms.Image;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
+using MLNet.Diffusion.Schedulers;
 using MLNet.Diffusion.Shapes;
 
 namespace MLNet.Diffusion.Tests.Vq;
@@ -131,6 +132,12 @@ public sealed class ShapesSuperResolutionTests
         }, Options(steps: 10));
         Assert.IsTrue(MeanAbs(pixels[0], ShapesDataset.RenderTensor(a, Size)) < 0.04);
         Assert.IsTrue(MeanAbs(pixels[1], ShapesDataset.RenderTensor(b, Size)) < 0.04);
+
+        // diffusers' example runs the pipeline with eta = 1 (stochastic DDIM): other bits, the same picture.
+        var stochastic = Upscale(ml, model, new[] { new LowResRow { Image = Image(ShapesDataset.RenderRgb(a, Low), Low), Seed = 3 } },
+            new DenoiseLatentsOptions { Steps = 10, Width = Size, Height = Size, SeedColumnName = "Seed", LowResolutionImageColumnName = "Image", Scheduler = new DdimSchedulerOptions { Eta = 1f } });
+        CollectionAssert.AreNotEqual(pixels[0], stochastic[0]);
+        Assert.IsTrue(MeanAbs(stochastic[0], ShapesDataset.RenderTensor(a, Size)) < 0.04);
     }
 
     [TestMethod]
