@@ -231,7 +231,7 @@ internal static class ModelInspector
                 + $"it must take the latents and the {SuperResolutionImageChannels} channels of the low-resolution image ({latentChannels + SuperResolutionImageChannels}).");
         if (!superResolution && inputChannels != latentChannels)
             throw new ModelContractException($"unet/model.onnx takes {inputChannels} input channels but predicts {latentChannels}; an unconditional UNet2DModel takes as many as it predicts "
-                + "(a super-resolution UNet, which also takes the low-resolution image, is not run by this pipeline kind).");
+                + "(a super-resolution UNet, which also takes the low-resolution image, runs in an LDMSuperResolutionPipeline folder).");
         int factor = 1, codebookSize = 0;
         float scaling = 1f;
         AutoencoderKind autoencoder = AutoencoderKind.None;

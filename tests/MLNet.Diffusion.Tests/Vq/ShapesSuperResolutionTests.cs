@@ -166,6 +166,41 @@ public sealed class ShapesSuperResolutionTests
     }
 
     [TestMethod]
+    public void AUnetWhoseChannelsDoNotFitThePipelineClassIsRefusedNamingBoth()
+    {
+        string copy = UnconditionalModels.CopyToTemp(s_folder.Value);
+        try
+        {
+            // The 7-channel UNet declared as LDMPipeline, then a 4-channel UNet declared as LDMSuperResolutionPipeline.
+            string index = Path.Combine(copy, "model_index.json");
+            File.WriteAllText(index, File.ReadAllText(index).Replace("LDMSuperResolutionPipeline", "LDMPipeline", StringComparison.Ordinal));
+            var e = Assert.ThrowsExactly<MLNet.Diffusion.Onnx.ModelContractException>(() => StableDiffusionModel.Load(new MLContext(), copy));
+            StringAssert.Contains(e.Message, "7 input channels");
+            StringAssert.Contains(e.Message, "LDMSuperResolutionPipeline");
+
+            File.WriteAllText(index, File.ReadAllText(index).Replace("LDMPipeline", "LDMSuperResolutionPipeline", StringComparison.Ordinal));
+            string unconditional = Path.Combine(Path.GetTempPath(), "mlnet-shapes-uncond-" + Guid.NewGuid().ToString("N"));
+            ShapesModel.Build(unconditional, new ShapesModelOptions { Variant = ShapesVariant.Vq });
+            try
+            {
+                File.Copy(Path.Combine(unconditional, "unet", "model.onnx"), Path.Combine(copy, "unet", "model.onnx"), overwrite: true);
+                File.Copy(Path.Combine(unconditional, "unet", "config.json"), Path.Combine(copy, "unet", "config.json"), overwrite: true);
+            }
+            finally
+            {
+                Directory.Delete(unconditional, recursive: true);
+            }
+            e = Assert.ThrowsExactly<MLNet.Diffusion.Onnx.ModelContractException>(() => StableDiffusionModel.Load(new MLContext(), copy));
+            StringAssert.Contains(e.Message, "takes 4 input channels");
+            StringAssert.Contains(e.Message, "low-resolution image (7)");
+        }
+        finally
+        {
+            Directory.Delete(copy, recursive: true);
+        }
+    }
+
+    [TestMethod]
     public void ADefinitionCarriesTheColumnAndAZipRefusesIt()
     {
         var ml = new MLContext(seed: 1);
