@@ -6,6 +6,7 @@ using System.Globalization;
 using MLNet.Diffusion;
 using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Schedulers;
+using MLNet.Diffusion.Shapes;
 
 namespace TextToImage;
 
@@ -15,7 +16,7 @@ namespace TextToImage;
 /// </summary>
 internal sealed class Arguments
 {
-    private static readonly Option<string> s_prompt = new("--prompt") { Description = "What to draw.", Required = true };
+    private static readonly Option<string> s_prompt = new("--prompt") { Description = "What to draw (required, except for an unconditional model: --variant, or a --model of LDMPipeline/DDPMPipeline)." };
     private static readonly Option<string> s_negativePrompt = new("--negative-prompt") { Description = "What to steer away from.", DefaultValueFactory = _ => string.Empty };
     private static readonly Option<string> s_output = new("--output", "-o") { Description = "The PNG to write (generation parameters in its text chunk).", DefaultValueFactory = _ => "out.png" };
     private static readonly Option<string?> s_model = new("--model") { Description = "A Stable Diffusion ONNX folder (diffusers export layout); default: the embedded Shapes model.", HelpName = "DIR" };
@@ -69,10 +70,32 @@ internal sealed class Arguments
         DefaultValueFactory = _ => "original",
     }.AcceptOnlyFromAmong("original", "no-norm", "ignore", "none");
 
+    // Unconditional models (issue 18): the embedded Shapes model's LDMPipeline variants, no prompt.
+    private static readonly Option<string?> s_variant = new Option<string?>("--variant")
+    {
+        Description = "Use an unconditional variant of the embedded Shapes model (diffusers' LDMPipeline: no prompt, one class of images, the circles; 256x256 by default): "
+            + "unconditional (the KL-shaped PCA autoencoder) or vq (a VQ autoencoder, its codebook k-means over the dataset's patches). The two denoise the same latents from the same seed, so their images compare the decoders.",
+        HelpName = "unconditional|vq",
+    }.AcceptOnlyFromAmong("unconditional", "vq");
+
     /// <summary>The command: its options, and the rules between them checked after every option is read.</summary>
     public static RootCommand Command { get; } = CreateCommand();
 
     public string Prompt { get; private init; } = string.Empty;
+
+    /// <summary>Whether <c>--prompt</c> was given (an unconditional model needs none).</summary>
+    public bool HasPrompt { get; private init; }
+
+    /// <summary>Issue 18: the embedded Shapes model's unconditional variant named by <c>--variant</c> (unconditional or vq); null for the text-to-image model.</summary>
+    public string? Variant { get; private init; }
+
+    /// <summary>The Shapes model variant <see cref="Variant"/> names (<see cref="ShapesVariant.Standard"/> when none).</summary>
+    public ShapesVariant ShapesVariant => Variant switch
+    {
+        "unconditional" => ShapesVariant.Unconditional,
+        "vq" => ShapesVariant.Vq,
+        _ => ShapesVariant.Standard,
+    };
 
     public string NegativePrompt { get; private init; } = string.Empty;
 
@@ -167,7 +190,9 @@ internal sealed class Arguments
     /// <summary>The values of a parse without errors.</summary>
     public static Arguments From(ParseResult result) => new()
     {
-        Prompt = result.GetRequiredValue(s_prompt),
+        Prompt = result.GetValue(s_prompt) ?? string.Empty,
+        HasPrompt = result.GetResult(s_prompt) is { Implicit: false },
+        Variant = result.GetValue(s_variant),
         NegativePrompt = result.GetValue(s_negativePrompt) ?? string.Empty,
         Output = result.GetValue(s_output) ?? "out.png",
         Model = result.GetValue(s_model),
@@ -210,6 +235,7 @@ internal sealed class Arguments
             s_initImage, s_strength, s_mask, s_outpaint, s_rng, s_reproduce, s_ensd, s_lora,
             s_promptSyntax, s_emphasis,
         };
+        command.Options.Add(s_variant);
         command.Validators.Add(Validate);
         return command;
     }
@@ -220,7 +246,13 @@ internal sealed class Arguments
         // Presence only: a value with its own error must not be read here (System.CommandLine would throw).
         bool Given(Option option) => r.GetResult(option) is { Implicit: false };
         bool init = Given(s_initImage);
-        if (Given(s_strength) && !init)
+        if (!Given(s_prompt) && !Given(s_variant) && !Given(s_model))
+            r.AddError("Option '--prompt' is required (an unconditional model, --variant or a --model of LDMPipeline/DDPMPipeline, takes none).");
+        else if (Given(s_variant) && Given(s_model))
+            r.AddError("--variant picks a variant of the embedded Shapes model; it does not apply to --model");
+        else if (Given(s_variant) && (init || Given(s_lora)))
+            r.AddError("--variant makes an unconditional model; it takes no --init-image, --mask, --outpaint or --lora");
+        else if (Given(s_strength) && !init)
             r.AddError("--strength needs --init-image (it says how much of the init image to change)");
         else if (Given(s_mask) && !init)
             r.AddError("--mask needs --init-image (the mask says which part of that picture to repaint)");

@@ -68,7 +68,7 @@ public static class Program
     private static int Run(Arguments a, IAnsiConsole console, CancellationToken cancellationToken)
     {
         var total = Stopwatch.StartNew();
-        string modelDir = a.Model ?? ShapesModel.EnsureBuilt();
+        string modelDir = a.Model ?? ShapesModel.EnsureBuilt(options: a.Variant is null ? null : new ShapesModelOptions { Variant = a.ShapesVariant });
         var ml = new MLContext(seed: 0);
         using var sd = StableDiffusionModel.Load(ml, modelDir, new StableDiffusionModelOptions { Loras = a.Loras });
         console.WriteLine($"Model: {sd.Directory} ({sd.Info.ExecutionProvider}), loaded in {total.Elapsed.TotalSeconds:F1} s");
@@ -76,13 +76,20 @@ public static class Program
         foreach (string key in sd.UnmatchedLoraKeys)
             console.MarkupLineInterpolated($"[yellow]warning:[/] LoRA key changed nothing: {key}");
 
+        // Unconditional models (issue 18: LDMPipeline, DDPMPipeline) denoise without a prompt; text-conditioned ones need one.
+        bool conditional = sd.Info.IsConditional;
+        if (conditional && !a.HasPrompt)
+            throw new ArgumentException($"--prompt is required: the model '{sd.Directory}' is text-conditioned.");
+        if (!conditional && a.InitImage is not null)
+            throw new ArgumentException($"--init-image, --mask and --outpaint need a text-conditioned model; '{sd.Directory}' is unconditional ({sd.Info.Kind}).");
         string? initImage = a.InitImage is null ? null : Path.GetFullPath(a.InitImage);
         string? mask = a.Mask is null ? null : Path.GetFullPath(a.Mask);
         if (mask is not null)
             ImageSize(mask, "--mask");
         if (a.Outpaint is { } margins)
             (initImage, mask) = WriteCanvas(initImage!, margins, a.Output, console);
-        var (imageWidth, imageHeight) = initImage is null ? (512, 512) : ImageSize(initImage, "--init-image");
+        var (imageWidth, imageHeight) = initImage is not null ? ImageSize(initImage, "--init-image")
+            : a.Variant is not null ? (new ShapesModelOptions().ImageSize, new ShapesModelOptions().ImageSize) : (512, 512);
         int width = a.Width ?? Math.Max(8, imageWidth / 8 * 8);
         int height = a.Height ?? Math.Max(8, imageHeight / 8 * 8);
         // diffusers' defaults: strength 0.8 for image-to-image, 1 for inpainting.
@@ -116,8 +123,10 @@ public static class Program
             CancellationToken = cancellationToken,
             PromptScheduleColumnName = schedule,
         };
-        var pipeline = new EstimatorChain<ITransformer>()
-            .Append<ITransformer>(ml.Transforms.EncodePrompt(sd, new EncodePromptOptions
+        var pipeline = new EstimatorChain<ITransformer>();
+        if (conditional)
+        {
+            pipeline = pipeline.Append<ITransformer>(ml.Transforms.EncodePrompt(sd, new EncodePromptOptions
             {
                 OutputColumnName = "Embeddings",
                 InputColumnName = nameof(PromptRow.Prompt),
@@ -127,6 +136,7 @@ public static class Program
                 PromptScheduleColumnName = schedule,
                 ScheduleSteps = schedule is null ? null : a.Steps,
             }));
+        }
         if (initImage is not null)
         {
             // Image-to-image: ML.NET's LoadImages reads the picture, EncodeImage turns it into the latents denoising starts
@@ -153,7 +163,7 @@ public static class Program
                 }));
         }
         pipeline = pipeline
-            .Append<ITransformer>(ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", options))
+            .Append<ITransformer>(conditional ? ml.Transforms.DenoiseLatents(sd, "Latents", "Embeddings", options) : ml.Transforms.DenoiseLatents(sd, "Latents", options))
             .Append<ITransformer>(ml.Transforms.DecodeLatents(sd, "Image", "Latents"));
         var transformer = pipeline.Fit(data);
         var images = transformer.Transform(data);

@@ -89,6 +89,11 @@ public static partial class ShapesModel
             WriteSdxl(directory, options, vocab, pca, latents, latentSize, sigmas, scalingFactor, schedulerJson);
             return;
         }
+        if ((options.Variant & ShapesModelOptions.UnconditionalCombinations) != 0)
+        {
+            WriteUnconditional(directory, options, pca, images, latents, latentSize, sigmas, scalingFactor, schedulerJson);
+            return;
+        }
         bool inpainting = options.Variant.HasFlag(ShapesVariant.Inpainting);
         WriteFolderFiles(directory, ModelIndexJson(inpainting), Readme(options, scalingFactor), schedulerJson);
         vocab.Write(Path.Combine(directory, "tokenizer"));

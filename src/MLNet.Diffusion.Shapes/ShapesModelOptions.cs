@@ -53,6 +53,32 @@ public enum ShapesVariant
     /// <c>requires_aesthetics_score</c> true and <c>force_zeros_for_empty_prompt</c> false.
     /// </summary>
     SdxlRefiner = 1024,
+
+    /// <summary>
+    /// Unconditional latent diffusion (diffusers <c>LDMPipeline</c>, as CompVis/ldm-celebahq-256): one class of images —
+    /// the 90 circles of every colour, background and position — and no text: no tokenizer or text encoder, a
+    /// <c>UNet2DModel</c>-shaped UNet (<c>sample</c>, <c>timestep</c> → <c>out_sample</c>), the KL-shaped PCA autoencoder
+    /// in <c>vae_encoder/</c> and <c>vae_decoder/</c>. Combines only with <see cref="Vq"/>.
+    /// </summary>
+    Unconditional = 4096,
+
+    /// <summary>
+    /// The VQ route (implies <see cref="Unconditional"/>): the same class and UNet, with a VQ autoencoder in the layout of
+    /// diffusers' <c>VQModel</c> exports — <c>vqvae_encoder/</c> (the PCA encoder, no quantisation, as
+    /// <c>VQModel.encode</c>), <c>vqvae_decoder/</c> (nearest codebook vector in the graph, then the PCA decoder),
+    /// <c>vqvae_decoder/codebook.npy</c> (a codebook of <see cref="ShapesModel.CodebookSize"/> vectors learned by k-means
+    /// from the latents of all the dataset's 8×8 patches) and <c>vqvae_decoder_no_quantize/</c>.
+    /// </summary>
+    Vq = 8192,
+
+    /// <summary>
+    /// Latent-diffusion super-resolution (diffusers <c>LDMSuperResolutionPipeline</c>): the VQ autoencoder of
+    /// <see cref="Vq"/> and a UNet of 7 input channels (the latents, then the low-resolution RGB image) over all the
+    /// dataset's items, which upscales a picture drawn at 1/8 of <see cref="ShapesModelOptions.ImageSize"/> by the
+    /// autoencoder's factor 8. The latents are unscaled (the pipeline decodes them with no scaling factor). Combines with
+    /// no other flag.
+    /// </summary>
+    SuperResolution = 16384,
 }
 
 /// <summary>Settings of the Shapes model (<see cref="ShapesModel"/>). Every setting is part of the cache key.</summary>
@@ -94,7 +120,13 @@ public sealed class ShapesModelOptions
         | ShapesVariant.Sdxl
         | ShapesVariant.SdxlRefiner
         | ShapesVariant.LatentParameters
-        | ShapesVariant.Inpainting;
+        | ShapesVariant.Inpainting
+        | ShapesVariant.Unconditional
+        | ShapesVariant.Vq
+        | ShapesVariant.SuperResolution;
+
+    /// <summary>The variant flags of the unconditional (LDMPipeline) folders, which combine only with each other.</summary>
+    internal const ShapesVariant UnconditionalCombinations = ShapesVariant.Unconditional | ShapesVariant.Vq | ShapesVariant.SuperResolution;
 
     /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
     internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
@@ -115,6 +147,10 @@ public sealed class ShapesModelOptions
             throw new ArgumentException($"Variant '{Variant}' names two external-data files; choose '{ShapesVariant.ExternalWeights}' (model.onnx_data) or '{ShapesVariant.ExternalWeightsPb}' (weights.pb).", nameof(Variant));
         if ((Variant & (ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner)) != 0 && (Variant & ~SdxlCombinations) != 0)
             throw new NotSupportedException($"Shapes model variant '{Variant & ~SdxlCombinations}' is not built together with '{ShapesVariant.Sdxl}' by this version; the SDXL-shaped folder combines with '{SdxlCombinations}'.");
+        if ((Variant & UnconditionalCombinations) != 0 && (Variant & ~UnconditionalCombinations) != 0)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~UnconditionalCombinations}' is not built together with '{Variant & UnconditionalCombinations}' by this version; the unconditional (LDMPipeline) folder combines only '{ShapesVariant.Unconditional}' and '{ShapesVariant.Vq}'.");
+        if (Variant.HasFlag(ShapesVariant.SuperResolution) && Variant != ShapesVariant.SuperResolution)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~ShapesVariant.SuperResolution}' is not built together with '{ShapesVariant.SuperResolution}' by this version; the super-resolution folder combines with no other flag.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>

@@ -149,6 +149,15 @@ public enum ModelKind
     /// pixels and no autoencoder.
     /// </summary>
     PixelDiffusion,
+
+    /// <summary>
+    /// Latent-diffusion super-resolution (diffusers <c>LDMSuperResolutionPipeline</c>, e.g.
+    /// CompVis/ldm-super-resolution-4x-openimages): the <c>LatentDiffusion</c> folder layout, whose <c>UNet2DModel</c> takes
+    /// the latents concatenated with the low-resolution image (3 more channels) at every step; the latent grid is the
+    /// low-resolution image's size and the decoder (no scaling factor: the pipeline decodes the latents as they are) makes
+    /// the image the autoencoder's factor larger.
+    /// </summary>
+    SuperResolution,
 }
 
 /// <summary>The autoencoder of a model folder (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models", §3: KL- or VQ-regularised).</summary>

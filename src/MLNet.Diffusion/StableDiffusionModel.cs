@@ -69,7 +69,7 @@ public sealed partial class StableDiffusionModel : IDisposable
         bool xl = layout.Kind is ModelKind.StableDiffusionXL or ModelKind.StableDiffusionXLRefiner, refiner = layout.Kind == ModelKind.StableDiffusionXLRefiner;
         bool conditional = ModelFolder.IsConditional(layout.Kind);
         // LDMPipeline folders decode with a VQ autoencoder (vqvae_decoder/), unless they carry a KL vae_decoder/ instead.
-        bool vq = layout.Kind == ModelKind.LatentDiffusion && File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoder));
+        bool vq = layout.Kind is ModelKind.LatentDiffusion or ModelKind.SuperResolution && File.Exists(ModelFolder.ModelPath(Directory, ModelFolder.VqvaeDecoder));
         bool pixel = layout.Kind == ModelKind.PixelDiffusion;
         Tokenizer2 = xl ? ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer2)) : null;
         _tokenizer = !conditional ? null : refiner ? Tokenizer2! : ClipTokenizer.FromFolder(Path.Combine(Directory, ModelFolder.Tokenizer));

@@ -58,16 +58,22 @@ internal static class ShapesGraphs
     {
         var g = new OnnxGraphBuilder("shapes_vae_decoder");
         g.Input("latent_sample", DataType.Float, "batch", 4L, "latent_height", "latent_width");
+        PcaDecoder(g, pca, "latent_sample");
+        g.Output("sample", DataType.Float, "batch", 3L, "height", "width");
+        return g.ToModelBytes("Shapes VAE decoder: inverse PCA of 8x8x3 patches (input unscaled latents: divide by scaling_factor first).");
+    }
+
+    /// <summary>The decoder's nodes (<see cref="VaeDecoder"/>) from <paramref name="input"/> [B,4,h,w] to the value <c>sample</c>.</summary>
+    internal static void PcaDecoder(OnnxGraphBuilder g, PatchPca pca, string input)
+    {
         var weight = new float[PatchPca.Length * PatchPca.Components]; // [192, 4, 1, 1] = Wᵀ
         for (int i = 0; i < PatchPca.Length; i++)
             for (int c = 0; c < PatchPca.Components; c++)
                 weight[i * PatchPca.Components + c] = (float)pca.ComponentsMatrix[c * PatchPca.Length + i];
         string w = g.Initializer("decoder.weight", weight, PatchPca.Length, PatchPca.Components, 1, 1);
         string b = g.Initializer("decoder.bias", ToFloat(pca.Mean), PatchPca.Length);
-        string patches = g.Node("Conv", ["latent_sample", w, b], "patches", Attr("kernel_shape", [1L, 1L]));
+        string patches = g.Node("Conv", [input, w, b], "patches", Attr("kernel_shape", [1L, 1L]));
         g.Node("DepthToSpace", [patches], "sample", Attr("blocksize", (long)PatchPca.Patch), Attr("mode", "CRD"));
-        g.Output("sample", DataType.Float, "batch", 3L, "height", "width");
-        return g.ToModelBytes("Shapes VAE decoder: inverse PCA of 8x8x3 patches (input unscaled latents: divide by scaling_factor first).");
     }
 
     /// <summary>

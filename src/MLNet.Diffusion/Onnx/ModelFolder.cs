@@ -82,11 +82,12 @@ internal static class ModelFolder
         ModelKind.StableDiffusionXLRefiner => "SDXL refiner",
         ModelKind.LatentDiffusion => "unconditional latent diffusion (LDMPipeline)",
         ModelKind.PixelDiffusion => "pixel-space diffusion (DDPMPipeline)",
+        ModelKind.SuperResolution => "latent-diffusion super-resolution (LDMSuperResolutionPipeline)",
         _ => "Stable Diffusion",
     };
 
     /// <summary>Whether the kind's UNet is a text-conditioned one (SD, SDXL) rather than an unconditional <c>UNet2DModel</c>.</summary>
-    public static bool IsConditional(ModelKind kind) => kind is not (ModelKind.LatentDiffusion or ModelKind.PixelDiffusion);
+    public static bool IsConditional(ModelKind kind) => kind is not (ModelKind.LatentDiffusion or ModelKind.PixelDiffusion or ModelKind.SuperResolution);
 
     /// <summary>The files a folder of <paramref name="kind"/> needs; an LDM folder with a KL <c>vae_decoder/</c> and no <c>vqvae_decoder/</c> needs that one.</summary>
     private static string[] RequiredFilesFor(string full, ModelKind kind) => kind switch
@@ -95,7 +96,7 @@ internal static class ModelFolder
         ModelKind.StableDiffusionXLRefiner => RequiredFilesXLRefiner,
         ModelKind.LatentDiffusion when File.Exists(ModelPath(full, VaeDecoder)) && !Directory.Exists(Path.Combine(full, VqvaeDecoder))
             => [ModelIndex, SchedulerConfig, "unet/model.onnx", "vae_decoder/model.onnx"],
-        ModelKind.LatentDiffusion => RequiredFilesLdm,
+        ModelKind.LatentDiffusion or ModelKind.SuperResolution => RequiredFilesLdm,
         ModelKind.PixelDiffusion => RequiredFilesPixel,
         _ => RequiredFiles,
     };
@@ -145,6 +146,7 @@ internal static class ModelFolder
         ModelKind.StableDiffusionXLRefiner => ["model_index.json", "scheduler/", "tokenizer_2/", "text_encoder_2/", "unet/", "vae_decoder/", "optional vae_encoder/"],
         ModelKind.LatentDiffusion => ["model_index.json", "scheduler/", "unet/", "vqvae_decoder/ (or a KL vae_decoder/)", "optional vqvae_decoder/codebook.npy, vqvae_decoder_no_quantize/, vqvae_encoder/"],
         ModelKind.PixelDiffusion => ["model_index.json", "scheduler/", "unet/"],
+        ModelKind.SuperResolution => ["model_index.json", "scheduler/", "unet/ (latents + 3 low-resolution image channels in)", "vqvae_decoder/", "optional vqvae_decoder/codebook.npy, vqvae_decoder_no_quantize/, vqvae_encoder/"],
         _ => ["model_index.json", "scheduler/", "tokenizer/", "text_encoder/", "unet/", "vae_decoder/", "optional vae_encoder/"],
     };
 
@@ -163,6 +165,8 @@ internal static class ModelFolder
                 return ModelKind.LatentDiffusion;
             case "DDPMPipeline" or "DDIMPipeline":
                 return ModelKind.PixelDiffusion;
+            case "LDMSuperResolutionPipeline":
+                return ModelKind.SuperResolution;
         }
         bool xlClass = className is not null && className.Contains("StableDiffusionXL", StringComparison.Ordinal);
         bool sdClass = className is not null && Array.IndexOf(s_sdClassNames, StripPrefix(className)) >= 0;
@@ -173,7 +177,7 @@ internal static class ModelFolder
             throw new ModelContractException(
                 $"Model folder '{full}': model_index.json _class_name '{className}' is not a pipeline MLNet.Diffusion runs, and the folder has no unet/model.onnx.{found} "
                 + "Supported: Stable Diffusion 1.x/2.x (StableDiffusionPipeline and its Img2Img/Inpaint forms), SDXL (StableDiffusionXLPipeline, "
-                + "StableDiffusionXLImg2ImgPipeline), LDMPipeline and DDPMPipeline/DDIMPipeline ONNX folders, with or without the Onnx/ORT prefix.");
+                + "StableDiffusionXLImg2ImgPipeline), LDMPipeline, LDMSuperResolutionPipeline and DDPMPipeline/DDIMPipeline ONNX folders, with or without the Onnx/ORT prefix.");
         }
         bool xl = xlClass || (!sdClass && File.Exists(ModelPath(full, TextEncoder2)));
         if (!xl)

@@ -201,6 +201,9 @@ internal static class ModelInspector
     /// and <c>timestep</c> and returns the noise prediction [B, C, h, w]; for latent diffusion an autoencoder decoder
     /// <c>latent_sample</c> → <c>sample</c> (VQ or KL), for pixel diffusion none (C = 3, factor 1, no scaling).
     /// </summary>
+    /// <summary>The low-resolution image channels a super-resolution UNet takes after the latents (RGB).</summary>
+    internal const int SuperResolutionImageChannels = 3;
+
     private static ModelInspection InspectUnconditional(ModelComponents c, SchedulerConfig schedulerConfig, float? vaeScalingFactor, string executionProvider)
     {
         var layout = c.Layout;
@@ -221,9 +224,14 @@ internal static class ModelInspector
             ?? OnnxComponent.StaticDim(unet.Input("sample"), 1)
             ?? throw new ModelContractException("The UNet's channels are not stated by unet/model.onnx or unet/config.json (out_channels).");
         int inputChannels = OnnxComponent.StaticDim(unet.Input("sample"), 1) ?? (int?)ModelFolder.ReadNumber(unetConfig, "in_channels") ?? latentChannels;
-        if (inputChannels != latentChannels)
+        bool superResolution = layout.Kind == ModelKind.SuperResolution;
+        // LDMSuperResolutionPipeline: torch.cat([latents, image], dim=1), the low-resolution RGB image after the latents.
+        if (superResolution && inputChannels != latentChannels + SuperResolutionImageChannels)
+            throw new ModelContractException($"unet/model.onnx of a super-resolution pipeline ({layout.ClassName}) takes {inputChannels} input channels and predicts {latentChannels}; "
+                + $"it must take the latents and the {SuperResolutionImageChannels} channels of the low-resolution image ({latentChannels + SuperResolutionImageChannels}).");
+        if (!superResolution && inputChannels != latentChannels)
             throw new ModelContractException($"unet/model.onnx takes {inputChannels} input channels but predicts {latentChannels}; an unconditional UNet2DModel takes as many as it predicts "
-                + "(a super-resolution UNet, which also takes the low-resolution image, is not run by this pipeline kind).");
+                + "(a super-resolution UNet, which also takes the low-resolution image, runs in an LDMSuperResolutionPipeline folder).");
         int factor = 1, codebookSize = 0;
         float scaling = 1f;
         AutoencoderKind autoencoder = AutoencoderKind.None;
@@ -246,8 +254,9 @@ internal static class ModelInspector
             factor = ModelFolder.ReadArrayLength(config, "block_out_channels") is int blocks and > 0
                 ? 1 << (blocks - 1)
                 : StaticVaeFactor(decoder) ?? ProbeVaeFactor(decoder, latentChannels);
-            // diffusers VQModel and AutoencoderKL both default scaling_factor to 0.18215.
-            scaling = vaeScalingFactor ?? (float?)ModelFolder.ReadNumber(config, "scaling_factor") ?? 0.18215f;
+            // diffusers VQModel and AutoencoderKL both default scaling_factor to 0.18215; LDMSuperResolutionPipeline ignores
+            // it (image = self.vqvae.decode(latents).sample, no division), so its latents are decoded as they are.
+            scaling = vaeScalingFactor ?? (superResolution ? 1f : (float?)ModelFolder.ReadNumber(config, "scaling_factor") ?? 0.18215f);
             if (!(scaling > 0) || float.IsInfinity(scaling))
                 throw new InvalidDataException($"The VAE scaling factor must be a positive number, not {scaling}.");
             autoencoder = c.VectorQuantized ? AutoencoderKind.VQ : AutoencoderKind.KL;

@@ -112,6 +112,16 @@ public sealed class DenoiseLatentsOptions
     public string? MaskedImageLatentsColumnName { get; init; }
 
     /// <summary>
+    /// Super-resolution models (<see cref="ModelKind.SuperResolution"/>, diffusers' <c>LDMSuperResolutionPipeline</c>):
+    /// name of the low-resolution image column (MLImage), required by them and refused by other models. Each row's image
+    /// must be <see cref="Width"/>/f × <see cref="Height"/>/f pixels (f the autoencoder's factor: the latent grid is the
+    /// image's size and the output f times larger), a multiple of 32 on each side as the pipeline's <c>preprocess</c>
+    /// makes it (it shrinks other sizes to a multiple of 32 with Lanczos, which this stage leaves to the caller). Its
+    /// pixels become <c>2·(v / 255) − 1</c> and are concatenated with the latents at every step.
+    /// </summary>
+    public string? LowResolutionImageColumnName { get; init; }
+
+    /// <summary>
     /// Name of an optional text column of per-row LoRA tags: EncodePrompt's <see cref="EncodePromptOptions.LoraColumnName"/>
     /// output. Each row's UNet then carries the LoRAs its prompt named (on top of the model's own), as its text encoder
     /// did. Consecutive rows with the same LoRAs run in one UNet batch; a row with other LoRAs starts a new one, so
@@ -230,6 +240,26 @@ public sealed class DenoiseLatentsOptions
         ValidateAddedConditioning(info);
         ValidateInpainting(info);
         ValidateControlNets(info);
+        ValidateSuperResolution(info);
+    }
+
+    /// <summary>The low-resolution image column: required by a super-resolution model, at a size diffusers' preprocess keeps.</summary>
+    private void ValidateSuperResolution(ModelInfo info)
+    {
+        if (info.Kind != ModelKind.SuperResolution)
+        {
+            if (LowResolutionImageColumnName is not null)
+                throw new ArgumentException($"LowResolutionImageColumnName '{LowResolutionImageColumnName}' needs a super-resolution model (LDMSuperResolutionPipeline); "
+                    + $"'{info.Directory}' is {Onnx.ModelFolder.Describe(info.Kind)}.", nameof(LowResolutionImageColumnName));
+            return;
+        }
+        if (LowResolutionImageColumnName is null)
+            throw new ArgumentException($"The model '{info.Directory}' is a super-resolution model (LDMSuperResolutionPipeline): set LowResolutionImageColumnName, "
+                + "the MLImage column of the low-resolution images to upscale.", nameof(LowResolutionImageColumnName));
+        int f = info.VaeSpatialFactor;
+        if (Width / f % 32 != 0 || Height / f % 32 != 0)
+            throw new ArgumentOutOfRangeException(nameof(Width), $"Width {Width} and Height {Height} make a low-resolution image of {Width / f}×{Height / f} pixels "
+                + $"(÷ {f}, the autoencoder's factor); LDMSuperResolutionPipeline's preprocess makes it a multiple of 32 on each side, so Width and Height must be multiples of {32 * f}.");
     }
 
     /// <summary>ControlNet units: valid values (diffusers' check_inputs), and a UNet that takes residuals.</summary>
@@ -450,7 +480,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 "Vector<Single> latent mask (PrepareInpainting's output)", size: h * w)
             .Add(info.IsInpaintingUnet ? Options.MaskedImageLatentsColumnName : null, InputColumnKind.FloatVector, $"Vector<Single> of size {len} ({shape}) masked-image latents (PrepareInpainting's output)",
                 "Vector<Single> masked-image latents (PrepareInpainting's output)", size: len)
-            .Add(Options.LoraColumnName, InputColumnKind.Text, "String of <lora:name:scale> tags (EncodePrompt's LoRA column)");
+            .Add(Options.LoraColumnName, InputColumnKind.Text, "String of <lora:name:scale> tags (EncodePrompt's LoRA column)")
+            .Add(Options.LowResolutionImageColumnName, InputColumnKind.Image, $"Image (MLImage) of {w}×{h} pixels, the low-resolution image to upscale");
         int image = 3 * Options.Height * Options.Width;
         foreach (var unit in Options.ControlNets ?? Array.Empty<ControlNetUnit>())
         {
@@ -488,6 +519,9 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
         private readonly SdxlAddedConditioning? _sdxl;
         private readonly InpaintingConditioning? _inpainting;
         private readonly ControlNetConditioning? _controlNet;
+        private readonly SuperResolutionConditioning? _superResolution;
+        private readonly ValueGetter<MLImage>? _lowResolutionGetter;
+        private readonly float[][] _lowResolution = Array.Empty<float[]>();
         private readonly VectorColumnSlots[] _controlImages = Array.Empty<VectorColumnSlots>();
         private readonly ValueGetter<float>?[] _scaleGetters = Array.Empty<ValueGetter<float>?>();
         private readonly float[][] _scales = Array.Empty<float[]>();
@@ -557,6 +591,15 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                 }
                 _controlNet = new ControlNetConditioning(info.ControlNetResiduals, runs, o.ControlNetGuessMode, info.LatentChannels, o.Height / f, o.Width / f, o.Height, o.Width, info.HiddenSize);
                 conditionings.Add(_controlNet);
+            }
+
+            // Super-resolution: the low-resolution image after the latents' channels, every step.
+            if (o.LowResolutionImageColumnName is { } lowRes)
+            {
+                _lowResolutionGetter = input.GetGetter<MLImage>(input.Schema[lowRes]);
+                _lowResolution = new float[b][];
+                _superResolution = new SuperResolutionConditioning(plane);
+                conditionings.Add(_superResolution);
             }
 
             _channel = stage.StartChannel();
@@ -662,6 +705,8 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                     throw new InvalidOperationException($"Row {position}: mask column '{_stage.Options.MaskColumnName}' has values in [{min}, {max}]; a latent mask holds values in [0, 1] (1 = repaint).");
                 _maskedLatents?.Read(slot, position);
             }
+            if (_lowResolutionGetter is not null)
+                ReadLowResolution(slot, position);
             for (int i = 0; i < _controlImages.Length; i++)
             {
                 var image = _controlImages[i].Read(slot, position);
@@ -677,6 +722,35 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                         throw new InvalidOperationException($"Row {position}: ControlNet scale column '{_stage.Options.ControlNets[i].ScaleColumnName}' holds {scale}; expected a finite number.");
                 }
                 _scales[i][slot] = scale;
+            }
+        }
+
+        /// <summary>
+        /// The row's low-resolution image as LDMSuperResolutionPipeline's <c>preprocess</c> makes it: RGB [3, h, w],
+        /// <c>np.float32(v) / 255.0</c> then <c>2.0 * image − 1.0</c> in float32.
+        /// </summary>
+        private void ReadLowResolution(int slot, long position)
+        {
+            var o = _stage.Options;
+            int f = _stage.Model.Info.VaeSpatialFactor, w = o.Width / f, h = o.Height / f;
+            MLImage image = null!;
+            _lowResolutionGetter!(ref image);
+            if (image is null)
+                throw new InvalidOperationException($"Row {position}: low-resolution image column '{o.LowResolutionImageColumnName}' holds no image.");
+            if (image.Width != w || image.Height != h)
+                throw new InvalidOperationException($"Row {position}: the low-resolution image in column '{o.LowResolutionImageColumnName}' is {image.Width}×{image.Height}; "
+                    + $"expected {w}×{h} (Width × Height ÷ {f}). Resize it first (LDMSuperResolutionPipeline shrinks an image to a multiple of 32 with Lanczos).");
+            if (image.PixelFormat is not (MLPixelFormat.Bgra32 or MLPixelFormat.Rgba32))
+                throw new InvalidOperationException($"Row {position}: low-resolution image pixel format {image.PixelFormat} is not supported; expected RGBA32 or BGRA32.");
+            int plane = w * h;
+            var values = _lowResolution[slot] ??= new float[3 * plane];
+            var pixels = image.Pixels;
+            int ri = image.PixelFormat == MLPixelFormat.Bgra32 ? 2 : 0, bi = 2 - ri;
+            for (int i = 0; i < plane; i++)
+            {
+                values[i] = 2f * (pixels[4 * i + ri] / 255f) - 1f;
+                values[plane + i] = 2f * (pixels[4 * i + 1] / 255f) - 1f;
+                values[2 * plane + i] = 2f * (pixels[4 * i + bi] / 255f) - 1f;
             }
         }
 
@@ -750,6 +824,13 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                         _controlNet.SetScale(n, r, _scales[n][start + r]);
                     }
                 }
+            }
+
+            if (_superResolution is not null)
+            {
+                _superResolution.Ensure(count);
+                for (int r = 0; r < count; r++)
+                    _lowResolution[start + r].AsSpan().CopyTo(_superResolution.Image(r));
             }
 
             denoiser.Run(new DenoiseBatch(count, _positions[start], _batchEmbeddings, sequence, _seeds.AsMemory(start, count), _batchLatents)

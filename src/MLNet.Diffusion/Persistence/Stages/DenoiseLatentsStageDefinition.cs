@@ -40,6 +40,12 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     /// <summary><see cref="DenoiseLatentsOptions.MaskedImageLatentsColumnName"/>; null when the stage reads none.</summary>
     public string? MaskedImageLatentsColumnName { get; init; }
 
+    /// <summary>
+    /// <see cref="DenoiseLatentsOptions.LowResolutionImageColumnName"/> (super-resolution models); null when the stage reads
+    /// none. A definition carries it; an ML.NET zip (the saved row has no image slot) refuses it.
+    /// </summary>
+    public string? LowResolutionImageColumnName { get; init; }
+
     /// <summary>The pooled prompt column an SDXL stage reads (saved resolved); null for SD 1.x/2.x.</summary>
     public string? PooledEmbeddingsColumnName { get; init; }
 
@@ -150,6 +156,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
             InitialLatentsColumnName = o.InitialLatentsColumnName,
             MaskColumnName = o.MaskColumnName,
             MaskedImageLatentsColumnName = o.MaskedImageLatentsColumnName,
+            LowResolutionImageColumnName = o.LowResolutionImageColumnName,
             PooledEmbeddingsColumnName = stage.PooledColumnName,
             Seed = RowSeed.Base(o.Seed, stage.Model),
             Noise = o.Noise,
@@ -194,6 +201,7 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
                 InitialLatentsColumnName = InitialLatentsColumnName,
                 MaskColumnName = MaskColumnName,
                 MaskedImageLatentsColumnName = MaskedImageLatentsColumnName,
+                LowResolutionImageColumnName = LowResolutionImageColumnName,
                 PooledEmbeddingsColumnName = PooledEmbeddingsColumnName,
                 Seed = Seed,
                 Noise = Noise ?? NoiseOptions.Default,
@@ -254,6 +262,10 @@ public sealed record DenoiseLatentsStageDefinition : DiffusionStageDefinition
     {
         get
         {
+            // The saved row (contract v3) has no image slot: a super-resolution stage is saved as a definition only.
+            if (LowResolutionImageColumnName is not null)
+                throw new InvalidOperationException($"The DenoiseLatents stage reads the low-resolution image column '{LowResolutionImageColumnName}', which mlContext.Model.Save cannot carry "
+                    + "(the saved stage's inputs are tensors and a seed). Save a DiffusionPipelineDefinition instead. See docs/persistence.md.");
             var inputs = new List<SurrogateInput>
             {
                 new(Slots.Embeddings, SlotType.Tensor, InputColumnName),
