@@ -53,6 +53,14 @@ public enum ShapesVariant
     /// <c>requires_aesthetics_score</c> true and <c>force_zeros_for_empty_prompt</c> false.
     /// </summary>
     SdxlRefiner = 1024,
+
+    /// <summary>
+    /// With a ControlNet in diffusers' naming (model_index.json of StableDiffusionControlNetPipeline, or
+    /// StableDiffusionXLControlNetPipeline with <see cref="Sdxl"/>): <c>controlnet/</c> turns a control image — a white
+    /// silhouette on black — into residuals, and <c>unet/</c> takes them as inputs, so the silhouette decides where and which
+    /// shape is drawn while the prompt decides the colours. Combines with <see cref="Sdxl"/> and <see cref="Int64InputIds"/>.
+    /// </summary>
+    ControlNet = 16384,
 }
 
 /// <summary>Settings of the Shapes model (<see cref="ShapesModel"/>). Every setting is part of the cache key.</summary>
@@ -94,10 +102,14 @@ public sealed class ShapesModelOptions
         | ShapesVariant.Sdxl
         | ShapesVariant.SdxlRefiner
         | ShapesVariant.LatentParameters
-        | ShapesVariant.Inpainting;
+        | ShapesVariant.Inpainting
+        | ShapesVariant.ControlNet;
 
     /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
-    internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
+    internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds | ShapesVariant.ControlNet;
+
+    /// <summary>The variant flags the ControlNet variant combines with.</summary>
+    internal const ShapesVariant ControlNetCombinations = ShapesVariant.ControlNet | ShapesVariant.Sdxl | ShapesVariant.Int64InputIds;
 
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
@@ -115,6 +127,8 @@ public sealed class ShapesModelOptions
             throw new ArgumentException($"Variant '{Variant}' names two external-data files; choose '{ShapesVariant.ExternalWeights}' (model.onnx_data) or '{ShapesVariant.ExternalWeightsPb}' (weights.pb).", nameof(Variant));
         if ((Variant & (ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner)) != 0 && (Variant & ~SdxlCombinations) != 0)
             throw new NotSupportedException($"Shapes model variant '{Variant & ~SdxlCombinations}' is not built together with '{ShapesVariant.Sdxl}' by this version; the SDXL-shaped folder combines with '{SdxlCombinations}'.");
+        if (Variant.HasFlag(ShapesVariant.ControlNet) && (Variant & ~ControlNetCombinations) != 0)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~ControlNetCombinations}' is not built together with '{ShapesVariant.ControlNet}' by this version; the ControlNet folder combines with '{ControlNetCombinations}'.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>
