@@ -57,6 +57,14 @@ internal sealed class Arguments
         CustomParser = ParseLoras,
     };
 
+    // ControlNet (issue 17): --control image.png [--control-scale S].
+    private static readonly Option<string?> s_control = new("--control")
+    {
+        Description = "ControlNet: steer the picture with this control image (PNG, JPEG, …; stretched to the output size); the model's own controlnet/ runs it. Without --model: the Shapes ControlNet variant, whose control image is a white silhouette on black that decides where and which shape is drawn.",
+        HelpName = "PATH",
+    };
+    private static readonly Option<float> s_controlScale = Ranged(new Option<float>("--control-scale") { Description = "With --control: the ControlNet's conditioning scale (diffusers' controlnet_conditioning_scale; 0 turns it off).", DefaultValueFactory = _ => 1f }, 0f, 10f);
+
     /// <summary>The command: its options, and the rules between them checked after every option is read.</summary>
     public static RootCommand Command { get; } = CreateCommand();
 
@@ -107,6 +115,12 @@ internal sealed class Arguments
 
     /// <summary>LoRA (issue 16): the <c>--lora path[:scale]</c> options in order; empty for none.</summary>
     public IReadOnlyList<LoraReference> Loras { get; private init; } = Array.Empty<LoraReference>();
+
+    /// <summary>ControlNet (issue 17): the control image; null for none.</summary>
+    public string? Control { get; private init; }
+
+    /// <summary>ControlNet (issue 17): the conditioning scale of <see cref="Control"/>.</summary>
+    public float ControlScale { get; private init; } = 1f;
 
     /// <summary>The stages' noise options for <see cref="Rng"/>, <see cref="Reproduce"/> and <see cref="Ensd"/>.</summary>
     public NoiseOptions Noise => Reproduce switch
@@ -168,6 +182,8 @@ internal sealed class Arguments
         Reproduce = result.GetValue(s_reproduce),
         Ensd = result.GetValue(s_ensd),
         Loras = result.GetValue(s_lora) ?? Array.Empty<LoraReference>(),
+        Control = result.GetValue(s_control),
+        ControlScale = result.GetValue(s_controlScale),
     };
 
     private static RootCommand CreateCommand()
@@ -178,6 +194,8 @@ internal sealed class Arguments
             s_prompt, s_negativePrompt, s_output, s_model, s_steps, s_guidance, s_seed, s_width, s_height, s_scheduler, s_count,
             s_initImage, s_strength, s_mask, s_outpaint, s_rng, s_reproduce, s_ensd, s_lora,
         };
+        command.Options.Add(s_control);
+        command.Options.Add(s_controlScale);
         command.Validators.Add(Validate);
         return command;
     }
@@ -202,6 +220,8 @@ internal sealed class Arguments
             r.AddError("--reproduce a1111 takes --rng philox or torch-cpu (AUTOMATIC1111's NV and CPU sources)");
         else if (Given(s_ensd) && Given(s_reproduce) && r.GetValue(s_reproduce) != "a1111")
             r.AddError("--ensd is AUTOMATIC1111's setting; diffusers and comfyui have none");
+        else if (Given(s_controlScale) && !Given(s_control))
+            r.AddError("--control-scale needs --control (the control image it scales)");
     }
 
     /// <summary>The <c>--lora</c> values, each <c>path[:scale]</c> (<see cref="LoraReference.Parse"/>).</summary>
