@@ -4,6 +4,7 @@ using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
+using MLNet.Diffusion.Onnx;
 using MLNet.Diffusion.Shapes;
 using MLNet.Diffusion.Tests.Shapes;
 using MLNet.Diffusion.Tests.TestSupport;
@@ -20,6 +21,7 @@ public sealed class ShapesControlNetTests
 {
     private const int Size = 128;
     private static readonly Lazy<string> s_folder = new(() => Build(ShapesVariant.ControlNet));
+    private static readonly Lazy<string> s_sdxlFolder = new(() => Build(ShapesVariant.ControlNet | ShapesVariant.Sdxl));
 
     internal static string Folder => s_folder.Value;
 
@@ -150,6 +152,60 @@ public sealed class ShapesControlNetTests
             Assert.IsTrue(ImageChecks.RelativeL2(zero[r], reference[r]) < 1e-5, $"row {r}: scale 0 vs the plain Shapes model, relative L2 {ImageChecks.RelativeL2(zero[r], reference[r])}");
             Assert.IsTrue(ImageChecks.RelativeL2(one[r], zero[r]) > 0.1, $"row {r}: the silhouette (which disagrees with the prompt) must change the picture");
         }
+    }
+
+    [TestMethod]
+    public void SdxlTheControlNetTakesTheAddedConditionsAndGivesSdxlsResidualCount()
+    {
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), s_sdxlFolder.Value);
+        Assert.AreEqual(ModelKind.StableDiffusionXL, model.Info.Kind);
+        Assert.IsTrue(model.Info.HasControlNet);
+        // SDXL's UNet layout (3 blocks, layers_per_block 2): 9 down residuals + mid (diffusers' SDXL ControlNets give 10).
+        CollectionAssert.AreEqual(new[] { 1, 1, 1, 2, 2, 2, 4, 4, 4, 4 }, model.Info.ControlNetResiduals.Select(r => r.Downscale).ToArray());
+
+        // The SDXL ControlNet's residuals are gated by time_ids (as its UNet gates the prompt): the silhouette steers the
+        // picture only when the stage feeds the ControlNet the rows' text_embeds and time_ids as diffusers'
+        // StableDiffusionXLControlNetPipeline does (added_cond_kwargs).
+        var cases = new[]
+        {
+            (Prompt: "a red shape on a blue background", Shape: ShapeKind.Square, Position: ShapePosition.Left, Color: ShapeColor.Red, Background: BackgroundColor.Blue),
+            (Prompt: "a yellow shape on a black background", Shape: ShapeKind.Triangle, Position: ShapePosition.Right, Color: ShapeColor.Yellow, Background: BackgroundColor.Black),
+        };
+        var rows = cases.Select((c, i) => new Row { Prompt = c.Prompt, Seed = 21 + i, Silhouette = Silhouette(c.Shape, c.Position) }).ToArray();
+        var images = Generate(model, rows, Options(1f)).GetColumn<MLImage>("Image").ToArray();
+        for (int i = 0; i < cases.Length; i++)
+        {
+            var c = cases[i];
+            var (inside, outside) = ImageChecks.RegionMeans(images[i], c.Shape, c.Position, margin: 3);
+            Assert.IsTrue(ImageChecks.Distance(inside, ShapesDataset.GetRgb(c.Color)) < 40,
+                $"SDXL '{c.Prompt}': no {c.Color} {c.Shape} where the silhouette puts it (inside mean {string.Join(",", inside.Select(v => (int)v))})");
+            Assert.IsTrue(ImageChecks.Distance(outside, ShapesDataset.GetRgb(c.Background)) < 40,
+                $"SDXL '{c.Prompt}': outside the silhouette the picture is not the {c.Background} background (mean {string.Join(",", outside.Select(v => (int)v))})");
+        }
+
+        // Scale 0 is no ControlNet, bit for bit, and the plain SDXL Shapes model up to float rounding.
+        using var plain = StableDiffusionModel.Load(new MLContext(seed: 1), Sdxl.SdxlTestModel.Folder);
+        float[][] Latents(StableDiffusionModel m, float? scale) => Generate(m, rows, Options(scale, steps: 8))
+            .GetColumn<VBuffer<float>>("Latents").Select(v => v.DenseValues().ToArray()).ToArray();
+        var zero = Latents(model, 0f);
+        var none = Latents(model, null);
+        var reference = Latents(plain, null);
+        for (int r = 0; r < rows.Length; r++)
+        {
+            CollectionAssert.AreEqual(none[r], zero[r], $"SDXL row {r}: scale 0 must equal no ControlNet bit for bit");
+            Assert.IsTrue(ImageChecks.RelativeL2(zero[r], reference[r]) < 1e-5, $"SDXL row {r}: scale 0 vs the plain SDXL Shapes model, relative L2 {ImageChecks.RelativeL2(zero[r], reference[r])}");
+        }
+    }
+
+    [TestMethod]
+    public void AnSdControlNetDoesNotFitTheSdxlUnetAndTheErrorNamesBoth()
+    {
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), s_sdxlFolder.Value);
+        string sd = Path.Combine(Folder, "controlnet");
+        var error = Assert.ThrowsExactly<ModelContractException>(() => model.LoadControlNet(sd));
+        StringAssert.Contains(error.Message, Path.Combine(sd, "model.onnx"));
+        StringAssert.Contains(error.Message, Path.Combine(s_sdxlFolder.Value, "unet", "model.onnx"));
+        StringAssert.Contains(error.Message, "13 residuals");
     }
 
     [TestMethod]
