@@ -10,6 +10,9 @@ namespace MLNet.Diffusion.Shapes;
 /// <summary>The ControlNet variant of the Shapes folder (<see cref="ShapesVariant.ControlNet"/>).</summary>
 public static partial class ShapesModel
 {
+    /// <summary>The ControlNet's component folder in diffusers' naming.</summary>
+    private const string ControlNetFolder = "controlnet";
+
     /// <summary>The UNet's residual layout (its block count) for the options: 0 without <see cref="ShapesVariant.ControlNet"/>.</summary>
     private static int ControlBlocks(ShapesModelOptions options, int[] blocks) =>
         options.Variant.HasFlag(ShapesVariant.ControlNet) ? blocks.Length : 0;
@@ -45,8 +48,8 @@ public static partial class ShapesModel
     {
         int[] blocks = sdxl ? ShapesControlNetGraphs.SdxlBlocks : ShapesControlNetGraphs.SdBlocks;
         int hidden = sdxl ? ShapesSdxlGraphs.Hidden1 + ShapesSdxlGraphs.Hidden2 : AttributeSpace.Dimensions;
-        WriteModel(directory, ModelFolderNames.ControlNet, ShapesControlNetGraphs.ControlNet(blocks.Length, hidden, sdxl));
-        JsonFiles.Write(Path.Combine(directory, ModelFolderNames.ControlNet, "config.json"), w =>
+        WriteModel(directory, ControlNetFolder, ShapesControlNetGraphs.ControlNet(blocks.Length, hidden, sdxl));
+        JsonFiles.Write(Path.Combine(directory, ControlNetFolder, "config.json"), w =>
         {
             w.WriteStartObject();
             w.WriteString("_class_name", "ControlNetModel");
@@ -68,7 +71,7 @@ public static partial class ShapesModel
         Rewrite(unetConfig, w => BlockLayout(w, blocks));
         Rewrite(Path.Combine(directory, "model_index.json"), w =>
         {
-            w.WriteStartArray(ModelFolderNames.ControlNet);
+            w.WriteStartArray(ControlNetFolder);
             w.WriteStringValue("diffusers");
             w.WriteStringValue("ControlNetModel");
             w.WriteEndArray();
@@ -111,11 +114,5 @@ public static partial class ShapesModel
             more(w);
             w.WriteEndObject();
         });
-    }
-
-    /// <summary>Component folder names this file writes.</summary>
-    private static class ModelFolderNames
-    {
-        public const string ControlNet = "controlnet";
     }
 }

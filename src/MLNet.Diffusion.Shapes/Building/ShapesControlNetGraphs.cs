@@ -109,7 +109,7 @@ internal static class ShapesControlNetGraphs
         string scale = g.Node("Cast", ["conditioning_scale"], "scale", Attr("to", (long)DataType.Float));
         if (sdxl)
         {
-            string gate = TimeIdsGate(g, "sample", null);                                      // [B,1]
+            string gate = TimeIdsGate(g);                                      // [B,1]
             scale = g.Mul(g.Node("Unsqueeze", [gate, g.Ints("gate.axes", 2, 3)]), scale, "gated_scale"); // [B,1,1,1]
         }
 
@@ -191,10 +191,10 @@ internal static class ShapesControlNetGraphs
     /// SDXL's micro-conditioning gate [B,1] as <see cref="ShapesSdxlGraphs.Unet"/> computes it: 1 when every
     /// |time_ids − (8h, 8w, 0, 0, 8h, 8w)| &lt; ½ for the sample's h×w, else 0.
     /// </summary>
-    private static string TimeIdsGate(OnnxGraphBuilder g, string sample, string? prefix)
+    private static string TimeIdsGate(OnnxGraphBuilder g)
     {
-        string p = prefix ?? "gate";
-        string hw = g.Node("Slice", [g.Node("Shape", [sample]), g.Ints(p + ".hw.starts", 2), g.Ints(p + ".hw.ends", 4)]);
+        const string p = "gate";
+        string hw = g.Node("Slice", [g.Node("Shape", ["sample"]), g.Ints(p + ".hw.starts", 2), g.Ints(p + ".hw.ends", 4)]);
         string pixels = g.Node("Cast", [g.Mul(hw, g.Ints(p + ".vae_factor", VaeFactor))], null, Attr("to", (long)DataType.Float));
         string expected = g.Node("Concat", [pixels, g.Initializer(p + ".crop", [0f, 0f], 2), pixels], p + ".expected_time_ids", Attr("axis", 0L));
         string off = g.Node("Abs", [g.Sub("time_ids", expected)]);
