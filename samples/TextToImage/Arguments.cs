@@ -78,6 +78,14 @@ internal sealed class Arguments
         HelpName = "unconditional|vq",
     }.AcceptOnlyFromAmong("unconditional", "vq");
 
+    // ControlNet (issue 17): --control image.png [--control-scale S].
+    private static readonly Option<string?> s_control = new("--control")
+    {
+        Description = "ControlNet: steer the picture with this control image (PNG, JPEG, …; stretched to the output size); the model's own controlnet/ runs it. Without --model: the Shapes ControlNet variant, whose control image is a white silhouette on black that decides where and which shape is drawn.",
+        HelpName = "PATH",
+    };
+    private static readonly Option<float> s_controlScale = Ranged(new Option<float>("--control-scale") { Description = "With --control: the ControlNet's conditioning scale (diffusers' controlnet_conditioning_scale; 0 turns it off).", DefaultValueFactory = _ => 1f }, 0f, 10f);
+
     /// <summary>The command: its options, and the rules between them checked after every option is read.</summary>
     public static RootCommand Command { get; } = CreateCommand();
 
@@ -148,6 +156,12 @@ internal sealed class Arguments
 
     /// <summary>A1111's emphasis mode (<c>--emphasis</c>).</summary>
     public MLNet.Diffusion.Prompting.PromptEmphasis Emphasis { get; private init; } = MLNet.Diffusion.Prompting.PromptEmphasis.Original;
+
+    /// <summary>ControlNet (issue 17): the control image; null for none.</summary>
+    public string? Control { get; private init; }
+
+    /// <summary>ControlNet (issue 17): the conditioning scale of <see cref="Control"/>.</summary>
+    public float ControlScale { get; private init; } = 1f;
 
     /// <summary>The stages' noise options for <see cref="Rng"/>, <see cref="Reproduce"/> and <see cref="Ensd"/>.</summary>
     public NoiseOptions Noise => Reproduce switch
@@ -224,6 +238,8 @@ internal sealed class Arguments
             "none" => MLNet.Diffusion.Prompting.PromptEmphasis.None,
             _ => MLNet.Diffusion.Prompting.PromptEmphasis.Original,
         },
+        Control = result.GetValue(s_control),
+        ControlScale = result.GetValue(s_controlScale),
     };
 
     private static RootCommand CreateCommand()
@@ -236,6 +252,8 @@ internal sealed class Arguments
             s_promptSyntax, s_emphasis,
         };
         command.Options.Add(s_variant);
+        command.Options.Add(s_control);
+        command.Options.Add(s_controlScale);
         command.Validators.Add(Validate);
         return command;
     }
@@ -268,6 +286,10 @@ internal sealed class Arguments
             r.AddError("--ensd is AUTOMATIC1111's setting; diffusers and comfyui have none");
         else if (Given(s_emphasis) && r.GetValue(s_promptSyntax) != "a1111")
             r.AddError("--emphasis goes with --prompt-syntax a1111 (it says how A1111's weights change the text states)");
+        else if (Given(s_control) && Given(s_variant))
+            r.AddError("--control takes a text-conditioned model (the Shapes ControlNet variant, or --model with a controlnet/); --variant names an unconditional one");
+        else if (Given(s_controlScale) && !Given(s_control))
+            r.AddError("--control-scale needs --control (the control image it scales)");
     }
 
     /// <summary>The <c>--lora</c> values, each <c>path[:scale]</c> (<see cref="LoraReference.Parse"/>).</summary>

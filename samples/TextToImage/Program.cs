@@ -68,7 +68,12 @@ public static class Program
     private static int Run(Arguments a, IAnsiConsole console, CancellationToken cancellationToken)
     {
         var total = Stopwatch.StartNew();
-        string modelDir = a.Model ?? ShapesModel.EnsureBuilt(options: a.Variant is null ? null : new ShapesModelOptions { Variant = a.ShapesVariant });
+        // Without --model: the Shapes model, its unconditional/VQ variant (--variant) or, for --control, its ControlNet variant
+        // (a silhouette steers it).
+        ShapesModelOptions? shapes = a.Variant is not null ? new ShapesModelOptions { Variant = a.ShapesVariant }
+            : a.Control is not null ? new ShapesModelOptions { Variant = ShapesVariant.ControlNet }
+            : null;
+        string modelDir = a.Model ?? ShapesModel.EnsureBuilt(options: shapes);
         var ml = new MLContext(seed: 0);
         using var sd = StableDiffusionModel.Load(ml, modelDir, new StableDiffusionModelOptions { Loras = a.Loras });
         console.WriteLine($"Model: {sd.Directory} ({sd.Info.ExecutionProvider}), loaded in {total.Elapsed.TotalSeconds:F1} s");
@@ -95,9 +100,13 @@ public static class Program
         // diffusers' defaults: strength 0.8 for image-to-image, 1 for inpainting.
         float strength = initImage is null ? 1f : a.Strength ?? (mask is null ? 0.8f : 1f);
 
+        string? control = a.Control is null ? null : Path.GetFullPath(a.Control);
+        if (control is not null)
+            ImageSize(control, "--control");
+
         var rows = new List<PromptRow>();
         for (int i = 0; i < a.Count; i++)
-            rows.Add(new PromptRow { Prompt = a.Prompt, NegativePrompt = a.NegativePrompt, Seed = a.Seed + i, InitImagePath = initImage ?? string.Empty, MaskPath = mask ?? string.Empty });
+            rows.Add(new PromptRow { Prompt = a.Prompt, NegativePrompt = a.NegativePrompt, Seed = a.Seed + i, InitImagePath = initImage ?? string.Empty, MaskPath = mask ?? string.Empty, ControlPath = control ?? string.Empty });
         var data = ml.Data.LoadFromEnumerable(rows);
 
         var progress = new StepProgress();
@@ -119,6 +128,8 @@ public static class Program
             // One UNet row at a time; ComfyUI's one randn for the whole batch needs the images in one batch.
             BatchSize = a.Noise.BatchPolicy == NoiseBatchPolicy.GeneratorPerBatch ? Math.Min(a.Count, 256) : 1,
             Noise = a.Noise,
+            // ControlNet (issue 17): the model folder's own controlnet/ with the prepared control image.
+            ControlNets = control is null ? null : new[] { new ControlNetUnit { ImageColumnName = "ControlImage", Scale = a.ControlScale } },
             Progress = progress,
             CancellationToken = cancellationToken,
             PromptScheduleColumnName = schedule,
@@ -160,6 +171,20 @@ public static class Program
                     Height = height,
                     SeedColumnName = nameof(PromptRow.Seed),
                     Noise = a.Noise,
+                }));
+        }
+        if (control is not null)
+        {
+            // ControlNet (issue 17): LoadImages reads the control image, PrepareControlImage makes it RGB in [0, 1] at the
+            // output size (diffusers' VaeImageProcessor for ControlNet).
+            pipeline = pipeline
+                .Append<ITransformer>(ml.Transforms.LoadImages("ControlSource", imageFolder: null, inputColumnName: nameof(PromptRow.ControlPath)))
+                .Append<ITransformer>(ml.Transforms.PrepareControlImage(sd, new PrepareControlImageOptions
+                {
+                    ImageColumnName = "ControlSource",
+                    OutputColumnName = "ControlImage",
+                    Width = width,
+                    Height = height,
                 }));
         }
         pipeline = pipeline
@@ -220,6 +245,11 @@ public static class Program
             {
                 text["init_image"] = initImage;
                 text["strength"] = strength.ToString(CultureInfo.InvariantCulture);
+            }
+            if (a.Control is not null)
+            {
+                text["control"] = Path.GetFullPath(a.Control);
+                text["control_scale"] = a.ControlScale.ToString(CultureInfo.InvariantCulture);
             }
             if (a.Outpaint is { } m)
                 text["outpaint"] = $"{m.Left},{m.Top},{m.Right},{m.Bottom}";
@@ -331,6 +361,9 @@ public static class Program
 
         /// <summary>Inpainting and outpainting: the mask's full path (the same for every row); empty otherwise.</summary>
         public string MaskPath { get; set; } = string.Empty;
+
+        /// <summary>ControlNet: the control image's full path (the same for every row); empty otherwise.</summary>
+        public string ControlPath { get; set; } = string.Empty;
     }
 
     /// <summary>Feeds the denoising loop's reports (on the generating thread) to the Spectre.Console "steps" bar.</summary>

@@ -33,7 +33,8 @@ public static partial class ShapesModel
         // SDXL's tokenizer_2 pads with "!" (id 0) where tokenizer pads with <|endoftext|>.
         vocab.Write(Path.Combine(directory, "tokenizer_2"), padToken: "!");
         WriteModel(directory, "text_encoder_2", ShapesSdxlGraphs.TextEncoder2(vocab, int64Ids));
-        WriteModel(directory, "unet", ShapesSdxlGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength, refiner));
+        WriteModel(directory, "unet", ShapesSdxlGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength, refiner,
+            ControlBlocks(options, ShapesControlNetGraphs.SdxlBlocks)));
         // Library: z = encoder(x)·0.13025 and decoder(z / 0.13025); the items are s·z_pca (s = scalingFactor). So the encoder
         // outputs z_pca·s/0.13025 and the decoder reads its input × 0.13025/s.
         double ratio = scalingFactor / SdxlScalingFactor;
@@ -50,6 +51,8 @@ public static partial class ShapesModel
             w.WriteNumber("sample_size", latentSize);
             w.WriteEndObject();
         });
+        if (options.Variant.HasFlag(ShapesVariant.ControlNet))
+            WriteControlNet(directory, sdxl: true);
     }
 
     private static string SdxlModelIndexJson(bool refiner) => Json(w =>

@@ -100,7 +100,7 @@ public static partial class ShapesModel
         WriteModel(directory, "text_encoder", ShapesGraphs.TextEncoder(vocab, options.Variant.HasFlag(ShapesVariant.Int64InputIds)));
         WriteModel(directory, "unet", inpainting
             ? ShapesInpaintingGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength)
-            : ShapesGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength));
+            : ShapesGraphs.Unet(latents, items.Count, latentSize, sigmas, options.MatchStrength, ControlBlocks(options, ShapesControlNetGraphs.SdBlocks)));
         WriteVae(directory, ShapesGraphs.VaeEncoder(pca, options.Variant.HasFlag(ShapesVariant.LatentParameters)), ShapesGraphs.VaeDecoder(pca), size, scalingFactor);
         JsonFiles.Write(Path.Combine(directory, "unet", "config.json"), w =>
         {
@@ -112,6 +112,9 @@ public static partial class ShapesModel
             w.WriteNumber("sample_size", latentSize);
             w.WriteEndObject();
         });
+
+        if (options.Variant.HasFlag(ShapesVariant.ControlNet))
+            WriteControlNet(directory, sdxl: false);
 
         // 6. The export variant's passes over the written graphs (float16, timestep form, v-prediction, external weights).
         ShapesVariants.Apply(directory, options.Variant);

@@ -79,6 +79,14 @@ public enum ShapesVariant
     /// no other flag.
     /// </summary>
     SuperResolution = 16384,
+
+    /// <summary>
+    /// With a ControlNet in diffusers' naming (model_index.json of StableDiffusionControlNetPipeline, or
+    /// StableDiffusionXLControlNetPipeline with <see cref="Sdxl"/>): <c>controlnet/</c> turns a control image — a white
+    /// silhouette on black — into residuals, and <c>unet/</c> takes them as inputs, so the silhouette decides where and which
+    /// shape is drawn while the prompt decides the colours. Combines with <see cref="Sdxl"/> and <see cref="Int64InputIds"/>.
+    /// </summary>
+    ControlNet = 2048,
 }
 
 /// <summary>Settings of the Shapes model (<see cref="ShapesModel"/>). Every setting is part of the cache key.</summary>
@@ -123,13 +131,17 @@ public sealed class ShapesModelOptions
         | ShapesVariant.Inpainting
         | ShapesVariant.Unconditional
         | ShapesVariant.Vq
-        | ShapesVariant.SuperResolution;
+        | ShapesVariant.SuperResolution
+        | ShapesVariant.ControlNet;
 
     /// <summary>The variant flags of the unconditional (LDMPipeline) folders, which combine only with each other.</summary>
     internal const ShapesVariant UnconditionalCombinations = ShapesVariant.Unconditional | ShapesVariant.Vq | ShapesVariant.SuperResolution;
 
     /// <summary>The variant flags the SDXL-shaped folders combine with.</summary>
-    internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds;
+    internal const ShapesVariant SdxlCombinations = ShapesVariant.Sdxl | ShapesVariant.SdxlRefiner | ShapesVariant.Int64InputIds | ShapesVariant.ControlNet;
+
+    /// <summary>The variant flags the ControlNet variant combines with.</summary>
+    internal const ShapesVariant ControlNetCombinations = ShapesVariant.ControlNet | ShapesVariant.Sdxl | ShapesVariant.Int64InputIds;
 
     /// <summary>Checks every setting.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
@@ -151,6 +163,8 @@ public sealed class ShapesModelOptions
             throw new NotSupportedException($"Shapes model variant '{Variant & ~UnconditionalCombinations}' is not built together with '{Variant & UnconditionalCombinations}' by this version; the unconditional (LDMPipeline) folder combines only '{ShapesVariant.Unconditional}' and '{ShapesVariant.Vq}'.");
         if (Variant.HasFlag(ShapesVariant.SuperResolution) && Variant != ShapesVariant.SuperResolution)
             throw new NotSupportedException($"Shapes model variant '{Variant & ~ShapesVariant.SuperResolution}' is not built together with '{ShapesVariant.SuperResolution}' by this version; the super-resolution folder combines with no other flag.");
+        if (Variant.HasFlag(ShapesVariant.ControlNet) && (Variant & ~ControlNetCombinations) != 0)
+            throw new NotSupportedException($"Shapes model variant '{Variant & ~ControlNetCombinations}' is not built together with '{ShapesVariant.ControlNet}' by this version; the ControlNet folder combines with '{ControlNetCombinations}'.");
     }
 
     /// <summary>A canonical text of the settings, hashed into the cache folder name.</summary>

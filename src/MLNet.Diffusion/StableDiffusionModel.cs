@@ -350,7 +350,7 @@ public sealed partial class StableDiffusionModel : IDisposable
     private ControlNetModel CreateControlNet(OnnxComponent component)
     {
         var unet = ResidualUnet ?? Unet;
-        string[] outputs = ControlNetGraphs.CheckFits(component, unet, Info.ControlNetResiduals, Info.LatentChannels, Info.HiddenSize);
+        string[] outputs = ControlNetGraphs.CheckFits(component, unet, Info.ControlNetResiduals, Info.LatentChannels, Info.HiddenSize, Info.PooledSize, Info.TimeIdsWidth);
         if (!ControlNetGraphs.IsResolved(Info.ControlNetResiduals))
         {
             // No config stated the residuals' sizes: the first ControlNet tells them (one run at a 16×16 latent).

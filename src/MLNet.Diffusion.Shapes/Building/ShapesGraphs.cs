@@ -183,7 +183,11 @@ internal static class ShapesGraphs
     /// <param name="latentSize">s.</param>
     /// <param name="sigmas">σ_t for t = 0 … T−1 from the scheduler's ᾱ table.</param>
     /// <param name="matchStrength">λ.</param>
-    public static byte[] Unet(float[] latents, int itemCount, int latentSize, float[] sigmas, float matchStrength)
+    /// <param name="controlBlocks">
+    /// The ControlNet variant's residual layout (<see cref="ShapesControlNetGraphs.ControlTerm"/>: residual inputs and a
+    /// control term in the logits), or 0 for none.
+    /// </param>
+    public static byte[] Unet(float[] latents, int itemCount, int latentSize, float[] sigmas, float matchStrength, int controlBlocks = 0)
     {
         const int d = AttributeSpace.Dimensions;
         var g = new OnnxGraphBuilder("shapes_unet");
@@ -207,11 +211,13 @@ internal static class ShapesGraphs
         string a = UnetMath.PromptAttributes(g, noise);                                        // [B,D]
         string sizeScale = UnetMath.PriorScale(g, items, latentSize);
         string match = g.Mul(g.Node("MatMul", [a, attr]), sizeScale, "match");                // [B,K]
+        if (controlBlocks > 0)
+            match = g.Add(match, ShapesControlNetGraphs.ControlTerm(g, items, itemCount, latentSize, controlBlocks), "match_and_control");
         string logits = g.Add(fit, match, "logits");
 
         // 4. Posterior mean x̂₀ and the noise prediction.
         UnetMath.NoisePrediction(g, logits, "sample", null, items, noise);
-        return g.ToModelBytes("Shapes UNet: exact posterior-mean denoiser over the Shapes item latents (epsilon prediction).");
+        return g.ToModelBytes(controlBlocks > 0 ? "Shapes UNet with ControlNet residual inputs: exact posterior-mean denoiser, the residuals' silhouette a prior term (epsilon prediction)." : "Shapes UNet: exact posterior-mean denoiser over the Shapes item latents (epsilon prediction).");
     }
 
     private static float[] ToFloat(double[] v) => Array.ConvertAll(v, x => (float)x);

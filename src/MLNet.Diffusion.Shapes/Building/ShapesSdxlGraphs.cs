@@ -129,7 +129,11 @@ internal static class ShapesSdxlGraphs
     /// <param name="sigmas">σ_t for t = 0 … T−1 from the scheduler's ᾱ table.</param>
     /// <param name="matchStrength">λ.</param>
     /// <param name="refiner">Whether to build the refiner-style UNet (text_encoder_2 states only, 5 time ids).</param>
-    public static byte[] Unet(float[] latents, int itemCount, int latentSize, float[] sigmas, float matchStrength, bool refiner)
+    /// <param name="controlBlocks">
+    /// The ControlNet variant's residual layout (<see cref="ShapesControlNetGraphs.ControlTerm"/>: residual inputs and a
+    /// control term in the logits), or 0 for none.
+    /// </param>
+    public static byte[] Unet(float[] latents, int itemCount, int latentSize, float[] sigmas, float matchStrength, bool refiner, int controlBlocks = 0)
     {
         int hidden = refiner ? Hidden2 : Hidden1 + Hidden2;
         int slot2 = refiner ? 0 : Hidden1;
@@ -182,6 +186,8 @@ internal static class ShapesSdxlGraphs
         string ok = g.Node("Cast", [g.Node("Less", [off, g.Scalar("tolerance", 0.5f)])], null, Attr("to", (long)DataType.Float));
         string gate = g.Node("ReduceMin", [ok], "time_ids_gate", Attr("axes", [1L]), Attr("keepdims", 1L)); // [B,1]
         string match = g.Mul(g.Mul(prompt, sizeScale), gate, "match");
+        if (controlBlocks > 0)
+            match = g.Add(match, ShapesControlNetGraphs.ControlTerm(g, items, itemCount, latentSize, controlBlocks), "match_and_control");
         string logits = g.Add(fit, match, "logits");
 
         // 4. Posterior mean x̂₀ and the noise prediction.

@@ -20,6 +20,8 @@ internal static class ControlNetGraphs
     public const string MidResidual = "mid_block_additional_residual";
     public const string ControlInput = "controlnet_cond";
     public const string ScaleInput = "conditioning_scale";
+    public const string TextEmbedsInput = "text_embeds";
+    public const string TimeIdsInput = "time_ids";
     private const string DownPrefix = "down_block_";
     private const string DownSuffix = "_additional_residual";
     private static readonly TensorElementType[] s_floatTypes = { TensorElementType.Float, TensorElementType.Float16 };
@@ -190,7 +192,8 @@ internal static class ControlNetGraphs
     /// Checks that a ControlNet fits the UNet: its inputs are a ControlNet's, its residual outputs are exactly the UNet's
     /// residual inputs with the same channels, and its text width is the UNet's. Errors name both files.
     /// </summary>
-    public static string[] CheckFits(OnnxComponent controlNet, OnnxComponent unet, IReadOnlyList<ControlNetResidual> residuals, int latentChannels, int hiddenSize)
+    public static string[] CheckFits(OnnxComponent controlNet, OnnxComponent unet, IReadOnlyList<ControlNetResidual> residuals, int latentChannels, int hiddenSize,
+        int? pooledSize = null, int? timeIdsWidth = null)
     {
         if (!IsControlNet(controlNet))
             throw new ModelContractException(TakesResiduals(controlNet)
@@ -224,6 +227,17 @@ internal static class ControlNetGraphs
         }
         if (OnnxComponent.StaticDim(controlNet.Input("encoder_hidden_states"), 2) is int d && d != hiddenSize)
             throw new ModelContractException($"ControlNet '{controlNet.Path}' takes encoder_hidden_states of width {d} but UNet '{unet.Path}' takes {hiddenSize}.");
+        // An SDXL ControlNet (diffusers' ControlNetModel with addition_embed_type "text_time") takes the UNet's added conditions.
+        foreach (var (name, width) in new[] { (TextEmbedsInput, pooledSize), (TimeIdsInput, timeIdsWidth) })
+        {
+            if (!controlNet.HasInput(name))
+                continue;
+            if (width is null)
+                throw new ModelContractException($"ControlNet '{controlNet.Path}' takes '{name}' (SDXL's added conditions: an SDXL ControlNet) but UNet '{unet.Path}' is not an SDXL UNet.");
+            controlNet.RequireInput(name, s_floatTypes, 2);
+            if (OnnxComponent.StaticDim(controlNet.Input(name), 1) is int n && n != width)
+                throw new ModelContractException($"ControlNet '{controlNet.Path}' takes '{name}' of width {n} but UNet '{unet.Path}' takes {width}.");
+        }
         if (OnnxComponent.StaticDim(controlNet.Input("sample"), 1) is int s && s != latentChannels)
             throw new ModelContractException($"ControlNet '{controlNet.Path}' takes a sample of {s} channels; the model's latents have {latentChannels}.");
         return outputs;
@@ -264,6 +278,15 @@ internal sealed class ControlNetProbe
             new(_controlNet.Input(ControlNetGraphs.ControlInput).ElementDataType, new long[] { 1, 3, image, image }),
         };
         var inputNames = new List<string> { "sample", "timestep", "encoder_hidden_states", ControlNetGraphs.ControlInput };
+        foreach (string added in new[] { ControlNetGraphs.TextEmbedsInput, ControlNetGraphs.TimeIdsInput })
+        {
+            // SDXL's added conditions: zeros of the graph's width (the residuals' sizes do not depend on them).
+            if (_controlNet.HasInput(added) && OnnxComponent.StaticDim(_controlNet.Input(added), 1) is int width)
+            {
+                buffers.Add(new TensorBuffer(_controlNet.Input(added).ElementDataType, new long[] { 1, width }));
+                inputNames.Add(added);
+            }
+        }
         if (_controlNet.HasInput(ControlNetGraphs.ScaleInput))
         {
             var scale = _controlNet.Input(ControlNetGraphs.ScaleInput);

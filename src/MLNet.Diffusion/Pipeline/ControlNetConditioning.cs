@@ -56,6 +56,7 @@ internal sealed class ControlNetConditioning : IUnetConditioning, IDisposable
     private readonly int _hidden;
     private readonly float[] _guessScales;
     private readonly NetBuffers?[] _nets;
+    private readonly SdxlAddedConditioning? _added;
     private TensorBuffer[] _unetResiduals = Array.Empty<TensorBuffer>();
     private float[] _images = Array.Empty<float>();
     private float[] _scales = Array.Empty<float>();
@@ -73,9 +74,15 @@ internal sealed class ControlNetConditioning : IUnetConditioning, IDisposable
     /// <param name="imageHeight">H, the control image's height (the output image's).</param>
     /// <param name="imageWidth">W.</param>
     /// <param name="hiddenSize">D, the text embeddings' width.</param>
+    /// <param name="added">
+    /// SDXL's added conditioning of the batch, whose <c>text_embeds</c> and <c>time_ids</c> an SDXL ControlNet also takes
+    /// (diffusers StableDiffusionXLControlNetPipeline: <c>added_cond_kwargs</c>, the conditional half's in guess mode); null
+    /// for SD 1.x/2.x.
+    /// </param>
     public ControlNetConditioning(IReadOnlyList<ControlNetResidual> residuals, IReadOnlyList<ControlNetRun> runs, bool guessMode,
-        int latentChannels, int latentHeight, int latentWidth, int imageHeight, int imageWidth, int hiddenSize)
+        int latentChannels, int latentHeight, int latentWidth, int imageHeight, int imageWidth, int hiddenSize, SdxlAddedConditioning? added = null)
     {
+        _added = added;
         _residuals = residuals;
         _runs = new List<ControlNetRun>(runs).ToArray();
         _guessMode = guessMode;
@@ -165,7 +172,7 @@ internal sealed class ControlNetConditioning : IUnetConditioning, IDisposable
             if (net is null || net.Rows != netRows || net.Sequence != sequence)
             {
                 net?.Dispose();
-                _nets[n] = net = new NetBuffers(_runs[n].Net, _residuals, netRows, sequence, _channels, _latentHeight, _latentWidth, ImageHeight, ImageWidth, _hidden);
+                _nets[n] = net = new NetBuffers(_runs[n].Net, _residuals, netRows, sequence, _channels, _latentHeight, _latentWidth, ImageHeight, ImageWidth, _hidden, _added);
             }
 
             // The text embeddings and control images in the ControlNet's batch order: [uncond; cond] and [image; image]
@@ -176,6 +183,17 @@ internal sealed class ControlNetConditioning : IUnetConditioning, IDisposable
                 bool uncond = batch.Guidance && !_guessMode && u < count;
                 net.Embeddings.Write(embeddings.Slice((2 * r + (uncond ? 0 : 1)) * perState, perState), u * perState);
                 net.Image.Write(Image(n, r), u * _imageLength);
+                // An SDXL ControlNet: the same text_embeds and time_ids as the UNet's row (SdxlAddedConditioning's order).
+                if (net.TextEmbeds is { } textEmbeds)
+                {
+                    int p = _added!.PooledSize;
+                    textEmbeds.Write(_added.Pooled(r).Slice(uncond ? 0 : p, p), u * p);
+                }
+                if (net.TimeIds is { } timeIds)
+                {
+                    var ids = _added!.TimeIds(conditional: !uncond);
+                    timeIds.Write(ids, u * ids.Length);
+                }
             }
         }
     }
@@ -280,7 +298,8 @@ internal sealed class ControlNetConditioning : IUnetConditioning, IDisposable
         private readonly OrtValue[] _outputValues;
         private readonly List<TensorBuffer> _all = new();
 
-        public NetBuffers(ControlNetModel net, IReadOnlyList<ControlNetResidual> residuals, int rows, int sequence, int channels, int h, int w, int imageHeight, int imageWidth, int hidden)
+        public NetBuffers(ControlNetModel net, IReadOnlyList<ControlNetResidual> residuals, int rows, int sequence, int channels, int h, int w, int imageHeight, int imageWidth, int hidden,
+            SdxlAddedConditioning? added)
         {
             _net = net;
             Rows = rows;
@@ -299,6 +318,17 @@ internal sealed class ControlNetConditioning : IUnetConditioning, IDisposable
                 var scale = Add(new TensorBuffer(s.ElementDataType, s.Dimensions.Length == 0 ? Array.Empty<long>() : new long[] { 1 }));
                 scale.Fill(1f);
                 names.Add(ControlNetGraphs.ScaleInput);
+            }
+            // SDXL's added conditions (checked at load: only with an SDXL model, ControlNetGraphs.CheckFits).
+            if (c.HasInput(ControlNetGraphs.TextEmbedsInput))
+            {
+                TextEmbeds = Add(new TensorBuffer(c.Input(ControlNetGraphs.TextEmbedsInput).ElementDataType, new long[] { rows, RequireAdded(added).PooledSize }));
+                names.Add(ControlNetGraphs.TextEmbedsInput);
+            }
+            if (c.HasInput(ControlNetGraphs.TimeIdsInput))
+            {
+                TimeIds = Add(new TensorBuffer(c.Input(ControlNetGraphs.TimeIdsInput).ElementDataType, new long[] { rows, RequireAdded(added).TimeIds(true).Length }));
+                names.Add(ControlNetGraphs.TimeIdsInput);
             }
             _inputNames = names.ToArray();
             _inputs = new OrtValue[_all.Count];
@@ -326,6 +356,12 @@ internal sealed class ControlNetConditioning : IUnetConditioning, IDisposable
 
         public TensorBuffer Image { get; }
 
+        /// <summary>SDXL: the ControlNet's <c>text_embeds</c> [rows, P]; null when it takes none.</summary>
+        public TensorBuffer? TextEmbeds { get; }
+
+        /// <summary>SDXL: the ControlNet's <c>time_ids</c> [rows, W]; null when it takes none.</summary>
+        public TensorBuffer? TimeIds { get; }
+
         public TensorBuffer[] Outputs { get; }
 
         public void Run()
@@ -343,6 +379,9 @@ internal sealed class ControlNetConditioning : IUnetConditioning, IDisposable
                     + $"{Image.Shape[2]}×{Image.Shape[3]} control image (residuals expected as {string.Join(", ", shapes)}): {e.Message}", e);
             }
         }
+
+        private SdxlAddedConditioning RequireAdded(SdxlAddedConditioning? added) => added
+            ?? throw new InvalidOperationException($"ControlNet '{_net.Path}' takes SDXL's added conditions (text_embeds, time_ids) but the run has none: it needs an SDXL model.");
 
         private TensorBuffer Add(TensorBuffer buffer)
         {

@@ -29,6 +29,12 @@ internal sealed class SdxlAddedConditioning : IUnetConditioning
         _uncondTimeIds = negativeTimeIds;
     }
 
+    /// <summary>P, the pooled vector's size (<c>text_embeds</c>' width).</summary>
+    public int PooledSize => _pooledSize;
+
+    /// <summary>The time ids of conditional rows, or of unconditional ones (an SDXL ControlNet gets the same as the UNet).</summary>
+    public ReadOnlySpan<float> TimeIds(bool conditional) => conditional ? _condTimeIds : _uncondTimeIds;
+
     /// <summary>Rows the pooled buffer holds.</summary>
     public int Count { get; private set; }
 

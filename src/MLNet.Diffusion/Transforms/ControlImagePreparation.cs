@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Transforms;
 
@@ -33,7 +34,12 @@ public sealed class PrepareControlImageOptions
     /// <summary>The output height, DenoiseLatents' height.</summary>
     public int Height { get; init; } = 512;
 
-    /// <summary>An image of another size is resized (Pillow's bilinear filter) with <see cref="ImageResizeMode.Stretch"/>, refused with <see cref="ImageResizeMode.None"/>.</summary>
+    /// <summary>
+    /// An image of another size is resized with <see cref="ImageResizeMode.Stretch"/> — with Pillow's LANCZOS filter on the
+    /// 8-bit picture, bit for bit, as diffusers' VaeImageProcessor (<c>resample="lanczos"</c>) — and refused with
+    /// <see cref="ImageResizeMode.None"/>. (Pillow premultiplies a translucent RGBA picture's alpha before resizing; this stage
+    /// drops alpha, so the two agree for opaque pictures.)
+    /// </summary>
     public ImageResizeMode ResizeMode { get; init; } = ImageResizeMode.Stretch;
 
     /// <summary>The preprocessor, run on the image at its own size before resizing.</summary>
@@ -99,6 +105,10 @@ public sealed class ControlImagePreparationTransformer : DiffusionTransformer
         private readonly ImageStageInput.ReadPlanes _read;
         private readonly float[] _batch;
         private readonly int _length;
+        private PillowLanczosResampler? _lanczos;
+        private float[] _source = Array.Empty<float>();
+        private byte[] _sourceBytes = Array.Empty<byte>();
+        private byte[] _resized = Array.Empty<byte>();
 
         public Worker(ControlImagePreparationTransformer stage, DataViewRow input)
         {
@@ -117,8 +127,32 @@ public sealed class ControlImagePreparationTransformer : DiffusionTransformer
             MLImage? image = null;
             _imageGetter(ref image!);
             _ = image ?? throw new InvalidOperationException($"Row {position}: image column '{o.ImageColumnName}' has no image (null).");
-            bool resize = _images.NeedsResize(image, position, o.ImageColumnName);
-            _images.Read(image, 3, _batch.AsSpan(slot * _length, _length), resize, _read);
+            var destination = _batch.AsSpan(slot * _length, _length);
+            if (!_images.NeedsResize(image, position, o.ImageColumnName))
+            {
+                _read(image, destination);
+                return;
+            }
+            // diffusers' control_image_processor resizes the 8-bit picture with Pillow's LANCZOS (VaeImageProcessor's
+            // default resample) before pil_to_numpy's / 255: the same on the bytes, then / 255.
+            int sourceLength = 3 * image.Width * image.Height;
+            if (_source.Length < sourceLength)
+            {
+                _source = new float[sourceLength];
+                _sourceBytes = new byte[sourceLength];
+            }
+            if (_resized.Length != _length)
+                _resized = new byte[_length];
+            if (_lanczos is null || _lanczos.SourceWidth != image.Width || _lanczos.SourceHeight != image.Height)
+                _lanczos = new PillowLanczosResampler(image.Width, image.Height, o.Width, o.Height);
+            var planes = _source.AsSpan(0, sourceLength);
+            var bytes = _sourceBytes.AsSpan(0, sourceLength);
+            _read(image, planes);
+            for (int i = 0; i < sourceLength; i++)
+                bytes[i] = (byte)MathF.Round(planes[i] * 255f); // the planes are byte / 255: exact
+            _lanczos.Resize(bytes, _resized, 3);
+            for (int i = 0; i < _length; i++)
+                destination[i] = _resized[i] / 255f;
         }
 
         public override void Process(int count)

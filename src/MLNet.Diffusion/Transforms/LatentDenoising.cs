@@ -589,7 +589,7 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
                         _scaleGetters[i] = ScaleGetter(input, sc);
                     _scales[i] = new float[b];
                 }
-                _controlNet = new ControlNetConditioning(info.ControlNetResiduals, runs, o.ControlNetGuessMode, info.LatentChannels, o.Height / f, o.Width / f, o.Height, o.Width, info.HiddenSize);
+                _controlNet = new ControlNetConditioning(info.ControlNetResiduals, runs, o.ControlNetGuessMode, info.LatentChannels, o.Height / f, o.Width / f, o.Height, o.Width, info.HiddenSize, _sdxl);
                 conditionings.Add(_controlNet);
             }
 
