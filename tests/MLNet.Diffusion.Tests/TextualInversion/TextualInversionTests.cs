@@ -4,8 +4,10 @@ using System.IO;
 using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Google.Protobuf;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Onnx;
+using MLNet.Diffusion.Onnx.Protobuf;
 using MLNet.Diffusion.Tests.SafeTensors;
 using MLNet.Diffusion.Tests.TestSupport;
 
@@ -186,6 +188,92 @@ public sealed class TextualInversionTests
         var transformer = ml.Transforms.EncodePrompt(withEmbedding, "Embeddings", "Prompt").Fit(data);
         var error = Assert.ThrowsExactly<NotSupportedException>(() => ml.Model.Save(transformer, data.Schema, new MemoryStream()));
         StringAssert.Contains(error.Message, "textual inversions");
+    }
+
+    [TestMethod]
+    public void ATextEncoderWithExternalDataWorksFromTheRewrittenGraph()
+    {
+        // The rewritten graph is loaded from bytes: its other weights must still be found in the model's folder. A copy
+        // of tiny-sd whose text encoder keeps every weight over 1 KB in text_encoder/weights.pb (the exporter's form for
+        // big models) must give the same states as the original.
+        string source = SharedModels.Require("tiny-sd");
+        string folder = PersistenceRoundTrip.TempFile("tiny-sd-external");
+        CopyFolder(source, folder);
+        try
+        {
+            MoveWeightsToExternalData(Path.Combine(folder, ModelFolder.TextEncoder));
+            using var original = StableDiffusionModel.Load(new MLContext(seed: 1), source);
+            using var model = StableDiffusionModel.Load(new MLContext(seed: 1), folder);
+            int cat = model.Tokenizer.GetTokenId("cat</w>");
+            Assert.IsTrue(OnnxModelReader.Open(ModelFolder.ModelPath(folder, ModelFolder.TextEncoder)).Initializers.Any(i => i.IsExternal), "the copy keeps its weights outside the graph");
+            string path = Write("learned_embeds.safetensors", new() { ["<my-cat>"] = SafeTensorsWriter.F32([32], Rows(folder, ModelFolder.TextEncoder, cat)) });
+            using var withCat = model.WithTextualInversions(MLNet.Diffusion.TextualInversion.Load(path));
+            CollectionAssert.AreEqual(Encode(original, "Embeddings", "a photo of cat")[0], Encode(withCat, "Embeddings", "a photo of <my-cat>")[0]);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public void UnetLorasAndTextualInversionsCombineInEitherOrder()
+    {
+        using var model = LoadTinySd();
+        int cat = model.Tokenizer.GetTokenId("cat</w>");
+        string path = Write("learned_embeds.safetensors", new() { ["<my-cat>"] = SafeTensorsWriter.F32([32], Rows(model.Directory, ModelFolder.TextEncoder, cat)) });
+        var embedding = MLNet.Diffusion.TextualInversion.Load(path);
+        var lora = new LoraReference(Path.Combine(SharedModels.Require("tiny-sd-lora", "tiny_lora_kohya.safetensors"), "tiny_lora_kohya.safetensors"));
+        using var withCat = model.WithTextualInversions(embedding);
+        using var thenLora = withCat.WithLoras(lora);
+        using var loraFirst = model.WithLoras(lora);
+        using var thenCat = loraFirst.WithTextualInversions(embedding);
+        float[] expected = Encode(model, "Embeddings", "a photo of cat")[0];
+        foreach (var (name, m) in new[] { ("TI then LoRA", thenLora), ("LoRA then TI", thenCat) })
+        {
+            Assert.AreEqual(1, m.TextualInversions.Count, name);
+            Assert.AreEqual(1, m.Loras.Count, name);
+            CollectionAssert.AreEqual(expected, Encode(m, "Embeddings", "a photo of <my-cat>")[0], name);
+        }
+        using var none = thenCat.WithTextualInversions();
+        Assert.AreEqual(0, none.TextualInversions.Count);
+        Assert.AreEqual(-1, none.Tokenizer.GetTokenId("<my-cat>"), "no inversions: the folder's tokenizer again");
+        Assert.AreEqual(1, none.Loras.Count);
+    }
+
+    private static void CopyFolder(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.GetFiles(from))
+        {
+            // The shared exports are read-only; the copy must be writable (and deletable on Windows).
+            string copy = Path.Combine(to, Path.GetFileName(file));
+            File.Copy(file, copy);
+            File.SetAttributes(copy, FileAttributes.Normal);
+        }
+        foreach (string sub in Directory.GetDirectories(from))
+            CopyFolder(sub, Path.Combine(to, Path.GetFileName(sub)));
+    }
+
+    private static void MoveWeightsToExternalData(string componentFolder)
+    {
+        string modelPath = Path.Combine(componentFolder, "model.onnx");
+        var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(modelPath));
+        using var weights = new MemoryStream();
+        foreach (var tensor in model.Graph.Initializer)
+        {
+            if (tensor.RawData.Length <= 1024)
+                continue;
+            long offset = weights.Position;
+            tensor.RawData.WriteTo(weights);
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = "weights.pb" });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = tensor.RawData.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            tensor.DataLocation = TensorProto.Types.DataLocation.External;
+            tensor.RawData = ByteString.Empty;
+        }
+        File.WriteAllBytes(Path.Combine(componentFolder, "weights.pb"), weights.ToArray());
+        File.WriteAllBytes(modelPath, model.ToByteArray());
     }
 
     [TestMethod]
