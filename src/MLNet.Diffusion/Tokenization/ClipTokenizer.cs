@@ -474,7 +474,7 @@ public sealed class ClipTokenizer
         return _idToToken[id];
     }
 
-    /// <summary>The id of a vocabulary token (byte-level form, e.g. <c>"cat&lt;/w&gt;"</c>), or −1 when absent.</summary>
+    /// <summary>The id of a vocabulary token (byte-level form, e.g. <c>"cat&lt;/w&gt;"</c>) or of an added token, or −1 when absent.</summary>
     /// <param name="token">The token string.</param>
     /// <returns>The id or −1.</returns>
     public int GetTokenId(string token)
