@@ -139,7 +139,8 @@ public sealed partial class StableDiffusionModel
         {
             if (sessions is not null)
                 ReportUnmatched(sessions);
-            RefuseTextEncoderLorasWithInversions(sessions, _inversions);
+            if (_inversions is not null)
+                RefuseTextEncoderLorasWithInversions(sessions);
             return new StableDiffusionModel(this, sessions, _inversions);
         }
         catch

@@ -64,9 +64,10 @@ public sealed partial class StableDiffusionModel
             list.Add(embedding);
         }
         if (!Info.IsConditional)
-            throw NotConditional("text encoder for textual inversions");
+            throw NotConditional("text encoder to add textual inversions to");
+        if (list.Count > 0)
+            RefuseTextEncoderLorasWithInversions(_loras);
         var set = list.Count == 0 ? null : BuildInversions(list);
-        RefuseTextEncoderLorasWithInversions(_loras, set);
         LoraSessionSet? loras = _loras is null ? null : _shared.Loras.Acquire(_loras.Set);
         try
         {
@@ -81,9 +82,9 @@ public sealed partial class StableDiffusionModel
     }
 
     /// <summary>A LoRA on a text encoder replaces its weights by name in the file's graph; the rewritten graph is another one.</summary>
-    private static void RefuseTextEncoderLorasWithInversions(LoraSessionSet? loras, TextualInversionSet? inversions)
+    private static void RefuseTextEncoderLorasWithInversions(LoraSessionSet? loras)
     {
-        if (inversions is not null && loras is not null && (loras.TextEncoder is not null || loras.TextEncoder2 is not null))
+        if (loras is not null && (loras.TextEncoder is not null || loras.TextEncoder2 is not null))
             throw new NotSupportedException($"LoRAs that change a text encoder ({loras.Set.Entries[0].Path}, …) cannot be combined with textual inversions yet; "
                 + "use LoRAs that change only the UNet, or no textual inversion.");
     }

@@ -33,6 +33,8 @@ public sealed class TextualInversion
     private const string A1111PickleKey = "string_to_param.*";
     private const string ClipLKey = "clip_l";
     private const string ClipGKey = "clip_g";
+    private const int MaxVectors = 4096;
+    private const int MaxWidth = 1 << 16;
 
     private readonly float[] _values;
     private readonly float[]? _values2;
@@ -147,9 +149,13 @@ public sealed class TextualInversion
         long[] shape = file.Tensors[key].Shape;
         long count = shape.Length == 2 ? shape[0] : shape.Length == 1 ? 1 : -1;
         long width = shape.Length is 1 or 2 ? shape[^1] : -1;
-        if (count < 1 || width < 1 || count > 4096 || width > 1 << 16)
+        if (count < 1 || width < 1)
             throw new InvalidDataException($"Textual inversion '{file.FileName}': tensor '{key}' has shape [{string.Join(",", shape)}]; "
-                + "an embedding is one vector [D] or n vectors [n, D].");
+                + "an embedding is one vector [D] or n vectors [n, D], n and D at least 1.");
+        // A prompt holds 75 tokens per chunk and CLIP widths are 512–1280: far larger tensors are not embeddings.
+        if (count > MaxVectors || width > MaxWidth)
+            throw new InvalidDataException($"Textual inversion '{file.FileName}': tensor '{key}' has shape [{string.Join(",", shape)}]; "
+                + $"an embedding has at most {MaxVectors} vectors of at most {MaxWidth} values.");
         return ((int)count, new EmbeddingTensor(file.FileName, key, shape, (int)width));
     }
 }

@@ -241,6 +241,25 @@ public sealed class TextualInversionTests
         Assert.AreEqual(1, none.Loras.Count);
     }
 
+    [TestMethod]
+    public void TextEncoderLorasAndTextualInversionsAreNotCombinedYet()
+    {
+        using var model = LoadTinySd();
+        // A LoRA on the MLP of the text encoder's first block, in diffusers' key form over the module path this export's
+        // node names give (/transformer/resblocks/resblocks.0/mlp/c_fc/MatMul).
+        var tensors = new Dictionary<string, SafeTensorsWriter.Entry>();
+        const string module = "text_encoder.transformer.resblocks.resblocks.0.mlp.c_fc";
+        Lora.LoraFiles.AddPair(tensors, module + ".lora.down.weight", module + ".lora.up.weight", [4, 32], [128, 4], 1);
+        var lora = new LoraReference(Write("te_lora.safetensors", tensors));
+        using var withLora = model.WithLoras(lora);
+        Assert.AreEqual(0, withLora.UnmatchedLoraKeys.Count, string.Join("\n", withLora.UnmatchedLoraKeys));
+        var embedding = MLNet.Diffusion.TextualInversion.Load(Write("learned_embeds.safetensors", new() { ["<t>"] = SafeTensorsWriter.F32([32], new float[32]) }));
+        StringAssert.Contains(Assert.ThrowsExactly<NotSupportedException>(() => withLora.WithTextualInversions(embedding)).Message, "textual inversions");
+        using var withEmbedding = model.WithTextualInversions(embedding);
+        StringAssert.Contains(Assert.ThrowsExactly<NotSupportedException>(() => withEmbedding.WithLoras(lora)).Message, "textual inversions");
+        Assert.AreEqual(1, withEmbedding.TextualInversions.Count, "the refused combination leaves the model usable");
+    }
+
     private static void CopyFolder(string from, string to)
     {
         Directory.CreateDirectory(to);
