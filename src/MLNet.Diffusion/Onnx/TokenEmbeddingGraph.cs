@@ -112,33 +112,35 @@ internal sealed class TokenEmbeddingGraph
     /// <summary>
     /// The model's bytes with rows <paramref name="firstRow"/>… of the table set to <paramref name="rows"/>
     /// (<paramref name="count"/> × <see cref="Width"/> values): the table grows to max(V, firstRow + count) rows; rows
-    /// between V and <paramref name="firstRow"/> (none for CLIP, whose tokenizer has V entries) are zero.
+    /// between V and <paramref name="firstRow"/> (none for CLIP, whose tokenizer has V entries) are zero. It edits the
+    /// reader's parsed model, so it is called once per <see cref="Find"/>.
     /// </summary>
     public byte[] WithRows(int firstRow, int count, ReadOnlySpan<float> rows)
     {
         if (rows.Length != checked(count * Width))
             throw new ArgumentException($"Expected {count}×{Width} values, got {rows.Length}.", nameof(rows));
         int height = Math.Max(Rows, checked(firstRow + count));
-        var values = new float[checked(height * Width)];
-        _reader.ReadSingles(Table.Name, values.AsSpan(0, Rows * Width));
-        rows.CopyTo(values.AsSpan(firstRow * Width));
-
+        long elements = (long)height * Width;
         bool half = Table.ElementType == TensorElementType.Float16;
-        byte[] raw;
+        // The new table is written straight into the tensor's raw bytes (wrapped, not copied, by the protobuf message).
+        var raw = new byte[checked((int)(elements * (half ? 2 : sizeof(float))))];
         if (half)
         {
-            var halves = new Half[values.Length];
-            TensorPrimitives.ConvertToHalf(values, halves);
-            raw = MemoryMarshal.AsBytes(halves.AsSpan()).ToArray();
+            var values = new float[checked((int)elements)];
+            _reader.ReadSingles(Table.Name, values.AsSpan(0, Rows * Width));
+            rows.CopyTo(values.AsSpan(firstRow * Width));
+            TensorPrimitives.ConvertToHalf(values, MemoryMarshal.Cast<byte, Half>(raw.AsSpan()));
         }
         else
         {
-            raw = MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+            var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
+            _reader.ReadSingles(Table.Name, values[..(Rows * Width)]);
+            rows.CopyTo(values[(firstRow * Width)..]);
         }
 
         var graph = _reader.Model.Graph;
         string name = UniqueName(graph, Table.Name + ".textual_inversion");
-        var tensor = new TensorProto { Name = name, DataType = (int)Table.ElementType, RawData = ByteString.CopyFrom(raw) };
+        var tensor = new TensorProto { Name = name, DataType = (int)Table.ElementType, RawData = UnsafeByteOperations.UnsafeWrap(raw) };
         tensor.Dims.Add(height);
         tensor.Dims.Add(Width);
         _consumer.Input[_consumerInput] = name;
