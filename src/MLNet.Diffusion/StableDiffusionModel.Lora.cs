@@ -13,7 +13,7 @@ namespace MLNet.Diffusion;
 // cached with a byte budget (LoraSessionCache); WithLoras and per-row prompt tags choose the set.
 public sealed partial class StableDiffusionModel
 {
-    private StableDiffusionModel(StableDiffusionModel parent, LoraSessionSet? loras)
+    private StableDiffusionModel(StableDiffusionModel parent, LoraSessionSet? loras, TextualInversionSet? inversions)
     {
         parent._shared.AddReference();
         _shared = parent._shared;
@@ -25,8 +25,9 @@ public sealed partial class StableDiffusionModel
         MLContext = parent.MLContext;
         Directory = parent.Directory;
         Info = parent.Info;
-        _tokenizer = parent._tokenizer;
-        Tokenizer2 = parent.Tokenizer2;
+        Tokenizer2 = parent.Tokenizer2 is null ? null : InversionTokenizer(ModelFolder.TextEncoder2, inversions, parent.Tokenizer2);
+        _tokenizer = parent._tokenizer is null ? null
+            : InversionTokenizer(Info.Kind == ModelKind.StableDiffusionXLRefiner ? ModelFolder.TextEncoder2 : ModelFolder.TextEncoder, inversions, parent._tokenizer);
         _textEncoder = parent._textEncoder;
         TextEncoder2 = parent.TextEncoder2;
         _vaeDecoder = parent._vaeDecoder;
@@ -36,7 +37,8 @@ public sealed partial class StableDiffusionModel
         LoadTimes = parent.LoadTimes;
         DefaultSeed = parent.DefaultSeed;
         LoraDirectory = parent.LoraDirectory;
-        _textEncoders = BindTextEncoders(_shared.TextEncoderBindings, loras);
+        _inversions = inversions;
+        _textEncoders = BindInversions(BindTextEncoders(_shared.TextEncoderBindings, loras), inversions, loras);
     }
 
     /// <summary>
@@ -137,7 +139,9 @@ public sealed partial class StableDiffusionModel
         {
             if (sessions is not null)
                 ReportUnmatched(sessions);
-            return new StableDiffusionModel(this, sessions);
+            if (_inversions is not null)
+                RefuseTextEncoderLorasWithInversions(sessions);
+            return new StableDiffusionModel(this, sessions, _inversions);
         }
         catch
         {

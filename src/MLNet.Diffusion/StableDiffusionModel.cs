@@ -409,7 +409,7 @@ public sealed partial class StableDiffusionModel : IDisposable
         return new OnnxComponent(name, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider, null, lease);
     }
 
-    private OnnxComponent OpenSession(string component, WeightVariant? variant)
+    private OnnxComponent OpenSession(string component, WeightVariant? variant, byte[]? modelBytes = null, string? rewriteId = null)
     {
         string path = ModelFolder.ModelPath(Directory, component);
         // Spinning after a run only pays when the same session runs again at once: the UNet (step after step) and, by
@@ -417,8 +417,8 @@ public sealed partial class StableDiffusionModel : IDisposable
         // cores from the next batch's UNet steps (StableDiffusionModelOptions.TextEncoderThreadsSpin).
         bool stop = component is ModelFolder.VaeDecoder or ModelFolder.VaeEncoder or ModelFolder.VqvaeDecoder or ModelFolder.VqvaeEncoder or ModelFolder.VqvaeDecoderNoQuantize
             || (component == ModelFolder.TextEncoder || component == ModelFolder.TextEncoder2) && !_textEncoderThreadsSpin;
-        var session = _sessions.Create(path, stop, variant, out var lease);
-        return new OnnxComponent(component, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider, variant?.Id, lease);
+        var session = _sessions.Create(path, stop, variant, out var lease, modelBytes);
+        return new OnnxComponent(component, path, session, runsOnDevice: _sessions.EffectiveProvider is CudaExecutionProvider, variant?.Id ?? rewriteId, lease);
     }
 
     /// <summary>

@@ -33,7 +33,10 @@ internal sealed class OnnxComponent : IDisposable
         _weightLease = weightLease;
     }
 
-    /// <summary>The weight variant the session runs with (<see cref="WeightVariant.Id"/>), or null for the model file's own weights.</summary>
+    /// <summary>
+    /// The weight variant the session runs with (<see cref="WeightVariant.Id"/>) or the id of the rewritten graph it was
+    /// created from (textual inversion's <c>ti-…</c>), or null for the model file's own graph and weights.
+    /// </summary>
     public string? WeightVariantId { get; }
 
     /// <summary>

@@ -65,13 +65,18 @@ internal sealed class OnnxSessionFactory
     /// Keeps <paramref name="variant"/>'s native memory alive: ONNX Runtime uses added initializers in place, so the
     /// caller disposes the lease after the session (<see cref="OnnxComponent"/> does). Null without a variant.
     /// </param>
-    public InferenceSession Create(string modelPath, bool stopSpinningAfterRun, WeightVariant? variant, out IDisposable? weightLease)
+    /// <param name="modelBytes">
+    /// A rewritten copy of <paramref name="modelPath"/>'s graph to load instead of the file (textual inversion's taller
+    /// token-embedding table), or null; its external data is read from <paramref name="modelPath"/>'s folder, and it never
+    /// uses the optimised-graph cache.
+    /// </param>
+    public InferenceSession Create(string modelPath, bool stopSpinningAfterRun, WeightVariant? variant, out IDisposable? weightLease, byte[]? modelBytes = null)
     {
         if (_provider is CudaExecutionProvider cuda)
         {
             try
             {
-                var session = CreateCore(modelPath, cuda, stopSpinningAfterRun, variant, out weightLease);
+                var session = CreateCore(modelPath, cuda, stopSpinningAfterRun, variant, out weightLease, modelBytes);
                 EffectiveProvider = cuda;
                 return session;
             }
@@ -84,19 +89,20 @@ internal sealed class OnnxSessionFactory
             }
         }
         EffectiveProvider = ExecutionProvider.Cpu;
-        return CreateCore(modelPath, null, stopSpinningAfterRun, variant, out weightLease);
+        return CreateCore(modelPath, null, stopSpinningAfterRun, variant, out weightLease, modelBytes);
     }
 
-    private InferenceSession CreateCore(string modelPath, CudaExecutionProvider? cuda, bool stopSpinningAfterRun, WeightVariant? variant, out IDisposable? weightLease)
+    private InferenceSession CreateCore(string modelPath, CudaExecutionProvider? cuda, bool stopSpinningAfterRun, WeightVariant? variant, out IDisposable? weightLease, byte[]? modelBytes)
     {
         // Weight variants replace initializers by name, and the optimised graph has folded and renamed them: never cached.
+        // Nor are rewritten graphs, which the cache's key (the file) does not describe.
         string provider = cuda?.ToString() ?? "CPU";
-        var entry = variant is null ? OptimizedModelCache?.Find(modelPath, provider, Level) : null;
+        var entry = variant is null && modelBytes is null ? OptimizedModelCache?.Find(modelPath, provider, Level) : null;
         if (entry?.CachedModel is { } cached)
         {
             try
             {
-                return CreateSession(cached, modelPath, cuda, stopSpinningAfterRun, null, entry, out weightLease);
+                return CreateSession(cached, modelPath, cuda, stopSpinningAfterRun, null, entry, out weightLease, null);
             }
             catch (ModelLoadException e)
             {
@@ -106,7 +112,7 @@ internal sealed class OnnxSessionFactory
         }
         try
         {
-            var session = CreateSession(modelPath, modelPath, cuda, stopSpinningAfterRun, variant, entry, out weightLease);
+            var session = CreateSession(modelPath, modelPath, cuda, stopSpinningAfterRun, variant, entry, out weightLease, modelBytes);
             entry?.Commit();
             return session;
         }
@@ -121,7 +127,7 @@ internal sealed class OnnxSessionFactory
     private const GraphOptimizationLevel Level = GraphOptimizationLevel.ORT_ENABLE_ALL;
 
     private InferenceSession CreateSession(string modelPath, string sourcePath, CudaExecutionProvider? cuda, bool stopSpinningAfterRun, WeightVariant? variant,
-        OptimizedModelCache.Entry? entry, out IDisposable? weightLease)
+        OptimizedModelCache.Entry? entry, out IDisposable? weightLease, byte[]? modelBytes)
     {
         weightLease = null;
         var options = new SessionOptions
@@ -149,10 +155,13 @@ internal sealed class OnnxSessionFactory
             if (cuda is not null)
                 AppendCuda(options, cuda);
             lease = variant?.Acquire(options);
+            // A graph loaded from bytes has no file to resolve external-data locations against: the source's folder is.
+            if (modelBytes is not null)
+                options.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(Path.GetFullPath(sourcePath))!);
             InferenceSession session;
             try
             {
-                session = new InferenceSession(modelPath, options);
+                session = modelBytes is null ? new InferenceSession(modelPath, options) : new InferenceSession(modelBytes, options);
             }
             catch (OnnxRuntimeException e) when (cuda is null || !LooksLikeProviderFailure(e))
             {

@@ -46,11 +46,14 @@ public sealed class ClipTokenizer
 
     private readonly BpeTokenizer _bpe;
     private readonly string[] _idToToken;
+    // Tokens added after the vocabulary (textual inversion), matched in the raw text before clean-up and BPE; null: none.
+    private readonly AddedTokenTable? _added;
 
-    private ClipTokenizer(BpeTokenizer bpe, string[] idToToken, int startId, int endId, int padId, int modelMaxLength)
+    private ClipTokenizer(BpeTokenizer bpe, string[] idToToken, int startId, int endId, int padId, int modelMaxLength, AddedTokenTable? added = null)
     {
         _bpe = bpe;
         _idToToken = idToToken;
+        _added = added;
         StartTokenId = startId;
         EndTokenId = endId;
         PadTokenId = padId;
@@ -72,8 +75,45 @@ public sealed class ClipTokenizer
     /// <summary>The number of prompt tokens that fit in one sequence: <see cref="ModelMaxLength"/> − 2.</summary>
     public int MaxContentLength => ModelMaxLength - 2;
 
-    /// <summary>The number of entries in the vocabulary.</summary>
+    /// <summary>The number of entries in the vocabulary, added tokens included.</summary>
     public int VocabularySize => _idToToken.Length;
+
+    /// <summary>The tokens added after the BPE vocabulary (<see cref="WithAddedTokens"/>), in id order; empty when none.</summary>
+    public IReadOnlyList<string> AddedTokens => _added?.Tokens ?? Array.Empty<string>();
+
+    /// <summary>
+    /// A tokenizer that also knows <paramref name="tokens"/>, with ids from <see cref="VocabularySize"/> on in the order
+    /// given, as Hugging Face's <c>tokenizer.add_tokens</c> does for textual inversion: an added token is found in the
+    /// raw prompt (case-sensitive, leftmost and longest first) before CLIP's clean-up and BPE, which then run on the text
+    /// between added tokens. A token <c>t</c> that has companions <c>t_1</c>, <c>t_2</c>, … among the added tokens stands
+    /// for all of them (<c>t t_1 t_2 …</c>), as diffusers' <c>maybe_convert_prompt</c> expands a multi-vector embedding.
+    /// This tokenizer is unchanged.
+    /// </summary>
+    /// <param name="tokens">The new tokens: not empty, not in the vocabulary, not already added, no duplicates.</param>
+    /// <returns>The tokenizer with the added tokens.</returns>
+    /// <exception cref="ArgumentException">A token is empty, already known, or given twice.</exception>
+    public ClipTokenizer WithAddedTokens(IEnumerable<string> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        var all = new List<string>(AddedTokens);
+        foreach (string token in tokens)
+        {
+            if (string.IsNullOrWhiteSpace(token))
+                throw new ArgumentException("An added token must have a non-blank text.", nameof(tokens));
+            if (_bpe.Vocabulary.ContainsKey(token))
+                throw new ArgumentException($"Token '{token}' is already in the tokenizer's vocabulary; choose another token name.", nameof(tokens));
+            if (all.Contains(token))
+                throw new ArgumentException($"Token '{token}' is already added to the tokenizer; choose another token name.", nameof(tokens));
+            all.Add(token);
+        }
+
+        int baseSize = _idToToken.Length - (_added?.Tokens.Count ?? 0);
+        var idToToken = new string[baseSize + all.Count];
+        Array.Copy(_idToToken, idToToken, baseSize);
+        for (int i = 0; i < all.Count; i++)
+            idToToken[baseSize + i] = all[i];
+        return new ClipTokenizer(_bpe, idToToken, StartTokenId, EndTokenId, PadTokenId, ModelMaxLength, new AddedTokenTable(all, baseSize));
+    }
 
     /// <summary>
     /// Create a <see cref="ClipTokenizer"/> from a Hugging Face tokenizer folder (the <c>tokenizer</c> folder of a
@@ -195,6 +235,16 @@ public sealed class ClipTokenizer
             return Array.Empty<int>();
         }
 
+        if (_added is not null)
+        {
+            return EncodeWithAddedTokens(text, _added);
+        }
+
+        return EncodeText(text);
+    }
+
+    private IReadOnlyList<int> EncodeText(string text)
+    {
         string cleaned = ClipTextCleaner.Clean(text);
         if (cleaned.Length == 0)
         {
@@ -202,6 +252,42 @@ public sealed class ClipTokenizer
         }
 
         return _bpe.EncodeToIds(cleaned, considerPreTokenization: true, considerNormalization: false);
+    }
+
+    /// <summary>
+    /// Splits the raw text on added tokens (as transformers' slow tokenizers split on their added-tokens trie) and encodes
+    /// the text between them as usual; each added token contributes its id, or its expansion's ids.
+    /// </summary>
+    private List<int> EncodeWithAddedTokens(string text, AddedTokenTable added)
+    {
+        var ids = new List<int>();
+        int start = 0;
+        int position = 0;
+        while (position < text.Length)
+        {
+            int match = added.MatchAt(text, position);
+            if (match < 0)
+            {
+                position++;
+                continue;
+            }
+
+            if (position > start)
+            {
+                ids.AddRange(EncodeText(text.Substring(start, position - start)));
+            }
+
+            ids.AddRange(added.Expansions[match]);
+            position += added.Tokens[match].Length;
+            start = position;
+        }
+
+        if (start < text.Length)
+        {
+            ids.AddRange(EncodeText(text.Substring(start)));
+        }
+
+        return ids;
     }
 
     /// <summary>
@@ -403,12 +489,83 @@ public sealed class ClipTokenizer
         return _idToToken[id];
     }
 
-    /// <summary>The id of a vocabulary token (byte-level form, e.g. <c>"cat&lt;/w&gt;"</c>), or −1 when absent.</summary>
+    /// <summary>The id of a vocabulary token (byte-level form, e.g. <c>"cat&lt;/w&gt;"</c>) or of an added token, or −1 when absent.</summary>
     /// <param name="token">The token string.</param>
     /// <returns>The id or −1.</returns>
     public int GetTokenId(string token)
     {
         ArgumentNullException.ThrowIfNull(token);
-        return _bpe.Vocabulary.TryGetValue(token, out int id) ? id : -1;
+        if (_bpe.Vocabulary.TryGetValue(token, out int id))
+        {
+            return id;
+        }
+
+        int added = _added is null ? -1 : _added.IndexOf(token);
+        return added < 0 ? -1 : _added!.FirstId + added;
+    }
+
+    /// <summary>Added tokens with their ids and multi-vector expansions, and the leftmost-longest match over them.</summary>
+    private sealed class AddedTokenTable
+    {
+        private readonly int[] _byLengthDescending;
+        private readonly Dictionary<string, int> _index;
+
+        public AddedTokenTable(List<string> tokens, int firstId)
+        {
+            Tokens = tokens.ToArray();
+            FirstId = firstId;
+            var index = new Dictionary<string, int>(StringComparer.Ordinal);
+            for (int i = 0; i < Tokens.Count; i++)
+            {
+                index.Add(Tokens[i], i);
+            }
+
+            // diffusers' _maybe_convert_prompt: "t" becomes "t t_1 t_2 …" while "t_i" is an added token.
+            Expansions = new int[Tokens.Count][];
+            var expansion = new List<int>();
+            for (int i = 0; i < Tokens.Count; i++)
+            {
+                expansion.Clear();
+                expansion.Add(firstId + i);
+                for (int k = 1; index.TryGetValue(Tokens[i] + "_" + k.ToString(System.Globalization.CultureInfo.InvariantCulture), out int companion); k++)
+                {
+                    expansion.Add(firstId + companion);
+                }
+
+                Expansions[i] = expansion.ToArray();
+            }
+
+            _byLengthDescending = new int[Tokens.Count];
+            for (int i = 0; i < _byLengthDescending.Length; i++)
+            {
+                _byLengthDescending[i] = i;
+            }
+
+            Array.Sort(_byLengthDescending, (a, b) => Tokens[b].Length.CompareTo(Tokens[a].Length));
+            _index = index;
+        }
+
+        public IReadOnlyList<string> Tokens { get; }
+
+        public int FirstId { get; }
+
+        public int[][] Expansions { get; }
+
+        public int IndexOf(string token) => _index.TryGetValue(token, out int i) ? i : -1;
+
+        /// <summary>The longest added token that starts at <paramref name="position"/>, or −1.</summary>
+        public int MatchAt(string text, int position)
+        {
+            foreach (int i in _byLengthDescending)
+            {
+                string token = Tokens[i];
+                if (position + token.Length <= text.Length && string.CompareOrdinal(text, position, token, 0, token.Length) == 0)
+                {
+                    return i;
+                }
+            }
+
+            return -1;
+        }
     }
 }

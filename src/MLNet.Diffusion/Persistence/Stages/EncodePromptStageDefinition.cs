@@ -71,6 +71,10 @@ public sealed record EncodePromptStageDefinition : DiffusionStageDefinition
         if (o.LoraColumnName is not null || !stage.Model.LoraSet.IsEmpty)
             throw new NotSupportedException($"The EncodePrompt stage uses LoRAs ({(o.LoraColumnName is null ? "the model's" : "EncodePromptOptions.LoraColumnName '" + o.LoraColumnName + "'")}); "
                 + "saving a pipeline with LoRAs is not supported yet: a loaded pipeline would run without them.");
+        // The same for textual inversions (StableDiffusionModel.WithTextualInversions): the records do not name the files.
+        if (stage.Model.TextualInversions.Count > 0)
+            throw new NotSupportedException($"The EncodePrompt stage's model carries textual inversions ({string.Join(", ", System.Linq.Enumerable.Select(stage.Model.TextualInversions, t => t.Token))}); "
+                + "saving a pipeline with textual inversions is not supported yet: a loaded pipeline would run without them.");
         return new()
         {
             OutputColumnName = o.OutputColumnName,
