@@ -46,6 +46,18 @@ internal sealed class DiffusionJobGrain : Grain, IDiffusionJobGrain
         string key = this.GetPrimaryKeyString();
         if (!string.Equals(job.JobId, key, StringComparison.Ordinal))
             throw new ArgumentException($"Job '{job.JobId}' was submitted to the coordinator of job '{key}'.", nameof(job));
+        if (_job is not null && (_canceled || Done == _rows.Length)
+            && job.Rows.Length == _job.Rows.Length && string.Equals(job.PipelineJson, _job.PipelineJson, StringComparison.Ordinal))
+        {
+            // A finished or canceled job submitted again runs again: the sink tells which rows are done.
+            _job = null;
+            _queue.Clear();
+            _leases.Clear();
+            _failures.Clear();
+            _written = _skipped = _failed = 0;
+            _canceled = false;
+            _reissued = 0;
+        }
         if (_job is null)
         {
             _job = job;

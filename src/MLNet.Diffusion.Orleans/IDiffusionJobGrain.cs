@@ -14,7 +14,10 @@ namespace MLNet.Diffusion.Orleans;
 [Alias("MLNet.Diffusion.Orleans.IDiffusionJobGrain")]
 public interface IDiffusionJobGrain : IGrainWithStringKey
 {
-    /// <summary>Starts the job, or, when it is already running here, returns its status (submitting is idempotent).</summary>
+    /// <summary>
+    /// Starts the job; returns the status of a job already running here (submitting is idempotent); runs a finished or
+    /// canceled job again (rows whose result is in the sink are skipped).
+    /// </summary>
     /// <param name="job">The job; its id must be this grain's key.</param>
     [Alias("Submit")]
     Task<DiffusionJobStatus> SubmitAsync(DiffusionJob job);
