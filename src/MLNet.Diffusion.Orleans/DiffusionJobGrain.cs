@@ -203,6 +203,7 @@ internal sealed class DiffusionJobGrain : Grain, IDiffusionJobGrain
         IsCanceled = _canceled,
         ActiveLeases = _leases.Count,
         ShardsReissued = _reissued,
+        CoordinatorSilo = RuntimeIdentity,
     };
 
     private Task Register() => GrainFactory.GetGrain<IDiffusionJobDirectoryGrain>(0).RegisterAsync(this.GetPrimaryKeyString());

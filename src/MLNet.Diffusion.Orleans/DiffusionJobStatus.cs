@@ -70,6 +70,9 @@ public sealed record DiffusionJobStatus
     /// <summary>Shards taken back from a worker that stopped reporting and leased again.</summary>
     [Id(9)] public int ShardsReissued { get; init; }
 
+    /// <summary>The silo the coordinator runs on (Orleans' runtime identity), for the log and for tests that kill it.</summary>
+    [Id(10)] public string CoordinatorSilo { get; init; } = string.Empty;
+
     /// <summary>Rows with an outcome (written, skipped or failed).</summary>
     public long Done => Written + Skipped + FailedCount;
 

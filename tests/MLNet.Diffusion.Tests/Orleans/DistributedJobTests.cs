@@ -43,6 +43,8 @@ public sealed class DistributedJobTests
         s_model.Dispose();
     }
 
+    public TestContext TestContext { get; set; } = null!;
+
     private static DiffusionJob Job(string id, int rows, string sink, int shardSize = 8)
         => DiffusionJob.Create(id, OrleansJobs.Definition, OrleansJobs.Rows(rows), sink, shardSize: shardSize, leaseTimeout: TimeSpan.FromSeconds(3));
 
@@ -52,11 +54,12 @@ public sealed class DistributedJobTests
         string dir = OrleansJobs.NewDirectory("kill");
         try
         {
-            var job = Job("kill-" + Guid.NewGuid().ToString("N")[..6], 200, Path.Combine(dir, "cluster"));
+            // The silo to kill hosts the job's coordinator (a secondary one: the primary holds the test cluster's membership),
+            // so the client must submit the job again, besides the killed worker's shard being run elsewhere.
+            var (job, victim) = await JobCoordinatedOnASecondarySilo(200, Path.Combine(dir, "cluster"));
             var local = await LocalDiffusionJob.RunAsync(job with { SinkLocation = Path.Combine(dir, "local") }, s_model);
             Assert.AreEqual(200L, local.Written);
 
-            var victim = s_cluster.SecondarySilos[0];
             var midway = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var progress = new Progress<DiffusionJobStatus>(s =>
             {
@@ -65,12 +68,16 @@ public sealed class DistributedJobTests
             });
             var run = s_cluster.Client.RunDiffusionJobAsync(job, progress, TimeSpan.FromMilliseconds(100));
             await Task.WhenAny(midway.Task, run);
+            long writtenAtKill = Directory.Exists(job.SinkLocation) ? Directory.GetFiles(job.SinkLocation, "*.png").Length : 0;
             Assert.IsFalse(run.IsCompleted, "the job finished before a silo could be killed");
             await s_cluster.KillSiloAsync(victim);
             var status = await run;
+            TestContext.WriteLine($"killed {victim.SiloAddress} at {writtenAtKill} rows; final: {status}");
 
             Assert.IsTrue(status.IsCompleted);
             Assert.AreEqual((0L, 0L), (status.FailedCount, status.Written + status.Skipped - 200), "every row has exactly one outcome");
+            Assert.AreNotEqual(victim.SiloAddress.ToString(), status.CoordinatorSilo, "the coordinator was activated again elsewhere");
+            Assert.IsTrue(status.Skipped >= writtenAtKill, "the resubmitted job skipped the rows the sink had when the silo died");
             var expected = OrleansJobs.Pngs(Path.Combine(dir, "local"));
             var actual = OrleansJobs.Pngs(Path.Combine(dir, "cluster"));
             CollectionAssert.AreEqual(Enumerable.Range(0, 200).Select(i => PngFolderResultSink.FileName(i)).ToArray(), actual.Keys.ToArray(),
@@ -82,6 +89,47 @@ public sealed class DistributedJobTests
         finally
         {
             await s_cluster.StartAdditionalSilosAsync(1);
+            Directory.Delete(dir, true);
+        }
+    }
+
+    /// <summary>A job whose coordinator grain is activated on a secondary silo (placement is random: try fresh ids).</summary>
+    private static async Task<(DiffusionJob Job, SiloHandle Silo)> JobCoordinatedOnASecondarySilo(int rows, string sink)
+    {
+        for (int attempt = 0; attempt < 50; attempt++)
+        {
+            string id = "kill-" + Guid.NewGuid().ToString("N")[..6];
+            var where = await s_cluster.Client.GetGrain<IDiffusionJobGrain>(id).GetStatusAsync();
+            var silo = s_cluster.SecondarySilos.FirstOrDefault(h => h.SiloAddress.ToString() == where.CoordinatorSilo);
+            if (silo is not null)
+                return (Job(id, rows, sink), silo);
+        }
+        throw new AssertFailedException("50 coordinators were all placed on the primary silo");
+    }
+
+    [TestMethod]
+    public async Task AShardLeasedToAWorkerThatNeverReportsIsLeasedAgainAfterItsTimeout()
+    {
+        string dir = OrleansJobs.NewDirectory("ghost");
+        try
+        {
+            var job = Job("ghost-" + Guid.NewGuid().ToString("N")[..6], 48, dir) with { LeaseTimeout = TimeSpan.FromMilliseconds(500) };
+            var coordinator = s_cluster.Client.GetGrain<IDiffusionJobGrain>(job.JobId);
+            await coordinator.SubmitAsync(job);
+            // A worker that leases a shard and dies before writing a row.
+            var ghost = await coordinator.LeaseAsync("ghost");
+            Assert.IsNotNull(ghost);
+            var status = await s_cluster.Client.RunDiffusionJobAsync(job, pollInterval: TimeSpan.FromMilliseconds(50));
+
+            Assert.IsTrue(status.IsCompleted);
+            Assert.AreEqual((48L, 1), (status.Written, status.ShardsReissued));
+            for (int i = 0; i < ghost!.Rows.Length; i++)
+                Assert.IsTrue(File.Exists(Path.Combine(dir, PngFolderResultSink.FileName(ghost.FirstRow + i))));
+            Assert.IsFalse(await coordinator.ReportAsync(ghost.LeaseId, Array.Empty<DiffusionRowOutcome>()), "a lease taken back tells its worker to stop");
+            Assert.AreEqual(48, Directory.GetFiles(dir).Length);
+        }
+        finally
+        {
             Directory.Delete(dir, true);
         }
     }
