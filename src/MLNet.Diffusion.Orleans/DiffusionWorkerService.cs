@@ -101,7 +101,8 @@ internal sealed class DiffusionWorkerService : BackgroundService
         {
             var pipeline = state.Pipeline(lease, device, _options.MLContextSeed);
             var sink = _sinks.Open(lease.JobId, lease.SinkLocation);
-            await pipeline.RunAsync(lease.JobId, lease.FirstRow, lease.Rows, sink, Report, shard.Token).ConfigureAwait(false);
+            if (await pipeline.RunAsync(lease.JobId, lease.FirstRow, lease.Rows, sink, Report, shard.Token).ConfigureAwait(false))
+                _log.LogInformation("Diffusion worker {Worker}: shard {Shard} of job {Job} done (rows {First}–{Last}).", worker, lease.Shard, lease.JobId, lease.FirstRow, lease.FirstRow + lease.Rows.Length - 1);
         }
         catch (OperationCanceledException) when (shard.IsCancellationRequested)
         {
