@@ -29,6 +29,9 @@ public static class Program
             return Lora.LoraCostHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == "lora-cost-child")
             return Lora.LoraCostHarness.Child(args[1..]);
+        // Issue 19: rows/s locally and on 1 and 2 in-process Orleans silos (docs/benchmarks.md "Scale-out").
+        if (args.Length > 0 && args[0] == "scale-out")
+            return Orleans.ScaleOutHarness.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }
