@@ -118,6 +118,11 @@ internal static class ScaleOutHarness
         Console.WriteLine($"| 1 silo (in-process TestCluster) | {o:F2} | {rows / o:F2} | **{o / l:F3}** |");
         Console.WriteLine($"| 2 silos (in-process TestCluster) | {t:F2} | {rows / t:F2} | {t / l:F3} |");
         Console.WriteLine();
+        // The machine's load moves all three of a repetition together: the per-repetition ratio is the steadier figure.
+        var r1 = local.Zip(c1, (a, b) => b / a).ToList();
+        var r2 = local.Zip(c2, (a, b) => b / a).ToList();
+        Console.WriteLine($"Median of per-repetition ratios to local: 1 silo {BenchSupport.Median(r1):F3}, 2 silos {BenchSupport.Median(r2):F3}.");
+        Console.WriteLine();
         Console.WriteLine($"Raw seconds: local [{Raw(local)}]; 1 silo [{Raw(c1)}]; 2 silos [{Raw(c2)}].");
     }
 }
