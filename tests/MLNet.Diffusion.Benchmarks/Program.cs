@@ -36,6 +36,9 @@ public static class Program
         // Issue 14: PhiloxNoise's vectorised log/sin against the scalar path (docs/benchmarks.md "Noise sources").
         if (args.Length > 0 && args[0] == "philox-exactness")
             return Randomness.PhiloxExactnessCheck.Run(args[1..]);
+        // Issue 19: rows/s locally and on 1 and 2 in-process Orleans silos (docs/benchmarks.md "Scale-out").
+        if (args.Length > 0 && args[0] == "scale-out")
+            return Orleans.ScaleOutHarness.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }
