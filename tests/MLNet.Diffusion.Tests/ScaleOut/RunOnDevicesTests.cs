@@ -52,7 +52,7 @@ public sealed class RunOnDevicesTests
     }
 
     private static MultiDeviceModel LoadCpu(int instances) =>
-        MultiDeviceModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder, DeviceList.Cpu(instances, threadsPerInstance: 1));
+        MultiDeviceModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder, DeviceList.Cpu(instances));
 
     /// <summary>Each row's pixels (as raw bits) and prompt, in the order the cursor returns them.</summary>
     private static (int[][] Pixels, string[] Prompts) Read(IDataView view)
@@ -88,7 +88,7 @@ public sealed class RunOnDevicesTests
 
     private static (int[][] Pixels, string[] Prompts) RunSingleDevice(Row[] rows, NoiseOptions? noise = null)
     {
-        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder, new StableDiffusionModelOptions { IntraOpNumThreads = 1 });
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), ShapesTestModel.Folder);
         var data = model.MLContext.Data.LoadFromEnumerable(rows);
         return Read(Pipeline(model, noise).Fit(data).Transform(data));
     }
@@ -235,6 +235,31 @@ public sealed class RunOnDevicesTests
         Assert.ThrowsExactly<ObjectDisposedException>(() => transformer.Transform(data));
         Assert.ThrowsExactly<ObjectDisposedException>(() => _ = model.Models);
         model.Dispose();
+    }
+
+    /// <summary>Saving writes the first device's pipeline; loading it gives that pipeline on one device, with the same rows.</summary>
+    [TestMethod]
+    public void ASavedPoolLoadsAsTheSingleDevicePipeline()
+    {
+        var rows = MakeRows(3);
+        using var model = LoadCpu(2);
+        var ml = model.MLContext;
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var transformer = ml.Transforms.RunOnDevices(model, m => Pipeline(m)).Fit(data);
+        var pooled = Read(transformer.Transform(data));
+        string path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"run-on-devices-{Guid.NewGuid():N}.zip");
+        try
+        {
+            ml.Model.Save(transformer, data.Schema, path);
+            var loaded = new MLContext(seed: 1).Model.Load(path, out _);
+            Assert.IsFalse(loaded is DevicePoolingTransformer);
+            AssertSame(pooled, Read(loaded.Transform(data)), "the saved pipeline");
+            (loaded as IDisposable)?.Dispose();
+        }
+        finally
+        {
+            System.IO.File.Delete(path);
+        }
     }
 
     [TestMethod]
