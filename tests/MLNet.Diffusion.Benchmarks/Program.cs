@@ -29,6 +29,9 @@ public static class Program
             return Lora.LoraCostHarness.Run(args[1..]);
         if (args.Length > 0 && args[0] == "lora-cost-child")
             return Lora.LoraCostHarness.Child(args[1..]);
+        // Issue 19: rows per second on 1, 2 and 3 CPU instances in one process (docs/benchmarks.md "Several devices").
+        if (args.Length > 0 && args[0] == "devices")
+            return ScaleOut.DevicesHarness.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

@@ -50,7 +50,7 @@ public sealed class RunOnDevicesOptions
 /// <param name="FirstRow">Position of the mini-batch's first row in the input.</param>
 /// <param name="RowCount">Rows in the mini-batch.</param>
 /// <param name="RowsDone">Rows all devices have finished so far (in any order).</param>
-/// <param name="Elapsed">Time the device spent on the mini-batch.</param>
+/// <param name="Elapsed">Time from the device taking the mini-batch to its last row.</param>
 public readonly record struct DeviceBatchProgress(int Device, string DeviceName, long FirstRow, int RowCount, long RowsDone, TimeSpan Elapsed);
 
 /// <summary>
@@ -487,8 +487,69 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
     }
 
     /// <summary>
-    /// A device's loop: take the next batch index and its rows, run the device's pipeline on them, file the result.
-    /// Every exception becomes the batch's result, which the reader throws when it reaches that batch.
+    /// Takes the next mini-batch for a device (under the lock): waits while the devices are <see
+    /// cref="DevicePoolingTransformer.BatchesAhead"/> batches ahead of the reader, then reads the batch's rows from the
+    /// shared input cursor into the device's slots. False when the input is exhausted, the run is stopping or cancelled.
+    /// </summary>
+    private bool Claim(BatchSource source)
+    {
+        int size = _pool.BatchSize;
+        lock (_gate)
+        {
+            while (!_stopping && !_inputDone && _nextBatch >= _reading + _pool.BatchesAhead && !_token.IsCancellationRequested)
+                Monitor.Wait(_gate);
+            if (_stopping || _inputDone || _token.IsCancellationRequested)
+                return false;
+            // The index is the device's from here on: an error while reading its rows is filed under it.
+            long index = _nextBatch++;
+            source.Begin(index, index * size);
+            int count = 0;
+            while (count < size && _input.MoveNext())
+                source.Store(count++);
+            if (count < size)
+                _inputDone = true;
+            if (count == 0)
+            {
+                _nextBatch--;
+                source.End();
+                Monitor.PulseAll(_gate);
+                return false;
+            }
+            source.SetCount(count);
+            return true;
+        }
+    }
+
+    /// <summary>Files a batch's result (under the lock); an error stops every device from taking more batches.</summary>
+    private void File(long index, DeviceBatch result)
+    {
+        lock (_gate)
+        {
+            _batches[index] = result;
+            if (result.Error is not null)
+                _stopping = true;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>Files an error that came outside any batch (opening the device's cursor) under a new index, so the reader meets it.</summary>
+    private void FileUnclaimed(Exception error)
+    {
+        lock (_gate)
+        {
+            _batches[_nextBatch++] = new DeviceBatch(error);
+            _stopping = true;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>
+    /// A device's loop over one long-lived cursor of its pipeline, whose input (<see cref="BatchSource"/>) takes the next
+    /// mini-batch from the shared cursor whenever the pipeline asks for a row beyond the current one. The stages' batch
+    /// sizes divide the mini-batch size, so a stage never reads into the next mini-batch before it has finished the
+    /// current one: when the device has handed on a mini-batch's last row, it holds none of the next. The stages'
+    /// workers (buffers, IO bindings) live as long as the cursor, as on one device. Every exception becomes the result
+    /// of the batch it happened in, which the reader throws when it reaches that batch.
     /// </summary>
     private sealed class DeviceWorker
     {
@@ -497,20 +558,16 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
         private readonly BatchSource _source;
         private readonly IDataView _output;
         private readonly DataViewSchema.Column[] _outputColumns;
-        private readonly ISlotCache?[] _inputValues;
-        private readonly ValueGetter<DataViewRowId> _inputIds;
 
         public DeviceWorker(DevicePoolCursor cursor, int device)
         {
             _cursor = cursor;
             _device = device;
             var input = cursor._input;
-            int size = cursor._pool.BatchSize;
-            _inputValues = new ISlotCache?[input.Schema.Count];
+            var values = new ISlotCache?[input.Schema.Count];
             foreach (var c in cursor._inputColumns)
-                _inputValues[c.Index] = SlotCache.Create(input, c, size);
-            _inputIds = input.GetIdGetter();
-            _source = new BatchSource(input.Schema, _inputValues, size);
+                values[c.Index] = SlotCache.Create(input, c, cursor._pool.BatchSize);
+            _source = new BatchSource(cursor, input.Schema, values, input.GetIdGetter(), cursor._pool.BatchSize);
             _output = cursor._pool.Chains[device].Transform(_source);
             _outputColumns = new DataViewSchema.Column[cursor._activeColumns.Length];
             for (int i = 0; i < _outputColumns.Length; i++)
@@ -520,101 +577,62 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
         public void Run()
         {
             var pool = _cursor._pool;
-            var model = pool.Model.Models[_device];
             string name = pool.Model.Devices.Describe(_device);
-            using var channel = model.Host.Start("RunOnDevices");
-            int size = pool.BatchSize;
-            while (true)
+            using var channel = pool.Model.Models[_device].Host.Start("RunOnDevices");
+            DataViewRowCursor rows;
+            try
             {
-                long index, start;
-                int count = 0;
-                lock (_cursor._gate)
+                rows = _output.GetRowCursor(_outputColumns);
+            }
+            catch (Exception e)
+            {
+                _cursor.FileUnclaimed(e);
+                return;
+            }
+            using (rows)
+            {
+                var idGetter = rows.GetIdGetter();
+                while (true)
                 {
-                    while (!_cursor._stopping && !_cursor._inputDone && _cursor._nextBatch >= _cursor._reading + pool.BatchesAhead && !_cursor._token.IsCancellationRequested)
-                        Monitor.Wait(_cursor._gate);
-                    if (_cursor._stopping || _cursor._inputDone || _cursor._token.IsCancellationRequested)
-                        return;
-                    index = _cursor._nextBatch;
-                    start = index * size;
                     try
                     {
-                        while (count < size && _cursor._input.MoveNext())
-                        {
-                            foreach (var values in _inputValues)
-                                values?.Store(count);
-                            DataViewRowId id = default;
-                            _inputIds(ref id);
-                            _source.Ids[2 * count] = (long)id.Low;
-                            _source.Ids[2 * count + 1] = (long)id.High;
-                            count++;
-                        }
+                        // Moving to a mini-batch's first row makes the source claim it and the stages run their batches.
+                        if (!rows.MoveNext())
+                            return;
+                        var batch = Read(rows, idGetter);
+                        long done = Interlocked.Add(ref _cursor._rowsDone, batch.Count);
+                        var elapsed = Stopwatch.GetElapsedTime(_source.ClaimedAt);
+                        channel.Info(MessageSensitivity.None, $"{name} ran rows {_source.Start}–{_source.Start + batch.Count - 1} in {elapsed.TotalSeconds:F2} s ({done} rows done).");
+                        pool.Options.Progress?.Report(new DeviceBatchProgress(_device, name, _source.Start, batch.Count, done, elapsed));
+                        _cursor.File(_source.Index, batch);
                     }
                     catch (Exception e)
                     {
-                        File(index, new DeviceBatch(e));
+                        string rowsText = _source.Index < 0 ? "" : $" on rows from {_source.Start}";
+                        channel.Warning(MessageSensitivity.None, $"{name} failed{rowsText}: {e.Message}");
+                        if (_source.Index < 0)
+                            _cursor.FileUnclaimed(e);
+                        else
+                            _cursor.File(_source.Index, new DeviceBatch(e));
                         return;
                     }
-                    if (count < size)
-                        _cursor._inputDone = true;
-                    if (count == 0)
-                    {
-                        Monitor.PulseAll(_cursor._gate);
-                        return;
-                    }
-                    _cursor._nextBatch++;
-                }
-
-                DeviceBatch result;
-                try
-                {
-                    var watch = Stopwatch.StartNew();
-                    result = Process(start, count);
-                    long done = Interlocked.Add(ref _cursor._rowsDone, count);
-                    channel.Info(MessageSensitivity.None, $"{name} ran rows {start}–{start + count - 1} in {watch.Elapsed.TotalSeconds:F2} s ({done} rows done).");
-                    pool.Options.Progress?.Report(new DeviceBatchProgress(_device, name, start, count, done, watch.Elapsed));
-                }
-                catch (Exception e)
-                {
-                    channel.Warning(MessageSensitivity.None, $"{name} failed on rows {start}–{start + count - 1}: {e.Message}");
-                    result = new DeviceBatch(e);
-                }
-                lock (_cursor._gate)
-                {
-                    File(index, result);
-                    if (result.Error is not null)
-                        return;
                 }
             }
         }
 
-        /// <summary>Files a batch's result (under the lock); an error stops every device from taking more batches.</summary>
-        private void File(long index, DeviceBatch result)
+        /// <summary>Keeps the requested columns' values of the current mini-batch's rows; the cursor is on its first row.</summary>
+        private DeviceBatch Read(DataViewRowCursor rows, ValueGetter<DataViewRowId> idGetter)
         {
-            _cursor._batches[index] = result;
-            if (result.Error is not null)
-            {
-                _cursor._stopping = true;
-                // An error while reading the input still occupies its index, so the reader reaches and throws it.
-                if (_cursor._nextBatch == index)
-                    _cursor._nextBatch++;
-            }
-            Monitor.PulseAll(_cursor._gate);
-        }
-
-        /// <summary>Runs the device's pipeline over the batch's rows and keeps the requested columns' values.</summary>
-        private DeviceBatch Process(long start, int count)
-        {
-            _source.Set(start, count);
-            using var rows = _output.GetRowCursor(_outputColumns);
+            int count = _source.Count;
+            long start = _source.Start;
             var values = new ISlotCache[_outputColumns.Length];
             for (int i = 0; i < values.Length; i++)
                 values[i] = SlotCache.Create(rows, _outputColumns[i], count);
             var ids = new long[2 * count];
-            var idGetter = rows.GetIdGetter();
             for (int r = 0; r < count; r++)
             {
-                if (!rows.MoveNext())
-                    throw new InvalidOperationException($"The pipeline of device {_device} returned {r} rows for input rows {start}–{start + count - 1}; "
+                if (r > 0 && !rows.MoveNext() || rows.Position != start + r)
+                    throw new InvalidOperationException($"The pipeline of device {_device} did not return input row {start + r} in its place; "
                         + "RunOnDevices needs a pipeline that maps each row to one row (no filters).");
                 foreach (var v in values)
                     v.Store(r);
@@ -623,43 +641,76 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
                 ids[2 * r] = (long)id.Low;
                 ids[2 * r + 1] = (long)id.High;
             }
-            if (rows.MoveNext())
-                throw new InvalidOperationException($"The pipeline of device {_device} returned more rows than the {count} input rows {start}–{start + count - 1}; "
-                    + "RunOnDevices needs a pipeline that maps each row to one row.");
             return new DeviceBatch(count, values, ids);
         }
     }
 
     /// <summary>
-    /// One device's current mini-batch as an <see cref="IDataView"/> of the input's schema: the rows its worker read from
-    /// the shared cursor, with their positions in the whole input (so seeds and errors are those of the input's rows).
+    /// A device's input as an <see cref="IDataView"/> of the input's schema: its cursor serves the current mini-batch's
+    /// rows with their positions in the whole input (so seeds and errors are those of the input's rows), and claims the
+    /// next mini-batch from the shared cursor when moved past the current one's last row.
     /// </summary>
     private sealed class BatchSource : IDataView
     {
+        private readonly DevicePoolCursor _pool;
         private readonly ISlotCache?[] _values;
-        private long _start;
-        private int _count;
+        private readonly ValueGetter<DataViewRowId> _inputIds;
+        private readonly long[] _ids;
+        private int _slot = -1;
+        private bool _opened;
 
-        public BatchSource(DataViewSchema schema, ISlotCache?[] values, int size)
+        public BatchSource(DevicePoolCursor pool, DataViewSchema schema, ISlotCache?[] values, ValueGetter<DataViewRowId> inputIds, int size)
         {
+            _pool = pool;
             Schema = schema;
             _values = values;
-            Ids = new long[2 * size];
+            _inputIds = inputIds;
+            _ids = new long[2 * size];
         }
 
-        public long[] Ids { get; }
+        /// <summary>The current mini-batch's index; −1 before the first.</summary>
+        public long Index { get; private set; } = -1;
+
+        /// <summary>The input position of the current mini-batch's first row.</summary>
+        public long Start { get; private set; }
+
+        /// <summary>Rows in the current mini-batch.</summary>
+        public int Count { get; private set; }
+
+        /// <summary>When the current mini-batch was taken (<see cref="Stopwatch.GetTimestamp"/>).</summary>
+        public long ClaimedAt { get; private set; }
 
         public bool CanShuffle => false;
 
         public DataViewSchema Schema { get; }
 
-        public void Set(long start, int count)
+        public long? GetRowCount() => null;
+
+        /// <summary>Starts mini-batch <paramref name="index"/> (under the pool's lock).</summary>
+        public void Begin(long index, long start)
         {
-            _start = start;
-            _count = count;
+            Index = index;
+            Start = start;
+            Count = 0;
+            ClaimedAt = Stopwatch.GetTimestamp();
+            _slot = -1;
         }
 
-        public long? GetRowCount() => _count;
+        /// <summary>Copies the shared cursor's current row into slot <paramref name="slot"/> (under the pool's lock).</summary>
+        public void Store(int slot)
+        {
+            foreach (var v in _values)
+                v?.Store(slot);
+            DataViewRowId id = default;
+            _inputIds(ref id);
+            _ids[2 * slot] = (long)id.Low;
+            _ids[2 * slot + 1] = (long)id.High;
+        }
+
+        public void SetCount(int count) => Count = count;
+
+        /// <summary>No mini-batch was left to take.</summary>
+        public void End() => Index = -1;
 
         public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
         {
@@ -668,6 +719,10 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
                 if (_values[c.Index] is null)
                     throw new InvalidOperationException($"RunOnDevices did not read input column '{c.Name}', which the device pipeline asks for.");
             }
+            // The mini-batches are taken by moving this cursor: a second one would take rows from the first.
+            if (_opened)
+                throw new InvalidOperationException("The device pipeline opened a second cursor on its input; RunOnDevices serves each device's rows through one.");
+            _opened = true;
             return new Cursor(this);
         }
 
@@ -677,22 +732,32 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
         private sealed class Cursor : DataViewRowCursor
         {
             private readonly BatchSource _source;
-            private int _slot = -1;
+            private bool _done;
 
             public Cursor(BatchSource source) => _source = source;
 
             public override DataViewSchema Schema => _source.Schema;
 
-            // The input's own position (consecutive within the batch): a stage cursor takes its rows' positions from it.
-            public override long Position => _slot < 0 ? -1 : _source._start + _slot;
+            // The row's position in the whole input: stage cursors take their rows' positions from it.
+            public override long Position => _source._slot < 0 ? -1 : _source.Start + _source._slot;
 
             public override long Batch => 0;
 
             public override bool MoveNext()
             {
-                if (_slot + 1 >= _source._count)
+                if (_done)
                     return false;
-                _slot++;
+                if (_source.Index >= 0 && _source._slot + 1 < _source.Count)
+                {
+                    _source._slot++;
+                    return true;
+                }
+                if (!_source._pool.Claim(_source))
+                {
+                    _done = true;
+                    return false;
+                }
+                _source._slot = 0;
                 return true;
             }
 
@@ -702,11 +767,11 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
             {
                 var values = _source._values[column.Index] as SlotCache<TValue>
                     ?? throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor or cannot be read as {typeof(TValue).Name}.");
-                return values.MakeGetter(() => _slot);
+                return values.MakeGetter(() => _source._slot);
             }
 
             public override ValueGetter<DataViewRowId> GetIdGetter() =>
-                (ref DataViewRowId value) => value = new DataViewRowId((ulong)_source.Ids[2 * _slot], (ulong)_source.Ids[2 * _slot + 1]);
+                (ref DataViewRowId value) => value = new DataViewRowId((ulong)_source._ids[2 * _source._slot], (ulong)_source._ids[2 * _source._slot + 1]);
         }
     }
 }

@@ -75,14 +75,14 @@ public sealed class RunOnDevicesTests
         return (pixels.ToArray(), prompts.ToArray());
     }
 
-    private static (int[][] Pixels, string[] Prompts) RunOnCpu(int instances, Row[] rows, NoiseOptions? noise = null, ConcurrentBag<int>? devices = null)
+    private static (int[][] Pixels, string[] Prompts) RunOnCpu(int instances, Row[] rows, NoiseOptions? noise = null, ConcurrentBag<int>? devices = null, int? batchSize = null)
     {
         using var model = LoadCpu(instances);
         var ml = model.MLContext;
         var data = ml.Data.LoadFromEnumerable(rows);
-        var options = new RunOnDevicesOptions { Progress = devices is null ? null : new SyncProgress<DeviceBatchProgress>(p => devices.Add(p.Device)) };
+        var options = new RunOnDevicesOptions { BatchSize = batchSize, Progress = devices is null ? null : new SyncProgress<DeviceBatchProgress>(p => devices.Add(p.Device)) };
         var transformer = ml.Transforms.RunOnDevices(model, m => Pipeline(m, noise), options).Fit(data);
-        Assert.AreEqual(2, transformer.BatchSize, "the least common multiple of the stages' batch sizes");
+        Assert.AreEqual(batchSize ?? 2, transformer.BatchSize, "the least common multiple of the stages' batch sizes by default");
         return Read(transformer.Transform(data));
     }
 
@@ -132,6 +132,7 @@ public sealed class RunOnDevicesTests
         Assert.IsFalse(single.Pixels[2].SequenceEqual(RunSingleDevice(rows.Skip(1).ToArray(), noise).Pixels[1]),
             "under GeneratorPerBatch a row moved to another batch slot gets other noise (else this test proves nothing)");
         AssertSame(single, RunOnCpu(3, rows, noise), "3 CPU instances, GeneratorPerBatch");
+        AssertSame(single, RunOnCpu(2, rows, noise, batchSize: 4), "2 CPU instances taking 4 rows (two stage batches) at a time, GeneratorPerBatch");
     }
 
     [TestMethod]
