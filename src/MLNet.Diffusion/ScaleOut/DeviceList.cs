@@ -47,10 +47,11 @@ public sealed class DeviceList : IReadOnlyList<ExecutionProvider>
     /// <summary>
     /// <paramref name="instances"/> CPU devices, each with its own sessions. The cores are shared among them: each session
     /// runs <paramref name="threadsPerInstance"/> intra-op threads, by default the machine's logical processors divided by
-    /// the instance count (at least 1), so that the instances together use every core once.
+    /// the instance count (at least 1), so that the instances together use every core once; a single instance keeps
+    /// ONNX Runtime's own default (or <see cref="StableDiffusionModelOptions.IntraOpNumThreads"/>), as a single-device load.
     /// </summary>
     /// <param name="instances">How many CPU instances, 1 to 64.</param>
-    /// <param name="threadsPerInstance">Intra-op threads per session; null divides the processors among the instances.</param>
+    /// <param name="threadsPerInstance">Intra-op threads per session; null divides the processors among several instances.</param>
     /// <exception cref="ArgumentOutOfRangeException">A count is out of range.</exception>
     public static DeviceList Cpu(int instances, int? threadsPerInstance = null)
     {
@@ -60,7 +61,9 @@ public sealed class DeviceList : IReadOnlyList<ExecutionProvider>
             throw new ArgumentOutOfRangeException(nameof(threadsPerInstance), t, "Threads per CPU instance must be in [1, 1024].");
         var devices = new ExecutionProvider[instances];
         Array.Fill(devices, ExecutionProvider.Cpu);
-        return new DeviceList(devices, threadsPerInstance ?? Math.Max(1, Environment.ProcessorCount / instances));
+        // Measured on 2 cores (docs/benchmarks.md, "Several devices in one process"): a session given 2 threads explicitly
+        // cost 1.3-1.7x the CPU per row of ONNX Runtime's default, so one instance keeps the default.
+        return new DeviceList(devices, threadsPerInstance ?? (instances == 1 ? null : Math.Max(1, Environment.ProcessorCount / instances)));
     }
 
     /// <summary>The devices' count.</summary>
@@ -71,7 +74,7 @@ public sealed class DeviceList : IReadOnlyList<ExecutionProvider>
     public ExecutionProvider this[int index] => _devices[index];
 
     /// <summary>
-    /// Intra-op threads of each CPU instance's sessions; null for CUDA lists, whose threads follow
+    /// Intra-op threads of each CPU instance's sessions; null for CUDA lists and a single CPU instance, whose threads follow
     /// <see cref="StableDiffusionModelOptions.IntraOpNumThreads"/>.
     /// </summary>
     public int? IntraOpNumThreads { get; }
@@ -81,9 +84,12 @@ public sealed class DeviceList : IReadOnlyList<ExecutionProvider>
     public string Describe(int index) => _devices[index] is CpuExecutionProvider ? $"CPU#{index}" : _devices[index].ToString();
 
     /// <summary>The list for logs: <c>CUDA:0, CUDA:1</c> or <c>3 × CPU (1 thread each)</c>.</summary>
-    public override string ToString() => IntraOpNumThreads is int t
-        ? $"{Count} × CPU ({t} thread{(t == 1 ? "" : "s")} each)"
-        : string.Join(", ", (IEnumerable<ExecutionProvider>)_devices);
+    public override string ToString()
+    {
+        if (_devices[0] is not CpuExecutionProvider)
+            return string.Join(", ", (IEnumerable<ExecutionProvider>)_devices);
+        return IntraOpNumThreads is int t ? $"{Count} × CPU ({t} thread{(t == 1 ? "" : "s")} each)" : $"{Count} × CPU";
+    }
 
     /// <inheritdoc/>
     public IEnumerator<ExecutionProvider> GetEnumerator() => ((IEnumerable<ExecutionProvider>)_devices).GetEnumerator();

@@ -33,8 +33,8 @@ public sealed class MultiDeviceModel : IDisposable
     /// <param name="modelDirectory">The model folder.</param>
     /// <param name="devices">The devices, e.g. <c>DeviceList.Cuda(0, 1)</c> or <c>DeviceList.Cpu(instances: 3)</c>.</param>
     /// <param name="options">Loading options for every device; their <see cref="StableDiffusionModelOptions.ExecutionProvider"/>
-    /// is replaced by each device's, and for CPU lists <see cref="StableDiffusionModelOptions.IntraOpNumThreads"/> by
-    /// <see cref="DeviceList.IntraOpNumThreads"/>. Defaults when null.</param>
+    /// is replaced by each device's, and <see cref="StableDiffusionModelOptions.IntraOpNumThreads"/> by
+    /// <see cref="DeviceList.IntraOpNumThreads"/> where the list sets it (several CPU instances). Defaults when null.</param>
     /// <returns>The loaded model; dispose it when done.</returns>
     /// <exception cref="InvalidOperationException">A device cannot be loaded (the message names it); the devices loaded
     /// before it are released.</exception>

@@ -275,6 +275,8 @@ public sealed class RunOnDevicesTests
         Assert.AreEqual("CPU#2", cpu.Describe(2));
         Assert.AreEqual("3 × CPU (2 threads each)", cpu.ToString());
         Assert.AreEqual(Math.Max(1, Environment.ProcessorCount / 2), DeviceList.Cpu(2).IntraOpNumThreads);
+        Assert.IsNull(DeviceList.Cpu(1).IntraOpNumThreads, "one instance keeps ONNX Runtime's default, as a single-device load");
+        Assert.AreEqual("1 × CPU", DeviceList.Cpu(1).ToString());
         Assert.ThrowsExactly<ArgumentException>(() => DeviceList.Cuda());
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => DeviceList.Cuda(-1));
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => DeviceList.Cpu(0));
