@@ -361,8 +361,7 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
             }
             while (true)
             {
-                if (_batches.TryGetValue(_reading, out next))
-                    break;
+                // Cancellation first: finished batches waiting to be read are not served once the run is cancelled.
                 if (_token.IsCancellationRequested)
                 {
                     _stopping = true;
@@ -370,6 +369,8 @@ internal sealed class DevicePoolCursor : DataViewRowCursor
                     Monitor.PulseAll(_gate);
                     throw new OperationCanceledException("RunOnDevices was cancelled.", _token);
                 }
+                if (_batches.TryGetValue(_reading, out next))
+                    break;
                 if ((_inputDone || _stopping) && _reading >= _nextBatch)
                 {
                     next = null;
