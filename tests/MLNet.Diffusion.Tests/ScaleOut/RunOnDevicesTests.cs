@@ -208,17 +208,24 @@ public sealed class RunOnDevicesTests
     }
 
     [TestMethod]
-    public void TheStagesProgressReportsEveryBatchWithItsInputRows()
+    public void TheStagesProgressAndTheDevicesLogNameEachBatchsInputRows()
     {
         var reports = new ConcurrentBag<DenoiseProgress>();
         using var model = LoadCpu(3);
         var ml = model.MLContext;
+        var log = new ConcurrentQueue<string>();
+        ml.Log += (_, e) => log.Enqueue(e.Message);
         var data = ml.Data.LoadFromEnumerable(MakeRows(5));
         var progress = new SyncProgress<DenoiseProgress>(reports.Add);
         var view = ml.Transforms.RunOnDevices(model, m => Pipeline(m, progress: progress)).Fit(data).Transform(data);
         Assert.AreEqual(5, view.GetColumn<MLImage>("Image").Count());
         var last = reports.Where(r => r.Step == r.TotalSteps).Select(r => (r.FirstRow, r.RowCount)).OrderBy(r => r.FirstRow).ToArray();
         CollectionAssert.AreEqual(new[] { (0L, 2), (2L, 2), (4L, 1) }, last, "each batch's last step names its rows' input positions");
+        // Each device logs its mini-batches to mlContext.Log, naming itself and the rows.
+        var ran = log.Where(m => m.Contains(" ran rows ", StringComparison.Ordinal)).ToArray();
+        Assert.AreEqual(3, ran.Length, string.Join("\n", ran));
+        foreach (string rows in new[] { "rows 0–1", "rows 2–3", "rows 4–4" })
+            Assert.IsTrue(ran.Any(m => m.Contains(rows, StringComparison.Ordinal) && m.Contains("CPU#", StringComparison.Ordinal)), $"no device logged {rows}: {string.Join(" | ", ran)}");
     }
 
     [TestMethod]
