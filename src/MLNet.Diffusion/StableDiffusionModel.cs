@@ -42,18 +42,23 @@ public sealed partial class StableDiffusionModel : IDisposable
     private readonly TextEncoderBinding[] _textEncoders = Array.Empty<TextEncoderBinding>();
     private int _disposed;
 
-    private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options)
+    /// <param name="mlContext">The context.</param>
+    /// <param name="directory">The model folder.</param>
+    /// <param name="options">Loading options.</param>
+    /// <param name="device">The execution provider of one device of a <see cref="MultiDeviceModel"/> (with its threads per
+    /// session, and the default seed every device shares); null: the options' provider, threads and a seed drawn from the context.</param>
+    private StableDiffusionModel(MLContext mlContext, string directory, StableDiffusionModelOptions options, (ExecutionProvider Provider, int? Threads, int? DefaultSeed)? device = null)
     {
         var times = new LoadTimes();
         LoadTimes = times;
         MLContext = mlContext;
         _host = ((IHostEnvironment)mlContext).Register("MLNet.Diffusion");
-        DefaultSeed = _host.Rand.Next();
+        DefaultSeed = device?.DefaultSeed ?? _host.Rand.Next();
 
-        var provider = options.ExecutionProvider
+        var provider = device?.Provider ?? options.ExecutionProvider
             ?? (mlContext.GpuDeviceId is int gpu ? ExecutionProvider.Cuda(gpu) : ExecutionProvider.Cpu);
         bool fallback = options.FallbackToCpu ?? mlContext.FallbackToCpu;
-        _sessions = new OnnxSessionFactory(provider, fallback, options.IntraOpNumThreads, Warn)
+        _sessions = new OnnxSessionFactory(provider, fallback, device is null ? options.IntraOpNumThreads : device.Value.Threads, Warn)
         {
             ProfilingFilePrefix = options.ProfilingFilePrefix,
             OptimizedModelCache = options.OptimizedModelCacheDirectory is { } cache ? new OptimizedModelCache(cache, LogInfo) : null,
@@ -202,6 +207,15 @@ public sealed partial class StableDiffusionModel : IDisposable
         ArgumentException.ThrowIfNullOrWhiteSpace(modelDirectory);
         return new StableDiffusionModel(mlContext, modelDirectory, options ?? new StableDiffusionModelOptions());
     }
+
+    /// <summary>
+    /// Loads the folder's sessions for one device of a <see cref="MultiDeviceModel"/>: <paramref name="provider"/> in place
+    /// of the options' provider, <paramref name="threads"/> intra-op threads per session, and <paramref name="defaultSeed"/>
+    /// (when set) as the seed of rows without their own, so that every device seeds a row alike.
+    /// </summary>
+    internal static StableDiffusionModel LoadOnDevice(MLContext mlContext, string modelDirectory, StableDiffusionModelOptions options,
+        ExecutionProvider provider, int? threads, int? defaultSeed) =>
+        new(mlContext, modelDirectory, options, (provider, threads, defaultSeed));
 
     /// <summary>The context the model was loaded with.</summary>
     public MLContext MLContext { get; }

@@ -39,6 +39,9 @@ public static class Program
         // Issue 19: rows/s locally and on 1 and 2 in-process Orleans silos (docs/benchmarks.md "Scale-out").
         if (args.Length > 0 && args[0] == "scale-out")
             return Orleans.ScaleOutHarness.Run(args[1..]);
+        // Issue 19: rows per second on 1, 2 and 3 CPU instances in one process (docs/benchmarks.md "Several devices").
+        if (args.Length > 0 && args[0] == "devices")
+            return ScaleOut.DevicesHarness.Run(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

@@ -56,6 +56,9 @@ internal sealed class StageCursor : DataViewRowCursor
     private readonly ISlotCache?[] _passThrough;
     private readonly Delegate?[] _outputGetters;
     private readonly long[] _ids;
+    // Each slot's row position is the input cursor's: the same as counting rows for any ML.NET cursor, and the global row
+    // index when the input is a mini-batch of a larger table (RunOnDevices), so seeds and errors name the table's row.
+    private readonly long[] _positions;
     private readonly ValueGetter<DataViewRowId>? _inputIdGetter;
     private readonly int _batchSize;
     private int _slot = -1;
@@ -87,6 +90,7 @@ internal sealed class StageCursor : DataViewRowCursor
         _passThrough = new ISlotCache?[_inputCount];
         _outputGetters = new Delegate?[schema.Count - _inputCount];
         _ids = new long[_batchSize * 2];
+        _positions = new long[_batchSize];
         if (anyOutput)
         {
             for (int i = 0; i < _inputCount; i++)
@@ -117,19 +121,20 @@ internal sealed class StageCursor : DataViewRowCursor
                 _done = true;
                 return false;
             }
-            _position++;
+            _position = _input.Position;
             return true;
         }
         if (_slot + 1 < _count)
         {
             _slot++;
-            _position++;
+            _position = _positions[_slot];
             return true;
         }
         _count = 0;
         while (_count < _batchSize && _input.MoveNext())
         {
-            long pos = _position + 1 + _count;
+            long pos = _input.Position;
+            _positions[_count] = pos;
             foreach (var cache in _passThrough)
                 cache?.Store(_count);
             DataViewRowId id = default;
@@ -146,7 +151,7 @@ internal sealed class StageCursor : DataViewRowCursor
         }
         _worker.Process(_count);
         _slot = 0;
-        _position++;
+        _position = _positions[0];
         return true;
     }
 
