@@ -76,7 +76,7 @@ internal sealed class ImageResampler
         }
     }
 
-    /// <summary>The normalised filter taps of one axis: for output index i, source indices First[i] … First[i] + Count[i] − 1.</summary>
+    /// <summary>The normalised filter taps of one axis in float: for output index i, source indices First[i] … First[i] + Count[i] − 1.</summary>
     private sealed class Axis
     {
         private readonly float[] _weights;
@@ -84,31 +84,17 @@ internal sealed class ImageResampler
 
         public Axis(int inSize, int outSize)
         {
-            double scale = (double)inSize / outSize;
-            double filterScale = Math.Max(scale, 1.0);
-            double support = 1.0 * filterScale; // the triangle's support is 1
-            _stride = (int)Math.Ceiling(support) * 2 + 1;
+            var taps = new PillowFilterTaps(inSize, outSize, support: 1.0, PillowFilterTaps.Triangle);
+            _stride = taps.Stride;
             _weights = new float[outSize * _stride];
-            First = new int[outSize];
-            Count = new int[outSize];
-            var taps = new double[_stride];
             for (int i = 0; i < outSize; i++)
             {
-                double center = (i + 0.5) * scale;
-                int min = Math.Max((int)(center - support + 0.5), 0);
-                int max = Math.Min((int)(center + support + 0.5), inSize) - min;
-                double total = 0;
-                for (int k = 0; k < max; k++)
-                {
-                    double x = Math.Abs((k + min - center + 0.5) / filterScale);
-                    taps[k] = x < 1.0 ? 1.0 - x : 0.0;
-                    total += taps[k];
-                }
-                for (int k = 0; k < max; k++)
-                    _weights[i * _stride + k] = (float)(total != 0 ? taps[k] / total : 0);
-                First[i] = min;
-                Count[i] = max;
+                var t = taps.Taps(i);
+                for (int k = 0; k < t.Length; k++)
+                    _weights[i * _stride + k] = (float)t[k];
             }
+            First = taps.First;
+            Count = taps.Count;
         }
 
         public int[] First { get; }

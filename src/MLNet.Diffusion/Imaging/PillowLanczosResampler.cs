@@ -116,18 +116,7 @@ internal sealed class PillowLanczosResampler
         return (byte)(value >> PrecisionBits);
     }
 
-    /// <summary>Pillow's <c>lanczos_filter</c>: sinc(x)·sinc(x/3) on [−3, 3), 0 elsewhere.</summary>
-    private static double Lanczos(double x) => x >= -3.0 && x < 3.0 ? Sinc(x) * Sinc(x / 3.0) : 0.0;
-
-    private static double Sinc(double x)
-    {
-        if (x == 0.0)
-            return 1.0;
-        x *= Math.PI;
-        return Math.Sin(x) / x;
-    }
-
-    /// <summary>One axis's fixed-point taps (<c>precompute_coeffs</c> + <c>normalize_coeffs_8bpc</c>, box = the whole axis).</summary>
+    /// <summary>One axis's fixed-point taps (<see cref="PillowFilterTaps"/> with Lanczos-3, then <c>normalize_coeffs_8bpc</c>).</summary>
     private sealed class Axis
     {
         private readonly int[] _taps;
@@ -135,37 +124,18 @@ internal sealed class PillowLanczosResampler
 
         public Axis(int inSize, int outSize)
         {
-            double scale = (double)inSize / outSize;
-            double filterScale = Math.Max(scale, 1.0);
-            double support = Support * filterScale;
-            _stride = (int)Math.Ceiling(support) * 2 + 1;
+            var taps = new PillowFilterTaps(inSize, outSize, Support, PillowFilterTaps.Lanczos3);
+            _stride = taps.Stride;
             _taps = new int[outSize * _stride];
-            First = new int[outSize];
-            Count = new int[outSize];
-            var k = new double[_stride];
             for (int xx = 0; xx < outSize; xx++)
             {
-                double center = (xx + 0.5) * scale;
-                double ss = 1.0 / filterScale;
-                int xmin = Math.Max((int)(center - support + 0.5), 0);
-                int xmax = Math.Min((int)(center + support + 0.5), inSize) - xmin;
-                double ww = 0.0;
-                for (int x = 0; x < xmax; x++)
-                {
-                    double w = Lanczos((x + xmin - center + 0.5) * ss);
-                    k[x] = w;
-                    ww += w;
-                }
-                for (int x = 0; x < xmax; x++)
-                {
-                    if (ww != 0.0)
-                        k[x] /= ww;
-                    // normalize_coeffs_8bpc: (int)(±0.5 + k·2^22), C's truncation toward zero.
+                var k = taps.Taps(xx);
+                // normalize_coeffs_8bpc: (int)(±0.5 + k·2^22), C's truncation toward zero.
+                for (int x = 0; x < k.Length; x++)
                     _taps[xx * _stride + x] = k[x] < 0 ? (int)(-0.5 + k[x] * (1 << PrecisionBits)) : (int)(0.5 + k[x] * (1 << PrecisionBits));
-                }
-                First[xx] = xmin;
-                Count[xx] = xmax;
             }
+            First = taps.First;
+            Count = taps.Count;
         }
 
         public int[] First { get; }
