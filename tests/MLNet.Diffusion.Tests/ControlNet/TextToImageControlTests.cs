@@ -29,35 +29,23 @@ public sealed class TextToImageControlTests
     [DoNotParallelize] // redirects Console.Out and Console.Error
     public void ASquareSilhouetteGivesASquareInThePromptsColours()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "mlnet-control-sample-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(dir);
-        var (previousOut, previousError) = (Console.Out, Console.Error);
-        var error = new StringWriter();
-        try
-        {
-            Console.SetOut(TextWriter.Null);
-            Console.SetError(error);
-            string control = Path.Combine(dir, "square-left.png");
-            using (var silhouette = ShapesControlNetTests.Silhouette(ShapeKind.Square, ShapePosition.Left))
-                PngFile.Save(silhouette, control);
-            string output = Path.Combine(dir, "out.png");
-            int code = Program.Main(new[] { "--model", ShapesControlNetTests.Folder, "--prompt", "an orange shape on a blue background", "--control", control,
-                "--width", "128", "--height", "128", "--seed", "2", "--output", output });
-            Assert.AreEqual(0, code, error.ToString());
-            using var image = MLImage.CreateFromFile(output);
-            var (inside, outside) = ImageChecks.RegionMeans(image, ShapeKind.Square, ShapePosition.Left, margin: 3);
-            Assert.AreEqual(ShapeColor.Orange, ImageChecks.NearestShapeColor(inside));
-            Assert.IsTrue(ImageChecks.Distance(inside, ShapesDataset.GetRgb(ShapeColor.Orange)) < 40, "the square is where the silhouette is");
-            Assert.AreEqual(BackgroundColor.Blue, ImageChecks.NearestBackground(outside));
-            var text = PngFile.ReadText(output);
-            Assert.AreEqual(control, text["control"]);
-            Assert.AreEqual("1", text["control_scale"]);
-        }
-        finally
-        {
-            Console.SetOut(previousOut);
-            Console.SetError(previousError);
-            Directory.Delete(dir, recursive: true);
-        }
+        using var run = new SampleConsole("mlnet-control-sample");
+        string dir = run.Directory;
+        var error = run.Error;
+        string control = Path.Combine(dir, "square-left.png");
+        using (var silhouette = ShapesControlNetTests.Silhouette(ShapeKind.Square, ShapePosition.Left))
+            PngFile.Save(silhouette, control);
+        string output = Path.Combine(dir, "out.png");
+        int code = Program.Main(new[] { "--model", ShapesControlNetTests.Folder, "--prompt", "an orange shape on a blue background", "--control", control,
+            "--width", "128", "--height", "128", "--seed", "2", "--output", output });
+        Assert.AreEqual(0, code, error.ToString());
+        using var image = MLImage.CreateFromFile(output);
+        var (inside, outside) = ImageChecks.RegionMeans(image, ShapeKind.Square, ShapePosition.Left, margin: 3);
+        Assert.AreEqual(ShapeColor.Orange, ImageChecks.NearestShapeColor(inside));
+        Assert.IsTrue(ImageChecks.Distance(inside, ShapesDataset.GetRgb(ShapeColor.Orange)) < 40, "the square is where the silhouette is");
+        Assert.AreEqual(BackgroundColor.Blue, ImageChecks.NearestBackground(outside));
+        var text = PngFile.ReadText(output);
+        Assert.AreEqual(control, text["control"]);
+        Assert.AreEqual("1", text["control_scale"]);
     }
 }

@@ -7,6 +7,7 @@ using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Prompting;
 using MLNet.Diffusion.Tests.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
 using TextToImage;
 
 namespace MLNet.Diffusion.Tests.Prompting;
@@ -34,33 +35,21 @@ public sealed class PromptSyntaxSampleTests
     [DoNotParallelize] // redirects Console.Out and Console.Error
     public void TextToImageRunsPromptEditingAndRecordsTheSyntax()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "mlnet-syntax-sample-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(dir);
-        var (previousOut, previousError) = (Console.Out, Console.Error);
-        var error = new StringWriter();
-        try
+        using var run = new SampleConsole("mlnet-syntax-sample");
+        string dir = run.Directory;
+        var error = run.Error;
+        string output = Path.Combine(dir, "edited.png");
+        int code = TextToImage.Program.Main(new[]
         {
-            Console.SetOut(TextWriter.Null);
-            Console.SetError(error);
-            string output = Path.Combine(dir, "edited.png");
-            int code = TextToImage.Program.Main(new[]
-            {
-                "--model", ShapesTestModel.Folder, "--prompt", "a [red:blue:0.5] circle AND a square :0.3", "--prompt-syntax", "a1111", "--emphasis", "no-norm",
-                "--steps", "4", "--width", "64", "--height", "64", "--seed", "3", "--output", output,
-            });
-            Assert.AreEqual(0, code, error.ToString());
-            var parameters = GenerationParameters.Parse(PngFile.ReadText(output)[GenerationParameters.PngKeyword]);
-            Assert.AreEqual("a [red:blue:0.5] circle AND a square :0.3", parameters.Prompt);
-            Assert.AreEqual(PromptSyntax.A1111, parameters.PromptSyntax);
-            Assert.AreEqual(PromptEmphasis.NoNorm, parameters.Emphasis);
-            CollectionAssert.Contains(parameters.Extra.ToArray(), new System.Collections.Generic.KeyValuePair<string, string>("Pad conds", "True"));
-        }
-        finally
-        {
-            Console.SetOut(previousOut);
-            Console.SetError(previousError);
-            Directory.Delete(dir, recursive: true);
-        }
+            "--model", ShapesTestModel.Folder, "--prompt", "a [red:blue:0.5] circle AND a square :0.3", "--prompt-syntax", "a1111", "--emphasis", "no-norm",
+            "--steps", "4", "--width", "64", "--height", "64", "--seed", "3", "--output", output,
+        });
+        Assert.AreEqual(0, code, error.ToString());
+        var parameters = GenerationParameters.Parse(PngFile.ReadText(output)[GenerationParameters.PngKeyword]);
+        Assert.AreEqual("a [red:blue:0.5] circle AND a square :0.3", parameters.Prompt);
+        Assert.AreEqual(PromptSyntax.A1111, parameters.PromptSyntax);
+        Assert.AreEqual(PromptEmphasis.NoNorm, parameters.Emphasis);
+        CollectionAssert.Contains(parameters.Extra.ToArray(), new System.Collections.Generic.KeyValuePair<string, string>("Pad conds", "True"));
     }
 
     [TestMethod]

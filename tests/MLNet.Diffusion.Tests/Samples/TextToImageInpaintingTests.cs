@@ -54,56 +54,44 @@ public sealed class TextToImageInpaintingTests
     [DoNotParallelize] // redirects Console.Out and Console.Error
     public void MaskRepaintsTheCircle_AndOutpaintExtendsThePicture()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "mlnet-inpaint-sample-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(dir);
-        var (previousOut, previousError) = (Console.Out, Console.Error);
-        var error = new StringWriter();
-        try
-        {
-            Console.SetOut(TextWriter.Null);
-            Console.SetError(error);
-            var item = ShapesDataset.GetItem(ShapeKind.Circle, ShapeColor.Red, BackgroundColor.Blue, ShapePosition.Center);
-            string input = Path.Combine(dir, "red.png"), maskPath = Path.Combine(dir, "mask.png");
-            using (var red = ShapesImages.Render(item, 256))
-                PngFile.Save(red, input);
-            using (var box = InpaintingImages.Box(256, 64, 192))
-                PngFile.Save(box, maskPath);
+        using var run = new SampleConsole("mlnet-inpaint-sample");
+        string dir = run.Directory;
+        var error = run.Error;
+        var item = ShapesDataset.GetItem(ShapeKind.Circle, ShapeColor.Red, BackgroundColor.Blue, ShapePosition.Center);
+        string input = Path.Combine(dir, "red.png"), maskPath = Path.Combine(dir, "mask.png");
+        using (var red = ShapesImages.Render(item, 256))
+            PngFile.Save(red, input);
+        using (var box = InpaintingImages.Box(256, 64, 192))
+            PngFile.Save(box, maskPath);
 
-            string green = Path.Combine(dir, "green.png");
-            int code = Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "a green circle in the center on a blue background", "--init-image", input, "--mask", maskPath, "--seed", "1", "--output", green });
-            Assert.AreEqual(0, code, error.ToString());
-            using (var image = MLImage.CreateFromFile(green))
-            {
-                var (inside, outside) = ImageChecks.RegionMeans(image, ShapeKind.Circle, ShapePosition.Center, margin: 6);
-                Assert.AreEqual(ShapeColor.Green, ImageChecks.NearestShapeColor(inside));
-                Assert.AreEqual(BackgroundColor.Blue, ImageChecks.NearestBackground(outside));
-            }
-            Assert.AreEqual("1", PngFile.ReadText(green)["strength"], "diffusers' inpainting default strength");
-            Assert.AreEqual(maskPath, PngFile.ReadText(green)["mask"]);
-
-            string wide = Path.Combine(dir, "wide.png");
-            code = Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "a red circle on a blue background", "--init-image", input, "--outpaint", "60,0,64,0", "--seed", "1", "--output", wide });
-            Assert.AreEqual(0, code, error.ToString());
-            using (var image = MLImage.CreateFromFile(wide))
-            using (var canvas = MLImage.CreateFromFile(Path.Combine(dir, "wide-canvas.png")))
-            using (var mask = MLImage.CreateFromFile(Path.Combine(dir, "wide-mask.png")))
-            {
-                // 60 → 64 on the left: 64 + 256 + 64 = 384.
-                Assert.AreEqual((384, 256), (image.Width, image.Height));
-                Assert.AreEqual((384, 256), (canvas.Width, canvas.Height));
-                Assert.AreEqual((384, 256), (mask.Width, mask.Height));
-                var border = InpaintingPipelineTests.Mean(image, (x, _) => x < 64 || x >= 320);
-                Assert.AreEqual(BackgroundColor.Blue, ImageChecks.NearestBackground(border));
-                var centre = InpaintingPipelineTests.Mean(image, (x, y) => Math.Abs(x - 192) < 30 && Math.Abs(y - 128) < 30);
-                Assert.AreEqual(ShapeColor.Red, ImageChecks.NearestShapeColor(centre), "the original circle stays");
-            }
-            Assert.AreEqual("60,0,64,0", PngFile.ReadText(wide)["outpaint"]);
-        }
-        finally
+        string green = Path.Combine(dir, "green.png");
+        int code = Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "a green circle in the center on a blue background", "--init-image", input, "--mask", maskPath, "--seed", "1", "--output", green });
+        Assert.AreEqual(0, code, error.ToString());
+        using (var image = MLImage.CreateFromFile(green))
         {
-            Console.SetOut(previousOut);
-            Console.SetError(previousError);
-            Directory.Delete(dir, recursive: true);
+            var (inside, outside) = ImageChecks.RegionMeans(image, ShapeKind.Circle, ShapePosition.Center, margin: 6);
+            Assert.AreEqual(ShapeColor.Green, ImageChecks.NearestShapeColor(inside));
+            Assert.AreEqual(BackgroundColor.Blue, ImageChecks.NearestBackground(outside));
         }
+        Assert.AreEqual("1", PngFile.ReadText(green)["strength"], "diffusers' inpainting default strength");
+        Assert.AreEqual(maskPath, PngFile.ReadText(green)["mask"]);
+
+        string wide = Path.Combine(dir, "wide.png");
+        code = Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "a red circle on a blue background", "--init-image", input, "--outpaint", "60,0,64,0", "--seed", "1", "--output", wide });
+        Assert.AreEqual(0, code, error.ToString());
+        using (var image = MLImage.CreateFromFile(wide))
+        using (var canvas = MLImage.CreateFromFile(Path.Combine(dir, "wide-canvas.png")))
+        using (var mask = MLImage.CreateFromFile(Path.Combine(dir, "wide-mask.png")))
+        {
+            // 60 → 64 on the left: 64 + 256 + 64 = 384.
+            Assert.AreEqual((384, 256), (image.Width, image.Height));
+            Assert.AreEqual((384, 256), (canvas.Width, canvas.Height));
+            Assert.AreEqual((384, 256), (mask.Width, mask.Height));
+            var border = InpaintingPipelineTests.Mean(image, (x, _) => x < 64 || x >= 320);
+            Assert.AreEqual(BackgroundColor.Blue, ImageChecks.NearestBackground(border));
+            var centre = InpaintingPipelineTests.Mean(image, (x, y) => Math.Abs(x - 192) < 30 && Math.Abs(y - 128) < 30);
+            Assert.AreEqual(ShapeColor.Red, ImageChecks.NearestShapeColor(centre), "the original circle stays");
+        }
+        Assert.AreEqual("60,0,64,0", PngFile.ReadText(wide)["outpaint"]);
     }
 }

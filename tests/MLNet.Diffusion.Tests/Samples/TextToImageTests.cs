@@ -76,41 +76,29 @@ public sealed class TextToImageTests
     [DoNotParallelize] // redirects Console.Out and Console.Error
     public void AnInitImageOfARedCircleWithThePromptABlueCircleComesOutBlue()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "mlnet-img2img-sample-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(dir);
-        var (previousOut, previousError) = (Console.Out, Console.Error);
-        var error = new StringWriter();
-        try
-        {
-            Console.SetOut(TextWriter.Null);
-            Console.SetError(error);
-            var item = ShapesDataset.GetItem(ShapeKind.Circle, ShapeColor.Red, BackgroundColor.White, ShapePosition.Right);
-            string input = Path.Combine(dir, "red.png");
-            ShapesImages.Render(item, 256).Save(input);
-            string output = Path.Combine(dir, "blue.png");
-            int code = TextToImage.Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "a blue circle", "--init-image", input, "--seed", "7", "--output", output });
-            Assert.AreEqual(0, code, error.ToString());
+        using var run = new SampleConsole("mlnet-img2img-sample");
+        string dir = run.Directory;
+        var error = run.Error;
+        var item = ShapesDataset.GetItem(ShapeKind.Circle, ShapeColor.Red, BackgroundColor.White, ShapePosition.Right);
+        string input = Path.Combine(dir, "red.png");
+        ShapesImages.Render(item, 256).Save(input);
+        string output = Path.Combine(dir, "blue.png");
+        int code = TextToImage.Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "a blue circle", "--init-image", input, "--seed", "7", "--output", output });
+        Assert.AreEqual(0, code, error.ToString());
 
-            using var image = MLImage.CreateFromFile(output);
-            Assert.AreEqual(256, image.Width, "the size comes from the init image");
-            var (inside, outside) = ImageChecks.RegionMeans(image, ShapeKind.Circle, ShapePosition.Right, margin: 6);
-            Assert.AreEqual(ShapeColor.Blue, ImageChecks.NearestShapeColor(inside));
-            Assert.AreEqual(BackgroundColor.White, ImageChecks.NearestBackground(outside));
-            var text = PngFile.ReadText(output);
-            Assert.AreEqual("0.8", text["strength"], "diffusers' default strength");
-            Assert.AreEqual(input, text["init_image"]);
+        using var image = MLImage.CreateFromFile(output);
+        Assert.AreEqual(256, image.Width, "the size comes from the init image");
+        var (inside, outside) = ImageChecks.RegionMeans(image, ShapeKind.Circle, ShapePosition.Right, margin: 6);
+        Assert.AreEqual(ShapeColor.Blue, ImageChecks.NearestShapeColor(inside));
+        Assert.AreEqual(BackgroundColor.White, ImageChecks.NearestBackground(outside));
+        var text = PngFile.ReadText(output);
+        Assert.AreEqual("0.8", text["strength"], "diffusers' default strength");
+        Assert.AreEqual(input, text["init_image"]);
 
-            Assert.AreEqual(1, TextToImage.Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "x", "--init-image", Path.Combine(dir, "missing.png") }));
-            StringAssert.Contains(error.ToString(), "missing.png");
-            Assert.AreEqual(2, TextToImage.Program.Main(new[] { "--prompt", "x", "--strength", "0.5" }));
-            StringAssert.Contains(error.ToString(), "--strength needs --init-image");
-        }
-        finally
-        {
-            Console.SetOut(previousOut);
-            Console.SetError(previousError);
-            Directory.Delete(dir, recursive: true);
-        }
+        Assert.AreEqual(1, TextToImage.Program.Main(new[] { "--model", ShapesTestModel.Folder, "--prompt", "x", "--init-image", Path.Combine(dir, "missing.png") }));
+        StringAssert.Contains(error.ToString(), "missing.png");
+        Assert.AreEqual(2, TextToImage.Program.Main(new[] { "--prompt", "x", "--strength", "0.5" }));
+        StringAssert.Contains(error.ToString(), "--strength needs --init-image");
     }
 
     [TestMethod]
@@ -133,51 +121,39 @@ public sealed class TextToImageTests
     {
         // Generate with the sample, read AUTOMATIC1111's 'parameters' chunk of its PNG, turn it back into arguments and
         // generate again: the same file, bytes included. Euler ancestral, so the steps' noise (Philox, seed + ENSD) counts.
-        string dir = Path.Combine(Path.GetTempPath(), "mlnet-roundtrip-sample-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(dir);
-        var (previousOut, previousError) = (Console.Out, Console.Error);
-        var error = new StringWriter();
-        try
+        using var run = new SampleConsole("mlnet-roundtrip-sample");
+        string dir = run.Directory;
+        var error = run.Error;
+        string first = Path.Combine(dir, "first.png");
+        Assert.AreEqual(0, TextToImage.Program.Main(new[]
         {
-            Console.SetOut(TextWriter.Null);
-            Console.SetError(error);
-            string first = Path.Combine(dir, "first.png");
-            Assert.AreEqual(0, TextToImage.Program.Main(new[]
-            {
-                "--model", ShapesTestModel.Folder, "--prompt", "a green triangle", "--negative-prompt", "a red square", "--steps", "4", "--guidance", "5",
-                "--width", "64", "--height", "64", "--seed", "1234", "--scheduler", "euler-a", "--reproduce", "a1111", "--ensd", "31337", "--output", first,
-            }), error.ToString());
+            "--model", ShapesTestModel.Folder, "--prompt", "a green triangle", "--negative-prompt", "a red square", "--steps", "4", "--guidance", "5",
+            "--width", "64", "--height", "64", "--seed", "1234", "--scheduler", "euler-a", "--reproduce", "a1111", "--ensd", "31337", "--output", first,
+        }), error.ToString());
 
-            var p = PngFile.ReadParameters(first) ?? throw new AssertFailedException("no 'parameters' chunk");
-            Assert.AreEqual(("NV", 31337L, "Euler a", 1234L), (p.Rng, p.EtaNoiseSeedDelta, p.Sampler, p.Seed));
-            string second = Path.Combine(dir, "second.png");
-            Assert.AreEqual(0, TextToImage.Program.Main(new[]
-            {
-                "--model", ShapesTestModel.Folder, "--prompt", p.Prompt, "--negative-prompt", p.NegativePrompt, "--steps", p.Steps!.Value.ToString(CultureInfo.InvariantCulture),
-                "--guidance", p.CfgScale!.Value.ToString(CultureInfo.InvariantCulture), "--width", p.Width!.Value.ToString(CultureInfo.InvariantCulture),
-                "--height", p.Height!.Value.ToString(CultureInfo.InvariantCulture), "--seed", p.Seed!.Value.ToString(CultureInfo.InvariantCulture),
-                "--scheduler", A1111Samplers.ToScheduler(p.Sampler!, p.ScheduleType)!, "--reproduce", "a1111", "--rng", Arguments.RngFromInfotext(p.Rng),
-                "--ensd", (p.EtaNoiseSeedDelta ?? 0).ToString(CultureInfo.InvariantCulture), "--output", second,
-            }), error.ToString());
-            CollectionAssert.AreEqual(File.ReadAllBytes(first), File.ReadAllBytes(second));
-
-            // Another generator from the same seed is another picture: the recorded RNG matters.
-            string library = Path.Combine(dir, "library.png");
-            Assert.AreEqual(0, TextToImage.Program.Main(new[]
-            {
-                "--model", ShapesTestModel.Folder, "--prompt", "a green triangle", "--negative-prompt", "a red square", "--steps", "4", "--guidance", "5",
-                "--width", "64", "--height", "64", "--seed", "1234", "--scheduler", "euler-a", "--output", library,
-            }), error.ToString());
-            using var a = MLImage.CreateFromFile(first);
-            using var b = MLImage.CreateFromFile(library);
-            CollectionAssert.AreNotEqual(a.Pixels.ToArray(), b.Pixels.ToArray());
-            Assert.AreEqual("MLNet", PngFile.ReadParameters(library)!.Rng);
-        }
-        finally
+        var p = PngFile.ReadParameters(first) ?? throw new AssertFailedException("no 'parameters' chunk");
+        Assert.AreEqual(("NV", 31337L, "Euler a", 1234L), (p.Rng, p.EtaNoiseSeedDelta, p.Sampler, p.Seed));
+        string second = Path.Combine(dir, "second.png");
+        Assert.AreEqual(0, TextToImage.Program.Main(new[]
         {
-            Console.SetOut(previousOut);
-            Console.SetError(previousError);
-            Directory.Delete(dir, recursive: true);
-        }
+            "--model", ShapesTestModel.Folder, "--prompt", p.Prompt, "--negative-prompt", p.NegativePrompt, "--steps", p.Steps!.Value.ToString(CultureInfo.InvariantCulture),
+            "--guidance", p.CfgScale!.Value.ToString(CultureInfo.InvariantCulture), "--width", p.Width!.Value.ToString(CultureInfo.InvariantCulture),
+            "--height", p.Height!.Value.ToString(CultureInfo.InvariantCulture), "--seed", p.Seed!.Value.ToString(CultureInfo.InvariantCulture),
+            "--scheduler", A1111Samplers.ToScheduler(p.Sampler!, p.ScheduleType)!, "--reproduce", "a1111", "--rng", Arguments.RngFromInfotext(p.Rng),
+            "--ensd", (p.EtaNoiseSeedDelta ?? 0).ToString(CultureInfo.InvariantCulture), "--output", second,
+        }), error.ToString());
+        CollectionAssert.AreEqual(File.ReadAllBytes(first), File.ReadAllBytes(second));
+
+        // Another generator from the same seed is another picture: the recorded RNG matters.
+        string library = Path.Combine(dir, "library.png");
+        Assert.AreEqual(0, TextToImage.Program.Main(new[]
+        {
+            "--model", ShapesTestModel.Folder, "--prompt", "a green triangle", "--negative-prompt", "a red square", "--steps", "4", "--guidance", "5",
+            "--width", "64", "--height", "64", "--seed", "1234", "--scheduler", "euler-a", "--output", library,
+        }), error.ToString());
+        using var a = MLImage.CreateFromFile(first);
+        using var b = MLImage.CreateFromFile(library);
+        CollectionAssert.AreNotEqual(a.Pixels.ToArray(), b.Pixels.ToArray());
+        Assert.AreEqual("MLNet", PngFile.ReadParameters(library)!.Rng);
     }
 }

@@ -5,6 +5,7 @@ using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Shapes;
 using MLNet.Diffusion.Tests.Shapes;
+using MLNet.Diffusion.Tests.TestSupport;
 using TextToImage;
 
 namespace MLNet.Diffusion.Tests.Samples;
@@ -33,36 +34,24 @@ public sealed class TextToImageVariantTests
     [DoNotParallelize] // redirects Console.Out and Console.Error
     public void TheKlAndVqVariantsDrawTheSameCircleFromTheSameSeed()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "mlnet-variant-sample-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(dir);
-        var (previousOut, previousError) = (Console.Out, Console.Error);
-        var error = new StringWriter();
-        try
-        {
-            Console.SetOut(TextWriter.Null);
-            Console.SetError(error);
-            string kl = Path.Combine(dir, "kl.png"), vq = Path.Combine(dir, "vq.png");
-            Assert.AreEqual(0, TextToImage.Program.Main(new[] { "--variant", "unconditional", "--seed", "3", "--output", kl }), error.ToString());
-            Assert.AreEqual(0, TextToImage.Program.Main(new[] { "--variant", "vq", "--seed", "3", "--output", vq }), error.ToString());
-            using var klImage = MLImage.CreateFromFile(kl);
-            using var vqImage = MLImage.CreateFromFile(vq);
-            Assert.AreEqual((256, 256), (klImage.Width, klImage.Height), "the Shapes variants default to their native 256×256");
-            Assert.AreEqual((256, 256), (vqImage.Width, vqImage.Height));
-            var klItem = NearestItem(klImage);
-            Assert.AreEqual(ShapeKind.Circle, klItem.Shape, klItem.Prompt);
-            Assert.AreEqual(klItem, NearestItem(vqImage), "the same seed gives the same latents; only the decoder differs");
-            Assert.IsFalse(klImage.Pixels.SequenceEqual(vqImage.Pixels), "the VQ decoder quantises the latents");
+        using var run = new SampleConsole("mlnet-variant-sample");
+        string dir = run.Directory;
+        var error = run.Error;
+        string kl = Path.Combine(dir, "kl.png"), vq = Path.Combine(dir, "vq.png");
+        Assert.AreEqual(0, TextToImage.Program.Main(new[] { "--variant", "unconditional", "--seed", "3", "--output", kl }), error.ToString());
+        Assert.AreEqual(0, TextToImage.Program.Main(new[] { "--variant", "vq", "--seed", "3", "--output", vq }), error.ToString());
+        using var klImage = MLImage.CreateFromFile(kl);
+        using var vqImage = MLImage.CreateFromFile(vq);
+        Assert.AreEqual((256, 256), (klImage.Width, klImage.Height), "the Shapes variants default to their native 256×256");
+        Assert.AreEqual((256, 256), (vqImage.Width, vqImage.Height));
+        var klItem = NearestItem(klImage);
+        Assert.AreEqual(ShapeKind.Circle, klItem.Shape, klItem.Prompt);
+        Assert.AreEqual(klItem, NearestItem(vqImage), "the same seed gives the same latents; only the decoder differs");
+        Assert.IsFalse(klImage.Pixels.SequenceEqual(vqImage.Pixels), "the VQ decoder quantises the latents");
 
-            // A text-conditioned --model still needs a prompt; the error names it.
-            Assert.AreEqual(1, TextToImage.Program.Main(new[] { "--model", ShapesTestModel.Folder, "--steps", "1", "--output", Path.Combine(dir, "x.png") }));
-            StringAssert.Contains(error.ToString(), "--prompt is required");
-        }
-        finally
-        {
-            Console.SetOut(previousOut);
-            Console.SetError(previousError);
-            Directory.Delete(dir, recursive: true);
-        }
+        // A text-conditioned --model still needs a prompt; the error names it.
+        Assert.AreEqual(1, TextToImage.Program.Main(new[] { "--model", ShapesTestModel.Folder, "--steps", "1", "--output", Path.Combine(dir, "x.png") }));
+        StringAssert.Contains(error.ToString(), "--prompt is required");
     }
 
     /// <summary>The dataset item nearest to an image (mean absolute difference of the 8-bit channels).</summary>
