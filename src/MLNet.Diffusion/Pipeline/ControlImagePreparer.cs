@@ -1,5 +1,6 @@
 using System;
 using Microsoft.ML.Data;
+using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion.Pipeline;

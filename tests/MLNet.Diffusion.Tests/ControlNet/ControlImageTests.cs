@@ -4,6 +4,7 @@ using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
+using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Transforms;
 
 namespace MLNet.Diffusion.Tests.ControlNet;

@@ -1,7 +1,7 @@
 using System;
 using Microsoft.ML.Data;
 
-namespace MLNet.Diffusion.Transforms;
+namespace MLNet.Diffusion.Imaging;
 
 /// <summary>
 /// Canny edge detection (Canny 1986) with OpenCV's semantics (<c>cv2.Canny(image, low, high, apertureSize=3,
