@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Diagnostics;
 using System.IO;
 using System.Linq;
 using Microsoft.ML.OnnxRuntime;
@@ -14,7 +13,7 @@ namespace MLNet.Diffusion.Tests.Shapes;
 /// </summary>
 internal static class ShapesTestModel
 {
-    private static readonly Lazy<(string Folder, TimeSpan BuildTime)> s_model = new(BuildModel);
+    private static readonly Lazy<string> s_model = new(BuildModel);
     private static readonly Lazy<InferenceSession> s_textEncoder = new(() => Open("text_encoder"));
     private static readonly Lazy<InferenceSession> s_unet = new(() => Open("unet"));
     private static readonly Lazy<InferenceSession> s_vaeEncoder = new(() => Open("vae_encoder"));
@@ -23,10 +22,7 @@ internal static class ShapesTestModel
     private static readonly Lazy<float[]> s_itemLatents = new(EncodeItems);
 
     /// <summary>The model folder (default options: 256×256 items, λ = 12).</summary>
-    public static string Folder => s_model.Value.Folder;
-
-    /// <summary>How long <see cref="ShapesModel.Build"/> took.</summary>
-    public static TimeSpan BuildTime => s_model.Value.BuildTime;
+    public static string Folder => s_model.Value;
 
     public static InferenceSession TextEncoder => s_textEncoder.Value;
 
@@ -128,7 +124,7 @@ internal static class ShapesTestModel
 
     private static InferenceSession Open(string component) => new(Path.Combine(Folder, component, "model.onnx"));
 
-    private static (string, TimeSpan) BuildModel()
+    private static string BuildModel()
     {
         // Deletion at exit can be cut short when the test host is torn down: sweep folders left by runs hours ago.
         foreach (string stale in Directory.EnumerateDirectories(Path.GetTempPath(), "mlnet-shapes-tests-*"))
@@ -146,9 +142,7 @@ internal static class ShapesTestModel
             }
         }
         string folder = Path.Combine(Path.GetTempPath(), "mlnet-shapes-tests-" + Guid.NewGuid().ToString("N")[..8]);
-        var sw = Stopwatch.StartNew();
         ShapesModel.Build(folder);
-        sw.Stop();
         AppDomain.CurrentDomain.ProcessExit += (_, _) =>
         {
             try
@@ -159,7 +153,7 @@ internal static class ShapesTestModel
             {
             }
         };
-        return (folder, sw.Elapsed);
+        return folder;
     }
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<(ShapeKind, ShapePosition), byte[]> s_masks = new();
