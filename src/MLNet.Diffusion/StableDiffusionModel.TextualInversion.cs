@@ -28,8 +28,9 @@ public sealed partial class StableDiffusionModel
     /// diffusers' <c>load_textual_inversion</c> does: the tokens get the ids after the vocabulary in the order given (a
     /// multi-vector embedding <c>tok</c> adds <c>tok</c>, <c>tok_1</c>, …), are found in a prompt before CLIP's BPE, and
     /// <c>tok</c> stands for all its vectors. The new model shares every other session and this model's LoRAs; the text
-    /// encoder sessions with the taller table are cached per embedding set. Dispose it when done (in any order with this
-    /// model).
+    /// encoder sessions with the taller table are cached per embedding set (and, for an encoder this model's LoRAs change,
+    /// opened with the LoRAs' merged weights too, so LoRAs and embeddings combine in either order). Dispose it when done
+    /// (in any order with this model).
     /// </summary>
     /// <remarks>
     /// SD 1.x/2.x models take one-encoder files (diffusers, A1111); SDXL models take <c>clip_l</c>/<c>clip_g</c> files (the
