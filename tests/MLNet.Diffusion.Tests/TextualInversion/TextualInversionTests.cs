@@ -294,6 +294,45 @@ public sealed class TextualInversionTests
     }
 
     [TestMethod]
+    public void OnSdxlATextEncoder2LoraCombinesWithEmbeddingsOnBothEncoders()
+    {
+        // The LoRA changes text_encoder_2 only (its first block's MLP, width 48 -> 192): encoder 1 takes the embedding's
+        // clip_l row in a session without LoRA, encoder 2 its clip_g row in the session with the LoRA's weights. The key is
+        // diffusers' form over this export's node names (/resblocks.0/mlp/c_fc/MatMul).
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), SharedModels.Require("tiny-sdxl"));
+        var tensors = new Dictionary<string, SafeTensorsWriter.Entry>();
+        const string module = "text_encoder_2.resblocks.0.mlp.c_fc";
+        Lora.LoraFiles.AddPair(tensors, module + ".lora.down.weight", module + ".lora.up.weight", [4, 48], [192, 4], 3);
+        var lora = new LoraReference(Write("te2_lora.safetensors", tensors));
+        int cat = model.Tokenizer.GetTokenId("cat</w>");
+        int cat2 = model.Tokenizer2!.GetTokenId("cat</w>");
+        float[] l = Rows(model.Directory, ModelFolder.TextEncoder, cat), g = Rows(model.Directory, ModelFolder.TextEncoder2, cat2);
+        var embedding = MLNet.Diffusion.TextualInversion.Load(Write("xlcat.safetensors", new()
+        {
+            ["clip_l"] = SafeTensorsWriter.F32([1, l.Length], l),
+            ["clip_g"] = SafeTensorsWriter.F32([1, g.Length], g),
+        }), "<xl-cat>");
+
+        using var withLora = model.WithLoras(lora);
+        Assert.AreEqual(0, withLora.UnmatchedLoraKeys.Count, string.Join("\n", withLora.UnmatchedLoraKeys));
+        Assert.AreSame(model.TextEncoders[0].Encoder, withLora.TextEncoders[0].Encoder, "the LoRA leaves text_encoder alone");
+        float[][] loraOnly = Encode(withLora, "Embeddings", "a photo of cat", "a red circle");
+        CollectionAssert.AreNotEqual(Encode(model, "Embeddings", "a photo of cat")[0], loraOnly[0], "the LoRA changes the states");
+        using var withTi = model.WithTextualInversions(embedding);
+        using var tiThenLora = withTi.WithLoras(lora);
+        using var loraThenTi = withLora.WithTextualInversions(embedding);
+        foreach (var (name, m) in new[] { ("LoRA then TI", loraThenTi), ("TI then LoRA", tiThenLora) })
+        {
+            float[][] states = Encode(m, "Embeddings", "a photo of cat", "a red circle", "a photo of <xl-cat>");
+            CollectionAssert.AreEqual(loraOnly[0], states[0], name);
+            CollectionAssert.AreEqual(loraOnly[1], states[1], name);
+            CollectionAssert.AreEqual(loraOnly[0], states[2], name);
+            Assert.AreSame(withTi.TextEncoders[0].Encoder, m.TextEncoders[0].Encoder, $"{name}: text_encoder is the embeddings-only session");
+        }
+        Assert.AreSame(loraThenTi.TextEncoders[1].Encoder, tiThenLora.TextEncoders[1].Encoder);
+    }
+
+    [TestMethod]
     public void ATextEncoderLoraCombinesWithTextualInversionOverExternalData()
     {
         // The LoRA's weight (c_fc, 16 KB) lives in weights.pb in this copy: the session from the rewritten graph's bytes
