@@ -23,6 +23,9 @@ commits above, keeping every function this script calls verbatim — prompt_pars
 (get_learned_conditioning, reconstruct_*, stack_conds), with SdConditioning(prompts) written as list(prompts) in
 get_multicond_prompt_list; sd_hijack_clip.py from its top to process_texts. The script runs unchanged on the full files.
 A1111's own doctests pass on those copies except `a [{b|d{:.5] c`, whose expected value needs lark 1.1.2 (A1111's pin).
+The "embeddings"/"embeddingChunks" sections were added later the same day by the same command on the same copies
+(sd_hijack_clip.py's tokenize_line, embedding branch included, checked against the commit above); every other section
+came out identical to the earlier file.
 """
 import argparse
 import json
