@@ -140,7 +140,7 @@ public sealed partial class StableDiffusionModel
             if (sessions is not null)
                 ReportUnmatched(sessions);
             if (_inversions is not null)
-                RefuseTextEncoderLorasWithInversions(sessions);
+                OpenInversionEncoders(_inversions, sessions);
             return new StableDiffusionModel(this, sessions, _inversions);
         }
         catch
@@ -279,14 +279,7 @@ public sealed partial class StableDiffusionModel
                 WeightVariant? variant = null;
                 try
                 {
-                    foreach (var weight in result.Weights)
-                    {
-                        if (weight.Component != component)
-                            continue;
-                        variant ??= new WeightVariant("lora-" + set.Id);
-                        var type = weight.Initializer.DataType == LoraWeightType.Float16 ? TensorElementType.Float16 : TensorElementType.Float;
-                        variant.Add(weight.Initializer.Name, weight.Initializer.Dims, type, weight.Values);
-                    }
+                    variant = ToVariant(result, component, "lora-" + set.Id);
                     if (variant is null)
                         continue;
                     opened.Add(component, OpenSession(folder, variant));
@@ -307,5 +300,44 @@ public sealed partial class StableDiffusionModel
         }
         return new LoraSessionSet(set, opened.GetValueOrDefault(LoraComponent.Unet), opened.GetValueOrDefault(LoraComponent.TextEncoder),
             opened.GetValueOrDefault(LoraComponent.TextEncoder2), bytes, result.Unmatched);
+    }
+
+    /// <summary>The initializers <paramref name="result"/> changed in <paramref name="component"/>, as a variant (caller disposes), or null when none.</summary>
+    private static WeightVariant? ToVariant(LoraMergeResult result, LoraComponent component, string id)
+    {
+        WeightVariant? variant = null;
+        try
+        {
+            foreach (var weight in result.Weights)
+            {
+                if (weight.Component != component)
+                    continue;
+                variant ??= new WeightVariant(id);
+                var type = weight.Initializer.DataType == LoraWeightType.Float16 ? TensorElementType.Float16 : TensorElementType.Float;
+                variant.Add(weight.Initializer.Name, weight.Initializer.Dims, type, weight.Values);
+            }
+            return variant;
+        }
+        catch
+        {
+            variant?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="set"/> merged into one text encoder only, as the replaced initializers of a variant (caller disposes;
+    /// null when the set changes none of its weights): what a session from textual inversion's rewritten graph of that
+    /// encoder needs, since that graph keeps every initializer name but the token table's, which no LoRA targets.
+    /// </summary>
+    private WeightVariant? MergeTextEncoderLora(LoraSet set, LoraComponent component, string id)
+    {
+        var applications = new List<LoraApplication>(set.Entries.Count);
+        foreach (var entry in set.Entries)
+            applications.Add(new LoraApplication(LoraFile.Read(entry.Path), entry.Scale));
+        string path = ModelFolder.ModelPath(Directory, LoraModule.ComponentName(component));
+        var reader = OnnxModelReader.Open(path);
+        var target = new LoraMergeTarget(component, LoraTargetIndex.Build(LoraGraphReader.Build(reader, path)), LoraGraphReader.WeightReader(reader));
+        return ToVariant(LoraMerger.Merge([target], applications), component, id);
     }
 }

@@ -28,8 +28,9 @@ public sealed partial class StableDiffusionModel
     /// diffusers' <c>load_textual_inversion</c> does: the tokens get the ids after the vocabulary in the order given (a
     /// multi-vector embedding <c>tok</c> adds <c>tok</c>, <c>tok_1</c>, …), are found in a prompt before CLIP's BPE, and
     /// <c>tok</c> stands for all its vectors. The new model shares every other session and this model's LoRAs; the text
-    /// encoder sessions with the taller table are cached per embedding set. Dispose it when done (in any order with this
-    /// model).
+    /// encoder sessions with the taller table are cached per embedding set (and, for an encoder this model's LoRAs change,
+    /// opened with the LoRAs' merged weights too, so LoRAs and embeddings combine in either order). Dispose it when done
+    /// (in any order with this model).
     /// </summary>
     /// <remarks>
     /// SD 1.x/2.x models take one-encoder files (diffusers, A1111); SDXL models take <c>clip_l</c>/<c>clip_g</c> files (the
@@ -42,7 +43,8 @@ public sealed partial class StableDiffusionModel
     /// the tensor, its shape and the encoder's width), its layout does not fit the model (an SDXL file on SD 1.x, or the other
     /// way round), or the text encoder's token-embedding table cannot be found.</exception>
     /// <exception cref="InvalidOperationException">The model has no text encoder (unconditional).</exception>
-    /// <exception cref="NotSupportedException">This model's LoRAs change a text encoder (the two cannot be combined yet).</exception>
+    /// <exception cref="NotSupportedException">This model's LoRAs change a text encoder's token-embedding table (no LoRA format
+    /// targets it; LoRAs of the encoder's attention and MLP weights combine with embeddings).</exception>
     public StableDiffusionModel WithTextualInversions(params TextualInversion[] embeddings) => WithTextualInversions((IEnumerable<TextualInversion>)embeddings);
 
     /// <inheritdoc cref="WithTextualInversions(TextualInversion[])"/>
@@ -65,12 +67,12 @@ public sealed partial class StableDiffusionModel
         }
         if (!Info.IsConditional)
             throw NotConditional("text encoder to add textual inversions to");
-        if (list.Count > 0)
-            RefuseTextEncoderLorasWithInversions(_loras);
         var set = list.Count == 0 ? null : BuildInversions(list);
         LoraSessionSet? loras = _loras is null ? null : _shared.Loras.Acquire(_loras.Set);
         try
         {
+            if (set is not null)
+                OpenInversionEncoders(set, loras);
             return new StableDiffusionModel(this, loras, set);
         }
         catch
@@ -81,22 +83,56 @@ public sealed partial class StableDiffusionModel
         }
     }
 
-    /// <summary>A LoRA on a text encoder replaces its weights by name in the file's graph; the rewritten graph is another one.</summary>
-    private static void RefuseTextEncoderLorasWithInversions(LoraSessionSet? loras)
+    /// <summary>
+    /// Opens (or finds cached) every text encoder session <paramref name="inversions"/> needs beside <paramref name="loras"/>,
+    /// before a model is built on them: the constructor then only looks them up, and a bad embedding or LoRA fails here.
+    /// </summary>
+    private void OpenInversionEncoders(TextualInversionSet inversions, LoraSessionSet? loras)
     {
-        if (loras is not null && (loras.TextEncoder is not null || loras.TextEncoder2 is not null))
-            throw new NotSupportedException($"LoRAs that change a text encoder ({loras.Set.Entries[0].Path}, …) cannot be combined with textual inversions yet; "
-                + "use LoRAs that change only the UNet, or no textual inversion.");
+        foreach (var encoder in inversions.Encoders)
+            InversionSession(encoder, loras);
     }
 
     private TextEncoderBinding[] BindInversions(TextEncoderBinding[] bindings, TextualInversionSet? inversions, LoraSessionSet? loras)
     {
-        if (inversions is null || (loras is not null && (loras.TextEncoder is not null || loras.TextEncoder2 is not null)))
+        if (inversions is null)
             return bindings;
         var bound = new TextEncoderBinding[bindings.Length];
         for (int i = 0; i < bound.Length; i++)
-            bound[i] = bindings[i] with { Encoder = inversions.Encoders[i], Tokenizer = inversions.Tokenizers[i] };
+            bound[i] = bindings[i] with { Encoder = InversionSession(inversions.Encoders[i], loras), Tokenizer = inversions.Tokenizers[i] };
         return bound;
+    }
+
+    /// <summary>
+    /// The session of one text encoder with the embeddings' rows, and with the LoRA set's merged weights when the set changes
+    /// that encoder. Without such a LoRA it is cached per embedding set beside the weight variants; with one, it is cached in
+    /// the LoRA set's entry of the LoRA cache (closed when that set is evicted, its bytes counted in the cache's budget), since
+    /// a row's LoRA tags may name many sets.
+    /// </summary>
+    private OnnxComponent InversionSession(InversionEncoder encoder, LoraSessionSet? loras)
+    {
+        var loraComponent = encoder.Component == ModelFolder.TextEncoder2 ? LoraComponent.TextEncoder2 : LoraComponent.TextEncoder;
+        bool loraChangesIt = loras is not null && (loraComponent == LoraComponent.TextEncoder ? loras.TextEncoder : loras.TextEncoder2) is not null;
+        if (loraChangesIt)
+        {
+            ThrowIfDisposed();
+            return loras!.GetOrAddWithInversions(encoder.Component, encoder.Id, () =>
+            {
+                string id = encoder.Id + "+lora-" + loras.Set.Id;
+                var session = OpenWithInversions(encoder, loras.Set, loraComponent, id, out long bytes);
+                return (session, bytes);
+            });
+        }
+
+        lock (_shared.Variants)
+        {
+            ThrowIfDisposed();
+            if (_shared.Variants.TryGetValue((encoder.Component, encoder.Id), out var cached))
+                return cached;
+            var opened = OpenWithInversions(encoder, null, loraComponent, encoder.Id, out _);
+            _shared.Variants.Add((encoder.Component, encoder.Id), opened);
+            return opened;
+        }
     }
 
     /// <summary>
@@ -114,13 +150,14 @@ public sealed partial class StableDiffusionModel
         return fallback;
     }
 
-    /// <summary>Per text encoder (in binding order): the vectors for it, the tokenizer with the tokens, the session with the rows.</summary>
+    /// <summary>Per text encoder (in binding order): the vectors for it and the tokenizer with the tokens (sessions open later).</summary>
     private TextualInversionSet BuildInversions(List<TextualInversion> embeddings)
     {
         bool xl = Info.Kind is ModelKind.StableDiffusionXL or ModelKind.StableDiffusionXLRefiner;
         var bindings = _shared.TextEncoderBindings;
-        var encoders = new OnnxComponent[bindings.Length];
+        var encoders = new InversionEncoder[bindings.Length];
         var tokenizers = new ClipTokenizer[bindings.Length];
+        var all = embeddings.ToArray();
         for (int e = 0; e < bindings.Length; e++)
         {
             string component = bindings[e].Encoder.Name;
@@ -140,41 +177,60 @@ public sealed partial class StableDiffusionModel
                 names.AddRange(embedding.Tokens);
                 vectors += embedding.VectorCount;
             }
+            int firstId = bindings[e].Tokenizer.VocabularySize;
             tokenizers[e] = bindings[e].Tokenizer.WithAddedTokens(names);
-            encoders[e] = OpenWithInversions(component, bindings[e].Tokenizer.VocabularySize, embeddings, tensors, vectors);
+            encoders[e] = new InversionEncoder(component, firstId, all, tensors, vectors, "ti-" + HashInversions(firstId, embeddings, tensors));
         }
-        return new TextualInversionSet(embeddings.ToArray(), encoders, tokenizers);
+        return new TextualInversionSet(all, encoders, tokenizers);
     }
 
-    /// <summary>The text encoder <paramref name="component"/> with the vectors at ids <paramref name="firstId"/>…, cached per set.</summary>
-    private OnnxComponent OpenWithInversions(string component, int firstId, List<TextualInversion> embeddings, EmbeddingTensor[] tensors, int vectors)
+    /// <summary>
+    /// Opens <paramref name="encoder"/>'s text encoder from its rewritten graph (the token table with the embeddings' rows)
+    /// and, when <paramref name="lora"/> is given, with the LoRA set merged into that encoder as replaced initializers: the
+    /// rewrite keeps every other initializer's name and its external data, so the LoRA's names still apply.
+    /// </summary>
+    private OnnxComponent OpenWithInversions(InversionEncoder encoder, LoraSet? lora, LoraComponent loraComponent, string id, out long bytes)
     {
-        string id = "ti-" + HashInversions(firstId, embeddings, tensors);
-        lock (_shared.Variants)
+        string component = encoder.Component;
+        string path = ModelFolder.ModelPath(Directory, component);
+        var reader = OnnxModelReader.Open(path);
+        var graph = TokenEmbeddingGraph.Find(reader);
+        if (graph.Rows < encoder.FirstId)
+            throw new InvalidDataException($"Text encoder '{path}': its token-embedding table '{graph.Table.Name}' has {graph.Rows} rows, fewer than the tokenizer's {encoder.FirstId} tokens.");
+        var rows = new float[checked(encoder.Vectors * graph.Width)];
+        int row = 0;
+        for (int k = 0; k < encoder.Embeddings.Length; k++)
         {
-            ThrowIfDisposed();
-            if (_shared.Variants.TryGetValue((component, id), out var cached))
-                return cached;
-            string path = ModelFolder.ModelPath(Directory, component);
-            var graph = TokenEmbeddingGraph.Find(OnnxModelReader.Open(path));
-            if (graph.Rows < firstId)
-                throw new InvalidDataException($"Text encoder '{path}': its token-embedding table '{graph.Table.Name}' has {graph.Rows} rows, fewer than the tokenizer's {firstId} tokens.");
-            var rows = new float[checked(vectors * graph.Width)];
-            int row = 0;
-            for (int k = 0; k < embeddings.Count; k++)
+            var tensor = encoder.Tensors[k];
+            if (tensor.Width != graph.Width)
+                throw new InvalidDataException($"Textual inversion '{encoder.Embeddings[k].Path}': tensor '{tensor.Key}' has shape [{string.Join(",", tensor.Shape)}], vectors {tensor.Width} wide; "
+                    + $"text encoder '{component}' embeds tokens in {graph.Width} ('{graph.Table.Name}' is [{string.Join(",", graph.Table.Dims)}] in '{path}').");
+            var values = encoder.Embeddings[k].ValuesOf(tensor);
+            values.CopyTo(rows.AsSpan(row * graph.Width));
+            row += encoder.Embeddings[k].VectorCount;
+        }
+
+        WeightVariant? variant = lora is null ? null : MergeTextEncoderLora(lora, loraComponent, id);
+        try
+        {
+            if (variant is not null)
             {
-                var tensor = tensors[k];
-                if (tensor.Width != graph.Width)
-                    throw new InvalidDataException($"Textual inversion '{embeddings[k].Path}': tensor '{tensor.Key}' has shape [{string.Join(",", tensor.Shape)}], vectors {tensor.Width} wide; "
-                        + $"text encoder '{component}' embeds tokens in {graph.Width} ('{graph.Table.Name}' is [{string.Join(",", graph.Table.Dims)}] in '{path}').");
-                var values = embeddings[k].ValuesOf(tensor);
-                values.CopyTo(rows.AsSpan(row * graph.Width));
-                row += embeddings[k].VectorCount;
+                CheckVariant(component, variant);
+                foreach (var (name, _, _) in variant.Describe())
+                {
+                    if (name == graph.Table.Name)
+                        throw new NotSupportedException($"LoRA set {lora!.Entries[0].Path}, … changes '{name}', the token-embedding table of '{path}', which textual inversion replaces by a taller one; "
+                            + "a LoRA of the token embeddings cannot be combined with textual inversions.");
+                }
             }
-            byte[] model = graph.WithRows(firstId, vectors, rows);
-            var opened = OpenSession(component, null, model, id);
-            _shared.Variants.Add((component, id), opened);
-            return opened;
+            byte[] model = graph.WithRows(encoder.FirstId, encoder.Vectors, rows);
+            bytes = LoraGraphReader.WeightBytes(reader);
+            return OpenSession(component, variant, model, id);
+        }
+        finally
+        {
+            // The session's lease keeps the merged weights alive.
+            variant?.Dispose();
         }
     }
 
@@ -195,6 +251,12 @@ public sealed partial class StableDiffusionModel
         return Convert.ToHexString(sha.GetHashAndReset(), 0, 12).ToLowerInvariant();
     }
 
-    /// <summary>The embeddings of a model and, per text encoder in binding order, its session and tokenizer.</summary>
-    private sealed record TextualInversionSet(TextualInversion[] Embeddings, OnnxComponent[] Encoders, ClipTokenizer[] Tokenizers);
+    /// <summary>The embeddings of a model and, per text encoder in binding order, what its session is built from and its tokenizer.</summary>
+    private sealed record TextualInversionSet(TextualInversion[] Embeddings, InversionEncoder[] Encoders, ClipTokenizer[] Tokenizers);
+
+    /// <summary>
+    /// One text encoder's share of a textual inversion set: the rows to append from id <paramref name="FirstId"/> on (each
+    /// embedding's tensor for this encoder, <paramref name="Vectors"/> in all) and the set's key <paramref name="Id"/>.
+    /// </summary>
+    private sealed record InversionEncoder(string Component, int FirstId, TextualInversion[] Embeddings, EmbeddingTensor[] Tensors, int Vectors, string Id);
 }

@@ -13,13 +13,19 @@ internal sealed class LoraSessionSet : IDisposable
     internal int Pins;
     internal long LastUse;
 
+    // Text encoder sessions of this set combined with a textual inversion set, per (component, inversion set id); also
+    // the lock for it and _disposed.
+    private readonly Dictionary<(string Component, string Inversions), OnnxComponent> _withInversions = new();
+    private long _bytes;
+    private bool _disposed;
+
     public LoraSessionSet(LoraSet set, OnnxComponent? unet, OnnxComponent? textEncoder, OnnxComponent? textEncoder2, long bytes, IReadOnlyList<LoraUnmatchedModule> unmatched)
     {
         Set = set;
         Unet = unet;
         TextEncoder = textEncoder;
         TextEncoder2 = textEncoder2;
-        Bytes = bytes;
+        _bytes = bytes;
         Unmatched = unmatched;
     }
 
@@ -36,10 +42,30 @@ internal sealed class LoraSessionSet : IDisposable
     public OnnxComponent? TextEncoder2 { get; }
 
     /// <summary>Estimated memory: the weights of every session this set opened (each session holds a whole copy of its component).</summary>
-    public long Bytes { get; }
+    public long Bytes => System.Threading.Interlocked.Read(ref _bytes);
 
     /// <summary>Modules and keys of the set's files that changed nothing.</summary>
     public IReadOnlyList<LoraUnmatchedModule> Unmatched { get; }
+
+    /// <summary>
+    /// The text encoder <paramref name="component"/> with this set's merged weights and the textual inversion set
+    /// <paramref name="inversions"/>'s taller token table, opened by <paramref name="open"/> on first use and closed with
+    /// this set (its bytes count towards the cache's budget from then on).
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The set was closed (evicted or the cache disposed).</exception>
+    public OnnxComponent GetOrAddWithInversions(string component, string inversions, Func<(OnnxComponent Session, long Bytes)> open)
+    {
+        lock (_withInversions)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_withInversions.TryGetValue((component, inversions), out var cached))
+                return cached;
+            var (session, bytes) = open();
+            _withInversions.Add((component, inversions), session);
+            System.Threading.Interlocked.Add(ref _bytes, bytes);
+            return session;
+        }
+    }
 
     /// <summary>Disposes the sessions (each waits for its runs in flight; their weight leases free the merged weights).</summary>
     public void Dispose()
@@ -47,6 +73,13 @@ internal sealed class LoraSessionSet : IDisposable
         Unet?.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();
+        lock (_withInversions)
+        {
+            _disposed = true;
+            foreach (var session in _withInversions.Values)
+                session.Dispose();
+            _withInversions.Clear();
+        }
     }
 }
 

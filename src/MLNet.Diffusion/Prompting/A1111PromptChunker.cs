@@ -41,9 +41,14 @@ internal sealed record ChunkedPrompt(IReadOnlyList<PromptChunk> Chunks, int Toke
 /// </para>
 /// <para>
 /// Each chunk is encoded separately and the states are concatenated along the token axis; the weights are
-/// applied per chunk by <see cref="PromptWeighting.Apply"/>. Textual inversion tokens are not handled here (A1111
-/// places an embedding's vectors as a unit and never splits them across chunks; that arrives with issue 15's
-/// textual inversion part).
+/// applied per chunk by <see cref="PromptWeighting.Apply"/>.
+/// </para>
+/// <para>
+/// Textual inversion embeddings (the tokenizer's added tokens, <see cref="ClipTokenizer.WithAddedTokens"/>) are placed
+/// as A1111 places them: an embedding's vectors are one unit that is never split across chunks. When a multi-vector
+/// embedding does not fit in what is left of the chunk, the chunk is closed with padding and the embedding starts the
+/// next one; the comma rule is checked first, as for any non-comma token, and only when the chunk is exactly full.
+/// An embedding of more than 75 vectors is refused (A1111 would build a window the encoder cannot take).
 /// </para>
 /// </remarks>
 internal sealed class A1111PromptChunker
@@ -88,7 +93,8 @@ internal sealed class A1111PromptChunker
     /// <param name="line">One prompt text (after AND splitting and prompt editing).</param>
     /// <param name="emphasis">With <see cref="PromptEmphasis.None"/> the text is not parsed at all (A1111 too).</param>
     /// <returns>The chunks and the token count.</returns>
-    /// <exception cref="ArgumentException">An attention weight is not a number (see <see cref="A1111Attention"/>).</exception>
+    /// <exception cref="ArgumentException">An attention weight is not a number (see <see cref="A1111Attention"/>), or a
+    /// textual inversion token stands for more vectors than one chunk holds.</exception>
     public ChunkedPrompt TokenizeLine(string line, PromptEmphasis emphasis)
     {
         ArgumentNullException.ThrowIfNull(line);
@@ -97,6 +103,7 @@ internal sealed class A1111PromptChunker
             : A1111Attention.Parse(line);
 
         var state = new ChunkState(this);
+        var runs = new List<(int Start, int Length)>();
         foreach (WeightedText piece in parsed)
         {
             if (piece.IsBreak)
@@ -105,9 +112,12 @@ internal sealed class A1111PromptChunker
                 continue;
             }
 
-            IReadOnlyList<int> tokens = _tokenizer.EncodeToIds(piece.Text);
+            runs.Clear();
+            IReadOnlyList<int> tokens = _tokenizer.EncodeToIds(piece.Text, runs);
             float weight = (float)piece.Weight;
-            for (int position = 0; position < tokens.Count; position++)
+            int nextRun = 0;
+            int position = 0;
+            while (position < tokens.Count)
             {
                 int token = tokens[position];
                 if (token == _commaToken)
@@ -133,8 +143,37 @@ internal sealed class A1111PromptChunker
                     state.NextChunk(isLast: false);
                 }
 
+                if (nextRun < runs.Count && runs[nextRun].Start == position)
+                {
+                    // A textual inversion embedding's vectors stay in one chunk: when they do not fit in what is left
+                    // of this one, it is closed (padded) and they open the next (A1111's emb_len rule; the comma rule
+                    // above has already run, and it acts only when the chunk is exactly full).
+                    int length = runs[nextRun++].Length;
+                    if (length > _chunkLength)
+                    {
+                        throw new ArgumentException(
+                            $"Textual inversion token '{_tokenizer.GetToken(token)}' stands for {length} vectors, more than the {_chunkLength} tokens "
+                            + "of one text-encoder window; it cannot be placed in a prompt.", nameof(line));
+                    }
+
+                    if (state.Tokens.Count + length > _chunkLength)
+                    {
+                        state.NextChunk(isLast: false);
+                    }
+
+                    for (int i = 0; i < length; i++)
+                    {
+                        state.Tokens.Add(tokens[position + i]);
+                        state.Multipliers.Add(weight);
+                    }
+
+                    position += length;
+                    continue;
+                }
+
                 state.Tokens.Add(token);
                 state.Multipliers.Add(weight);
+                position++;
             }
         }
 

@@ -237,10 +237,28 @@ public sealed class ClipTokenizer
 
         if (_added is not null)
         {
-            return EncodeWithAddedTokens(text, _added);
+            return EncodeWithAddedTokens(text, _added, null);
         }
 
         return EncodeText(text);
+    }
+
+    /// <summary>
+    /// <see cref="EncodeToIds(string?)"/>, also recording each added token found as one run of ids (its start in the
+    /// result and its length: the expansion of a multi-vector embedding, <c>tok tok_1 …</c>, is one run), for chunkers
+    /// that keep an embedding's vectors together as A1111 does.
+    /// </summary>
+    /// <param name="text">The prompt; <see langword="null"/> or empty gives no ids.</param>
+    /// <param name="addedRuns">Receives the runs in order (it is not cleared).</param>
+    /// <returns>The ids.</returns>
+    internal IReadOnlyList<int> EncodeToIds(string? text, List<(int Start, int Length)> addedRuns)
+    {
+        if (string.IsNullOrEmpty(text))
+        {
+            return Array.Empty<int>();
+        }
+
+        return _added is null ? EncodeText(text) : EncodeWithAddedTokens(text, _added, addedRuns);
     }
 
     private IReadOnlyList<int> EncodeText(string text)
@@ -258,7 +276,7 @@ public sealed class ClipTokenizer
     /// Splits the raw text on added tokens (as transformers' slow tokenizers split on their added-tokens trie) and encodes
     /// the text between them as usual; each added token contributes its id, or its expansion's ids.
     /// </summary>
-    private List<int> EncodeWithAddedTokens(string text, AddedTokenTable added)
+    private List<int> EncodeWithAddedTokens(string text, AddedTokenTable added, List<(int Start, int Length)>? addedRuns)
     {
         var ids = new List<int>();
         int start = 0;
@@ -277,6 +295,7 @@ public sealed class ClipTokenizer
                 ids.AddRange(EncodeText(text.Substring(start, position - start)));
             }
 
+            addedRuns?.Add((ids.Count, added.Expansions[match].Length));
             ids.AddRange(added.Expansions[match]);
             position += added.Tokens[match].Length;
             start = position;

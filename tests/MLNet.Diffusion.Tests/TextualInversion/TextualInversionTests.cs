@@ -241,23 +241,125 @@ public sealed class TextualInversionTests
         Assert.AreEqual(1, none.Loras.Count);
     }
 
-    [TestMethod]
-    public void TextEncoderLorasAndTextualInversionsAreNotCombinedYet()
+    /// <summary>
+    /// A LoRA on the MLP of the text encoder's first block, in diffusers' key form over the module path this export's node
+    /// names give (/transformer/resblocks/resblocks.0/mlp/c_fc/MatMul). Attention LoRAs are refused on this export (packed
+    /// in_proj), so the MLP is the text-encoder LoRA tiny-sd supports.
+    /// </summary>
+    private static LoraReference TextEncoderMlpLora()
     {
-        using var model = LoadTinySd();
-        // A LoRA on the MLP of the text encoder's first block, in diffusers' key form over the module path this export's
-        // node names give (/transformer/resblocks/resblocks.0/mlp/c_fc/MatMul).
         var tensors = new Dictionary<string, SafeTensorsWriter.Entry>();
         const string module = "text_encoder.transformer.resblocks.resblocks.0.mlp.c_fc";
         Lora.LoraFiles.AddPair(tensors, module + ".lora.down.weight", module + ".lora.up.weight", [4, 32], [128, 4], 1);
-        var lora = new LoraReference(Write("te_lora.safetensors", tensors));
+        return new LoraReference(Write("te_lora.safetensors", tensors));
+    }
+
+    [TestMethod]
+    public void TextEncoderLorasAndTextualInversionsCombineInEitherOrder()
+    {
+        using var model = LoadTinySd();
+        var lora = TextEncoderMlpLora();
+        int cat = model.Tokenizer.GetTokenId("cat</w>");
+        var embedding = MLNet.Diffusion.TextualInversion.Load(
+            Write("learned_embeds.safetensors", new() { ["<my-cat>"] = SafeTensorsWriter.F32([32], Rows(model.Directory, ModelFolder.TextEncoder, cat)) }));
+
         using var withLora = model.WithLoras(lora);
         Assert.AreEqual(0, withLora.UnmatchedLoraKeys.Count, string.Join("\n", withLora.UnmatchedLoraKeys));
-        var embedding = MLNet.Diffusion.TextualInversion.Load(Write("learned_embeds.safetensors", new() { ["<t>"] = SafeTensorsWriter.F32([32], new float[32]) }));
-        StringAssert.Contains(Assert.ThrowsExactly<NotSupportedException>(() => withLora.WithTextualInversions(embedding)).Message, "textual inversions");
-        using var withEmbedding = model.WithTextualInversions(embedding);
-        StringAssert.Contains(Assert.ThrowsExactly<NotSupportedException>(() => withEmbedding.WithLoras(lora)).Message, "textual inversions");
-        Assert.AreEqual(1, withEmbedding.TextualInversions.Count, "the refused combination leaves the model usable");
+        Assert.AreNotSame(model.TextEncoders[0].Encoder, withLora.TextEncoders[0].Encoder, "the LoRA changes the text encoder");
+        float[][] loraOnly = Encode(withLora, "Embeddings", "a photo of cat", "a red circle, blurry");
+        CollectionAssert.AreNotEqual(Encode(model, "Embeddings", "a photo of cat")[0], loraOnly[0], "the LoRA changes the states");
+
+        using var loraThenTi = withLora.WithTextualInversions(embedding);
+        using var withTi = model.WithTextualInversions(embedding);
+        using var tiThenLora = withTi.WithLoras(lora);
+        foreach (var (name, m) in new[] { ("LoRA then TI", loraThenTi), ("TI then LoRA", tiThenLora) })
+        {
+            Assert.AreEqual(1, m.Loras.Count, name);
+            Assert.AreEqual(1, m.TextualInversions.Count, name);
+            float[][] states = Encode(m, "Embeddings", "a photo of cat", "a red circle, blurry", "a photo of <my-cat>");
+            // Without the token: the LoRA's states, bit for bit (the rewritten graph differs only in the token table).
+            CollectionAssert.AreEqual(loraOnly[0], states[0], $"{name}: a prompt without the token");
+            CollectionAssert.AreEqual(loraOnly[1], states[1], $"{name}: another prompt without the token");
+            // With it: the states of the token whose row the embedding holds, through the LoRA'd encoder.
+            CollectionAssert.AreEqual(loraOnly[0], states[2], $"{name}: the embedding equals cat's row");
+        }
+        Assert.AreSame(loraThenTi.TextEncoders[0].Encoder, tiThenLora.TextEncoders[0].Encoder, "one session per (LoRA set, embedding set), whichever came first");
+
+        // Dropping either gives back the other's own session.
+        using var noTi = loraThenTi.WithTextualInversions();
+        Assert.AreSame(withLora.TextEncoders[0].Encoder, noTi.TextEncoders[0].Encoder);
+        using var noLora = tiThenLora.WithLoras();
+        Assert.AreSame(withTi.TextEncoders[0].Encoder, noLora.TextEncoders[0].Encoder);
+        CollectionAssert.AreEqual(Encode(model, "Embeddings", "a photo of cat")[0], Encode(noLora, "Embeddings", "a photo of <my-cat>")[0]);
+    }
+
+    [TestMethod]
+    public void OnSdxlATextEncoder2LoraCombinesWithEmbeddingsOnBothEncoders()
+    {
+        // The LoRA changes text_encoder_2 only (its first block's MLP, width 48 -> 192): encoder 1 takes the embedding's
+        // clip_l row in a session without LoRA, encoder 2 its clip_g row in the session with the LoRA's weights. The key is
+        // diffusers' form over this export's node names (/resblocks.0/mlp/c_fc/MatMul).
+        using var model = StableDiffusionModel.Load(new MLContext(seed: 1), SharedModels.Require("tiny-sdxl"));
+        var tensors = new Dictionary<string, SafeTensorsWriter.Entry>();
+        const string module = "text_encoder_2.resblocks.0.mlp.c_fc";
+        Lora.LoraFiles.AddPair(tensors, module + ".lora.down.weight", module + ".lora.up.weight", [4, 48], [192, 4], 3);
+        var lora = new LoraReference(Write("te2_lora.safetensors", tensors));
+        int cat = model.Tokenizer.GetTokenId("cat</w>");
+        int cat2 = model.Tokenizer2!.GetTokenId("cat</w>");
+        float[] l = Rows(model.Directory, ModelFolder.TextEncoder, cat), g = Rows(model.Directory, ModelFolder.TextEncoder2, cat2);
+        var embedding = MLNet.Diffusion.TextualInversion.Load(Write("xlcat.safetensors", new()
+        {
+            ["clip_l"] = SafeTensorsWriter.F32([1, l.Length], l),
+            ["clip_g"] = SafeTensorsWriter.F32([1, g.Length], g),
+        }), "<xl-cat>");
+
+        using var withLora = model.WithLoras(lora);
+        Assert.AreEqual(0, withLora.UnmatchedLoraKeys.Count, string.Join("\n", withLora.UnmatchedLoraKeys));
+        Assert.AreSame(model.TextEncoders[0].Encoder, withLora.TextEncoders[0].Encoder, "the LoRA leaves text_encoder alone");
+        float[][] loraOnly = Encode(withLora, "Embeddings", "a photo of cat", "a red circle");
+        CollectionAssert.AreNotEqual(Encode(model, "Embeddings", "a photo of cat")[0], loraOnly[0], "the LoRA changes the states");
+        using var withTi = model.WithTextualInversions(embedding);
+        using var tiThenLora = withTi.WithLoras(lora);
+        using var loraThenTi = withLora.WithTextualInversions(embedding);
+        foreach (var (name, m) in new[] { ("LoRA then TI", loraThenTi), ("TI then LoRA", tiThenLora) })
+        {
+            float[][] states = Encode(m, "Embeddings", "a photo of cat", "a red circle", "a photo of <xl-cat>");
+            CollectionAssert.AreEqual(loraOnly[0], states[0], name);
+            CollectionAssert.AreEqual(loraOnly[1], states[1], name);
+            CollectionAssert.AreEqual(loraOnly[0], states[2], name);
+            Assert.AreSame(withTi.TextEncoders[0].Encoder, m.TextEncoders[0].Encoder, $"{name}: text_encoder is the embeddings-only session");
+        }
+        Assert.AreSame(loraThenTi.TextEncoders[1].Encoder, tiThenLora.TextEncoders[1].Encoder);
+    }
+
+    [TestMethod]
+    public void ATextEncoderLoraCombinesWithTextualInversionOverExternalData()
+    {
+        // The LoRA's weight (c_fc, 16 KB) lives in weights.pb in this copy: the session from the rewritten graph's bytes
+        // must take the replaced initializer and still read every other weight from the folder.
+        string source = SharedModels.Require("tiny-sd");
+        string folder = PersistenceRoundTrip.TempFile("tiny-sd-external-lora");
+        CopyFolder(source, folder);
+        try
+        {
+            MoveWeightsToExternalData(Path.Combine(folder, ModelFolder.TextEncoder));
+            var lora = TextEncoderMlpLora();
+            using var original = StableDiffusionModel.Load(new MLContext(seed: 1), source);
+            using var originalLora = original.WithLoras(lora);
+            using var model = StableDiffusionModel.Load(new MLContext(seed: 1), folder);
+            int cat = model.Tokenizer.GetTokenId("cat</w>");
+            string path = Write("learned_embeds.safetensors", new() { ["<my-cat>"] = SafeTensorsWriter.F32([32], Rows(folder, ModelFolder.TextEncoder, cat)) });
+            using var withLora = model.WithLoras(lora);
+            using var both = withLora.WithTextualInversions(MLNet.Diffusion.TextualInversion.Load(path));
+            float[] expected = Encode(originalLora, "Embeddings", "a photo of cat")[0];
+            float[][] states = Encode(both, "Embeddings", "a photo of cat", "a photo of <my-cat>");
+            CollectionAssert.AreEqual(expected, states[0]);
+            CollectionAssert.AreEqual(expected, states[1]);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
     }
 
     private static void CopyFolder(string from, string to)

@@ -7,6 +7,9 @@ FrozenCLIPEmbedderWithCustomWordsBase.tokenize_line from modules/sd_hijack_clip.
 (devices, sd_hijack, sd_emphasis, shared.opts with A1111's defaults: emphasis "Original", comma_padding_backtrack 20),
 and its tokenizer is OpenAI CLIP's own clip/simple_tokenizer.py on the published BPE file (ftfy is shimmed to the
 identity: the corpus is ASCII and has no HTML entities, so ftfy and HF-vs-OpenAI cleaning cannot differ).
+Textual inversion: "embeddingChunks" runs the same tokenize_line with an embedding database of four stub embeddings
+(names and vector counts; the lookup is EmbeddingDatabase's register_embedding/find_embedding_at_position rule), so
+A1111 places each embedding's vectors as it does for real files (tokens 0 and a fix [offset, name, vectors]).
 The emphasis fixtures apply the two lines of sd_emphasis.EmphasisOriginal / EmphasisOriginalNoNorm in torch float32.
 
 Usage (Debian bookworm: python3, python3-lark, python3-torch, python3-numpy, python3-regex):
@@ -20,6 +23,9 @@ commits above, keeping every function this script calls verbatim — prompt_pars
 (get_learned_conditioning, reconstruct_*, stack_conds), with SdConditioning(prompts) written as list(prompts) in
 get_multicond_prompt_list; sd_hijack_clip.py from its top to process_texts. The script runs unchanged on the full files.
 A1111's own doctests pass on those copies except `a [{b|d{:.5] c`, whose expected value needs lark 1.1.2 (A1111's pin).
+The "embeddings"/"embeddingChunks" sections were added later the same day by the same command on the same copies
+(sd_hijack_clip.py's tokenize_line, embedding branch included, checked against the commit above); every other section
+came out identical to the earlier file.
 """
 import argparse
 import json
@@ -67,12 +73,41 @@ class NoEmbeddings:
         return None, None
 
 
+class StubEmbedding:
+    """What tokenize_line reads of an A1111 Embedding: its name and its vector count (Embedding.vectors)."""
+
+    def __init__(self, name, vectors):
+        self.name = name
+        self.vectors = vectors
+
+
+class EmbeddingStubs:
+    """The lookup half of A1111's EmbeddingDatabase (modules/textual_inversion/textual_inversion.py): register_embedding
+    keys each embedding by the first id of its name's BPE ids, longest names first, and find_embedding_at_position
+    returns the embedding whose name's ids start at the offset and how many ids the name took. Re-stated here because
+    the real class needs a loaded model and its files; the two methods are the same rule."""
+
+    def __init__(self, embeddings):
+        self.ids_lookup = {}
+        for embedding in embeddings:
+            ids = clip.encode(embedding.name)
+            first = ids[0]
+            self.ids_lookup[first] = sorted(self.ids_lookup.get(first, []) + [(ids, embedding)],
+                                            key=lambda x: len(x[0]), reverse=True)
+
+    def find_embedding_at_position(self, tokens, offset):
+        for ids, embedding in self.ids_lookup.get(tokens[offset], []):
+            if tokens[offset:offset + len(ids)] == ids:
+                return embedding, len(ids)
+        return None, None
+
+
 class Chunker(sd_hijack_clip.FrozenCLIPEmbedderWithCustomWordsBase):
     """A1111's chunker with the SD 1.x CLIP ids (FrozenCLIPEmbedderWithCustomWords.__init__ reads them from the
     HF tokenizer: bos 49406, eos = pad 49407, comma = vocab[',</w>'])."""
 
-    def __init__(self):
-        super().__init__(types.SimpleNamespace(), types.SimpleNamespace(embedding_db=NoEmbeddings()))
+    def __init__(self, embedding_db=None):
+        super().__init__(types.SimpleNamespace(), types.SimpleNamespace(embedding_db=embedding_db or NoEmbeddings()))
         self.comma_token = clip.encoder[",</w>"]
         self.id_start = clip.encoder["<|startoftext|>"]
         self.id_end = clip.encoder["<|endoftext|>"]
@@ -84,6 +119,12 @@ class Chunker(sd_hijack_clip.FrozenCLIPEmbedderWithCustomWordsBase):
 
 
 chunker = Chunker()
+
+# Textual inversion stubs: letters-only names (CLIP splits them from punctuation, so A1111's id matching and
+# MLNet.Diffusion's text matching find the same occurrences), 1, 2, 3 and 5 vectors.
+embedding_stubs = [StubEmbedding("onevec", 1), StubEmbedding("twovec", 2), StubEmbedding("threevec", 3),
+                   StubEmbedding("fivevec", 5)]
+embedding_chunker = Chunker(EmbeddingStubs(embedding_stubs))
 
 # --- corpus --------------------------------------------------------------------------------------------------
 attention_prompts = [
@@ -154,6 +195,39 @@ chunk_prompts = [
     "a BREAK " * 3 + "cat " * 80,
 ] + [random_prompt(rng) for _ in range(40)]
 
+embedding_words = words + ["onevec", "twovec", "threevec", "fivevec"]
+
+
+def random_embedding_prompt(rng):
+    parts = []
+    for _ in range(rng.randint(20, 120)):
+        r = rng.random()
+        w = rng.choice(embedding_words)
+        if r < 0.12:
+            parts.append(",")
+        elif r < 0.20:
+            parts.append("(" + w + ":" + str(round(rng.uniform(0.3, 1.8), 2)) + ")")
+        elif r < 0.24:
+            parts.append("[" + w + "]")
+        elif r < 0.25:
+            parts.append("BREAK")
+        else:
+            parts.append(w)
+    return " ".join(parts).replace(" ,", ",")
+
+
+embedding_prompts = [
+    "threevec", "a photo of threevec", "cat " * 72 + "threevec", "cat " * 73 + "threevec dog",
+    "cat " * 74 + "threevec", "cat " * 75 + "threevec", "cat " * 74 + "twovec", "cat " * 73 + "twovec",
+    "cat " * 74 + "onevec dog", "cat " * 75 + "onevec", "fivevec " * 16, "cat " * 71 + "fivevec",
+    "cat " * 60 + ", " + "dog " * 14 + "threevec", "cat " * 60 + ", " + "dog " * 12 + "threevec",
+    "cat " * 60 + ", " + "dog " * 13 + "threevec, bird", "cat " * 50 + ", " + "dog " * 24 + "threevec",
+    "cat " * 72 + ", threevec", "cat " * 73 + ", threevec", "cat " * 74 + ", threevec", "cat " * 71 + ", threevec dog",
+    "cat " * 73 + "(threevec:1.3) dog", "cat " * 70 + "[twovec] (fivevec) dog", "threevec BREAK threevec",
+    "BREAK threevec", "cat " * 74 + "threevec BREAK dog", "threevec, " * 30, "twovec " * 40, "onevec " * 80,
+    "(cat, threevec:1.2) " * 12,
+] + [random_embedding_prompt(rng) for _ in range(30)]
+
 # --- run -----------------------------------------------------------------------------------------------------
 
 
@@ -190,6 +264,18 @@ def chunks(prompt, emphasis):
         shared.opts.emphasis = "Original"
 
 
+def embedding_chunks(prompt, emphasis):
+    shared.opts.emphasis = emphasis
+    try:
+        result, count = embedding_chunker.tokenize_line(prompt)
+        return {"prompt": prompt, "emphasis": emphasis, "tokenCount": count,
+                "chunks": [{"tokens": c.tokens, "multipliers": c.multipliers,
+                            "fixes": [[f.offset, f.embedding.name, f.embedding.vectors] for f in c.fixes]}
+                           for c in result]}
+    finally:
+        shared.opts.emphasis = "Original"
+
+
 def emphasis_case(seed, prompt, batch):
     # sd_emphasis.EmphasisOriginal.after_transformers / EmphasisOriginalNoNorm.after_transformers, on a float32
     # z of shape [batch, 77, 8] and the prompt's first chunk's multipliers repeated over the batch
@@ -219,6 +305,9 @@ out = {
     "multicond": [multicond(p) for p in multicond_prompts],
     "chunks": [chunks(p, "Original") for p in chunk_prompts]
               + [chunks(p, "None") for p in ["a (b:1.2) BREAK c", "cat " * 80 + "(dog)"]],
+    "embeddings": {e.name: e.vectors for e in embedding_stubs},
+    "embeddingChunks": [embedding_chunks(p, "Original") for p in embedding_prompts]
+                       + [embedding_chunks(p, "None") for p in ["cat " * 73 + "(threevec) dog", "twovec " * 40]],
     "emphasis": [emphasis_case(1, "a (red:1.4) circle, [[blurry]]", 1),
                  emphasis_case(2, "(cat:0.5) and (dog:1.6)", 2)],
 }
