@@ -7,12 +7,14 @@ using System.Text;
 using System.Threading;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Microsoft.ML.Transforms.Image;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using MLNet.Diffusion.Imaging;
 using MLNet.Diffusion.Onnx;
 using MLNet.Diffusion.Pipeline;
 using MLNet.Diffusion.Randomness;
 using MLNet.Diffusion.Schedulers;
+using MLNet.Diffusion.Shapes;
 
 namespace MLNet.Diffusion.Tests.Vq;
 
@@ -22,7 +24,8 @@ namespace MLNet.Diffusion.Tests.Vq;
 /// pipeline_latent_diffusion_uncond.py), <c>DDPMPipeline.__call__</c> (pipelines/ddpm/pipeline_ddpm.py), <c>randn_tensor</c>
 /// (utils/torch_utils.py) and the DDIM/DDPM schedulers' <c>__init__</c>/<c>set_timesteps</c>/<c>step</c> verbatim), on the
 /// real shared exports: tiny-ldm-vq (VQModel + UNet2DModel, DDIM with clip_sample) and tiny-ddpm-pixel (UNet2DModel in pixel
-/// space, DDPM with fixed_small variance noise). The script replays the loop with the UNet's answers dumped from here, from
+/// space, DDPM with fixed_small variance noise), and LDMSuperResolutionPipeline on the Shapes super-resolution folder
+/// (<see cref="SuperResolutionEveryStepMatchesDiffusersPipelineLoop"/>). The script replays the loop with the UNet's answers dumped from here, from
 /// <c>torch.Generator().manual_seed(seed)</c> per row (a list of generators, diffusers' per-image seeding), so the initial
 /// noise, DDPM's per-step noise and every scheduler step are diffusers' own; it checks at each step that its sample equals
 /// the UNet input dumped from the library. Here every step's UNet input, the final latents and the image bytes must equal
@@ -34,6 +37,36 @@ public sealed class UnconditionalLoopFixtureTests
     private const int Rows = 2;
     private const int Size = 32;
     private static readonly int[] s_seeds = { 42, 1234 };
+
+    // Super-resolution: the Shapes folder's 32×32 → 256×256 (the pipeline's preprocess wants sides that are multiples of
+    // 32); three steps; the decoder output and image compared on 32×32 pixels to keep the fixture small: those from
+    // (128, 112), across the left edge of both rows' shapes (drawn at x ≥ 144), background and shape.
+    private const int SrSize = 256, SrLow = 32, SrSteps = 3, SrCrop = 32, SrCropX = 128, SrCropY = 112;
+    private static readonly int[] s_srItems = { 5, 140 };
+    private static readonly DdimSchedulerOptions s_srScheduler = new() { Eta = 1f };
+    private static readonly NoiseOptions SrNoise = new()
+    {
+        Generator = NoiseGenerator.TorchCpu,
+        BatchPolicy = NoiseBatchPolicy.GeneratorPerBatch,
+        StepNoiseSeedOffset = 1000,
+    };
+
+    private static readonly Lazy<string> s_superResolution = new(() =>
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "mlnet-shapes-sr-fixture-" + Guid.NewGuid().ToString("N"));
+        ShapesModel.Build(folder, new ShapesModelOptions { Variant = ShapesVariant.SuperResolution });
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try
+            {
+                Directory.Delete(folder, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        };
+        return folder;
+    });
 
     /// <summary>The two routes: fixture prefix, shared folder, steps.</summary>
     private static (string Folder, int Steps) Route(string name) => name switch
@@ -53,16 +86,75 @@ public sealed class UnconditionalLoopFixtureTests
         var (folder, steps) = Route(route);
         var ml = new MLContext(seed: 1);
         using var model = StableDiffusionModel.Load(ml, folder);
-        var run = RunLoop(model, steps);
-        var (latents, pixels, bytes) = RunStages(ml, model, steps);
-        int len = run.Final.Length / Rows;
+        var run = RunLoop(model, steps, SchedulerFactory.CreateDefault(model.Info.SchedulerConfig), NoiseOptions.Diffusers(), Size, Array.Empty<IUnetConditioning>());
+        var data = ml.Data.LoadFromEnumerable(s_seeds.Select(s => new SeedRow { Seed = s }).ToArray());
+        var stages = RunStages(ml, model, data, new DenoiseLatentsOptions
+        {
+            Steps = steps,
+            Width = Size,
+            Height = Size,
+            SeedColumnName = "Seed",
+            BatchSize = Rows,
+            Noise = NoiseOptions.Diffusers(),
+        });
+        Verify(route, steps, run, stages, Size, (0, 0, Size), model.Info.LatentChannels);
+    }
 
-        // The public stages (DenoiseLatents with NoiseOptions.Diffusers(), DecodeLatents) run the same loop as the recorded one.
-        CollectionAssert.AreEqual(run.Final, latents, "the DenoiseLatents stage gives the recorded loop's latents");
+    /// <summary>
+    /// LDMSuperResolutionPipeline (pipelines/latent_diffusion/pipeline_latent_diffusion_superresolution.py v0.35.2) on the
+    /// Shapes super-resolution folder: <c>preprocess</c> of each 32×32 picture, the image concatenated after the latents
+    /// and scaled with them every step, DDIM with η = 1. The pipeline draws the initial latents from the generator it is
+    /// given but does not pass it to <c>scheduler.step</c>, so η's noise comes from torch's global generator: the script
+    /// passes one <c>torch.Generator().manual_seed(42)</c> for the batch and seeds the global one with 42 + 1000 — what
+    /// <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> with <see cref="NoiseOptions.StepNoiseSeedOffset"/> 1000 draws.
+    /// </summary>
+    [TestMethod]
+    public void SuperResolutionEveryStepMatchesDiffusersPipelineLoop()
+    {
+        var ml = new MLContext(seed: 1);
+        using var model = StableDiffusionModel.Load(ml, s_superResolution.Value);
+        var rows = s_srItems.Select((item, r) => new LowResRow { Image = LowResImage(ShapesDataset.Items[item]), Seed = s_seeds[r] }).ToArray();
+        int low = SrSize / model.Info.VaeSpatialFactor;
+        var conditioning = new SuperResolutionConditioning(low * low);
+        conditioning.Ensure(Rows);
+        for (int r = 0; r < Rows; r++)
+            Preprocess(rows[r].Image, conditioning.Image(r));
+        var run = RunLoop(model, SrSteps, s_srScheduler.CreateScheduler(model.Info.SchedulerConfig), SrNoise, SrSize, new IUnetConditioning[] { conditioning });
+        var stages = RunStages(ml, model, ml.Data.LoadFromEnumerable(rows), new DenoiseLatentsOptions
+        {
+            Steps = SrSteps,
+            Width = SrSize,
+            Height = SrSize,
+            SeedColumnName = "Seed",
+            LowResolutionImageColumnName = "Image",
+            BatchSize = Rows,
+            Noise = SrNoise,
+            Scheduler = s_srScheduler,
+        });
+        if (Environment.GetEnvironmentVariable("MLNET_DIFFUSION_WRITE_FIXTURES") == "1")
+        {
+            for (int r = 0; r < Rows; r++)
+                PngFile.Save(rows[r].Image, Path.Combine(SourceFixtures(), $"sr_lowres_{r}.png"));
+            File.Copy(Path.Combine(s_superResolution.Value, "scheduler", "scheduler_config.json"), Path.Combine(SourceFixtures(), "sr_scheduler_config.json"), overwrite: true);
+        }
+        Verify("sr", SrSteps, run, stages, SrSize, (SrCropX, SrCropY, SrCrop), model.Info.LatentChannels);
+    }
+
+    /// <summary>
+    /// The shared checks: the stage route equals the recorded loop; with MLNET_DIFFUSION_WRITE_FIXTURES=1 the script's
+    /// inputs are written instead; else every step's UNet input and output, the final latents and the image bytes (of the
+    /// pixels of <paramref name="window"/>) must equal the script's.
+    /// </summary>
+    private static void Verify(string route, int steps, Recorded run, (float[] Latents, float[] Pixels, byte[][] Bytes) stages, int size, (int X, int Y, int Side) window, int channels)
+    {
+        // The public stages (DenoiseLatents, DecodeLatents) run the same loop as the recorded one.
+        CollectionAssert.AreEqual(run.Final, stages.Latents, "the DenoiseLatents stage gives the recorded loop's latents");
+        int crop = window.Side;
+        var pixels = Crop(stages.Pixels, size, window);
 
         if (Environment.GetEnvironmentVariable("MLNET_DIFFUSION_WRITE_FIXTURES") == "1")
         {
-            WriteInputs(route, steps, run, pixels);
+            WriteInputs(route, steps, run, pixels, crop, channels);
             Assert.Inconclusive("Fixture inputs written to the source folder: run make_unconditional_loop_fixture.py, then the tests again without MLNET_DIFFUSION_WRITE_FIXTURES.");
         }
 
@@ -71,29 +163,36 @@ public sealed class UnconditionalLoopFixtureTests
         CollectionAssert.AreEqual(timesteps, run.Timesteps.ToArray(), "timesteps");
 
         // 2. Every step's UNet input: diffusers' sample, recomputed by the script from the UNet outputs dumped from here.
-        //    Step 0 is torch.randn from the rows' generators (TorchCpuNoise is bit-exact: no tolerance there).
-        var (expected, shape) = NpyFile.ReadFloat32(Fixture($"{route}_expected_samples.npy"));
+        //    Step 0 holds torch.randn from the generators (TorchCpuNoise is bit-exact: no tolerance for the latents there).
+        var (expected, shape) = NpyFile.ReadFloat32(Fixture($"{route}_expected_inputs.npy"));
+        var (final, _) = NpyFile.ReadFloat32(Fixture($"{route}_expected_final.npy"));
         var (outputs, _) = NpyFile.ReadFloat32(Fixture($"{route}_unet_out.npy"));
-        Assert.AreEqual(steps + 1, shape[0]);
-        Assert.AreEqual(Rows * len, expected.Length / (steps + 1));
+        int input = run.Inputs[0].Length, output = run.Final.Length;
+        Assert.AreEqual(steps, shape[0]);
+        Assert.AreEqual(steps * input, expected.Length);
         Assert.AreEqual(steps, run.Inputs.Count);
-        CollectionAssert.AreEqual(expected.AsSpan(0, Rows * len).ToArray(), run.Inputs[0], "the initial noise (torch.randn, one CPU generator per row)");
+        int latentRow = output / Rows, inputRow = input / Rows;
+        for (int r = 0; r < Rows; r++)
+        {
+            CollectionAssert.AreEqual(expected.AsSpan(r * inputRow, latentRow).ToArray(), run.Inputs[0].AsSpan(r * inputRow, latentRow).ToArray(),
+                $"{route}: row {r}'s initial noise (torch.randn from a CPU generator)");
+        }
         for (int i = 0; i < steps; i++)
         {
-            AssertClose(expected.AsSpan(i * Rows * len, Rows * len), run.Inputs[i], $"{route}: UNet input of step {i}");
+            AssertClose(expected.AsSpan(i * input, input), run.Inputs[i], $"{route}: UNet input of step {i}");
             // The script answered with these outputs: the UNet must still give them for the same input.
-            AssertClose(outputs.AsSpan(i * Rows * len, Rows * len), run.Outputs[i], $"{route}: UNet output of step {i}");
+            AssertClose(outputs.AsSpan(i * output, output), run.Outputs[i], $"{route}: UNet output of step {i}");
         }
-        AssertClose(expected.AsSpan(steps * Rows * len, Rows * len), run.Final, $"{route}: final latents");
+        AssertClose(final, run.Final, $"{route}: final latents");
 
         // 3. Post-processing: (x/2 + 0.5).clamp(0, 1) → ×255 → NumPy's round, over the decoder output dumped from here.
         //    Where the decoder output now equals the dump bit for bit (always on the machine that wrote it), the bytes must
         //    be equal; elsewhere a float32 rounding difference may move a value across a .5 boundary: at most 1 apart.
         var (decoded, _) = NpyFile.ReadFloat32(Fixture($"{route}_decoded.npy"));
         var (image, imageShape) = NpyFile.ReadFloat32(Fixture($"{route}_expected_image.npy"));
-        CollectionAssert.AreEqual(new[] { Rows, Size, Size, 3 }, imageShape);
+        CollectionAssert.AreEqual(new[] { Rows, crop, crop, 3 }, imageShape);
         AssertClose(decoded, pixels, $"{route}: decoder output");
-        int plane = Size * Size, exact = 0;
+        int plane = crop * crop, exact = 0;
         for (int r = 0; r < Rows; r++)
         {
             for (int c = 0; c < 3; c++)
@@ -101,16 +200,17 @@ public sealed class UnconditionalLoopFixtureTests
                 for (int p = 0; p < plane; p++)
                 {
                     int chw = (r * 3 + c) * plane + p;
-                    byte actual = bytes[r][4 * p + c];
+                    int y = window.Y + p / crop, x = window.X + p % crop;
+                    byte actual = stages.Bytes[r][4 * (y * size + x) + c];
                     float want = image[((r * plane) + p) * 3 + c];
                     if (BitConverter.SingleToInt32Bits(decoded[chw]) == BitConverter.SingleToInt32Bits(pixels[chw]))
                     {
-                        Assert.AreEqual(want, (float)actual, $"{route}: row {r}, channel {c}, pixel {p}");
+                        Assert.AreEqual(want, (float)actual, $"{route}: row {r}, channel {c}, pixel ({x}, {y})");
                         exact++;
                     }
                     else
                     {
-                        Assert.IsTrue(Math.Abs(want - actual) <= 1f, $"{route}: row {r}, channel {c}, pixel {p}: {actual} vs {want}");
+                        Assert.IsTrue(Math.Abs(want - actual) <= 1f, $"{route}: row {r}, channel {c}, pixel ({x}, {y}): {actual} vs {want}");
                     }
                 }
             }
@@ -119,12 +219,27 @@ public sealed class UnconditionalLoopFixtureTests
         Assert.IsTrue(image.Distinct().Count() > 10, "the expected image is not flat");
     }
 
+    /// <summary>The window's pixels of each row of [rows, 3, size, size].</summary>
+    private static float[] Crop(float[] pixels, int size, (int X, int Y, int Side) window)
+    {
+        int crop = window.Side;
+        if (crop == size)
+            return pixels;
+        var result = new float[Rows * 3 * crop * crop];
+        for (int rc = 0; rc < Rows * 3; rc++)
+        {
+            for (int y = 0; y < crop; y++)
+                pixels.AsSpan((rc * size + window.Y + y) * size + window.X, crop).CopyTo(result.AsSpan((rc * crop + y) * crop, crop));
+        }
+        return result;
+    }
+
     /// <summary>
     /// float32 rounding: the script's DDIM/DDPM arithmetic is torch float32 on tensors (ᾱ from a float32 cumprod, √ and the
     /// coefficients rounded per operation); the library's schedulers compute the same quantities from the same float32
     /// ᾱ but may fuse or order the operations differently, a few ulps per step on samples of magnitude ≤ ~4. When the
-    /// fixture was made the largest difference was 2.4e-7 (LDM, 5 steps) and 8.3e-7 (DDPM, 6 steps; the script prints
-    /// them), growing by about an ulp per step; 1e-5 absolute plus 1e-5 relative leaves room for another CPU's ONNX
+    /// fixture was made the largest difference was 2.4e-7 (LDM, 5 steps), 8.3e-7 (DDPM, 6 steps) and 2.9e-6 (super-resolution,
+    /// latents up to ~10, 3 steps; the script prints them), growing by about an ulp per step; 1e-5 absolute plus 1e-5 relative leaves room for another CPU's ONNX
     /// Runtime kernels, while a wrong formula, timestep, clip or noise draw is off by 1e-2 or more.
     /// </summary>
     private static void AssertClose(ReadOnlySpan<float> expected, float[] actual, string what)
@@ -140,12 +255,12 @@ public sealed class UnconditionalLoopFixtureTests
     /// <summary>One recorded run of the denoising loop: per step the UNet's input and output, the timesteps, the final latents.</summary>
     private sealed record Recorded(List<float[]> Inputs, List<float[]> Outputs, List<float> Timesteps, float[] Final);
 
-    private static Recorded RunLoop(StableDiffusionModel model, int steps)
+    private static Recorded RunLoop(StableDiffusionModel model, int steps, DiffusionScheduler scheduler, NoiseOptions noise, int size, IUnetConditioning[] conditionings)
     {
-        var recorder = new RecordingScheduler(SchedulerFactory.CreateDefault(model.Info.SchedulerConfig));
+        var recorder = new RecordingScheduler(scheduler);
         var probe = new InputProbe();
-        var settings = new DenoiseSettings(steps, 1f, Size, Size, recorder, null, CancellationToken.None) { Noise = NoiseOptions.Diffusers() };
-        using var denoiser = new LatentDenoiser(model, settings, new IUnetConditioning[] { probe });
+        var settings = new DenoiseSettings(steps, 1f, size, size, recorder, null, CancellationToken.None) { Noise = noise };
+        using var denoiser = new LatentDenoiser(model, settings, conditionings.Append(probe).ToArray());
         var latents = new float[Rows * denoiser.LatentLength];
         denoiser.Run(new DenoiseBatch(Rows, 0, ReadOnlyMemory<float>.Empty, 0, s_seeds.Select(s => (long)s).ToArray(), latents));
         return new Recorded(probe.Inputs, recorder.Outputs, probe.Timesteps, latents);
@@ -156,25 +271,55 @@ public sealed class UnconditionalLoopFixtureTests
         public int Seed { get; set; }
     }
 
-    /// <summary>The public route: DenoiseLatents (diffusers' noise) then DecodeLatents; the latents, the decoder output and each row's RGBA bytes.</summary>
-    private static (float[] Latents, float[] Pixels, byte[][] Bytes) RunStages(MLContext ml, StableDiffusionModel model, int steps)
+    private sealed class LowResRow
     {
-        var data = ml.Data.LoadFromEnumerable(s_seeds.Select(s => new SeedRow { Seed = s }).ToArray());
-        var denoise = ml.Transforms.DenoiseLatents(model, "Latents", new DenoiseLatentsOptions
+        [ImageType(SrLow, SrLow)]
+        public MLImage Image { get; set; } = null!;
+
+        public int Seed { get; set; }
+    }
+
+    /// <summary>An item of the Shapes dataset drawn at 32×32 (BGRA32, as ML.NET's image loading gives it).</summary>
+    private static MLImage LowResImage(ShapesItem item)
+    {
+        byte[] rgb = ShapesDataset.RenderRgb(item, SrLow);
+        var bgra = new byte[SrLow * SrLow * 4];
+        for (int p = 0; p < SrLow * SrLow; p++)
         {
-            Steps = steps,
-            Width = Size,
-            Height = Size,
-            SeedColumnName = "Seed",
-            BatchSize = Rows,
-            Noise = NoiseOptions.Diffusers(),
-        });
-        var latents = denoise.Fit(data).Transform(data);
-        var decoded = ml.Transforms.DecodeLatents(model, "Image", "Latents", new DecodeLatentsOptions { PixelsColumnName = "Pixels" }).Fit(latents).Transform(latents);
+            bgra[4 * p] = rgb[3 * p + 2];
+            bgra[4 * p + 1] = rgb[3 * p + 1];
+            bgra[4 * p + 2] = rgb[3 * p];
+            bgra[4 * p + 3] = 255;
+        }
+        return MLImage.CreateFromPixels(SrLow, SrLow, MLPixelFormat.Bgra32, bgra);
+    }
+
+    /// <summary>
+    /// The DenoiseLatents stage's reading of a low-resolution image (LatentDenoising.ReadLowResolution): <c>preprocess</c>'s
+    /// <c>np.float32(v) / 255.0</c> then <c>2.0 * image − 1.0</c>. The recorded loop's final latents equal the stage's
+    /// bit for bit, so this copy cannot drift from it unnoticed.
+    /// </summary>
+    private static void Preprocess(MLImage image, Span<float> chw)
+    {
+        int plane = image.Width * image.Height;
+        var pixels = image.Pixels;
+        for (int i = 0; i < plane; i++)
+        {
+            chw[i] = 2f * (pixels[4 * i + 2] / 255f) - 1f;
+            chw[plane + i] = 2f * (pixels[4 * i + 1] / 255f) - 1f;
+            chw[2 * plane + i] = 2f * (pixels[4 * i] / 255f) - 1f;
+        }
+    }
+
+    /// <summary>The public route: DenoiseLatents then DecodeLatents; the latents, the decoder output and each row's RGBA bytes.</summary>
+    private static (float[] Latents, float[] Pixels, byte[][] Bytes) RunStages(MLContext ml, StableDiffusionModel model, IDataView data, DenoiseLatentsOptions options)
+    {
+        var latents = ml.Transforms.DenoiseLatents(model, "Latents", options).Fit(data).Transform(data);
+        var decoded = ml.Transforms.DecodeLatents(model, "Upscaled", "Latents", new DecodeLatentsOptions { PixelsColumnName = "Pixels" }).Fit(latents).Transform(latents);
         var l = decoded.GetColumn<VBuffer<float>>("Latents").SelectMany(v => v.DenseValues()).ToArray();
         var p = decoded.GetColumn<VBuffer<float>>("Pixels").SelectMany(v => v.DenseValues()).ToArray();
         var bytes = new List<byte[]>();
-        foreach (var image in decoded.GetColumn<MLImage>("Image"))
+        foreach (var image in decoded.GetColumn<MLImage>("Upscaled"))
         {
             Assert.AreEqual(MLPixelFormat.Rgba32, image.PixelFormat);
             bytes.Add(image.Pixels.ToArray());
@@ -183,27 +328,30 @@ public sealed class UnconditionalLoopFixtureTests
         return (l, p, bytes.ToArray());
     }
 
-    /// <summary>Writes the script's inputs into the source Fixtures folder (MLNET_DIFFUSION_WRITE_FIXTURES=1).</summary>
-    private static void WriteInputs(string route, int steps, Recorded run, float[] pixels)
+    private static string SourceFixtures()
     {
-        string? dir = null;
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null && dir is null; d = d.Parent)
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
         {
             string candidate = Path.Combine(d.FullName, "tests", "MLNet.Diffusion.Tests", "Vq", "Fixtures");
             if (Directory.Exists(candidate))
-                dir = candidate;
+                return candidate;
         }
-        Assert.IsNotNull(dir, "the source Fixtures folder was not found above " + AppContext.BaseDirectory);
-        int len = run.Final.Length / Rows;
-        int side = (int)Math.Round(Math.Sqrt(len / 3));
-        int[] stepShape = { steps, Rows, 3, side, side };
-        WriteNpy(Path.Combine(dir, $"{route}_unet_in.npy"), run.Inputs.SelectMany(x => x).ToArray(), stepShape);
-        WriteNpy(Path.Combine(dir, $"{route}_unet_out.npy"), run.Outputs.SelectMany(x => x).ToArray(), stepShape);
+        throw new AssertFailedException("the source Fixtures folder was not found above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>Writes the script's inputs into the source Fixtures folder (MLNET_DIFFUSION_WRITE_FIXTURES=1).</summary>
+    private static void WriteInputs(string route, int steps, Recorded run, float[] pixels, int crop, int channels)
+    {
+        string dir = SourceFixtures();
+        int side = (int)Math.Round(Math.Sqrt(run.Final.Length / (double)(Rows * channels)));
+        int inputChannels = run.Inputs[0].Length / (Rows * side * side);
+        WriteNpy(Path.Combine(dir, $"{route}_unet_in.npy"), run.Inputs.SelectMany(x => x).ToArray(), new[] { steps, Rows, inputChannels, side, side });
+        WriteNpy(Path.Combine(dir, $"{route}_unet_out.npy"), run.Outputs.SelectMany(x => x).ToArray(), new[] { steps, Rows, channels, side, side });
         WriteNpy(Path.Combine(dir, $"{route}_timesteps.npy"), run.Timesteps.ToArray(), new[] { steps });
-        WriteNpy(Path.Combine(dir, $"{route}_final.npy"), run.Final, new[] { Rows, 3, side, side });
-        WriteNpy(Path.Combine(dir, $"{route}_decoded.npy"), pixels, new[] { Rows, 3, Size, Size });
+        WriteNpy(Path.Combine(dir, $"{route}_final.npy"), run.Final, new[] { Rows, channels, side, side });
+        WriteNpy(Path.Combine(dir, $"{route}_decoded.npy"), pixels, new[] { Rows, 3, crop, crop });
         string seeds = string.Join(", ", s_seeds.Select(s => s.ToString(CultureInfo.InvariantCulture)));
-        File.WriteAllText(Path.Combine(dir, $"{route}_config.json"), $"{{\"seeds\": [{seeds}], \"steps\": {steps}, \"size\": {Size}}}\n");
+        File.WriteAllText(Path.Combine(dir, $"{route}_config.json"), $"{{\"seeds\": [{seeds}], \"steps\": {steps}, \"size\": {side}}}\n");
     }
 
     /// <summary>A float32 little-endian .npy (format 1.0) of the given shape.</summary>

@@ -1,16 +1,19 @@
 """diffusers' LDMPipeline and DDPMPipeline loops replayed over the shared tiny exports' UNet answers.
 
 Inputs (written by UnconditionalLoopFixtureTests with MLNET_DIFFUSION_WRITE_FIXTURES=1; commit them with the outputs),
-for each route R in ("ldm": ../shared/models/tiny-ldm-vq, "ddpm": ../shared/models/tiny-ddpm-pixel):
-  R_config.json      seeds (one CPU generator per row), steps, image size
-  R_unet_in.npy      float32 [steps, rows, 3, h, w]: the sample the library fed its UNet (ONNX Runtime) at every step
-  R_unet_out.npy     float32 [steps, rows, 3, h, w]: what the UNet answered
+for each route R in ("ldm": ../shared/models/tiny-ldm-vq, "ddpm": ../shared/models/tiny-ddpm-pixel, "sr": the Shapes
+super-resolution folder, ShapesModel.Build with ShapesVariant.SuperResolution, built by the test):
+  R_config.json      seeds (one CPU generator per row; sr: the first seeds the batch), steps, the UNet sample side
+  R_unet_in.npy      float32 [steps, rows, C_in, h, w]: the sample the library fed its UNet (ONNX Runtime) at every step
+  R_unet_out.npy     float32 [steps, rows, C, h, w]: what the UNet answered
   R_timesteps.npy    float32 [steps]: the timesteps the library fed it
-  R_final.npy        float32 [rows, 3, h, w]: the library's final latents (ldm) / image tensor (ddpm)
-  R_decoded.npy      float32 [rows, 3, H, W]: the library's decoder output for them (ldm: vqvae_decoder with quantisation;
-                     ddpm: the final sample itself, DDPMPipeline has no decoder)
+  R_final.npy        float32 [rows, C, h, w]: the library's final latents (ldm, sr) / image tensor (ddpm)
+  R_decoded.npy      float32 [rows, 3, H, W]: the library's decoder output for them (ldm, sr: vqvae_decoder with
+                     quantisation; ddpm: the final sample itself, DDPMPipeline has no decoder); sr: its 32x32 pixels from (128, 112) only
+  sr_lowres_{0,1}.png  the 32x32 pictures the super-resolution rows upscale
 Outputs:
-  R_expected_samples.npy  float32 [steps + 1, rows, 3, h, w]: diffusers' sample before each UNet call, then its final one
+  R_expected_inputs.npy   float32 [steps, rows, C_in, h, w]: diffusers' UNet input at every step
+  R_expected_final.npy    float32 [rows, C, h, w]: diffusers' final latents / image tensor
   R_expected_image.npy    float32 [rows, H, W, 3]: the uint8 values of diffusers' output image (post-processing of R_decoded)
   unconditional_loop_versions.txt
 
@@ -18,10 +21,13 @@ The UNet (and LDM's VQ decoder) is a stand-in that returns the dumped answers; a
 own sample equals the dumped input to float32 rounding and that the timestep is the dumped one. Everything else is
 diffusers v0.35.2 (tag v0.35.2, commit b71269675ec1b85193107a691dd35c308e46f0a5), copied verbatim with docstrings and
 branches for other configs left out: LDMPipeline.__call__ (pipelines/deprecated/latent_diffusion_uncond/
-pipeline_latent_diffusion_uncond.py), DDPMPipeline.__call__ (pipelines/ddpm/pipeline_ddpm.py), randn_tensor
+pipeline_latent_diffusion_uncond.py), DDPMPipeline.__call__ (pipelines/ddpm/pipeline_ddpm.py),
+LDMSuperResolutionPipeline.__call__ and preprocess (pipelines/latent_diffusion/pipeline_latent_diffusion_superresolution.py), randn_tensor
 (utils/torch_utils.py), numpy_to_pil's rounding (utils/pil_utils.py), DDIMScheduler and DDPMScheduler __init__,
 set_timesteps, step, _get_variance, previous_timestep (schedulers/scheduling_ddim.py, scheduling_ddpm.py). The initial
 noise and DDPM's per-step noise come from torch.Generator().manual_seed(seed) per row, as diffusers draws them.
+LDMSuperResolutionPipeline gets one generator for the batch (seed 42) and, as it does not pass the generator to
+scheduler.step, its eta noise comes from torch's global generator, seeded here with torch.manual_seed(42 + 1000).
 
 Run with Debian's python3-torch and python3-numpy:
   MLNET_DIFFUSION_SHARED=/work/shared /usr/bin/python3 make_unconditional_loop_fixture.py
@@ -33,6 +39,8 @@ from types import SimpleNamespace
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
+import PIL
+import PIL.Image
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -535,7 +543,7 @@ class StandInVQModel:
         self.decoded = torch.from_numpy(np.load(os.path.join(HERE, f"{route}_decoded.npy")))
 
     def decode(self, latents):
-        check("decoder input (latents / scaling_factor)", latents, self.final / self.config.scaling_factor)
+        check("decoder input", latents, self.final / self.config.scaling_factor)
         return Output(sample=self.decoded.clone())
 
 
@@ -554,7 +562,7 @@ def ldm(config):
     with open(os.path.join(SHARED, "models", "tiny-ldm-vq", "vqvae_decoder", "config.json")) as f:
         scaling = json.load(f)["scaling_factor"]
     self = SimpleNamespace(
-        unet=StandInUNet("ldm", 3, config["size"] // 2),
+        unet=StandInUNet("ldm", 3, config["size"]),
         vqvae=StandInVQModel("ldm", scaling),
         scheduler=DDIMScheduler(**scheduler_config("tiny-ldm-vq")),
         device=torch.device("cpu"),
@@ -649,15 +657,104 @@ def ddpm(config):
     return self.unet.seen, final, image
 
 
+# ---- pipeline_latent_diffusion_superresolution.py v0.35.2, preprocess (verbatim; PIL_INTERPOLATION["lanczos"] is
+#      PIL.Image.LANCZOS in diffusers' utils/pil_utils.py) ----
+PIL_INTERPOLATION = {"lanczos": PIL.Image.LANCZOS}
+
+
+def preprocess(image):
+    w, h = image.size
+    w, h = (x - x % 32 for x in (w, h))  # resize to integer multiple of 32
+    image = image.resize((w, h), resample=PIL_INTERPOLATION["lanczos"])
+    image = np.array(image).astype(np.float32) / 255.0
+    image = image[None].transpose(0, 3, 1, 2)
+    image = torch.from_numpy(image)
+    return 2.0 * image - 1.0
+
+
+def sr(config):
+    """LDMSuperResolutionPipeline.__call__ (pipeline_latent_diffusion_superresolution.py v0.35.2), with eta = 1."""
+    folder = os.path.join(HERE, "sr_scheduler_config.json")
+    with open(folder) as f:
+        scheduler = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    self = SimpleNamespace(
+        # The Shapes UNet takes 7 channels: 4 latents + 3 image. The pipeline sizes the latents as in_channels // 2, which
+        # assumes as many latent channels as image channels (CompVis/ldm-super-resolution-4x-openimages: 3 + 3 = 6); for
+        # the Shapes VQ autoencoder's 4 channels the stand-in's config says 8 so that the verbatim line gives 4.
+        unet=StandInUNet("sr", 8, config["size"]),
+        vqvae=StandInVQModel("sr", 1.0),
+        scheduler=DDIMScheduler(**scheduler),
+        device=torch.device("cpu"),
+        progress_bar=progress_bar,
+    )
+    # A batch of two pictures: the pipeline preprocesses a single PIL image, or takes a tensor batch as it is; so each
+    # (RGB) picture goes through preprocess and the batch is their concatenation.
+    image = torch.cat([preprocess(PIL.Image.open(os.path.join(HERE, f"sr_lowres_{r}.png")).convert("RGB")) for r in range(2)])
+    generator = torch.Generator().manual_seed(config["seeds"][0])
+    torch.manual_seed(config["seeds"][0] + 1000)  # the global generator scheduler.step draws eta's noise from
+    num_inference_steps = config["steps"]
+    eta = 1.0
+    self.unet.parameters = lambda: iter([torch.zeros(1, dtype=torch.float32)])
+
+    # ---- verbatim from here (the PIL branch does not apply: image is a tensor; eta check answered) ----
+    if isinstance(image, PIL.Image.Image):
+        batch_size = 1
+    elif isinstance(image, torch.Tensor):
+        batch_size = image.shape[0]
+    else:
+        raise ValueError(f"`image` has to be of type `PIL.Image.Image` or `torch.Tensor` but is {type(image)}")
+
+    if isinstance(image, PIL.Image.Image):
+        image = preprocess(image)
+
+    height, width = image.shape[-2:]
+
+    # in_channels should be 6: 3 for latents, 3 for low resolution image
+    latents_shape = (batch_size, self.unet.config.in_channels // 2, height, width)
+    latents_dtype = next(self.unet.parameters()).dtype
+
+    latents = randn_tensor(latents_shape, generator=generator, device=self.device, dtype=latents_dtype)
+
+    image = image.to(device=self.device, dtype=latents_dtype)
+
+    # set timesteps and move to the correct device
+    self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+    timesteps_tensor = self.scheduler.timesteps
+
+    # scale the initial noise by the standard deviation required by the scheduler
+    latents = latents * self.scheduler.init_noise_sigma
+
+    extra_kwargs = {}
+    extra_kwargs["eta"] = eta
+
+    for t in self.progress_bar(timesteps_tensor):
+        # concat latents and low resolution image in the channel dimension.
+        latents_input = torch.cat([latents, image], dim=1)
+        latents_input = self.scheduler.scale_model_input(latents_input, t)
+        # predict the noise residual
+        noise_pred = self.unet(latents_input, t).sample
+        # compute the previous noisy sample x_t -> x_t-1
+        latents = self.scheduler.step(noise_pred, t, latents, **extra_kwargs).prev_sample
+
+    final = latents.clone()
+    # decode the image latents with the VQVAE
+    image = self.vqvae.decode(latents).sample
+    image = torch.clamp(image, -1.0, 1.0)
+    image = image / 2 + 0.5
+    image = image.cpu().permute(0, 2, 3, 1).numpy()
+    # ---- end verbatim ----
+    return self.unet.seen, final, image
+
+
 def main():
-    for route, run in (("ldm", ldm), ("ddpm", ddpm)):
+    for route, run in (("ldm", ldm), ("ddpm", ddpm), ("sr", sr)):
         with open(os.path.join(HERE, f"{route}_config.json")) as f:
             config = json.load(f)
         CLIPPED.clear()
         print(f"{route}: seeds {config['seeds']}, {config['steps']} steps")
         seen, final, image = run(config)
-        samples = torch.stack(seen + [final]).numpy().astype("<f4")
-        np.save(os.path.join(HERE, f"{route}_expected_samples.npy"), samples)
+        np.save(os.path.join(HERE, f"{route}_expected_inputs.npy"), torch.stack(seen).numpy().astype("<f4"))
+        np.save(os.path.join(HERE, f"{route}_expected_final.npy"), final.numpy().astype("<f4"))
         # utils/pil_utils.py v0.35.2, numpy_to_pil (verbatim rounding line)
         images = (image * 255).round().astype("uint8")
         np.save(os.path.join(HERE, f"{route}_expected_image.npy"), images.astype("<f4"))
@@ -666,7 +763,7 @@ def main():
         f.write(f"python {sys.version.split()[0]}\ntorch {torch.__version__}\nnumpy {np.__version__}\n"
                 f"torch {[l.strip() for l in torch.__config__.show().splitlines() if 'CPU capability' in l][0]}\n"
                 "diffusers v0.35.2 (b71269675ec1b85193107a691dd35c308e46f0a5) copied: pipeline_latent_diffusion_uncond.py, "
-                "pipeline_ddpm.py, scheduling_ddim.py, scheduling_ddpm.py, utils/torch_utils.py, utils/pil_utils.py\n")
+                "pipeline_ddpm.py, pipeline_latent_diffusion_superresolution.py, scheduling_ddim.py, scheduling_ddpm.py, utils/torch_utils.py, utils/pil_utils.py\n")
 
 
 if __name__ == "__main__":
