@@ -25,10 +25,10 @@ namespace MLNet.Diffusion.Tests.Vq;
 /// (utils/torch_utils.py) and the DDIM/DDPM schedulers' <c>__init__</c>/<c>set_timesteps</c>/<c>step</c> verbatim), on the
 /// real shared exports: tiny-ldm-vq (VQModel + UNet2DModel, DDIM with clip_sample) and tiny-ddpm-pixel (UNet2DModel in pixel
 /// space, DDPM with fixed_small variance noise), and LDMSuperResolutionPipeline on the Shapes super-resolution folder
-/// (<see cref="SuperResolutionEveryStepMatchesDiffusersPipelineLoop"/>). The script replays the loop with the UNet's answers dumped from here, from
-/// <c>torch.Generator().manual_seed(seed)</c> per row (a list of generators, diffusers' per-image seeding), so the initial
-/// noise, DDPM's per-step noise and every scheduler step are diffusers' own; it checks at each step that its sample equals
-/// the UNet input dumped from the library. Here every step's UNet input, the final latents and the image bytes must equal
+/// (<see cref="SuperResolutionEveryStepMatchesDiffusersPipelineLoop"/>). The script replays the loop with the UNet's answers
+/// dumped from here, from <c>torch.Generator().manual_seed(seed)</c> per row (a list of generators, diffusers' per-image
+/// seeding), so the initial noise, DDPM's per-step noise and every scheduler step are diffusers' own; it checks at each
+/// step that its sample equals the UNet input dumped from the library. Here every step's UNet input, the final latents and the image bytes must equal
 /// the script's.
 /// </summary>
 [TestClass]
@@ -44,7 +44,7 @@ public sealed class UnconditionalLoopFixtureTests
     private const int SrSize = 256, SrLow = 32, SrSteps = 3, SrCrop = 32, SrCropX = 128, SrCropY = 112;
     private static readonly int[] s_srItems = { 5, 140 };
     private static readonly DdimSchedulerOptions s_srScheduler = new() { Eta = 1f };
-    private static readonly NoiseOptions SrNoise = new()
+    private static readonly NoiseOptions s_srNoise = new()
     {
         Generator = NoiseGenerator.TorchCpu,
         BatchPolicy = NoiseBatchPolicy.GeneratorPerBatch,
@@ -119,7 +119,7 @@ public sealed class UnconditionalLoopFixtureTests
         conditioning.Ensure(Rows);
         for (int r = 0; r < Rows; r++)
             Preprocess(rows[r].Image, conditioning.Image(r));
-        var run = RunLoop(model, SrSteps, s_srScheduler.CreateScheduler(model.Info.SchedulerConfig), SrNoise, SrSize, new IUnetConditioning[] { conditioning });
+        var run = RunLoop(model, SrSteps, s_srScheduler.CreateScheduler(model.Info.SchedulerConfig), s_srNoise, SrSize, new IUnetConditioning[] { conditioning });
         var stages = RunStages(ml, model, ml.Data.LoadFromEnumerable(rows), new DenoiseLatentsOptions
         {
             Steps = SrSteps,
@@ -128,7 +128,7 @@ public sealed class UnconditionalLoopFixtureTests
             SeedColumnName = "Seed",
             LowResolutionImageColumnName = "Image",
             BatchSize = Rows,
-            Noise = SrNoise,
+            Noise = s_srNoise,
             Scheduler = s_srScheduler,
         });
         if (Environment.GetEnvironmentVariable("MLNET_DIFFUSION_WRITE_FIXTURES") == "1")
