@@ -85,6 +85,7 @@ internal static class ScaleOutHarness
     private static async Task<TestCluster> Start(int silos)
     {
         var builder = new TestClusterBuilder((short)silos);
+        builder.Options.ConfigureFileLogging = false; // no logs/ folder in the working directory
         builder.AddSiloBuilderConfigurator<BenchSiloConfigurator>();
         var cluster = builder.Build();
         await cluster.DeployAsync();

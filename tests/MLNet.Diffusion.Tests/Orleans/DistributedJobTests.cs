@@ -29,6 +29,7 @@ public sealed class DistributedJobTests
         _ = OrleansJobs.Definition;
         s_model = StableDiffusionModel.Load(new MLContext(1), ShapesTestModel.Folder, OrleansJobs.ModelOptions);
         var builder = new TestClusterBuilder(3);
+        builder.Options.ConfigureFileLogging = false; // no logs/ folder in the working directory
         builder.AddSiloBuilderConfigurator<DiffusionSiloConfigurator>();
         builder.AddClientBuilderConfigurator<DiffusionClientConfigurator>();
         s_cluster = builder.Build();
