@@ -166,7 +166,12 @@ public static class Program
         }
     }
 
-    /// <summary>The CSV's rows (columns by header name, any case). A value that does not parse stops here with its line and column.</summary>
+    /// <summary>
+    /// The CSV's rows (columns by header name, any case). A value that does not parse stops here with its line and column.
+    /// (A table already in an <c>IDataView</c> goes to <c>DiffusionJob.Create(id, definition, data, …)</c> directly; a CSV is
+    /// read here rather than by ML.NET's text loader, which maps columns by position and reads a bad number as a missing
+    /// value without a word — the problem BatchFromCsv's reader solves the same way.)
+    /// </summary>
     private static List<DiffusionJobRow> ReadCsv(string path)
     {
         using var csv = CsvReader.FromFile(path, new CsvReaderOptions { Separator = ',', HasHeader = true, TrimWhitespace = true, TrackLineNumbers = true }, FileOptions.SequentialScan);

@@ -117,7 +117,7 @@ internal static class DataViewJobRows
     private static DataViewSchema.Column Required(DataViewSchema schema, string? name, string what)
     {
         if (string.IsNullOrWhiteSpace(name))
-            throw new ArgumentException($"The {what} column's name is empty: a diffusion job reads its {what} from a column.", nameof(DiffusionJobColumnOptions));
+            throw new ArgumentException($"The {what} column's name is empty: a diffusion job reads its {what} from a column.", "columns");
         return schema.GetColumnOrNull(name)
             ?? throw new ArgumentOutOfRangeException("data", $"The data view has no {what} column '{name}' (its columns: {Names(schema)}).");
     }
