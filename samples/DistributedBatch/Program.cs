@@ -3,7 +3,6 @@ using System.Collections.Generic;
 using System.CommandLine;
 using System.Globalization;
 using System.IO;
-using System.Linq;
 using System.Net;
 using System.Threading;
 using System.Threading.Tasks;
@@ -36,7 +35,8 @@ public static class Program
     private static readonly Option<int> s_port = new("--port") { Description = "The silo's port (silo to silo).", DefaultValueFactory = _ => 11111 };
     private static readonly Option<int> s_gatewayPort = new("--gateway-port") { Description = "The silo's gateway port (clients connect here).", DefaultValueFactory = _ => 30000 };
     private static readonly Option<int> s_primaryPort = new("--primary-port") { Description = "The port of the first silo, which the others join (localhost clustering).", DefaultValueFactory = _ => 11111 };
-    private static readonly Option<int[]> s_cuda = new("--cuda") { Description = "CUDA device ids, one worker each (e.g. --cuda 0 1); default: one CPU worker.", AllowMultipleArgumentsPerToken = true };
+    private static readonly Option<int[]> s_cuda = new("--cuda") { Description = "CUDA device ids, one worker each (e.g. --cuda 0 1; an id may repeat): DeviceList.Cuda(ids).", AllowMultipleArgumentsPerToken = true };
+    private static readonly Option<int> s_cpu = new("--cpu") { Description = "Without --cuda: CPU workers sharing the cores (DeviceList.Cpu(n)).", DefaultValueFactory = _ => 1 };
     private static readonly Option<FileInfo> s_input = new Option<FileInfo>("--input") { Description = "The prompts CSV: Prompt required; NegativePrompt, Seed, Steps, Guidance, Scheduler, Width, Height optional.", Required = true }.AcceptExistingOnly();
     private static readonly Option<string> s_outputDir = new("--output-dir") { Description = "The folder the silos write the PNGs to (row-000000.png, …): on a real cluster, a shared folder.", Required = true, HelpName = "DIR" };
     private static readonly Option<string> s_job = new("--job") { Description = "The job's id; the same id resumes a job.", DefaultValueFactory = _ => "job" };
@@ -51,7 +51,7 @@ public static class Program
     /// <summary>The commands: <c>silo</c> and <c>run</c>.</summary>
     internal static RootCommand Command { get; } = new("Generates a CSV of prompts on an Orleans cluster: start silos, then run a job.")
     {
-        new Command("silo", "Starts a silo with one diffusion worker per device (Ctrl+C stops it).") { s_port, s_gatewayPort, s_primaryPort, s_cuda, s_model },
+        new Command("silo", "Starts a silo with one diffusion worker per device (Ctrl+C stops it).") { s_port, s_gatewayPort, s_primaryPort, s_cuda, s_cpu, s_model },
         new Command("run", "Sends a CSV of prompts to the cluster as a job and waits for it (Ctrl+C cancels the job).")
         {
             s_input, s_outputDir, s_job, s_model, s_steps, s_guidance, s_width, s_height, s_shardSize, s_gateways,
@@ -83,18 +83,17 @@ public static class Program
     {
         // The model folder each silo has locally (here: the Shapes model, built once per machine).
         string model = parse.GetValue(s_model) ?? ShapesModel.EnsureBuilt();
-        var devices = parse.GetValue(s_cuda) is { Length: > 0 } ids
-            ? ids.Select(id => new StableDiffusionModelOptions { ExecutionProvider = ExecutionProvider.Cuda(id) }).ToArray()
-            : new[] { new StableDiffusionModelOptions() };
+        // The silo's devices, one worker each: the same DeviceList a model in one process is loaded on (MultiDeviceModel).
+        var devices = parse.GetValue(s_cuda) is { Length: > 0 } ids ? DeviceList.Cuda(ids) : DeviceList.Cpu(parse.GetValue(s_cpu));
         int port = parse.GetValue(s_port), gateway = parse.GetValue(s_gatewayPort);
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.SetMinimumLevel(LogLevel.Warning).AddFilter("MLNet.Diffusion.Orleans", LogLevel.Information);
         builder.UseOrleans(silo => silo
             // A real cluster: a clustering provider instead (UseAdoNetClustering, UseAzureStorageClustering, Redis, Kubernetes).
             .UseLocalhostClustering(port, gateway, new IPEndPoint(IPAddress.Loopback, parse.GetValue(s_primaryPort)))
-            .AddDiffusionWorkers(o => o.Devices = devices));
+            .AddDiffusionWorkers(devices));
         using var host = builder.Build();
-        Console.WriteLine($"silo on port {port} (gateway {gateway}), {devices.Length} worker(s), model folder {model}; Ctrl+C stops it");
+        Console.WriteLine($"silo on port {port} (gateway {gateway}), {devices.Count} worker(s) on {devices}, model folder {model}; Ctrl+C stops it");
         await host.RunAsync();
         return 0;
     }
@@ -167,7 +166,12 @@ public static class Program
         }
     }
 
-    /// <summary>The CSV's rows (columns by header name, any case). A value that does not parse stops here with its line and column.</summary>
+    /// <summary>
+    /// The CSV's rows (columns by header name, any case). A value that does not parse stops here with its line and column.
+    /// (A table already in an <c>IDataView</c> goes to <c>DiffusionJob.Create(id, definition, data, …)</c> directly; a CSV is
+    /// read here rather than by ML.NET's text loader, which maps columns by position and reads a bad number as a missing
+    /// value without a word — the problem BatchFromCsv's reader solves the same way.)
+    /// </summary>
     private static List<DiffusionJobRow> ReadCsv(string path)
     {
         using var csv = CsvReader.FromFile(path, new CsvReaderOptions { Separator = ',', HasHeader = true, TrimWhitespace = true, TrackLineNumbers = true }, FileOptions.SequentialScan);

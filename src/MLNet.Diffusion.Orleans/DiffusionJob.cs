@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.ML;
 using Orleans;
 
 namespace MLNet.Diffusion.Orleans;
@@ -44,8 +45,10 @@ public sealed record DiffusionJobRow
 /// <summary>
 /// A distributed generation job: the rows (row <c>i</c> of <see cref="Rows"/> has index <c>i</c> in the sink), the pipeline
 /// as its persisted JSON (<see cref="DiffusionPipelineDefinition.ToJson"/>), the model folder every silo has locally, and
-/// where the results go. Create one with <see cref="Create"/>, which checks what the cluster relies on. A job is plain
-/// data: submitting the same job again (same <see cref="JobId"/>) resumes it, skipping rows already in the sink.
+/// where the results go. Create one from rows (<see cref="Create(string, DiffusionPipelineDefinition, IEnumerable{DiffusionJobRow}, string, string?, int, TimeSpan?)"/>)
+/// or from an <see cref="IDataView"/> of prompts (<see cref="Create(string, DiffusionPipelineDefinition, IDataView, string, DiffusionJobColumnOptions?, string?, int, TimeSpan?)"/>);
+/// both check what the cluster relies on. A job is plain data: submitting the same job again (same <see cref="JobId"/>)
+/// resumes it, skipping rows already in the sink.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("MLNet.Diffusion.Orleans.DiffusionJob")]
 public sealed record DiffusionJob
@@ -107,6 +110,38 @@ public sealed record DiffusionJob
         job.Validate();
         JobPipeline.Check(definition);
         return job;
+    }
+
+    /// <summary>
+    /// Creates a job from the rows of an <see cref="IDataView"/> of prompts: row <c>i</c> of the data view is row <c>i</c>
+    /// of the job. The columns are named by <paramref name="columns"/> — by default the BatchFromCsv sample's headers:
+    /// <c>Prompt</c> and <c>Seed</c> required; <c>NegativePrompt</c>, <c>Steps</c>, <c>Guidance</c>, <c>Scheduler</c>,
+    /// <c>Width</c>, <c>Height</c> read when present (a missing value — empty text, NaN, or 0 for steps and sizes — keeps the
+    /// definition's setting). The data view is read once, here; the job carries the rows as values. Load a CSV with
+    /// <c>TextLoader.Options.MissingRealsAsNaNs = true</c>: by default ML.NET's text loader reads a blank number as 0, which
+    /// for the guidance scale is a setting (no guidance), not a missing value.
+    /// </summary>
+    /// <param name="jobId">The job's id (letters, digits, '-', '_', '.').</param>
+    /// <param name="definition">The pipeline (the stages' persisted form).</param>
+    /// <param name="data">The prompts, one row per image.</param>
+    /// <param name="sinkLocation">Where results go (the PNG folder for the default sink).</param>
+    /// <param name="columns">The column names; null for the defaults.</param>
+    /// <param name="modelDirectory">The model folder on the silos; null for <paramref name="definition"/>'s.</param>
+    /// <param name="shardSize">Rows per shard.</param>
+    /// <param name="leaseTimeout">How long a silent worker keeps a shard; null for two minutes.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A required column is missing, a column named in <paramref name="columns"/>
+    /// is missing, or a column has the wrong type (the message names the column, its type and the type expected).</exception>
+    /// <exception cref="InvalidOperationException">A value cannot be a row's (a missing or fractional seed): the message
+    /// names the row and the column.</exception>
+    /// <exception cref="ArgumentException">An argument is out of range, or the definition lacks a stage or the seed column.</exception>
+    public static DiffusionJob Create(string jobId, DiffusionPipelineDefinition definition, IDataView data, string sinkLocation,
+        DiffusionJobColumnOptions? columns = null, string? modelDirectory = null, int shardSize = 16, TimeSpan? leaseTimeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(definition);
+        ArgumentNullException.ThrowIfNull(data);
+        // The definition first: a pipeline that cannot run as a job is refused before a large table is read.
+        JobPipeline.Check(definition);
+        return Create(jobId, definition, DataViewJobRows.Read(data, columns ?? new DiffusionJobColumnOptions()), sinkLocation, modelDirectory, shardSize, leaseTimeout);
     }
 
     /// <summary>Checks the fields the coordinator relies on (the definition is checked where it is parsed).</summary>

@@ -27,4 +27,24 @@ public static class DiffusionSiloBuilderExtensions
         builder.Services.AddHostedService<DiffusionWorkerService>();
         return builder;
     }
+
+    /// <summary>
+    /// Adds the diffusion workers to a silo with one worker per device of <paramref name="devices"/> — the same list a
+    /// model in one process is loaded on (<see cref="MultiDeviceModel.Load"/>): <c>DeviceList.Cuda(0, 1)</c> for a
+    /// machine's two GPUs, <c>DeviceList.Cpu(2)</c> for two CPU workers. Otherwise as
+    /// <see cref="AddDiffusionWorkers(ISiloBuilder, Action{DiffusionWorkerOptions}?)"/>.
+    /// </summary>
+    /// <param name="builder">The silo builder.</param>
+    /// <param name="devices">The silo's devices, one worker each.</param>
+    /// <param name="configure">Configures the other options (model loading options, poll interval); applied after the devices.</param>
+    /// <returns>The builder.</returns>
+    public static ISiloBuilder AddDiffusionWorkers(this ISiloBuilder builder, DeviceList devices, Action<DiffusionWorkerOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(devices);
+        return builder.AddDiffusionWorkers(o =>
+        {
+            o.Devices = devices;
+            configure?.Invoke(o);
+        });
+    }
 }

@@ -32,17 +32,20 @@ internal sealed class DiffusionWorkerService : BackgroundService
         _sinks = sinks;
         _silo = silo;
         _log = log;
-        if (_options.Devices is null || _options.Devices.Count == 0)
-            throw new ArgumentException("DiffusionWorkerOptions.Devices is empty: configure at least one device.", nameof(options));
+        if (_options.Devices is null)
+            throw new ArgumentException("DiffusionWorkerOptions.Devices is null: set a DeviceList (DeviceList.Cuda(0, 1), DeviceList.Cpu(2)).", nameof(options));
+        if (_options.ModelOptions is null)
+            throw new ArgumentException("DiffusionWorkerOptions.ModelOptions is null: leave the default or set loading options.", nameof(options));
     }
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken)
-        => Task.WhenAll(_options.Devices.Select((device, i) => Task.Run(() => RunWorkerAsync(i, device, stoppingToken), CancellationToken.None)));
+        => Task.WhenAll(Enumerable.Range(0, _options.Devices.Count).Select(i => Task.Run(() => RunWorkerAsync(i, stoppingToken), CancellationToken.None)));
 
-    private async Task RunWorkerAsync(int deviceIndex, StableDiffusionModelOptions device, CancellationToken stoppingToken)
+    private async Task RunWorkerAsync(int deviceIndex, CancellationToken stoppingToken)
     {
-        string worker = $"{_silo.SiloAddress}/{device.ExecutionProvider?.ToString() ?? "CPU"}#{deviceIndex}";
-        using var state = new WorkerState();
+        // Device index and name: a CUDA id may repeat (two copies on one GPU), the index may not.
+        string worker = $"{_silo.SiloAddress}/{deviceIndex}:{_options.Devices.Describe(deviceIndex)}";
+        using var state = new WorkerState(_options.Devices, deviceIndex, _options.ModelOptions, _options.MLContextSeed);
         while (!stoppingToken.IsCancellationRequested)
         {
             bool worked = false;
@@ -56,7 +59,7 @@ internal sealed class DiffusionWorkerService : BackgroundService
                     if (lease is null)
                         continue;
                     worked = true;
-                    await RunShardAsync(worker, device, state, job, lease, stoppingToken).ConfigureAwait(false);
+                    await RunShardAsync(worker, state, job, lease, stoppingToken).ConfigureAwait(false);
                     break;
                 }
             }
@@ -83,7 +86,7 @@ internal sealed class DiffusionWorkerService : BackgroundService
         }
     }
 
-    private async Task RunShardAsync(string worker, StableDiffusionModelOptions device, WorkerState state, IDiffusionJobGrain job, DiffusionShardLease lease, CancellationToken stoppingToken)
+    private async Task RunShardAsync(string worker, WorkerState state, IDiffusionJobGrain job, DiffusionShardLease lease, CancellationToken stoppingToken)
     {
         using var shard = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         async Task<bool> Report(IReadOnlyList<DiffusionRowOutcome> outcomes)
@@ -99,7 +102,7 @@ internal sealed class DiffusionWorkerService : BackgroundService
         var heartbeat = HeartbeatAsync(job, lease, shard);
         try
         {
-            var pipeline = state.Pipeline(lease, device, _options.MLContextSeed);
+            var pipeline = state.Pipeline(lease);
             var sink = _sinks.Open(lease.JobId, lease.SinkLocation);
             if (await pipeline.RunAsync(lease.JobId, lease.FirstRow, lease.Rows, sink, Report, shard.Token).ConfigureAwait(false))
                 _log.LogInformation("Diffusion worker {Worker}: shard {Shard} of job {Job} done (rows {First}–{Last}).", worker, lease.Shard, lease.JobId, lease.FirstRow, lease.FirstRow + lease.Rows.Length - 1);
@@ -155,13 +158,25 @@ internal sealed class DiffusionWorkerService : BackgroundService
         }
     }
 
-    /// <summary>A worker's warm model (one folder at a time) and the pipelines of the jobs it served last.</summary>
+    /// <summary>A worker's warm model (one folder at a time, on its device) and the pipelines of the jobs it served last.</summary>
     private sealed class WorkerState : IDisposable
     {
         private readonly Dictionary<string, (string Json, JobPipeline Pipeline)> _pipelines = new(StringComparer.Ordinal);
+        private readonly DeviceList _devices;
+        private readonly int _deviceIndex;
+        private readonly StableDiffusionModelOptions _modelOptions;
+        private readonly int _seed;
         private StableDiffusionModel? _model;
 
-        public JobPipeline Pipeline(DiffusionShardLease lease, StableDiffusionModelOptions device, int seed)
+        public WorkerState(DeviceList devices, int deviceIndex, StableDiffusionModelOptions modelOptions, int seed)
+        {
+            _devices = devices;
+            _deviceIndex = deviceIndex;
+            _modelOptions = modelOptions;
+            _seed = seed;
+        }
+
+        public JobPipeline Pipeline(DiffusionShardLease lease)
         {
             if (_pipelines.TryGetValue(lease.JobId, out var cached) && string.Equals(cached.Json, lease.PipelineJson, StringComparison.Ordinal))
                 return cached.Pipeline;
@@ -173,7 +188,7 @@ internal sealed class DiffusionWorkerService : BackgroundService
                 _pipelines.Clear();
                 _model?.Dispose();
                 _model = null;
-                _model = StableDiffusionModel.Load(new MLContext(seed), definition.ModelDirectory, device);
+                _model = _devices.LoadModel(new MLContext(_seed), definition.ModelDirectory, _deviceIndex, _modelOptions);
             }
             if (_pipelines.Count >= 16)
                 _pipelines.Clear();

@@ -1,6 +1,7 @@
 using System;
 using System.Collections;
 using System.Collections.Generic;
+using Microsoft.ML;
 
 namespace MLNet.Diffusion;
 
@@ -78,6 +79,31 @@ public sealed class DeviceList : IReadOnlyList<ExecutionProvider>
     /// <see cref="StableDiffusionModelOptions.IntraOpNumThreads"/>.
     /// </summary>
     public int? IntraOpNumThreads { get; }
+
+    /// <summary>
+    /// Loads a model folder on device <paramref name="index"/> of this list alone, with the settings
+    /// <see cref="MultiDeviceModel.Load"/> gives that device: its execution provider in place of the options', and
+    /// <see cref="IntraOpNumThreads"/> where the list sets it (several CPU instances). For hosts that load each device's
+    /// model on their own schedule, such as the Orleans package's workers (one per device of a silo); rows without a seed
+    /// column are seeded from <paramref name="mlContext"/>'s default seed, as a single-device load does.
+    /// </summary>
+    /// <param name="mlContext">The context of the loaded model.</param>
+    /// <param name="modelDirectory">The model folder (see <see cref="StableDiffusionModel.Load"/> for its contract).</param>
+    /// <param name="index">The device's index in the list.</param>
+    /// <param name="options">Loading options; their execution provider (and threads, for several CPU instances) are replaced
+    /// as above. Defaults when null.</param>
+    /// <returns>The loaded model; dispose it when done.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="index"/> is not a device of the list.</exception>
+    /// <remarks>Only load models from trusted sources: an ONNX file is code that ONNX Runtime executes.</remarks>
+    public StableDiffusionModel LoadModel(MLContext mlContext, string modelDirectory, int index, StableDiffusionModelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelDirectory);
+        if ((uint)index >= (uint)_devices.Length)
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"The device list has {_devices.Length} device(s): {this}.");
+        options ??= new StableDiffusionModelOptions();
+        return StableDiffusionModel.LoadOnDevice(mlContext, modelDirectory, options, _devices[index], IntraOpNumThreads ?? options.IntraOpNumThreads, defaultSeed: null);
+    }
 
     /// <summary>A short name of device <paramref name="index"/> for logs and errors: <c>CUDA:1</c>, <c>CPU#2</c>.</summary>
     /// <param name="index">The device's index in the list.</param>

@@ -69,9 +69,9 @@ public sealed class DiffusionSiloConfigurator : ISiloConfigurator
     /// <inheritdoc/>
     public void Configure(ISiloBuilder siloBuilder)
     {
-        siloBuilder.AddDiffusionWorkers(o =>
+        siloBuilder.AddDiffusionWorkers(DeviceList.Cpu(1), o =>
         {
-            o.Devices = new[] { OrleansJobs.ModelOptions };
+            o.ModelOptions = OrleansJobs.ModelOptions;
             o.IdlePollInterval = TimeSpan.FromMilliseconds(50);
         });
         siloBuilder.Services.Configure<ClusterMembershipOptions>(o =>
