@@ -25,6 +25,7 @@ public sealed class SiloDevicesTests
         string dir = OrleansJobs.NewDirectory("devices");
         MeetingSinkProvider.Reset();
         var builder = new TestClusterBuilder(1);
+        builder.Options.ConfigureFileLogging = false; // no logs/ folder in the working directory
         builder.AddSiloBuilderConfigurator<TwoCpuDevicesSiloConfigurator>();
         builder.AddClientBuilderConfigurator<DiffusionClientConfigurator>();
         var cluster = builder.Build();
