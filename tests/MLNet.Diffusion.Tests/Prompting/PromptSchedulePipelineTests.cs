@@ -44,10 +44,10 @@ public sealed class PromptSchedulePipelineTests
         PromptScheduleColumnName = scheduleSteps is null ? null : "Schedule", ScheduleSteps = scheduleSteps,
     };
 
-    private static DenoiseLatentsOptions Denoising(int steps, bool scheduled, DenoiseStepCallback? onStepEnd = null) => new()
+    private static DenoiseLatentsOptions Denoising(int steps, bool scheduled, DenoiseStepCallback? onStepEnd = null, SchedulerOptions? scheduler = null) => new()
     {
         Width = Size, Height = Size, Steps = steps, SeedColumnName = "Seed", OnStepEnd = onStepEnd,
-        PromptScheduleColumnName = scheduled ? "Schedule" : null,
+        PromptScheduleColumnName = scheduled ? "Schedule" : null, Scheduler = scheduler,
     };
 
     /// <summary>EncodePrompt → DenoiseLatents over <paramref name="rows"/>; the cursor's columns.</summary>
@@ -136,6 +136,39 @@ public sealed class PromptSchedulePipelineTests
         for (int s = 0; s <= 10; s++)
             AssertBitEqual(redSteps[s], steps0[s], $"call {s} reads a red circle");
         CollectionAssert.AreNotEqual(redSteps[11], steps0[11], "call 11 reads a blue circle");
+    }
+
+    [TestMethod]
+    public void WithHeunRedTurnsBlueAtTheCallA1111Switches()
+    {
+        using var model = Load();
+        // Heun calls the UNet twice per step (once in the last): 10 steps are 19 calls. A1111 computes the schedule with
+        // total_steps = 2 × 10 (SamplerData.total_steps, "second_order") and CFGDenoiser.step counts calls, so
+        // [red:blue:0.5] ends "red" at int(0.5 × 20) = 10: calls 0–10 (the first five steps and the first call of the sixth)
+        // read "red", calls 11–18 "blue". The library's Heun lists one timestep per call, the loop index is the call.
+        const int steps = 10;
+        var row = new Row { Prompt = "a [red:blue:0.5] circle", Seed = 11 };
+        var (embeddings, schedules, latents) = Run(model, new[] { row }, Encoding(2 * steps), Denoising(steps, scheduled: true, scheduler: "heun"));
+        Assert.AreEqual(2f * steps, schedules![0][0], "the schedule is made for total_steps");
+        var switched = Enumerable.Range(0, (2 * steps) + 1).Select(c => c <= 10 ? 0 : 1).ToArray();
+        CollectionAssert.AreEqual(switched, Indexes(schedules[0]));
+
+        // The same run through the denoiser with a spy on encoder_hidden_states: what each UNet call read.
+        var schedule = ConditioningSchedule.TryRead(schedules[0], out string? error) ?? throw new AssertFailedException(error ?? "not a schedule");
+        var spy = new ConditioningSpy(embeddings[0], L * D);
+        var settings = new DenoiseSettings(steps, 7.5f, Size, Size, SchedulerFactory.Create("heun", model.Info.SchedulerConfig), null, default);
+        using (var denoiser = new LatentDenoiser(model, settings, new IUnetConditioning[] { spy }))
+        {
+            var spied = new float[denoiser.LatentLength];
+            denoiser.Run(new DenoiseBatch(1, 0, embeddings[0], L, new[] { 11L }, spied) { Schedules = new ConditioningSchedule?[] { schedule } });
+            AssertBitEqual(latents[0], spied, "the spied run is the stage's run");
+        }
+        CollectionAssert.AreEqual(Enumerable.Range(0, (2 * steps) - 1).ToArray(), spy.Calls.Select(c => c.Index).ToArray(), "19 calls");
+        CollectionAssert.AreEqual(switched.Take((2 * steps) - 1).ToArray(), spy.Calls.Select(c => c.Conditioning).ToArray(), "red for calls 0–10, blue from 11");
+
+        // A schedule made for the steps, not A1111's total_steps, is refused with the count to use.
+        var refused = Assert.ThrowsExactly<InvalidOperationException>(() => Run(model, new[] { row }, Encoding(steps), Denoising(steps, scheduled: true, scheduler: "heun")));
+        StringAssert.Contains(refused.Message, "set ScheduleSteps to 20");
     }
 
     [TestMethod]
