@@ -4,7 +4,8 @@ using MLNet.Diffusion.Schedulers;
 namespace MLNet.Diffusion.Prompting;
 
 /// <summary>
-/// The step count A1111 computes prompt-editing schedules with for a sampler: its <c>total_steps</c>.
+/// The step count A1111 computes prompt-editing schedules with for a sampler, its <c>total_steps</c>: what
+/// <see cref="EncodePromptOptions.ScheduleSteps"/> must be for a DenoiseLatents stage with given steps and scheduler.
 /// </summary>
 /// <remarks>
 /// <para>A1111 (modules/processing.py, <c>StableDiffusionProcessing.setup_conds</c>):
@@ -20,13 +21,28 @@ namespace MLNet.Diffusion.Prompting;
 /// <c>t_enc = int(min(strength, 0.999) · steps)</c> of them), and <c>Sampler.initialize</c> sets <c>step = 0</c> before the
 /// first executed call.</para>
 /// </remarks>
-internal static class A1111SamplerSteps
+public static class A1111SamplerSteps
 {
+    /// <summary>
+    /// The <see cref="EncodePromptOptions.ScheduleSteps"/> that matches a DenoiseLatents stage: A1111's <c>total_steps</c>,
+    /// <paramref name="steps"/> or, for a second-order sampler (Heun), twice that.
+    /// </summary>
+    /// <param name="scheduler">The stage's <see cref="DenoiseLatentsOptions.Scheduler"/>; null: the model's default scheduler.</param>
+    /// <param name="config">The model's scheduler configuration (<see cref="ModelInfo.SchedulerConfig"/>).</param>
+    /// <param name="steps">The stage's <see cref="DenoiseLatentsOptions.Steps"/>.</param>
+    /// <returns>The step count to compute the prompt schedules with.</returns>
+    public static int ScheduleSteps(SchedulerOptions? scheduler, SchedulerConfig config, int steps)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentOutOfRangeException.ThrowIfLessThan(steps, 1);
+        return TotalSteps(scheduler is null ? SchedulerFactory.CreateDefault(config) : scheduler.CreateScheduler(config), steps);
+    }
+
     /// <summary>A1111's <c>total_steps</c> for <paramref name="steps"/> sampling steps of <paramref name="scheduler"/>.</summary>
     /// <param name="scheduler">The run's scheduler.</param>
     /// <param name="steps">The sampling steps (DenoiseLatents' <c>Steps</c>).</param>
     /// <returns><c>2 × steps</c> for a second-order sampler (Heun), else <paramref name="steps"/>.</returns>
-    public static int TotalSteps(DiffusionScheduler scheduler, int steps)
+    internal static int TotalSteps(DiffusionScheduler scheduler, int steps)
     {
         ArgumentNullException.ThrowIfNull(scheduler);
         return IsSecondOrder(scheduler) ? checked(2 * steps) : steps;
@@ -35,5 +51,5 @@ internal static class A1111SamplerSteps
     /// <summary>Whether A1111 marks the sampler <c>"second_order": True</c> (of this library's schedulers: Heun).</summary>
     /// <param name="scheduler">The scheduler.</param>
     /// <returns>True for <see cref="HeunDiscreteScheduler"/>.</returns>
-    public static bool IsSecondOrder(DiffusionScheduler scheduler) => scheduler is HeunDiscreteScheduler;
+    internal static bool IsSecondOrder(DiffusionScheduler scheduler) => scheduler is HeunDiscreteScheduler;
 }

@@ -80,6 +80,8 @@ public sealed class A1111CallScheduleTests
         var heun = SchedulerFactory.Create("heun", Config);
         Assert.AreEqual(40, A1111SamplerSteps.TotalSteps(heun, 20));
         Assert.AreEqual(20, A1111SamplerSteps.TotalSteps(SchedulerFactory.Create("euler", Config), 20));
+        Assert.AreEqual(40, A1111SamplerSteps.ScheduleSteps("heun-karras", Config, 20), "the public helper, from scheduler options");
+        Assert.AreEqual(20, A1111SamplerSteps.ScheduleSteps("dpmpp-2m", Config, 20));
         var plan = A1111PromptPlan.ForPrompt("a [red:blue:0.5] circle", 40, new A1111PromptChunker(model.Tokenizer), PromptEmphasis.Original);
         var schedule = ConditioningSchedule.FromPlan(plan, 40);
         heun.SetTimesteps(20);
