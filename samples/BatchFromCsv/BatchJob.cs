@@ -290,7 +290,7 @@ internal static class BatchJob
                     PromptSyntax = r.Syntax,
                     Emphasis = _s.Emphasis,
                     PromptScheduleColumnName = schedule,
-                    ScheduleSteps = schedule is null ? null : r.Steps,
+                    ScheduleSteps = schedule is null ? null : MLNet.Diffusion.Prompting.A1111SamplerSteps.ScheduleSteps(r.Scheduler, _model.Info.SchedulerConfig, r.Steps),
                 }));
             if (r.InitImage)
             {

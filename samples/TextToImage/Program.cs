@@ -145,7 +145,7 @@ public static class Program
                 PromptSyntax = a.PromptSyntax,
                 Emphasis = a.Emphasis,
                 PromptScheduleColumnName = schedule,
-                ScheduleSteps = schedule is null ? null : a.Steps,
+                ScheduleSteps = schedule is null ? null : MLNet.Diffusion.Prompting.A1111SamplerSteps.ScheduleSteps(a.Scheduler, sd.Info.SchedulerConfig, a.Steps),
             }));
         }
         if (initImage is not null)

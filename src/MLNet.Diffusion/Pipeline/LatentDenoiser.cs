@@ -138,7 +138,7 @@ internal sealed class LatentDenoiser : IDisposable
         if (!_conditional && !batch.Embeddings.IsEmpty)
             throw new ArgumentException($"The UNet of '{_model.Info.Directory}' is unconditional (no encoder_hidden_states input); the batch must carry no embeddings.", nameof(batch));
         bool scheduled = !batch.Schedules.IsEmpty;
-        long states = scheduled ? ScheduledStates(batch, _settings.Steps) : 2L * count;
+        long states = scheduled ? ScheduledStates(batch, Prompting.A1111SamplerSteps.TotalSteps(_settings.Scheduler, _settings.Steps)) : 2L * count;
         if (_conditional && batch.Embeddings.Length != states * batch.SequenceLength * hidden)
             throw new ArgumentException($"Expected {states}×{batch.SequenceLength}×{hidden} embedding values ({count} rows), got {batch.Embeddings.Length}.", nameof(batch));
         if (batch.Latents.Length != count * len)
@@ -212,11 +212,14 @@ internal sealed class LatentDenoiser : IDisposable
                 _sample.Write(sample);
             _timestep!.Fill(t);
 
-            // 5.3–5.4 With schedules: one UNet call per AND part, guidance summed over the parts (RunParts).
+            // 5.3–5.4 With schedules: one UNet call per AND part, guidance summed over the parts (RunParts). The schedule is
+            //     indexed by A1111's CFGDenoiser.step, which counts the denoiser calls the run executes from 0 (Sampler.initialize
+            //     sets it to 0, forward ends with step += 1): loop index i is one call here (a second-order scheduler lists a
+            //     timestep per UNet call), so the call is i − start, also for image-to-image.
             Span<float> guided;
             if (scheduled)
             {
-                guided = RunParts(batch, i, t, unetRows, batch.SequenceLength * hidden);
+                guided = RunParts(batch, i, i - start, t, unetRows, batch.SequenceLength * hidden);
                 scheduler.Step(guided, i, latents, noise);
                 AfterStep(batch, i, t, start, timesteps.Length, scheduler, sample, latents, stopwatch);
                 continue;
@@ -265,8 +268,11 @@ internal sealed class LatentDenoiser : IDisposable
         _settings.Progress?.Report(new DenoiseProgress(i - start + 1, steps - start, t, batch.FirstRow, count, stopwatch.Elapsed));
     }
 
-    /// <summary>The states a scheduled batch holds, Σ_r (1 + K_r), checking that each schedule covers the run and needs no missing guidance.</summary>
-    private long ScheduledStates(DenoiseBatch batch, int steps)
+    /// <summary>
+    /// The states a scheduled batch holds, Σ_r (1 + K_r), checking that each schedule was made for the run's A1111
+    /// <c>total_steps</c> (<paramref name="totalSteps"/>) and needs no missing guidance.
+    /// </summary>
+    private long ScheduledStates(DenoiseBatch batch, int totalSteps)
     {
         var schedules = batch.Schedules.Span;
         if (schedules.Length != batch.Count)
@@ -279,8 +285,9 @@ internal sealed class LatentDenoiser : IDisposable
             states += 1 + (schedule?.ConditioningCount ?? 1);
             if (schedule is null)
                 continue;
-            if (schedule.Steps < steps)
-                throw new ArgumentException($"Row {batch.FirstRow + r}: its prompt schedule was made for {schedule.Steps} steps, the run has {steps}; encode the prompt for the run's step count.", nameof(batch));
+            if (schedule.Steps != totalSteps)
+                throw new ArgumentException($"Row {batch.FirstRow + r}: its prompt schedule was made for {schedule.Steps} steps, the run schedules prompts over {totalSteps} "
+                    + $"({_settings.Steps} steps{(totalSteps != _settings.Steps ? ", twice for a second-order sampler as A1111's total_steps" : string.Empty)}); encode the prompt for that count.", nameof(batch));
             if (!_guidance && (schedule.Parts > 1 || schedule.Weight(0) != 1f))
                 throw new NotSupportedException($"Row {batch.FirstRow + r}: AND and part weights combine noise predictions with the unconditional one, which needs classifier-free guidance (GuidanceScale > 1).");
             parts = Math.Max(parts, schedule.Parts);
@@ -310,10 +317,10 @@ internal sealed class LatentDenoiser : IDisposable
     /// <summary>
     /// One denoiser call with AND parts and prompt editing (A1111's <c>CFGDenoiser.forward</c> and
     /// <c>combine_denoised</c>): for each part k, every row's conditional half gets the conditioning its schedule names
-    /// for this call, the UNet runs, and the guided prediction accumulates <c>uncond + Σ_k (cond_k − uncond) · (w_k · g)</c>
+    /// for this call (<paramref name="call"/>, A1111's <c>CFGDenoiser.step</c>), the UNet runs, and the guided prediction accumulates <c>uncond + Σ_k (cond_k − uncond) · (w_k · g)</c>
     /// (a row with fewer parts adds nothing in the later calls). Without guidance a row's single part is its prediction.
     /// </summary>
-    private Span<float> RunParts(DenoiseBatch batch, int step, float t, int unetRows, int perState)
+    private Span<float> RunParts(DenoiseBatch batch, int step, int call, float t, int unetRows, int perState)
     {
         int count = batch.Count, len = LatentLength, half = count * len;
         var schedules = batch.Schedules.Span;
@@ -325,7 +332,7 @@ internal sealed class LatentDenoiser : IDisposable
             for (int r = 0; r < count; r++)
             {
                 var schedule = schedules[r];
-                int index = schedule is null ? 0 : schedule.IndexAt(step, Math.Min(k, schedule.Parts - 1));
+                int index = schedule is null ? 0 : schedule.IndexAt(call, Math.Min(k, schedule.Parts - 1));
                 _embeddings!.Write(embeddings.Slice((int)((_rowOffsets[r] + 1 + index) * perState), perState), (_guidance ? count + r : r) * perState);
             }
             _binding!.Run();

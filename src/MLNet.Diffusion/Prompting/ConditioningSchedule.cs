@@ -9,9 +9,16 @@ namespace MLNet.Diffusion.Prompting;
 /// hold <c>[1 + ConditioningCount, S, D]</c>: the unconditional states, then every distinct conditioning.
 /// </summary>
 /// <remarks>
-/// A1111: <c>reconstruct_multicond_batch</c> picks, for every part, the schedule entry of the current call
-/// (<see cref="A1111PromptSchedule.IndexAtStep"/>), and <c>CFGDenoiser.combine_denoised</c> sums
-/// <c>uncond + Σ_k (cond_k − uncond) · weight_k · cfg_scale</c>.
+/// <para>A1111: <c>reconstruct_multicond_batch(cond, self.step)</c> picks, for every part, the schedule entry of the
+/// current call (<see cref="A1111PromptSchedule.IndexAtStep"/>), and <c>CFGDenoiser.combine_denoised</c> sums
+/// <c>uncond + Σ_k (cond_k − uncond) · weight_k · cfg_scale</c>.</para>
+/// <para>The call is A1111's <c>CFGDenoiser.step</c>: set to 0 by <c>Sampler.initialize</c> before the first call the run
+/// executes (image-to-image too) and incremented at the end of every <c>forward</c>, so it counts UNet calls, not sampler
+/// steps. <see cref="Steps"/> is the step count the schedule was computed for, A1111's <c>total_steps</c>
+/// (<see cref="A1111SamplerSteps.TotalSteps"/>). The schedule holds the entries of calls 0 … <see cref="Steps"/>
+/// (<c>current_step &lt;= end_at_step</c> still holds for the last entry at call <c>Steps</c>, which PLMS/PNDM reach with
+/// their N + 1 calls); a later call matches no entry and <c>reconstruct_cond_batch</c> keeps its <c>target_index = 0</c>,
+/// the entry of call 0.</para>
 /// </remarks>
 internal sealed class ConditioningSchedule
 {
@@ -19,10 +26,10 @@ internal sealed class ConditioningSchedule
     private readonly float[] _weights;
 
     /// <summary>Creates a schedule.</summary>
-    /// <param name="steps">Denoiser calls covered.</param>
+    /// <param name="steps">The step count the schedule was computed for (A1111's <c>total_steps</c>).</param>
     /// <param name="conditionings">How many conditional states the row holds.</param>
     /// <param name="weights">One weight per part.</param>
-    /// <param name="indexes">[steps, parts]: the 0-based conditioning of part k at call s.</param>
+    /// <param name="indexes">[steps + 1, parts]: the 0-based conditioning of part k at denoiser call s = 0 … steps.</param>
     /// <exception cref="ArgumentException">The arrays do not match or an index is out of range.</exception>
     public ConditioningSchedule(int steps, int conditionings, float[] weights, int[] indexes)
     {
@@ -30,8 +37,8 @@ internal sealed class ConditioningSchedule
         ArgumentOutOfRangeException.ThrowIfLessThan(conditionings, 1);
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(indexes);
-        if (weights.Length == 0 || indexes.Length != steps * weights.Length)
-            throw new ArgumentException($"Expected {steps}×{weights.Length} conditioning indexes for {weights.Length} parts, got {indexes.Length}.", nameof(indexes));
+        if (weights.Length == 0 || indexes.Length != (steps + 1L) * weights.Length)
+            throw new ArgumentException($"Expected ({steps} + 1)×{weights.Length} conditioning indexes (calls 0 … {steps}) for {weights.Length} parts, got {indexes.Length}.", nameof(indexes));
         foreach (int i in indexes)
         {
             if ((uint)i >= (uint)conditionings)
@@ -44,7 +51,7 @@ internal sealed class ConditioningSchedule
         _indexes = indexes;
     }
 
-    /// <summary>Denoiser calls covered; later calls use the last call's conditionings.</summary>
+    /// <summary>The step count the schedule was computed for (A1111's <c>total_steps</c>); it covers calls 0 … Steps.</summary>
     public int Steps { get; }
 
     /// <summary>How many conditional states the row holds (after the unconditional one).</summary>
@@ -56,15 +63,19 @@ internal sealed class ConditioningSchedule
     /// <summary>The weight of part <paramref name="part"/>.</summary>
     public float Weight(int part) => _weights[part];
 
-    /// <summary>The conditioning part <paramref name="part"/> uses at denoiser call <paramref name="call"/> (0-based).</summary>
-    public int IndexAt(int call, int part) => _indexes[(Math.Min(call, Steps - 1) * _weights.Length) + part];
+    /// <summary>
+    /// The conditioning part <paramref name="part"/> uses at denoiser call <paramref name="call"/>: A1111's
+    /// <c>CFGDenoiser.step</c>, 0 at the first call the run executes. A call after <see cref="Steps"/> uses call 0's, as
+    /// <c>reconstruct_cond_batch</c> falls back to entry 0 when no entry's <c>end_at_step</c> reaches the call.
+    /// </summary>
+    public int IndexAt(int call, int part) => _indexes[((call <= Steps ? call : 0) * _weights.Length) + part];
 
     /// <summary>
     /// The schedule of an A1111 prompt plan for <paramref name="steps"/> calls: conditionings numbered text by text,
     /// entry by entry (the order the encoder writes them).
     /// </summary>
     /// <param name="plan">The plan.</param>
-    /// <param name="steps">The denoiser calls.</param>
+    /// <param name="steps">The step count the plan was made for (A1111's <c>total_steps</c>).</param>
     /// <returns>The schedule.</returns>
     public static ConditioningSchedule FromPlan(A1111PromptPlan plan, int steps)
     {
@@ -79,13 +90,13 @@ internal sealed class ConditioningSchedule
 
         int parts = plan.Parts.Count;
         var weights = new float[parts];
-        var indexes = new int[steps * parts];
+        var indexes = new int[(steps + 1) * parts];
         for (int k = 0; k < parts; k++)
         {
             ConjunctionPart part = plan.Parts[k];
             weights[k] = (float)part.Weight;
             A1111PlannedText text = plan.Texts[part.TextIndex];
-            for (int s = 0; s < steps; s++)
+            for (int s = 0; s <= steps; s++)
                 indexes[(s * parts) + k] = offsets[part.TextIndex] + text.EntryAt(s);
         }
 
@@ -103,17 +114,17 @@ internal sealed class ConditioningSchedule
         }
     }
 
-    /// <summary>An ordinary prompt's schedule for <paramref name="steps"/> calls: one conditioning, one part of weight 1.</summary>
-    /// <param name="steps">The denoiser calls.</param>
+    /// <summary>An ordinary prompt's schedule for <paramref name="steps"/> steps: one conditioning, one part of weight 1.</summary>
+    /// <param name="steps">The step count (A1111's <c>total_steps</c>).</param>
     /// <returns>The schedule (<see cref="IsPlain"/>).</returns>
-    public static ConditioningSchedule Plain(int steps) => new(steps, 1, new[] { 1f }, new int[steps]);
+    public static ConditioningSchedule Plain(int steps) => new(steps, 1, new[] { 1f }, new int[steps + 1]);
 
-    /// <summary>Values <see cref="WriteTo"/> writes: <c>[steps, K, parts, weights…, indexes (steps × parts)…]</c>.</summary>
+    /// <summary>Values <see cref="WriteTo"/> writes: <c>[steps, K, parts, weights…, indexes ((steps + 1) × parts)…]</c>.</summary>
     public int SerializedLength => 3 + _weights.Length + _indexes.Length;
 
     /// <summary>
     /// Writes the schedule as the EncodePrompt stage's schedule column holds it, <c>[steps, K, parts, w_1 … w_parts,
-    /// index(call 0, part 1) …]</c> (call-major); every count and index is a whole number below 2^24, exact in a Single.
+    /// index(call 0, part 1) …, index(call steps, part parts)]</c> (call-major); every count and index is a whole number below 2^24, exact in a Single.
     /// </summary>
     /// <param name="destination">Exactly <see cref="SerializedLength"/> values.</param>
     public void WriteTo(Span<float> destination)
@@ -143,14 +154,14 @@ internal sealed class ConditioningSchedule
         }
 
         int steps = (int)values[0], conditionings = (int)values[1], parts = (int)values[2];
-        if (values.Length != 3L + parts + ((long)steps * parts))
+        if (values.Length != 3L + parts + ((steps + 1L) * parts))
         {
-            error = $"a schedule of {steps} steps and {parts} parts takes {3L + parts + ((long)steps * parts)} values, not {values.Length}";
+            error = $"a schedule of {steps} steps and {parts} parts takes {3L + parts + ((steps + 1L) * parts)} values, not {values.Length}";
             return null;
         }
 
         var weights = values.Slice(3, parts).ToArray();
-        var indexes = new int[steps * parts];
+        var indexes = new int[(steps + 1) * parts];
         var written = values.Slice(3 + parts);
         for (int i = 0; i < indexes.Length; i++)
         {

@@ -639,10 +639,13 @@ public sealed class LatentDenoisingTransformer : DiffusionTransformer
             string column = _stage.Options.PromptScheduleColumnName!;
             var schedule = Prompting.ConditioningSchedule.TryRead(_scheduleValues, out string? error)
                 ?? throw new InvalidOperationException($"Row {position}: column '{column}' is not a prompt schedule from EncodePrompt: {error}.");
-            if (schedule.Steps != _stage.Options.Steps)
+            // A1111 computes the schedules with total_steps: twice the steps for a second-order sampler (Heun).
+            int total = Prompting.A1111SamplerSteps.TotalSteps(_stage._scheduler, _stage.Options.Steps);
+            if (schedule.Steps != total)
                 throw new InvalidOperationException($"Row {position}: the prompt schedule in column '{column}' was made for {schedule.Steps} steps "
-                    + $"(EncodePromptOptions.ScheduleSteps), but DenoiseLatents runs {_stage.Options.Steps}; A1111's [a:b:0.5] switches at a step computed "
-                    + "from the step count, so set both to the same number.");
+                    + $"(EncodePromptOptions.ScheduleSteps), but DenoiseLatents runs {_stage.Options.Steps}"
+                    + (total != _stage.Options.Steps ? $" steps of the second-order sampler {_stage.SchedulerName}, for which A1111 schedules prompts over 2 × {_stage.Options.Steps} = {total} (its total_steps)" : string.Empty)
+                    + $"; A1111's [a:b:0.5] switches at a step computed from that count, so set ScheduleSteps to {total}.");
             if (!schedule.IsPlain)
                 _schedules[slot] = schedule;
             return 1 + schedule.ConditioningCount;

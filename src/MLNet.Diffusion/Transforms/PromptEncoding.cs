@@ -99,9 +99,11 @@ public sealed class EncodePromptOptions
     public string? PromptScheduleColumnName { get; init; }
 
     /// <summary>
-    /// With <see cref="PromptScheduleColumnName"/>: the sampling steps the schedule is computed for, as A1111 computes
-    /// <c>[a:b:0.5]</c>'s switch from its steps setting. It must equal the DenoiseLatents stage's
-    /// <see cref="DenoiseLatentsOptions.Steps"/>, which refuses a schedule made for another step count.
+    /// With <see cref="PromptScheduleColumnName"/>: the step count the schedule is computed for, as A1111 computes
+    /// <c>[a:b:0.5]</c>'s switch from its <c>total_steps</c>: the DenoiseLatents stage's
+    /// <see cref="DenoiseLatentsOptions.Steps"/>, or twice that with a second-order sampler (Heun), whose two UNet calls per
+    /// step A1111 counts one by one (<see cref="Prompting.A1111SamplerSteps.ScheduleSteps"/> computes it). DenoiseLatents
+    /// refuses a schedule made for another count.
     /// </summary>
     public int? ScheduleSteps { get; init; }
 

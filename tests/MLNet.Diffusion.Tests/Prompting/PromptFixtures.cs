@@ -14,9 +14,13 @@ internal static class PromptFixtures
 {
     private static readonly Lazy<JsonDocument> s_a1111 = new(() => Load("a1111_prompts.json"));
     private static readonly Lazy<JsonDocument> s_compel = new(() => Load("compel_prompts.json"));
+    private static readonly Lazy<JsonDocument> s_a1111Calls = new(() => Load("a1111_calls.json"));
 
     /// <summary>a1111_prompts.json (parser, schedules, AND, chunks, emphasis).</summary>
     public static JsonElement A1111 => s_a1111.Value.RootElement;
+
+    /// <summary>a1111_calls.json (the conditioning A1111's CFGDenoiser reads at each UNet call, per sampler, steps and strength).</summary>
+    public static JsonElement A1111Calls => s_a1111Calls.Value.RootElement;
 
     /// <summary>compel_prompts.json (compel's parser on its published test inputs and ours).</summary>
     public static JsonElement Compel => s_compel.Value.RootElement;

@@ -79,6 +79,27 @@ public sealed class PromptScheduleDenoisingTests
     }
 
     [TestMethod]
+    public void ImageToImageCountsCallsFromItsFirstExecutedCall()
+    {
+        // A1111's img2img computes the schedule with p.steps (setup_conds; img2img_fix_steps is off by default, so
+        // setup_img2img_steps keeps steps = p.steps) and Sampler.initialize sets CFGDenoiser.step = 0 before the first call
+        // it executes. [red:blue:0.25] at 20 steps ends "red" at step 5; at strength 0.5 the 10 executed calls (loop indexes
+        // 10–19) read "red" for calls 0–5 and "blue" for 6–9, not "blue" throughout as the position in the full schedule would.
+        using var model = Load();
+        const int steps = 20;
+        var plan = A1111PromptPlan.ForPrompt("a [red:blue:0.25] circle", steps, new A1111PromptChunker(model.Tokenizer), PromptEmphasis.Original);
+        var schedule = ConditioningSchedule.FromPlan(plan, steps);
+        var embeddings = States(model, string.Empty).Concat(States(model, plan.Texts[0].Schedule[0].Text)).Concat(States(model, plan.Texts[0].Schedule[1].Text)).ToArray();
+        var spy = new ConditioningSpy(embeddings, model.Info.SequenceLength * model.Info.HiddenSize);
+        using var denoiser = new LatentDenoiser(model, Settings(model, steps, 0.5f), new IUnetConditioning[] { spy });
+        var latents = new float[denoiser.LatentLength];
+        var initial = Enumerable.Range(0, latents.Length).Select(i => (float)Math.Sin(i * 0.37)).ToArray();
+        denoiser.Run(new DenoiseBatch(1, 0, embeddings, model.Info.SequenceLength, new[] { 11L }, latents) { InitialLatents = initial, Schedules = new ConditioningSchedule?[] { schedule } });
+        CollectionAssert.AreEqual(Enumerable.Range(10, 10).ToArray(), spy.Calls.Select(c => c.Index).ToArray(), "loop indexes 10–19");
+        CollectionAssert.AreEqual(new[] { 0, 0, 0, 0, 0, 0, 1, 1, 1, 1 }, spy.Calls.Select(c => c.Conditioning).ToArray());
+    }
+
+    [TestMethod]
     public void AndSumsTheWeightedGuidanceOfEachPart()
     {
         // tiny-sd: a real UNet architecture whose (random) cross-attention always reads the text; the Shapes UNet is an

@@ -44,10 +44,10 @@ public sealed class PromptSchedulePipelineTests
         PromptScheduleColumnName = scheduleSteps is null ? null : "Schedule", ScheduleSteps = scheduleSteps,
     };
 
-    private static DenoiseLatentsOptions Denoising(int steps, bool scheduled, DenoiseStepCallback? onStepEnd = null) => new()
+    private static DenoiseLatentsOptions Denoising(int steps, bool scheduled, DenoiseStepCallback? onStepEnd = null, SchedulerOptions? scheduler = null) => new()
     {
         Width = Size, Height = Size, Steps = steps, SeedColumnName = "Seed", OnStepEnd = onStepEnd,
-        PromptScheduleColumnName = scheduled ? "Schedule" : null,
+        PromptScheduleColumnName = scheduled ? "Schedule" : null, Scheduler = scheduler,
     };
 
     /// <summary>EncodePrompt → DenoiseLatents over <paramref name="rows"/>; the cursor's columns.</summary>
@@ -95,9 +95,9 @@ public sealed class PromptSchedulePipelineTests
         }
     }
 
-    /// <summary>The conditioning index of part 0 at each call, read from the schedule column [steps, K, parts, w…, indexes…].</summary>
+    /// <summary>The conditioning index of part 0 at each call 0 … steps, read from the schedule column [steps, K, parts, w…, indexes…].</summary>
     private static int[] Indexes(float[] column, int parts = 1) =>
-        Enumerable.Range(0, (int)column[0]).Select(s => (int)column[3 + parts + (s * parts)]).ToArray();
+        Enumerable.Range(0, (int)column[0] + 1).Select(s => (int)column[3 + parts + (s * parts)]).ToArray();
 
     [TestMethod]
     public void PromptEditingSwitchesFromRedToBlueHalfwayThroughThePipeline()
@@ -111,8 +111,9 @@ public sealed class PromptSchedulePipelineTests
         var (embeddings, schedules, latents) = Run(model, new[] { row }, Encoding(steps), Denoising(steps, scheduled: true, s => steps0.Add(s.Latents.ToArray())));
 
         // get_learned_conditioning_prompt_schedules: int(0.5 × 20) = 10 → [[10, "a red circle"], [20, "a blue circle"]];
-        // reconstruct_cond_batch takes the first entry with call <= end_at_step, so calls 0–10 read "red", 11–19 "blue".
-        var switched = Enumerable.Range(0, steps).Select(c => c <= 10 ? 0 : 1).ToArray();
+        // reconstruct_cond_batch takes the first entry with call <= end_at_step, so calls 0–10 read "red", 11–19 "blue" (and
+        // the schedule's call 20, which only PLMS/PNDM reach, "blue").
+        var switched = Enumerable.Range(0, steps + 1).Select(c => c <= 10 ? 0 : 1).ToArray();
         CollectionAssert.AreEqual(switched, Indexes(schedules![0]));
         Assert.AreEqual(2f, schedules[0][1], "two conditionings");
         Assert.AreEqual(3 * L * D, embeddings[0].Length, "[uncond, red circle, blue circle]");
@@ -138,6 +139,39 @@ public sealed class PromptSchedulePipelineTests
     }
 
     [TestMethod]
+    public void WithHeunRedTurnsBlueAtTheCallA1111Switches()
+    {
+        using var model = Load();
+        // Heun calls the UNet twice per step (once in the last): 10 steps are 19 calls. A1111 computes the schedule with
+        // total_steps = 2 × 10 (SamplerData.total_steps, "second_order") and CFGDenoiser.step counts calls, so
+        // [red:blue:0.5] ends "red" at int(0.5 × 20) = 10: calls 0–10 (the first five steps and the first call of the sixth)
+        // read "red", calls 11–18 "blue". The library's Heun lists one timestep per call, the loop index is the call.
+        const int steps = 10;
+        var row = new Row { Prompt = "a [red:blue:0.5] circle", Seed = 11 };
+        var (embeddings, schedules, latents) = Run(model, new[] { row }, Encoding(2 * steps), Denoising(steps, scheduled: true, scheduler: "heun"));
+        Assert.AreEqual(2f * steps, schedules![0][0], "the schedule is made for total_steps");
+        var switched = Enumerable.Range(0, (2 * steps) + 1).Select(c => c <= 10 ? 0 : 1).ToArray();
+        CollectionAssert.AreEqual(switched, Indexes(schedules[0]));
+
+        // The same run through the denoiser with a spy on encoder_hidden_states: what each UNet call read.
+        var schedule = ConditioningSchedule.TryRead(schedules[0], out string? error) ?? throw new AssertFailedException(error ?? "not a schedule");
+        var spy = new ConditioningSpy(embeddings[0], L * D);
+        var settings = new DenoiseSettings(steps, 7.5f, Size, Size, SchedulerFactory.Create("heun", model.Info.SchedulerConfig), null, default);
+        using (var denoiser = new LatentDenoiser(model, settings, new IUnetConditioning[] { spy }))
+        {
+            var spied = new float[denoiser.LatentLength];
+            denoiser.Run(new DenoiseBatch(1, 0, embeddings[0], L, new[] { 11L }, spied) { Schedules = new ConditioningSchedule?[] { schedule } });
+            AssertBitEqual(latents[0], spied, "the spied run is the stage's run");
+        }
+        CollectionAssert.AreEqual(Enumerable.Range(0, (2 * steps) - 1).ToArray(), spy.Calls.Select(c => c.Index).ToArray(), "19 calls");
+        CollectionAssert.AreEqual(switched.Take((2 * steps) - 1).ToArray(), spy.Calls.Select(c => c.Conditioning).ToArray(), "red for calls 0–10, blue from 11");
+
+        // A schedule made for the steps, not A1111's total_steps, is refused with the count to use.
+        var refused = Assert.ThrowsExactly<InvalidOperationException>(() => Run(model, new[] { row }, Encoding(steps), Denoising(steps, scheduled: true, scheduler: "heun")));
+        StringAssert.Contains(refused.Message, "set ScheduleSteps to 20");
+    }
+
+    [TestMethod]
     public void AlternationSwitchesEveryCallAsA1111Counts()
     {
         using var model = Load();
@@ -150,7 +184,7 @@ public sealed class PromptSchedulePipelineTests
         // with c <= step, so calls 0 and 1 both read step 1's "red", call c ≥ 1 reads entry c − 1.
         var indexes = Indexes(schedules![0]);
         Assert.AreEqual(20f, schedules[0][1], "one conditioning per schedule entry");
-        CollectionAssert.AreEqual(Enumerable.Range(0, steps).Select(c => Math.Max(0, c - 1)).ToArray(), indexes);
+        CollectionAssert.AreEqual(Enumerable.Range(0, steps + 1).Select(c => Math.Max(0, c - 1)).ToArray(), indexes);
         var (red, _, _) = Run(model, new[] { new Row { Prompt = "a red circle", Seed = 11 } }, Encoding(null), Denoising(steps, scheduled: false));
         var (blue, _, _) = Run(model, new[] { new Row { Prompt = "a blue circle", Seed = 11 } }, Encoding(null), Denoising(steps, scheduled: false));
         for (int k = 0; k < steps; k++)
@@ -183,7 +217,7 @@ public sealed class PromptSchedulePipelineTests
         AssertBitEqual(embeddings[1], Block(embeddings[0], 0).Concat(Block(embeddings[0], 1)).ToArray(), "the first part is the ordinary prompt");
 
         // combine_denoised per call: ε_u + (ε_0 − ε_u)·1·g + (ε_1 − ε_u)·0.5·g, exactly the denoiser's two-part schedule.
-        var indexes = Enumerable.Range(0, steps).SelectMany(_ => new[] { 0, 1 }).ToArray();
+        var indexes = Enumerable.Range(0, steps + 1).SelectMany(_ => new[] { 0, 1 }).ToArray();
         var (exact, _) = Denoise(model, steps, 11, embeddings[0], new ConditioningSchedule(steps, 2, new[] { 1f, 0.5f }, indexes));
         AssertBitEqual(exact, latents[0], "latents");
         CollectionAssert.AreNotEqual(latents[1], latents[0], "the second part changes the picture");
@@ -205,8 +239,8 @@ public sealed class PromptSchedulePipelineTests
             new Row { Prompt = string.Empty, Seed = 3 },
         };
         var (_, schedules, latents) = Run(model, rows, Encoding(steps), Denoising(steps, scheduled: true));
-        // [steps 1, K 2, parts 2, weights 1 and 0.5, call 0: part 0 → conditioning 0, part 1 → conditioning 1].
-        CollectionAssert.AreEqual(new[] { 1f, 2f, 2f, 1f, 0.5f, 0f, 1f }, schedules![0]);
+        // [steps 1, K 2, parts 2, weights 1 and 0.5, calls 0 and 1: part 0 → conditioning 0, part 1 → conditioning 1].
+        CollectionAssert.AreEqual(new[] { 1f, 2f, 2f, 1f, 0.5f, 0f, 1f, 0f, 1f }, schedules![0]);
 
         // One DDIM step is linear in the guided ε, and combine_denoised gives ε_u + (ε_a − ε_u)·g + (ε_b − ε_u)·0.5·g, so the
         // latents are X_a + 0.5·(X_b − X_u) of the separate runs.
@@ -238,7 +272,7 @@ public sealed class PromptSchedulePipelineTests
         {
             AssertBitEqual(embeddings[r], withEmbeddings[r], $"row {r} embeddings");
             AssertBitEqual(latents[r], withLatents[r], $"row {r} latents");
-            CollectionAssert.AreEqual(new float[] { steps, 1, 1, 1, 0, 0, 0, 0 }, schedules![r], $"row {r} schedule");
+            CollectionAssert.AreEqual(new float[] { steps, 1, 1, 1, 0, 0, 0, 0, 0 }, schedules![r], $"row {r} schedule (calls 0 … 4)");
         }
     }
 
