@@ -152,7 +152,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
             long seed = _rowSeeds.Read(position);
 
             // x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4).
-            o.Noise.CreateGenerator(seed).NextGaussian(_noise);
+            o.Noise.CreateBatch([seed], _noise.Length).NextGaussian(_noise);
             NoiseScheduleMath.AddNoise(_stage._schedule, (int)t, _clean, _noise, _noisy);
         }
 
