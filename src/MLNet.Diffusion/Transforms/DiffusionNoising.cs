@@ -28,7 +28,8 @@ public sealed class AddDiffusionNoiseOptions
     public int? Seed { get; init; }
 
     /// <summary>
-    /// Where ε comes from: default <see cref="NoiseOptions.Default"/>. A row's ε is the first draw of a generator seeded
+    /// Where ε comes from: default <see cref="NoiseOptions.Default"/>. A row's ε is the first draw (after
+    /// <see cref="NoiseOptions.DrawsBefore"/> skipped ones) of a generator seeded
     /// with its seed (<c>torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))</c> with
     /// <see cref="NoiseGenerator.TorchCpu"/>). The stage works row by row, so every batch policy draws per row.
     /// </summary>
