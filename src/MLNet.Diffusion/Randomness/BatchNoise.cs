@@ -12,7 +12,8 @@ namespace MLNet.Diffusion.Randomness;
 /// With <see cref="NoiseBatchPolicy.GeneratorPerRow"/>, row r draws from its own generator; with
 /// <see cref="NoiseBatchPolicy.GeneratorPerBatch"/>, each draw is one call over all rows of one generator seeded with the
 /// first row's seed. When <see cref="NoiseOptions.StepNoiseSeedOffset"/> is set, the generator is replaced after the
-/// first draw by one seeded with seed + offset.
+/// first draw by one seeded with seed + offset. <see cref="NoiseOptions.DrawsBefore"/> skips draws before the first,
+/// <see cref="NoiseOptions.DrawsBeforeSteps"/> draws between the first and the second, each of the size of one draw.
 /// </remarks>
 public sealed class BatchNoise : INoiseSource
 {
@@ -20,6 +21,8 @@ public sealed class BatchNoise : INoiseSource
     private readonly long[] _seeds;
     private readonly INoiseSource[] _generators;
     private readonly bool[] _drawn;
+    private readonly int[] _pendingSkips;
+    private float[] _discard = Array.Empty<float>();
 
     internal BatchNoise(NoiseOptions options, ReadOnlySpan<long> seeds, int rowLength)
     {
@@ -34,8 +37,13 @@ public sealed class BatchNoise : INoiseSource
         int generators = options.BatchPolicy == NoiseBatchPolicy.GeneratorPerBatch ? 1 : _seeds.Length;
         _generators = new INoiseSource[generators];
         _drawn = new bool[generators];
+        _pendingSkips = new int[generators];
+        int drawLength = generators == 1 && options.BatchPolicy == NoiseBatchPolicy.GeneratorPerBatch ? checked(_seeds.Length * rowLength) : rowLength;
         for (int g = 0; g < generators; g++)
+        {
             _generators[g] = options.CreateGenerator(_seeds[g]);
+            Skip(g, options.DrawsBefore, drawLength);
+        }
     }
 
     /// <summary>The number of rows.</summary>
@@ -104,6 +112,11 @@ public sealed class BatchNoise : INoiseSource
 
     private void Draw(int g, Span<float> destination)
     {
+        if (_pendingSkips[g] > 0)
+        {
+            Skip(g, _pendingSkips[g], destination.Length);
+            _pendingSkips[g] = 0;
+        }
         _generators[g].NextGaussian(destination);
         MarkDrawn(g);
     }
@@ -115,5 +128,22 @@ public sealed class BatchNoise : INoiseSource
         _drawn[g] = true;
         if (_options.StepNoiseSeedOffset is { } offset)
             _generators[g] = _options.CreateGenerator(unchecked(_seeds[g] + offset));
+        _pendingSkips[g] = _options.DrawsBeforeSteps;
+    }
+
+    /// <summary>Moves generator <paramref name="g"/> past <paramref name="draws"/> draws of <paramref name="length"/> values each.</summary>
+    private void Skip(int g, int draws, int length)
+    {
+        for (int d = 0; d < draws; d++)
+        {
+            if (_generators[g] is TorchCpuNoise torch)
+            {
+                torch.Skip(length);
+                continue;
+            }
+            if (_discard.Length != length)
+                _discard = new float[length];
+            _generators[g].NextGaussian(_discard);
+        }
     }
 }

@@ -38,6 +38,19 @@ internal sealed class Mt19937
         return y;
     }
 
+    /// <summary>Skips <paramref name="count"/> outputs, as that many <see cref="NextUInt32"/> calls would (tempering is skipped too).</summary>
+    public void Discard(long count)
+    {
+        while (count > 0)
+        {
+            if (_next == N)
+                Twist();
+            int take = (int)System.Math.Min(count, N - _next);
+            _next += take;
+            count -= take;
+        }
+    }
+
     private void Twist()
     {
         var s = _state;

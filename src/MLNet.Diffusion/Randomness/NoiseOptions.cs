@@ -34,6 +34,30 @@ public sealed record NoiseOptions
     public long? StepNoiseSeedOffset { get; init; }
 
     /// <summary>
+    /// Draws the generator made in earlier stages before this stage's first draw; default 0 (a fresh generator). Each is
+    /// one draw of this stage's noise shape — a row's [C, h, w] latent, or the whole batch's with
+    /// <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> — so the stage continues the stream where a pipeline of one
+    /// generator would stand. diffusers' image-to-image draws the encoder's sample and then the initial noise from one
+    /// generator: EncodeImage with <see cref="Diffusers"/>, DenoiseLatents with <c>Diffusers() with { DrawsBefore = 1 }</c>
+    /// (docs/reproducing.md has the inpainting settings).
+    /// </summary>
+    /// <remarks>
+    /// The draws are skipped, not made: <see cref="NoiseGenerator.TorchCpu"/> advances its Mersenne Twister by the 32-bit
+    /// outputs a draw takes (n, plus 16 when n is not a multiple of 16, for n ≥ 16 values); the other generators draw and
+    /// discard.
+    /// </remarks>
+    public int DrawsBefore { get; init; }
+
+    /// <summary>
+    /// DenoiseLatents only: draws skipped between the initial noise and the first stochastic step's, for a pipeline that
+    /// draws from the same generator in between; default 0. diffusers' StableDiffusionInpaintPipeline encodes the masked
+    /// image (<c>prepare_mask_latents</c>, <c>retrieve_latents(…, generator)</c>) after the initial noise, so its steps'
+    /// noise starts one draw later: 1 there, with PrepareInpainting's <see cref="DrawsBefore"/> counting the draws before it.
+    /// With <see cref="StepNoiseSeedOffset"/>, the skipped draws come from the restarted stream.
+    /// </summary>
+    public int DrawsBeforeSteps { get; init; }
+
+    /// <summary>
     /// diffusers with CPU generators: <c>torch.Generator("cpu").manual_seed(seed)</c> per row (a list of generators),
     /// or one generator for the whole batch.
     /// </summary>
@@ -86,6 +110,10 @@ public sealed record NoiseOptions
             throw new ArgumentOutOfRangeException(optionName, TorchCpuKernel, $"{optionName}.TorchCpuKernel must be Avx2 or Portable.");
         if (!Enum.IsDefined(BatchPolicy))
             throw new ArgumentOutOfRangeException(optionName, BatchPolicy, $"{optionName}.BatchPolicy must be GeneratorPerRow or GeneratorPerBatch.");
+        if (DrawsBefore < 0)
+            throw new ArgumentOutOfRangeException(optionName, DrawsBefore, $"{optionName}.DrawsBefore must be 0 or more (the draws the generator made in earlier stages).");
+        if (DrawsBeforeSteps < 0)
+            throw new ArgumentOutOfRangeException(optionName, DrawsBeforeSteps, $"{optionName}.DrawsBeforeSteps must be 0 or more (the draws skipped between the initial noise and the steps' noise).");
     }
 
     /// <summary>Creates one generator of this kind from <paramref name="seed"/>.</summary>

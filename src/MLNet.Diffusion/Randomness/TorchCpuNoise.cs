@@ -69,6 +69,23 @@ public sealed class TorchCpuNoise : INoiseSource
             destination[i] = (float)NextScalarNormal();
     }
 
+    /// <summary>
+    /// Moves the generator past one <c>torch.randn</c> call of <paramref name="count"/> values without computing them: for
+    /// 16 values or more the call takes one 32-bit output per value, plus 16 for the recomputed tail when the count is not
+    /// a multiple of 16, and leaves the cached scalar sample alone; fewer than 16 values take the scalar path, drawn.
+    /// </summary>
+    /// <param name="count">The values of the skipped call.</param>
+    internal void Skip(int count)
+    {
+        if (count >= BlockSize)
+        {
+            _engine.Discard(count % BlockSize == 0 ? count : (long)count + BlockSize);
+            return;
+        }
+        for (int i = 0; i < count; i++)
+            NextScalarNormal();
+    }
+
     private void FillBlocks(Span<float> destination)
     {
         for (int i = 0; i < destination.Length; i++)

@@ -28,7 +28,8 @@ public sealed class AddDiffusionNoiseOptions
     public int? Seed { get; init; }
 
     /// <summary>
-    /// Where ε comes from: default <see cref="NoiseOptions.Default"/>. A row's ε is the first draw of a generator seeded
+    /// Where ε comes from: default <see cref="NoiseOptions.Default"/>. A row's ε is the first draw (after
+    /// <see cref="NoiseOptions.DrawsBefore"/> skipped ones) of a generator seeded
     /// with its seed (<c>torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))</c> with
     /// <see cref="NoiseGenerator.TorchCpu"/>). The stage works row by row, so every batch policy draws per row.
     /// </summary>
@@ -152,7 +153,7 @@ public sealed class DiffusionNoisingTransformer : DiffusionTransformer
             long seed = _rowSeeds.Read(position);
 
             // x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4).
-            o.Noise.CreateGenerator(seed).NextGaussian(_noise);
+            o.Noise.CreateBatch([seed], _noise.Length).NextGaussian(_noise);
             NoiseScheduleMath.AddNoise(_stage._schedule, (int)t, _clean, _noise, _noisy);
         }
 

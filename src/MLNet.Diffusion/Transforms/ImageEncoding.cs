@@ -55,8 +55,8 @@ public sealed class EncodeImageOptions
 
     /// <summary>
     /// Where the sampling noise ε comes from (<see cref="LatentSampling.Sample"/>): default <see cref="NoiseOptions.Default"/>.
-    /// With another generator a row's ε is that generator's first draw from the row's seed (diffusers' <c>retrieve_latents(…,
-    /// generator)</c>); <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> draws [BatchSize, C, h, w] at once.
+    /// With another generator a row's ε is that generator's first draw from the row's seed, after <see cref="NoiseOptions.DrawsBefore"/>
+    /// skipped ones (diffusers' <c>retrieve_latents(…, generator)</c>); <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> draws [BatchSize, C, h, w] at once.
     /// </summary>
     public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
 

@@ -58,6 +58,8 @@ public sealed class DenoiseLatentsOptions
     /// the same seed: the initial noise is the generator's first draw, and each stochastic step (Euler ancestral, DDPM,
     /// LCM, DDIM with eta &gt; 0, …) draws the next one of the latent shape, as diffusers' <c>randn_tensor(model_output.shape,
     /// generator=…)</c>. With <see cref="NoiseBatchPolicy.GeneratorPerBatch"/> the batch is <see cref="BatchSize"/> rows.
+    /// Image-to-image as diffusers (whose generator drew the encoder's sample first): <c>NoiseOptions.Diffusers() with {
+    /// DrawsBefore = 1 }</c> here and <see cref="NoiseOptions.Diffusers"/> on EncodeImage, the same seeds in both.
     /// docs/reproducing.md has the table of tools and settings.
     /// </summary>
     public NoiseOptions Noise { get; init; } = NoiseOptions.Default;
