@@ -402,13 +402,7 @@ internal sealed class DenoiseLatentsMappingV2 : StatefulCustomMappingFactory<Den
     public override Action<DenoiseLatentsSlotsV2, OneOutput, SurrogateState> GetMapping() => (src, dst, state) =>
         state.Run(SurrogateState.First(src.__sd_config), r =>
         {
-            r.Set(Slots.Embeddings, src.__sd_embeddings);
-            r.Set(Slots.Noise, src.__sd_noise);
-            r.Set(Slots.InitialLatents, src.__sd_init);
-            r.Set(Slots.Mask, src.__sd_mask);
-            r.Set(Slots.MaskedLatents, src.__sd_masked);
-            r.Set(Slots.Pooled, src.__sd_pooled);
-            r.Set(Slots.Seed, SurrogateState.First(src.__sd_seed));
+            DenoiseLatentsSlotSetter.Inputs(r, src.__sd_embeddings, src.__sd_noise, src.__sd_init, src.__sd_mask, src.__sd_masked, src.__sd_pooled, src.__sd_seed);
             for (int i = 0; i < DenoiseLatentsStageDefinition.MaxSavedControlNets; i++)
             {
                 r.Set(DenoiseLatentsStageDefinition.ControlSlot(i), Array.Empty<float>());
@@ -427,21 +421,8 @@ internal sealed class DenoiseLatentsMappingV3 : StatefulCustomMappingFactory<Den
     public override Action<DenoiseLatentsSlotsV3, OneOutput, SurrogateState> GetMapping() => (src, dst, state) =>
         state.Run(SurrogateState.First(src.__sd_config), r =>
         {
-            r.Set(Slots.Embeddings, src.__sd_embeddings);
-            r.Set(Slots.Noise, src.__sd_noise);
-            r.Set(Slots.InitialLatents, src.__sd_init);
-            r.Set(Slots.Mask, src.__sd_mask);
-            r.Set(Slots.MaskedLatents, src.__sd_masked);
-            r.Set(Slots.Pooled, src.__sd_pooled);
-            r.Set(Slots.Seed, SurrogateState.First(src.__sd_seed));
-            r.Set(DenoiseLatentsStageDefinition.ControlSlot(0), src.__sd_control0);
-            r.Set(DenoiseLatentsStageDefinition.ControlSlot(1), src.__sd_control1);
-            r.Set(DenoiseLatentsStageDefinition.ControlSlot(2), src.__sd_control2);
-            r.Set(DenoiseLatentsStageDefinition.ControlSlot(3), src.__sd_control3);
-            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(0), src.__sd_cscale0);
-            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(1), src.__sd_cscale1);
-            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(2), src.__sd_cscale2);
-            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(3), src.__sd_cscale3);
+            DenoiseLatentsSlotSetter.Inputs(r, src.__sd_embeddings, src.__sd_noise, src.__sd_init, src.__sd_mask, src.__sd_masked, src.__sd_pooled, src.__sd_seed);
+            DenoiseLatentsSlotSetter.Controls(r, [src.__sd_control0, src.__sd_control1, src.__sd_control2, src.__sd_control3], [src.__sd_cscale0, src.__sd_cscale1, src.__sd_cscale2, src.__sd_cscale3]);
             r.Set(DenoiseLatentsStageDefinition.ScheduleSlot, Array.Empty<float>());
         }).ReadInto(dst);
 
@@ -454,23 +435,35 @@ internal sealed class DenoiseLatentsMapping : StatefulCustomMappingFactory<Denoi
     public override Action<DenoiseLatentsSlots, OneOutput, SurrogateState> GetMapping() => (src, dst, state) =>
         state.Run(SurrogateState.First(src.__sd_config), r =>
         {
-            r.Set(Slots.Embeddings, src.__sd_embeddings);
-            r.Set(Slots.Noise, src.__sd_noise);
-            r.Set(Slots.InitialLatents, src.__sd_init);
-            r.Set(Slots.Mask, src.__sd_mask);
-            r.Set(Slots.MaskedLatents, src.__sd_masked);
-            r.Set(Slots.Pooled, src.__sd_pooled);
-            r.Set(Slots.Seed, SurrogateState.First(src.__sd_seed));
-            r.Set(DenoiseLatentsStageDefinition.ControlSlot(0), src.__sd_control0);
-            r.Set(DenoiseLatentsStageDefinition.ControlSlot(1), src.__sd_control1);
-            r.Set(DenoiseLatentsStageDefinition.ControlSlot(2), src.__sd_control2);
-            r.Set(DenoiseLatentsStageDefinition.ControlSlot(3), src.__sd_control3);
-            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(0), src.__sd_cscale0);
-            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(1), src.__sd_cscale1);
-            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(2), src.__sd_cscale2);
-            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(3), src.__sd_cscale3);
+            DenoiseLatentsSlotSetter.Inputs(r, src.__sd_embeddings, src.__sd_noise, src.__sd_init, src.__sd_mask, src.__sd_masked, src.__sd_pooled, src.__sd_seed);
+            DenoiseLatentsSlotSetter.Controls(r, [src.__sd_control0, src.__sd_control1, src.__sd_control2, src.__sd_control3], [src.__sd_cscale0, src.__sd_cscale1, src.__sd_cscale2, src.__sd_cscale3]);
             r.Set(DenoiseLatentsStageDefinition.ScheduleSlot, src.__sd_schedule);
         }).ReadInto(dst);
 
     public override Action<SurrogateState> GetStateInitAction() => SurrogateState.Init;
+}
+
+/// <summary>The slots every DenoiseLatents contract (v2, v3, v4) saves, set once for all three mappings.</summary>
+internal static class DenoiseLatentsSlotSetter
+{
+    public static void Inputs(SurrogateRunner r, float[] embeddings, float[] noise, float[] init, float[] mask, float[] masked, float[] pooled, long[] seed)
+    {
+        r.Set(Slots.Embeddings, embeddings);
+        r.Set(Slots.Noise, noise);
+        r.Set(Slots.InitialLatents, init);
+        r.Set(Slots.Mask, mask);
+        r.Set(Slots.MaskedLatents, masked);
+        r.Set(Slots.Pooled, pooled);
+        r.Set(Slots.Seed, SurrogateState.First(seed));
+    }
+
+    /// <summary>The ControlNet slots of v3 and v4: one control image and one scale per saved ControlNet.</summary>
+    public static void Controls(SurrogateRunner r, float[][] images, float[][] scales)
+    {
+        for (int i = 0; i < images.Length; i++)
+        {
+            r.Set(DenoiseLatentsStageDefinition.ControlSlot(i), images[i]);
+            r.Set(DenoiseLatentsStageDefinition.ControlScaleSlot(i), scales[i]);
+        }
+    }
 }
